@@ -1,0 +1,189 @@
+//! The broker's shared state: config, metadata, partitions, fetch sessions.
+
+use std::fs::File;
+use std::sync::{Arc, Mutex, RwLock};
+
+use strata_quorum::{MetadataImage, MetadataRecord, MetadataStore};
+
+use crate::config::BrokerConfig;
+use crate::fetch_session::FetchSessionCache;
+use crate::flusher::Flusher;
+use crate::manager::PartitionManager;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error("data directory {dir} is in use by another broker (lock on {lock} is held); stop that broker or choose another log.dirs")]
+    Locked { dir: String, lock: String },
+    #[error("cannot load metadata: {0}")]
+    Metadata(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    metadata: Mutex<MetadataStore>,
+    image: RwLock<Arc<MetadataImage>>,
+    pub partitions: Arc<PartitionManager>,
+    pub fetch_sessions: Mutex<FetchSessionCache>,
+    /// The block of producer ids this broker hands out: `[next, end)`.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
+    _dir_lock: File,
+}
+
+/// A failure to commit metadata; the request gets UNKNOWN_SERVER_ERROR and the log line.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata commit failed: {0}")]
+pub struct CommitError(pub String);
+
+impl Broker {
+    /// Locks the data directory, loads metadata, recovers every partition log. Blocking; call
+    /// before serving. Needs a tokio runtime (the flusher task).
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        let dir = config.data_dir.clone();
+        let dir_err = |source| StartError::DataDir {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(dir_err)?;
+        let lock_path = dir.join(".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(dir_err)?;
+        if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
+            return Err(StartError::Locked {
+                dir: dir.display().to_string(),
+                lock: lock_path.display().to_string(),
+            });
+        }
+        let mut store = MetadataStore::open_local(&dir.join("meta"))
+            .map_err(|e| StartError::Metadata(e.to_string()))?;
+        if store.image().cluster_id.is_none() {
+            let cluster_id = config
+                .set
+                .get("cluster.id")
+                .cloned()
+                .unwrap_or_else(new_cluster_id);
+            store
+                .commit(vec![MetadataRecord::Cluster { cluster_id }])
+                .map_err(|e| StartError::Metadata(e.to_string()))?;
+        }
+        let image = Arc::new(store.image().clone());
+        let flusher = Flusher::start();
+        let partitions = Arc::new(PartitionManager::new(
+            dir.clone(),
+            config.fsync_before_ack,
+            flusher.clone(),
+        ));
+        partitions.remove_orphans(&image);
+        partitions.sync(&image, &config).map_err(dir_err)?;
+        if !config.fsync_before_ack {
+            flusher.start_ticker(Arc::downgrade(&partitions));
+        }
+        tracing::info!(
+            cluster_id = image.cluster_id.as_deref().unwrap_or(""),
+            topics = image.topic_count(),
+            partitions = partitions.all().len(),
+            "metadata loaded"
+        );
+        Ok(Arc::new(Broker {
+            config,
+            metadata: Mutex::new(store),
+            image: RwLock::new(image),
+            partitions,
+            fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            _dir_lock: lock,
+        }))
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The current metadata image (a cheap snapshot).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.image().cluster_id.clone().unwrap_or_default()
+    }
+
+    /// Commits records built by `build` from the current image, then brings the partitions in
+    /// line. `build` runs under the metadata lock, so checks it makes against the image hold
+    /// when its records are applied. Blocking work runs on the blocking pool.
+    pub async fn commit<T, F>(self: &Arc<Self>, build: F) -> Result<T, CommitError>
+    where
+        F: FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T) + Send + 'static,
+        T: Send + 'static,
+    {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = broker.metadata.lock().unwrap_or_else(|p| p.into_inner());
+            let (records, out) = build(store.image());
+            if records.is_empty() {
+                return Ok(out);
+            }
+            store
+                .commit(records)
+                .map_err(|e| CommitError(e.to_string()))?;
+            let image = Arc::new(store.image().clone());
+            *broker.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
+            broker
+                .partitions
+                .sync(&image, &broker.config)
+                .map_err(|e| CommitError(e.to_string()))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| CommitError(e.to_string()))?
+    }
+
+    /// A producer id never handed out before, on this broker or before a restart: ids are
+    /// reserved in blocks through a metadata record.
+    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, CommitError> {
+        const BLOCK: i64 = 1000;
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            let start = self
+                .commit(|image| {
+                    let start = image.next_producer_id;
+                    (
+                        vec![MetadataRecord::ProducerIds {
+                            next_producer_id: start + BLOCK,
+                        }],
+                        start,
+                    )
+                })
+                .await?;
+            *block = (start, start + BLOCK);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
+    }
+
+    /// Fsyncs every partition (shutdown).
+    pub fn flush_all(&self) {
+        for p in self.partitions.all() {
+            crate::flusher::flush_now(&p);
+        }
+    }
+}
+
+/// A new cluster id in Kafka's format: a random UUID as 22 characters of URL-safe base64.
+fn new_cluster_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}

@@ -1,0 +1,929 @@
+//! Broker and topic configuration, under Kafka's property names.
+//!
+//! [`BrokerConfig`] is built from a properties file and `--set` overrides. Every key Strata
+//! knows is in [`BROKER_CONFIGS`] with its type and Kafka's default; an unknown key is kept
+//! (and warned about by the caller), a bad value stops start-up with an error naming key and
+//! value. Topic configs ([`TOPIC_CONFIGS`]) resolve in Kafka's order: the topic's own override,
+//! then the broker's dynamic config, then the static broker config (through the topic config's
+//! broker synonyms, e.g. `retention.ms` ← `log.retention.ms` ← `log.retention.minutes` ←
+//! `log.retention.hours`), then Kafka's default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The type of a config value, as DescribeConfigs reports it (Kafka's `ConfigType` numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Short,
+    Long,
+    Double,
+    List,
+    Class,
+    Password,
+}
+
+impl ConfigType {
+    /// Kafka's wire number for the type (DescribeConfigs v3+).
+    pub fn wire(self) -> i8 {
+        match self {
+            ConfigType::Boolean => 1,
+            ConfigType::String => 2,
+            ConfigType::Int => 3,
+            ConfigType::Short => 4,
+            ConfigType::Long => 5,
+            ConfigType::Double => 6,
+            ConfigType::List => 7,
+            ConfigType::Class => 8,
+            ConfigType::Password => 9,
+        }
+    }
+}
+
+/// One known config key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    /// Kafka's default, as text; `None` is Kafka's null.
+    pub default: Option<&'static str>,
+    /// Allowed values for enumerated string configs; empty means any.
+    pub allowed: &'static [&'static str],
+    /// Lowest value allowed for numbers.
+    pub min: Option<i64>,
+    pub doc: &'static str,
+    /// Can be changed at runtime with AlterConfigs on the broker resource.
+    pub dynamic: bool,
+}
+
+const fn def(
+    name: &'static str,
+    kind: ConfigType,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        kind,
+        default,
+        allowed: &[],
+        min: None,
+        doc,
+        dynamic: false,
+    }
+}
+
+const fn num(
+    name: &'static str,
+    kind: ConfigType,
+    default: &'static str,
+    min: i64,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        kind,
+        default: Some(default),
+        allowed: &[],
+        min: Some(min),
+        doc,
+        dynamic: false,
+    }
+}
+
+const fn dynamic(mut d: ConfigDef) -> ConfigDef {
+    d.dynamic = true;
+    d
+}
+
+const fn one_of(mut d: ConfigDef, allowed: &'static [&'static str]) -> ConfigDef {
+    d.allowed = allowed;
+    d
+}
+
+use ConfigType as T;
+
+const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Strata's own switch: acknowledge acks=all produce requests only after an fsync.
+pub const FSYNC_BEFORE_ACK: &str = "strata.fsync.before.ack";
+
+/// Broker configs Strata knows, with Kafka's defaults.
+pub static BROKER_CONFIGS: &[ConfigDef] = &[
+    def("listeners", T::List, Some("PLAINTEXT://localhost:9092"), "Comma-separated listener URIs NAME://host:port. A host of 'localhost' binds both loopback addresses."),
+    def("advertised.listeners", T::List, None, "Listener addresses given to clients in metadata; defaults to 'listeners'."),
+    def("listener.security.protocol.map", T::String, Some("PLAINTEXT:PLAINTEXT"), "Security protocol of each listener name."),
+    def("log.dirs", T::String, None, "Data directory (one). Defaults to log.dir."),
+    def("log.dir", T::String, Some("./strata-data"), "Data directory used when log.dirs is not set."),
+    num("node.id", T::Int, "1", 0, "This broker's node id."),
+    def("process.roles", T::List, Some("broker,controller"), "Roles of this node; a single node is both broker and controller."),
+    dynamic(num("num.partitions", T::Int, "1", 1, "Default number of partitions of new topics.")),
+    num("default.replication.factor", T::Short, "1", 1, "Default replication factor of new topics."),
+    def("auto.create.topics.enable", T::Boolean, Some("true"), "Create a topic when a client asks for its metadata."),
+    dynamic(num("log.segment.bytes", T::Int, "1073741824", 14, "Maximum size of one log segment.")),
+    dynamic(num("log.roll.ms", T::Long, "604800000", 1, "Roll a segment after this time (overrides log.roll.hours).")),
+    num("log.roll.hours", T::Int, "168", 1, "Roll a segment after this many hours."),
+    dynamic(num("log.roll.jitter.ms", T::Long, "0", 0, "Random jitter subtracted from the roll time.")),
+    dynamic(num("message.max.bytes", T::Int, "1048588", 0, "Largest record batch the broker accepts.")),
+    num("socket.request.max.bytes", T::Int, "104857600", 1, "Largest request frame the broker reads."),
+    dynamic(num("log.flush.interval.messages", T::Long, LONG_MAX, 1, "Fsync a partition after this many messages.")),
+    dynamic(def("log.flush.interval.ms", T::Long, None, "Fsync a partition after this long (ms).")),
+    num("log.flush.scheduler.interval.ms", T::Long, LONG_MAX, 0, "How often the flusher checks log.flush.interval.ms."),
+    def(FSYNC_BEFORE_ACK, T::Boolean, Some("true"), "Strata: acknowledge acks=all produce requests only after the data is fsynced (group commit). false gives Kafka's page-cache behaviour."),
+    dynamic(num("log.retention.ms", T::Long, "604800000", -1, "Delete data older than this (overrides minutes and hours).")),
+    num("log.retention.minutes", T::Int, "10080", -1, "Retention in minutes (overrides hours)."),
+    num("log.retention.hours", T::Int, "168", -1, "Retention in hours."),
+    dynamic(num("log.retention.bytes", T::Long, "-1", -1, "Largest partition size before old segments are deleted.")),
+    num("log.retention.check.interval.ms", T::Long, "300000", 1, "How often retention is enforced."),
+    dynamic(one_of(def("log.cleanup.policy", T::List, Some("delete"), "Default cleanup policy of topics."), &["delete", "compact"])),
+    dynamic(num("log.index.interval.bytes", T::Int, "4096", 0, "Bytes between sparse index entries.")),
+    dynamic(num("log.index.size.max.bytes", T::Int, "10485760", 4, "Largest offset index.")),
+    dynamic(num("log.segment.delete.delay.ms", T::Long, "60000", 0, "Delay before a deleted segment's file is removed.")),
+    dynamic(num("log.cleaner.delete.retention.ms", T::Long, "86400000", 0, "How long tombstones are kept.")),
+    dynamic(num("log.cleaner.min.compaction.lag.ms", T::Long, "0", 0, "Minimum age of a record before compaction.")),
+    dynamic(num("log.cleaner.max.compaction.lag.ms", T::Long, LONG_MAX, 1, "Maximum time a record stays uncompacted.")),
+    dynamic(def("log.cleaner.min.cleanable.ratio", T::Double, Some("0.5"), "Dirty ratio that makes a log eligible for cleaning.")),
+    dynamic(def("log.preallocate", T::Boolean, Some("false"), "Preallocate segment files.")),
+    dynamic(one_of(def("log.message.timestamp.type", T::String, Some("CreateTime"), "Default timestamp type of topics."), TIMESTAMP_TYPES)),
+    dynamic(num("log.message.timestamp.before.max.ms", T::Long, LONG_MAX, 0, "Largest allowed age of a record's timestamp.")),
+    dynamic(num("log.message.timestamp.after.max.ms", T::Long, "3600000", 0, "Largest allowed time a record's timestamp may be ahead.")),
+    dynamic(one_of(def("compression.type", T::String, Some("producer"), "Default compression of topics."), COMPRESSION_TYPES)),
+    dynamic(num("compression.gzip.level", T::Int, "-1", -1, "gzip level used when the broker compresses.")),
+    dynamic(num("compression.lz4.level", T::Int, "9", 1, "lz4 level used when the broker compresses.")),
+    dynamic(num("compression.zstd.level", T::Int, "3", -131072, "zstd level used when the broker compresses.")),
+    dynamic(num("min.insync.replicas", T::Int, "1", 1, "Replicas that must acknowledge an acks=all write.")),
+    dynamic(def("unclean.leader.election.enable", T::Boolean, Some("false"), "Allow out-of-sync replicas to become leader.")),
+    num("offsets.topic.num.partitions", T::Int, "50", 1, "Partitions of __consumer_offsets."),
+    num("offsets.topic.replication.factor", T::Short, "3", 1, "Replication factor of __consumer_offsets (capped at the broker count)."),
+    num("offsets.retention.minutes", T::Int, "10080", 1, "How long offsets of empty groups are kept."),
+    num("group.initial.rebalance.delay.ms", T::Int, "3000", 0, "Delay of the first rebalance of a new group."),
+    num("group.min.session.timeout.ms", T::Int, "6000", 0, "Smallest session timeout a member may ask for."),
+    num("group.max.session.timeout.ms", T::Int, "1800000", 0, "Largest session timeout a member may ask for."),
+    num("transaction.state.log.num.partitions", T::Int, "50", 1, "Partitions of __transaction_state."),
+    num("transaction.state.log.replication.factor", T::Short, "3", 1, "Replication factor of __transaction_state."),
+    num("transaction.state.log.min.isr", T::Int, "2", 1, "min.insync.replicas of __transaction_state."),
+    num("transaction.max.timeout.ms", T::Int, "900000", 1, "Largest transaction timeout a producer may ask for."),
+    num("request.timeout.ms", T::Int, "30000", 0, "Timeout of internal requests."),
+    num("queued.max.requests", T::Int, "500", 1, "Requests queued before the network stops reading."),
+    num("num.network.threads", T::Int, "3", 1, "Accepted for compatibility; Strata uses its async runtime."),
+    num("num.io.threads", T::Int, "8", 1, "Accepted for compatibility; Strata uses its async runtime."),
+    def("controller.listener.names", T::List, None, "Accepted for compatibility (single node)."),
+    def("controller.quorum.voters", T::List, None, "Accepted for compatibility (single node)."),
+    def("inter.broker.listener.name", T::String, None, "Accepted for compatibility (single node)."),
+    def("broker.rack", T::String, None, "Rack of this broker."),
+    def("cluster.id", T::String, None, "Cluster id to format a new data directory with."),
+];
+
+/// A topic config and where its default comes from on the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub def: ConfigDef,
+    /// Broker keys that supply the default, most specific first, each with the factor that
+    /// converts its unit to the topic config's unit (hours → ms is 3 600 000).
+    pub synonyms: &'static [(&'static str, i64)],
+}
+
+const fn topic(def: ConfigDef, synonyms: &'static [(&'static str, i64)]) -> TopicConfigDef {
+    TopicConfigDef { def, synonyms }
+}
+
+/// Topic configs Strata knows, with Kafka's defaults and their broker synonyms.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    topic(
+        one_of(
+            def(
+                "cleanup.policy",
+                T::List,
+                Some("delete"),
+                "delete or compact or both.",
+            ),
+            &["delete", "compact"],
+        ),
+        &[("log.cleanup.policy", 1)],
+    ),
+    topic(
+        one_of(
+            def(
+                "compression.type",
+                T::String,
+                Some("producer"),
+                "Final compression of the topic's batches.",
+            ),
+            COMPRESSION_TYPES,
+        ),
+        &[("compression.type", 1)],
+    ),
+    topic(
+        num("compression.gzip.level", T::Int, "-1", -1, "gzip level."),
+        &[("compression.gzip.level", 1)],
+    ),
+    topic(
+        num("compression.lz4.level", T::Int, "9", 1, "lz4 level."),
+        &[("compression.lz4.level", 1)],
+    ),
+    topic(
+        num(
+            "compression.zstd.level",
+            T::Int,
+            "3",
+            -131072,
+            "zstd level.",
+        ),
+        &[("compression.zstd.level", 1)],
+    ),
+    topic(
+        num(
+            "delete.retention.ms",
+            T::Long,
+            "86400000",
+            0,
+            "How long tombstones are kept.",
+        ),
+        &[("log.cleaner.delete.retention.ms", 1)],
+    ),
+    topic(
+        num(
+            "file.delete.delay.ms",
+            T::Long,
+            "60000",
+            0,
+            "Delay before a deleted file is removed.",
+        ),
+        &[("log.segment.delete.delay.ms", 1)],
+    ),
+    topic(
+        num(
+            "flush.messages",
+            T::Long,
+            LONG_MAX,
+            1,
+            "Fsync after this many messages.",
+        ),
+        &[("log.flush.interval.messages", 1)],
+    ),
+    topic(
+        num("flush.ms", T::Long, LONG_MAX, 0, "Fsync after this long."),
+        &[("log.flush.interval.ms", 1)],
+    ),
+    topic(
+        def(
+            "follower.replication.throttled.replicas",
+            T::List,
+            Some(""),
+            "Throttled follower replicas.",
+        ),
+        &[],
+    ),
+    topic(
+        num(
+            "index.interval.bytes",
+            T::Int,
+            "4096",
+            0,
+            "Bytes between sparse index entries.",
+        ),
+        &[("log.index.interval.bytes", 1)],
+    ),
+    topic(
+        def(
+            "leader.replication.throttled.replicas",
+            T::List,
+            Some(""),
+            "Throttled leader replicas.",
+        ),
+        &[],
+    ),
+    topic(
+        num(
+            "max.compaction.lag.ms",
+            T::Long,
+            LONG_MAX,
+            1,
+            "Maximum time a record stays uncompacted.",
+        ),
+        &[("log.cleaner.max.compaction.lag.ms", 1)],
+    ),
+    topic(
+        num(
+            "max.message.bytes",
+            T::Int,
+            "1048588",
+            0,
+            "Largest record batch accepted.",
+        ),
+        &[("message.max.bytes", 1)],
+    ),
+    topic(
+        num(
+            "message.timestamp.after.max.ms",
+            T::Long,
+            "3600000",
+            0,
+            "Largest time a timestamp may be ahead of the broker.",
+        ),
+        &[("log.message.timestamp.after.max.ms", 1)],
+    ),
+    topic(
+        num(
+            "message.timestamp.before.max.ms",
+            T::Long,
+            LONG_MAX,
+            0,
+            "Largest age of a timestamp.",
+        ),
+        &[("log.message.timestamp.before.max.ms", 1)],
+    ),
+    topic(
+        one_of(
+            def(
+                "message.timestamp.type",
+                T::String,
+                Some("CreateTime"),
+                "CreateTime or LogAppendTime.",
+            ),
+            TIMESTAMP_TYPES,
+        ),
+        &[("log.message.timestamp.type", 1)],
+    ),
+    topic(
+        def(
+            "min.cleanable.dirty.ratio",
+            T::Double,
+            Some("0.5"),
+            "Dirty ratio that makes the log eligible for cleaning.",
+        ),
+        &[("log.cleaner.min.cleanable.ratio", 1)],
+    ),
+    topic(
+        num(
+            "min.compaction.lag.ms",
+            T::Long,
+            "0",
+            0,
+            "Minimum age of a record before compaction.",
+        ),
+        &[("log.cleaner.min.compaction.lag.ms", 1)],
+    ),
+    topic(
+        num(
+            "min.insync.replicas",
+            T::Int,
+            "1",
+            1,
+            "Replicas that must acknowledge an acks=all write.",
+        ),
+        &[("min.insync.replicas", 1)],
+    ),
+    topic(
+        def(
+            "preallocate",
+            T::Boolean,
+            Some("false"),
+            "Preallocate segment files.",
+        ),
+        &[("log.preallocate", 1)],
+    ),
+    topic(
+        num(
+            "retention.bytes",
+            T::Long,
+            "-1",
+            -1,
+            "Largest partition size before old segments are deleted.",
+        ),
+        &[("log.retention.bytes", 1)],
+    ),
+    topic(
+        num(
+            "retention.ms",
+            T::Long,
+            "604800000",
+            -1,
+            "Delete data older than this.",
+        ),
+        &[
+            ("log.retention.ms", 1),
+            ("log.retention.minutes", 60_000),
+            ("log.retention.hours", 3_600_000),
+        ],
+    ),
+    topic(
+        num(
+            "segment.bytes",
+            T::Int,
+            "1073741824",
+            14,
+            "Size of one log segment.",
+        ),
+        &[("log.segment.bytes", 1)],
+    ),
+    topic(
+        num(
+            "segment.index.bytes",
+            T::Int,
+            "10485760",
+            4,
+            "Largest offset index.",
+        ),
+        &[("log.index.size.max.bytes", 1)],
+    ),
+    topic(
+        num(
+            "segment.jitter.ms",
+            T::Long,
+            "0",
+            0,
+            "Random jitter subtracted from segment.ms.",
+        ),
+        &[("log.roll.jitter.ms", 1)],
+    ),
+    topic(
+        num(
+            "segment.ms",
+            T::Long,
+            "604800000",
+            1,
+            "Roll a segment after this long.",
+        ),
+        &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+    ),
+    topic(
+        def(
+            "unclean.leader.election.enable",
+            T::Boolean,
+            Some("false"),
+            "Allow out-of-sync replicas to become leader.",
+        ),
+        &[("unclean.leader.election.enable", 1)],
+    ),
+];
+
+pub fn broker_config_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.def.name == name)
+}
+
+/// A value that does not fit its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {value:?} for configuration {key}: {reason}")]
+pub struct InvalidConfig {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Checks `value` against `def`'s type, range and allowed values.
+pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), InvalidConfig> {
+    let bad = |reason: String| InvalidConfig {
+        key: def.name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let trimmed = value.trim();
+    match def.kind {
+        T::Boolean => {
+            if !trimmed.eq_ignore_ascii_case("true") && !trimmed.eq_ignore_ascii_case("false") {
+                return Err(bad("expected true or false".into()));
+            }
+        }
+        T::Int | T::Short | T::Long => {
+            let n: i64 = trimmed
+                .parse()
+                .map_err(|_| bad("expected an integer".into()))?;
+            let (lo, hi) = match def.kind {
+                T::Int => (i64::from(i32::MIN), i64::from(i32::MAX)),
+                T::Short => (i64::from(i16::MIN), i64::from(i16::MAX)),
+                _ => (i64::MIN, i64::MAX),
+            };
+            if n < lo || n > hi {
+                return Err(bad(format!("out of range for {:?}", def.kind)));
+            }
+            if let Some(min) = def.min {
+                if n < min {
+                    return Err(bad(format!("must be at least {min}")));
+                }
+            }
+        }
+        T::Double => {
+            let x: f64 = trimmed
+                .parse()
+                .map_err(|_| bad("expected a number".into()))?;
+            if !x.is_finite() {
+                return Err(bad("expected a finite number".into()));
+            }
+        }
+        T::List => {
+            if !def.allowed.is_empty() {
+                for item in trimmed.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if !def.allowed.contains(&item) {
+                        return Err(bad(format!("expected a list of {:?}", def.allowed)));
+                    }
+                }
+            }
+        }
+        T::String | T::Class | T::Password => {
+            if !def.allowed.is_empty() && !def.allowed.contains(&trimmed) {
+                return Err(bad(format!("expected one of {:?}", def.allowed)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a listener's connections come from and how they are secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub security_protocol: String,
+    pub host: String,
+    pub port: u16,
+}
+
+fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, InvalidConfig> {
+    let bad = |reason: &str| InvalidConfig {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut listeners = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, addr) = item
+            .split_once("://")
+            .ok_or_else(|| bad("expected NAME://host:port"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected NAME://host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|_| bad("port must be 0-65535"))?;
+        if name.is_empty() {
+            return Err(bad("listener name is empty"));
+        }
+        listeners.push(Listener {
+            name: name.to_string(),
+            security_protocol: name.to_string(),
+            host: host.to_string(),
+            port,
+        });
+    }
+    if listeners.is_empty() {
+        return Err(bad("at least one listener is needed"));
+    }
+    Ok(listeners)
+}
+
+/// The broker's static configuration: what was set, on top of [`BROKER_CONFIGS`] defaults.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Keys set in the file or with `--set`, known or not.
+    pub set: BTreeMap<String, String>,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    pub fsync_before_ack: bool,
+    pub flush_interval_messages: i64,
+    pub flush_interval_ms: Option<i64>,
+}
+
+impl BrokerConfig {
+    /// Parses a properties file's text (Java properties: `key=value` or `key: value`, `#` and
+    /// `!` comments, blank lines).
+    pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, InvalidConfig> {
+        let mut map = BTreeMap::new();
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let split = line.find(['=', ':']).ok_or_else(|| InvalidConfig {
+                key: format!("line {}", n + 1),
+                value: line.to_string(),
+                reason: "expected key=value".into(),
+            })?;
+            let (k, v) = line.split_at(split);
+            map.insert(k.trim().to_string(), v[1..].trim().to_string());
+        }
+        Ok(map)
+    }
+
+    /// Builds the config from set keys. Returns the config and the unknown keys (for the
+    /// caller to warn about).
+    pub fn from_map(set: BTreeMap<String, String>) -> Result<(Self, Vec<String>), InvalidConfig> {
+        let mut unknown = Vec::new();
+        for (key, value) in &set {
+            match broker_config_def(key) {
+                Some(def) => validate_value(def, value)?,
+                None => unknown.push(key.clone()),
+            }
+        }
+        let get = |key: &str| -> String {
+            set.get(key)
+                .cloned()
+                .or_else(|| broker_config_def(key).and_then(|d| d.default.map(str::to_string)))
+                .unwrap_or_default()
+        };
+        let int = |key: &str| -> i64 { get(key).trim().parse().unwrap_or(0) };
+        let listeners = parse_listeners("listeners", &get("listeners"))?;
+        let advertised_listeners = match set.get("advertised.listeners") {
+            Some(v) => parse_listeners("advertised.listeners", v)?,
+            None => listeners.clone(),
+        };
+        for l in &listeners {
+            if l.security_protocol != "PLAINTEXT" {
+                return Err(InvalidConfig {
+                    key: "listeners".into(),
+                    value: get("listeners"),
+                    reason: format!(
+                        "listener {} uses security protocol {}; only PLAINTEXT is supported so far",
+                        l.name, l.security_protocol
+                    ),
+                });
+            }
+        }
+        let data_dir = set
+            .get("log.dirs")
+            .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
+            .unwrap_or_else(|| get("log.dir"));
+        if data_dir.is_empty() {
+            return Err(InvalidConfig {
+                key: "log.dirs".into(),
+                value: data_dir,
+                reason: "must name a directory".into(),
+            });
+        }
+        let config = BrokerConfig {
+            listeners,
+            advertised_listeners,
+            data_dir: PathBuf::from(data_dir),
+            node_id: int("node.id") as i32,
+            num_partitions: int("num.partitions") as i32,
+            default_replication_factor: int("default.replication.factor") as i16,
+            auto_create_topics: get("auto.create.topics.enable").eq_ignore_ascii_case("true"),
+            message_max_bytes: int("message.max.bytes") as i32,
+            socket_request_max_bytes: int("socket.request.max.bytes") as usize,
+            fsync_before_ack: get(FSYNC_BEFORE_ACK).eq_ignore_ascii_case("true"),
+            flush_interval_messages: int("log.flush.interval.messages"),
+            flush_interval_ms: set
+                .get("log.flush.interval.ms")
+                .and_then(|v| v.trim().parse().ok()),
+            set,
+        };
+        Ok((config, unknown))
+    }
+
+    /// The value of a broker key: set, or Kafka's default.
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.set
+            .get(key)
+            .cloned()
+            .or_else(|| broker_config_def(key).and_then(|d| d.default.map(str::to_string)))
+    }
+
+    /// The listener advertised for connections that arrived on listener `name`.
+    pub fn advertised_for(&self, name: &str) -> &Listener {
+        self.advertised_listeners
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or(&self.advertised_listeners[0])
+    }
+}
+
+/// Where an effective config value came from (Kafka's `ConfigSource` numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    TopicConfig = 1,
+    DynamicBrokerConfig = 2,
+    DynamicDefaultBrokerConfig = 3,
+    StaticBrokerConfig = 4,
+    DefaultConfig = 5,
+}
+
+/// One resolved value with its synonyms chain, as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedConfig {
+    pub name: &'static str,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+    /// Every place that supplies a value, most specific first: (name, value, source).
+    pub synonyms: Vec<(String, Option<String>, ConfigSource)>,
+    pub def: ConfigDef,
+}
+
+/// The layers a topic config is resolved through.
+pub struct ConfigLayers<'a> {
+    pub topic: &'a BTreeMap<String, String>,
+    pub dynamic_broker: Option<&'a BTreeMap<String, String>>,
+    pub dynamic_default: Option<&'a BTreeMap<String, String>>,
+    pub static_broker: &'a BTreeMap<String, String>,
+}
+
+fn scale(value: &str, factor: i64) -> String {
+    if factor == 1 {
+        return value.to_string();
+    }
+    match value.trim().parse::<i64>() {
+        Ok(n) if n < 0 => n.to_string(),
+        Ok(n) => n.saturating_mul(factor).to_string(),
+        Err(_) => value.to_string(),
+    }
+}
+
+/// Resolves one topic config through the layers.
+pub fn resolve_topic_config(def: &TopicConfigDef, layers: &ConfigLayers) -> ResolvedConfig {
+    let mut synonyms = Vec::new();
+    if let Some(v) = layers.topic.get(def.def.name) {
+        synonyms.push((
+            def.def.name.to_string(),
+            Some(v.clone()),
+            ConfigSource::TopicConfig,
+        ));
+    }
+    let broker_layers = [
+        (layers.dynamic_broker, ConfigSource::DynamicBrokerConfig),
+        (
+            layers.dynamic_default,
+            ConfigSource::DynamicDefaultBrokerConfig,
+        ),
+        (Some(layers.static_broker), ConfigSource::StaticBrokerConfig),
+    ];
+    for (layer, source) in broker_layers {
+        let Some(layer) = layer else { continue };
+        for (key, _) in def.synonyms {
+            if let Some(v) = layer.get(*key) {
+                synonyms.push((key.to_string(), Some(v.clone()), source));
+            }
+        }
+    }
+    let first_synonym = def.synonyms.first().map(|(k, _)| *k);
+    let default_name = first_synonym.unwrap_or(def.def.name);
+    let default_value = first_synonym
+        .and_then(broker_config_def)
+        .and_then(|d| d.default)
+        .or(def.def.default)
+        .map(str::to_string);
+    synonyms.push((
+        default_name.to_string(),
+        default_value,
+        ConfigSource::DefaultConfig,
+    ));
+    let (value, source) = match synonyms.first() {
+        Some((key, value, source)) => {
+            let factor = def
+                .synonyms
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(1, |(_, f)| *f);
+            let value = if *source == ConfigSource::TopicConfig {
+                value.clone()
+            } else {
+                value.as_deref().map(|v| scale(v, factor))
+            };
+            (value, *source)
+        }
+        None => (
+            def.def.default.map(str::to_string),
+            ConfigSource::DefaultConfig,
+        ),
+    };
+    ResolvedConfig {
+        name: def.def.name,
+        value,
+        source,
+        synonyms,
+        def: def.def,
+    }
+}
+
+/// The effective topic configs a partition log needs, resolved once per config change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSettings {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u32,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub compact: bool,
+}
+
+impl TopicSettings {
+    pub fn resolve(layers: &ConfigLayers) -> Self {
+        let get = |name: &str| -> String {
+            let def = topic_config_def(name).expect("known topic config");
+            resolve_topic_config(def, layers).value.unwrap_or_default()
+        };
+        let long = |name: &str| -> i64 { get(name).trim().parse().unwrap_or(i64::MAX) };
+        TopicSettings {
+            segment_bytes: long("segment.bytes").max(14) as u64,
+            segment_ms: long("segment.ms").max(1),
+            index_interval_bytes: long("index.interval.bytes").clamp(0, i64::from(u32::MAX)) as u32,
+            max_message_bytes: long("max.message.bytes").max(0) as usize,
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+            flush_messages: long("flush.messages"),
+            flush_ms: long("flush.ms"),
+            compact: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let (c, unknown) = BrokerConfig::from_map(BTreeMap::new()).expect("defaults");
+        assert!(unknown.is_empty());
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(c.listeners[0].host, "localhost");
+        assert_eq!(c.data_dir, PathBuf::from("./strata-data"));
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert!(c.fsync_before_ack);
+        assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn bad_value_names_key_and_value() {
+        let err = BrokerConfig::from_map(map(&[("num.partitions", "lots")])).expect_err("bad");
+        assert_eq!(err.key, "num.partitions");
+        assert_eq!(err.value, "lots");
+        let err = BrokerConfig::from_map(map(&[("num.partitions", "0")])).expect_err("bad");
+        assert!(err.reason.contains("at least 1"), "{err}");
+        let err = BrokerConfig::from_map(map(&[("listeners", "nonsense")])).expect_err("bad");
+        assert_eq!(err.key, "listeners");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let (_, unknown) =
+            BrokerConfig::from_map(map(&[("no.such.key", "1")])).expect("unknown is fine");
+        assert_eq!(unknown, vec!["no.such.key".to_string()]);
+    }
+
+    #[test]
+    fn properties_file_syntax() {
+        let m =
+            BrokerConfig::parse_properties("# c\n! c\n\na=1\nb : two\n c= x=y \n").expect("parses");
+        assert_eq!(m, map(&[("a", "1"), ("b", "two"), ("c", "x=y")]));
+    }
+
+    #[test]
+    fn topic_config_resolution_order() {
+        let empty = BTreeMap::new();
+        let static_broker = map(&[("log.retention.hours", "1")]);
+        let layers = ConfigLayers {
+            topic: &empty,
+            dynamic_broker: None,
+            dynamic_default: None,
+            static_broker: &static_broker,
+        };
+        let def = topic_config_def("retention.ms").expect("known");
+        let r = resolve_topic_config(def, &layers);
+        assert_eq!(r.value.as_deref(), Some("3600000"));
+        assert_eq!(r.source, ConfigSource::StaticBrokerConfig);
+        let topic = map(&[("retention.ms", "5")]);
+        let layers = ConfigLayers {
+            topic: &topic,
+            ..layers
+        };
+        let r = resolve_topic_config(def, &layers);
+        assert_eq!(r.value.as_deref(), Some("5"));
+        assert_eq!(r.source, ConfigSource::TopicConfig);
+        assert_eq!(r.synonyms.len(), 3);
+        let layers = ConfigLayers {
+            topic: &empty,
+            dynamic_broker: None,
+            dynamic_default: None,
+            static_broker: &empty,
+        };
+        let r = resolve_topic_config(def, &layers);
+        assert_eq!(r.value.as_deref(), Some("604800000"));
+        assert_eq!(r.source, ConfigSource::DefaultConfig);
+    }
+}

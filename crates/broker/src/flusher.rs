@@ -1,0 +1,126 @@
+//! Group commit: fsyncs off the request path.
+//!
+//! A partition with new data queues itself here (at most once: `flush_queued`). The flusher
+//! takes everything queued, asks each log for a [`strata_log::SyncJob`] (duplicated file
+//! handles, so the fsync runs without the log lock), runs the jobs on the blocking pool, and
+//! then tells each partition how far it is durable. While one round of fsyncs runs, new
+//! appends queue up and are covered by the next round: one fsync covers every batch appended
+//! meanwhile.
+//!
+//! With `strata.fsync.before.ack=false` partitions queue themselves only when `flush.messages`
+//! or `flush.ms` say so (a periodic tick checks `flush.ms`), which is Kafka's behaviour.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::partition::{now_ms, Partition};
+
+#[derive(Clone)]
+pub struct Flusher {
+    tx: mpsc::UnboundedSender<Arc<Partition>>,
+}
+
+impl Flusher {
+    /// Starts the flusher task; it ends when every `Flusher` handle is dropped.
+    pub fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(rx));
+        Flusher { tx }
+    }
+
+    /// Queues `partition` for an fsync if it is not queued already. The channel holds each
+    /// partition at most once, so it is bounded by the number of partitions.
+    pub fn request(&self, partition: &Arc<Partition>) {
+        if !partition
+            .flush_queued
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            // Fails only when the flusher is gone (shutdown); then the final flush covers it.
+            let _ = self.tx.send(partition.clone());
+        }
+    }
+
+    /// Queues the partition if its flush policy says so.
+    pub fn after_append(&self, partition: &Arc<Partition>) {
+        if partition.needs_flush(now_ms()) {
+            self.request(partition);
+        }
+    }
+
+    /// Every `interval`, queue partitions whose `flush.ms` has passed.
+    pub fn start_ticker(&self, partitions: Weak<crate::manager::PartitionManager>) {
+        let flusher = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000));
+            loop {
+                tick.tick().await;
+                let Some(manager) = partitions.upgrade() else {
+                    return;
+                };
+                let now = now_ms();
+                for p in manager.all() {
+                    if p.needs_flush(now) && p.log_end_offset() > 0 {
+                        flusher.request(&p);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Fsyncs one partition now, on the calling thread (used at shutdown).
+pub fn flush_now(partition: &Partition) {
+    if let Some(job) = partition.sync_job() {
+        match job.run() {
+            Ok(durable) => partition.on_flushed(durable),
+            Err(error) => {
+                tracing::error!(topic = %partition.topic, partition = partition.index, %error, "fsync failed")
+            }
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>) {
+    while let Some(first) = rx.recv().await {
+        let mut round = vec![first];
+        while let Ok(p) = rx.try_recv() {
+            round.push(p);
+        }
+        let jobs: Vec<_> = round
+            .into_iter()
+            .map(|p| {
+                // Clear the flag before taking the job: an append after this point queues the
+                // partition again and is covered by a later round.
+                p.flush_queued
+                    .store(false, std::sync::atomic::Ordering::Release);
+                let job = p.sync_job();
+                (p, job)
+            })
+            .collect();
+        let done = tokio::task::spawn_blocking(move || {
+            jobs.into_iter()
+                .filter_map(|(p, job)| {
+                    let job = job?;
+                    match job.run() {
+                        Ok(durable) => Some((p, durable)),
+                        Err(error) => {
+                            tracing::error!(topic = %p.topic, partition = p.index, %error, "fsync failed; data stays unacknowledged");
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match done {
+            Ok(done) => {
+                for (p, durable) in done {
+                    p.on_flushed(durable);
+                }
+            }
+            Err(error) => tracing::error!(%error, "flusher task failed"),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Fetch: whole batches up to the high watermark, long-polling for `min_bytes`.
+//!
+//! Limits: each partition gets at most its `partition_max_bytes`, the response at most
+//! `max_bytes`, except that the first partition with data always gets at least one whole batch
+//! even when it is larger (otherwise a consumer could never get past a large batch). A fetch
+//! offset inside a batch returns that whole batch; the client skips the records before its
+//! position. An offset below the log start or above the log end answers OFFSET_OUT_OF_RANGE.
+//! Sessions (KIP-227) are handled by [`crate::fetch_session`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use strata_protocol::ErrorCode;
+
+use super::{str_bytes, Reply};
+use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::broker::Broker;
+use crate::fetch_session::{FetchKey, SessionAction, SessionPartition};
+use crate::partition::Partition;
+
+/// Upper bound on a fetch's wait, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+/// Upper bound on one response's size, whatever the client asks.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+pub fn fetch(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: FetchRequest,
+    version: i16,
+) -> Reply {
+    let by_id = version >= 13;
+    let requested: Vec<(FetchKey, SessionPartition)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    FetchKey {
+                        topic_id: if by_id { t.topic_id } else { uuid::Uuid::nil() },
+                        topic: if by_id {
+                            String::new()
+                        } else {
+                            t.topic.0.to_string()
+                        },
+                        partition: p.partition,
+                    },
+                    SessionPartition {
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        current_leader_epoch: p.current_leader_epoch,
+                        last_high_watermark: -1,
+                        last_log_start_offset: -1,
+                    },
+                )
+            })
+        })
+        .collect();
+    let forgotten: Vec<FetchKey> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| FetchKey {
+                topic_id: if by_id { t.topic_id } else { uuid::Uuid::nil() },
+                topic: if by_id {
+                    String::new()
+                } else {
+                    t.topic.0.to_string()
+                },
+                partition: *p,
+            })
+        })
+        .collect();
+    let action = {
+        let mut cache = broker
+            .fetch_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache.begin(req.session_id, req.session_epoch, &requested, &forgotten)
+    };
+    let action = match action {
+        Ok(a) => a,
+        Err(code) => {
+            return Reply::now(ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_error_code(code.code())
+                    .with_session_id(0),
+            ))
+        }
+    };
+    let (session_id, incremental, partitions) = match action {
+        SessionAction::Sessionless => (0, false, requested),
+        SessionAction::Full { session_id } => (session_id, false, requested),
+        SessionAction::Incremental { session_id } => {
+            let parts = broker
+                .fetch_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .partitions(session_id);
+            (session_id, true, parts)
+        }
+    };
+    let broker = broker.clone();
+    let ctx = ctx.clone();
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = (req.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
+    let read_committed = req.isolation_level == 1;
+    Reply::Later(
+        async move {
+            let resolved: Vec<Resolved> = partitions
+                .into_iter()
+                .map(|(key, sp)| resolve(&broker, &ctx, by_id, key, sp))
+                .collect();
+            let deadline = tokio::time::Instant::now() + max_wait;
+            let results = loop {
+                // Subscribe before reading, so an append between the read and the wait wakes us.
+                let mut receivers: Vec<_> = resolved
+                    .iter()
+                    .filter_map(|r| r.partition.as_ref().map(|p| p.subscribe()))
+                    .collect();
+                let (results, total, any_error) = read_all(&resolved, max_bytes);
+                if total >= min_bytes
+                    || any_error
+                    || receivers.is_empty()
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    break results;
+                }
+                let changed = futures::future::select_all(
+                    receivers.iter_mut().map(|rx| Box::pin(rx.changed())),
+                );
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    // Timed out: answer with whatever is there now.
+                    let (results, _, _) = read_all(&resolved, max_bytes);
+                    break results;
+                }
+            };
+            let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+            let mut cache = broker
+                .fetch_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (r, data) in resolved.iter().zip(results) {
+                let newsworthy = !incremental
+                    || data.error_code != 0
+                    || data.records.as_ref().is_some_and(|b| !b.is_empty())
+                    || data.high_watermark != r.session.last_high_watermark
+                    || data.log_start_offset != r.session.last_log_start_offset;
+                if session_id != 0 {
+                    cache.record_sent(
+                        session_id,
+                        &r.key,
+                        data.high_watermark,
+                        data.log_start_offset,
+                    );
+                }
+                if !newsworthy {
+                    continue;
+                }
+                let data = if read_committed {
+                    data.with_aborted_transactions(Some(vec![]))
+                } else {
+                    data
+                };
+                // log_start_offset exists from v5.
+                let data = if version < 5 {
+                    data.with_log_start_offset(-1)
+                } else {
+                    data
+                };
+                let same_topic = topics.last().is_some_and(|t| {
+                    t.topic_id == r.key.topic_id && t.topic.0.as_str() == r.key.topic
+                });
+                if !same_topic {
+                    topics.push(
+                        FetchableTopicResponse::default()
+                            .with_topic(TopicName(str_bytes(r.key.topic.clone())))
+                            .with_topic_id(r.key.topic_id),
+                    );
+                }
+                topics
+                    .last_mut()
+                    .expect("pushed above")
+                    .partitions
+                    .push(data);
+            }
+            drop(cache);
+            ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_session_id(session_id)
+                    .with_responses(topics),
+            )
+        }
+        .boxed(),
+    )
+}
+
+/// A requested partition, looked up once per request.
+struct Resolved {
+    key: FetchKey,
+    session: SessionPartition,
+    partition: Option<Arc<Partition>>,
+    error: Option<ErrorCode>,
+}
+
+fn resolve(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    by_id: bool,
+    key: FetchKey,
+    session: SessionPartition,
+) -> Resolved {
+    let image = broker.image();
+    let topic = if by_id {
+        image.topic_by_id(&key.topic_id)
+    } else {
+        image.topic_by_name(&key.topic)
+    };
+    let lookup = match topic {
+        None if by_id => Err(ErrorCode::UnknownTopicId),
+        None => Err(ErrorCode::UnknownTopicOrPartition),
+        Some(t) if !authorize(ctx, Operation::Read, Resource::Topic(&t.name)) => {
+            Err(ErrorCode::TopicAuthorizationFailed)
+        }
+        Some(t) => broker
+            .partitions
+            .get(&t.topic_id, key.partition)
+            .ok_or(ErrorCode::UnknownTopicOrPartition),
+    };
+    let lookup = lookup.and_then(|p| {
+        let ours = p.leader_epoch();
+        match session.current_leader_epoch {
+            e if e < 0 || e == ours => Ok(p),
+            e if e > ours => Err(ErrorCode::UnknownLeaderEpoch),
+            _ => Err(ErrorCode::FencedLeaderEpoch),
+        }
+    });
+    match lookup {
+        Ok(p) => Resolved {
+            key,
+            session,
+            partition: Some(p),
+            error: None,
+        },
+        Err(e) => Resolved {
+            key,
+            session,
+            partition: None,
+            error: Some(e),
+        },
+    }
+}
+
+/// Reads every partition once. Returns the per-partition data, the total record bytes and
+/// whether any partition has an error.
+fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(resolved.len());
+    for r in resolved {
+        let base = PartitionData::default()
+            .with_partition_index(r.key.partition)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
+        let Some(partition) = &r.partition else {
+            any_error = true;
+            out.push(base.with_error_code(r.error.map_or(0, |e| e.code())));
+            continue;
+        };
+        let remaining = max_bytes.saturating_sub(total);
+        let limit = (r.session.max_bytes.max(0) as usize).min(remaining);
+        // Once the response is full, later partitions get no records but still report their
+        // offsets; the first partition with data always gets at least one batch.
+        let result = if limit == 0 && total > 0 {
+            partition.read(r.session.fetch_offset, 0).map(|mut res| {
+                res.records = Bytes::new();
+                res
+            })
+        } else {
+            partition.read(r.session.fetch_offset, limit.max(1))
+        };
+        match result {
+            Ok(res) => {
+                total += res.records.len();
+                out.push(
+                    base.with_high_watermark(res.high_watermark)
+                        .with_last_stable_offset(res.high_watermark)
+                        .with_log_start_offset(res.log_start_offset)
+                        .with_records(Some(res.records)),
+                );
+            }
+            Err(code) => {
+                any_error = true;
+                out.push(
+                    base.with_error_code(code.code())
+                        .with_high_watermark(partition.high_watermark())
+                        .with_last_stable_offset(partition.high_watermark())
+                        .with_log_start_offset(partition.log_start_offset()),
+                );
+            }
+        }
+    }
+    (out, total, any_error)
+}

@@ -1,0 +1,350 @@
+//! Metadata, FindCoordinator, DescribeCluster, DescribeTopicPartitions.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataRequest, MetadataResponse, TopicName,
+};
+use strata_protocol::topic::is_internal;
+use strata_protocol::ErrorCode;
+use strata_quorum::{MetadataImage, TopicImage};
+use uuid::Uuid;
+
+use super::admin::plan_create_topic;
+use super::str_bytes;
+use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::broker::Broker;
+
+/// "Authorized operations were not requested" on the wire.
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn metadata(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    // v0 answers every topic for an empty list; v1+ uses null for "all".
+    let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let allow_auto_create =
+        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    if let (Some(list), true) = (&requested, allow_auto_create) {
+        auto_create(broker, ctx, list).await;
+    }
+    let image = broker.image();
+    let topics = match requested {
+        None => image
+            .topics()
+            .filter(|t| authorize(ctx, Operation::Describe, Resource::Topic(&t.name)))
+            .map(|t| topic_metadata(t, req.include_topic_authorized_operations))
+            .collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => image.topic_by_name(n),
+                    None => image.topic_by_id(&id),
+                };
+                match (found, name) {
+                    (Some(t), _) => topic_metadata(t, req.include_topic_authorized_operations),
+                    (None, Some(n)) => {
+                        let code = if strata_protocol::topic::validate_topic_name(&n).is_err() {
+                            ErrorCode::InvalidTopicException
+                        } else {
+                            ErrorCode::UnknownTopicOrPartition
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code.code())
+                            .with_name(Some(TopicName(str_bytes(n))))
+                            .with_topic_authorized_operations(OPERATIONS_OMITTED)
+                    }
+                    (None, None) => MetadataResponseTopic::default()
+                        .with_error_code(ErrorCode::UnknownTopicId.code())
+                        .with_topic_id(id)
+                        .with_topic_authorized_operations(OPERATIONS_OMITTED),
+                }
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![self_broker(broker, ctx)])
+        .with_cluster_id(Some(str_bytes(
+            image.cluster_id.clone().unwrap_or_default(),
+        )))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+}
+
+/// Creates requested topics that do not exist yet, with the broker's defaults.
+async fn auto_create(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    requested: &[(Option<String>, Uuid)],
+) {
+    let image = broker.image();
+    let missing: Vec<String> = requested
+        .iter()
+        .filter_map(|(name, _)| name.clone())
+        .filter(|n| image.topic_by_name(n).is_none())
+        .filter(|n| strata_protocol::topic::validate_topic_name(n).is_ok())
+        .filter(|n| authorize(ctx, Operation::Create, Resource::Topic(n)))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let config = broker.config.clone();
+    let result = broker
+        .commit(move |image| {
+            let mut records = Vec::new();
+            let mut created = Vec::new();
+            for name in missing {
+                // Another request may have created it meanwhile, or an earlier name in this
+                // list may collide with it; planning against the records so far catches both.
+                let mut scratch = image.clone();
+                for r in &records {
+                    scratch.apply(r);
+                }
+                if let Ok(plan) =
+                    plan_create_topic(&scratch, &config, &name, -1, -1, &[], &Default::default())
+                {
+                    records.extend(plan);
+                    created.push(name);
+                }
+            }
+            (records, created)
+        })
+        .await;
+    match result {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!(topics = ?created, "auto-created topics")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "auto-creating topics failed"),
+    }
+}
+
+fn self_broker(broker: &Broker, ctx: &ConnectionContext) -> MetadataResponseBroker {
+    let l = broker.config.advertised_for(&ctx.listener);
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(broker.node_id()))
+        .with_host(str_bytes(l.host.clone()))
+        .with_port(i32::from(l.port))
+        .with_rack(
+            broker
+                .config
+                .set
+                .get("broker.rack")
+                .map(|r| str_bytes(r.clone())),
+        )
+}
+
+fn topic_metadata(topic: &TopicImage, include_operations: bool) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .values()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(is_internal(&topic.name))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_operations {
+            ALL_TOPIC_OPERATIONS
+        } else {
+            OPERATIONS_OMITTED
+        })
+}
+
+/// Bit set of the topic operations a principal may perform (READ 3, WRITE 4, CREATE 5, DELETE 6,
+/// ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11): all, without an authorizer.
+const ALL_TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+
+/// There is no group or transaction coordinator yet: every key gets COORDINATOR_NOT_AVAILABLE,
+/// which clients treat as "retry later".
+pub fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let code = ErrorCode::CoordinatorNotAvailable.code();
+    let message = Some(str_bytes("The coordinator is not available."));
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(-1))
+                    .with_host(str_bytes(""))
+                    .with_port(-1)
+                    .with_error_code(code)
+                    .with_error_message(message.clone())
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_error_message(message)
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1)
+    }
+}
+
+pub fn describe_cluster(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    if !authorize(ctx, Operation::Describe, Resource::Cluster) {
+        return DescribeClusterResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    let l = broker.config.advertised_for(&ctx.listener);
+    let node = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(broker.node_id()))
+        .with_host(str_bytes(l.host.clone()))
+        .with_port(i32::from(l.port))
+        .with_rack(
+            broker
+                .config
+                .set
+                .get("broker.rack")
+                .map(|r| str_bytes(r.clone())),
+        );
+    // endpoint_type 1 asks for brokers, 2 for controllers; one node is both.
+    let endpoint_type = if req.endpoint_type == 0 {
+        1
+    } else {
+        req.endpoint_type
+    };
+    DescribeClusterResponse::default()
+        .with_endpoint_type(endpoint_type)
+        .with_cluster_id(str_bytes(broker.cluster_id()))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_brokers(vec![node])
+        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+}
+
+pub fn describe_topic_partitions(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let image: Arc<MetadataImage> = broker.image();
+    let limit = req.response_partition_limit.clamp(1, 2000) as usize;
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        image.topics().map(|t| t.name.clone()).collect()
+    } else {
+        req.topics.iter().map(|t| t.name.0.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let (start_topic, start_partition) = match &req.cursor {
+        Some(c) => (Some(c.topic_name.0.to_string()), c.partition_index),
+        None => (None, 0),
+    };
+    let mut budget = limit;
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        if let Some(start) = &start_topic {
+            if &name < start {
+                continue;
+            }
+        }
+        let Some(topic) = image.topic_by_name(&name) else {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
+            );
+            continue;
+        };
+        if !authorize(ctx, Operation::Describe, Resource::Topic(&name)) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
+            );
+            continue;
+        }
+        if budget == 0 {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(TopicName(str_bytes(name)))
+                    .with_partition_index(0),
+            );
+            break;
+        }
+        let first = if start_topic.as_deref() == Some(name.as_str()) {
+            start_partition
+        } else {
+            0
+        };
+        let mut partitions = Vec::new();
+        for p in topic.partitions.values().filter(|p| p.partition >= first) {
+            if budget == 0 {
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(TopicName(str_bytes(name.clone())))
+                        .with_partition_index(p.partition),
+                );
+                break;
+            }
+            budget -= 1;
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p.partition)
+                    .with_leader_id(BrokerId(p.leader))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                    .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+                    .with_eligible_leader_replicas(Some(vec![]))
+                    .with_last_known_elr(Some(vec![])),
+            );
+        }
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(name.clone()))))
+                .with_topic_id(topic.topic_id)
+                .with_is_internal(is_internal(&name))
+                .with_partitions(partitions)
+                .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}

@@ -1,0 +1,176 @@
+//! Produce: validate batch headers, append, acknowledge by `acks`.
+//!
+//! Only batch headers are parsed (length, magic, CRC32C, counts); records are never decoded on
+//! this path. acks=0 sends no response, acks=1 answers after the append, acks=all answers when
+//! the high watermark has passed the batch (with `strata.fsync.before.ack`, after the fsync
+//! that covers it), or with REQUEST_TIMED_OUT after the request's `timeout_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::FutureExt;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use strata_protocol::batch::validate_batches;
+use strata_protocol::ErrorCode;
+
+use super::{str_bytes, Reply};
+use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::broker::Broker;
+use crate::partition::{now_ms, Partition};
+
+/// A partition whose acknowledgement waits for its high watermark.
+struct Waiting {
+    topic_index: usize,
+    partition_index: usize,
+    partition: Arc<Partition>,
+    needed_hw: i64,
+}
+
+pub fn produce(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: ProduceRequest,
+    version: i16,
+) -> Reply {
+    let acks = req.acks;
+    let image = broker.image();
+    let now = now_ms();
+    let mut waiting = Vec::new();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
+        let topic = if version >= 13 {
+            image.topic_by_id(&topic_data.topic_id)
+        } else {
+            image.topic_by_name(topic_data.name.0.as_str())
+        };
+        let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
+        for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
+            let base = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let result = (|| {
+                if !matches!(acks, -1..=1) {
+                    return Err((ErrorCode::InvalidRequiredAcks, None));
+                }
+                let topic = topic.ok_or(if version >= 13 {
+                    (ErrorCode::UnknownTopicId, None)
+                } else {
+                    (ErrorCode::UnknownTopicOrPartition, None)
+                })?;
+                if !authorize(ctx, Operation::Write, Resource::Topic(&topic.name)) {
+                    return Err((ErrorCode::TopicAuthorizationFailed, None));
+                }
+                let partition = broker
+                    .partitions
+                    .get(&topic.topic_id, data.index)
+                    .ok_or((ErrorCode::UnknownTopicOrPartition, None))?;
+                let records = data
+                    .records
+                    .as_ref()
+                    .ok_or((ErrorCode::CorruptMessage, Some("no records".to_string())))?;
+                let settings = partition.settings();
+                let headers = validate_batches(records, settings.max_message_bytes)
+                    .map_err(|e| {
+                        tracing::info!(peer = %ctx.peer, topic = %topic.name, partition = data.index, error = %e, "refused produce");
+                        (ErrorCode::try_from_code(e.kafka_error_code()).unwrap_or(ErrorCode::CorruptMessage), Some(e.to_string()))
+                    })?;
+                if !settings.log_append_time {
+                    for h in &headers {
+                        let too_old = h.base_timestamp.min(h.max_timestamp) >= 0
+                            && now.saturating_sub(h.base_timestamp.min(h.max_timestamp))
+                                > settings.timestamp_before_max_ms;
+                        let too_new =
+                            h.max_timestamp.saturating_sub(now) > settings.timestamp_after_max_ms;
+                        if too_old || too_new {
+                            return Err((
+                                ErrorCode::InvalidTimestamp,
+                                Some(format!(
+                                    "timestamp {} is out of the range allowed by message.timestamp.before/after.max.ms",
+                                    if too_new { h.max_timestamp } else { h.base_timestamp }
+                                )),
+                            ));
+                        }
+                    }
+                }
+                let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();
+                let mut bytes = BytesMut::from(&records[..]);
+                let info = partition
+                    .append(&mut bytes, record_count, now)
+                    .map_err(|e| (e, None))?;
+                broker.partitions.flusher.after_append(&partition);
+                if acks == -1 {
+                    waiting.push(Waiting {
+                        topic_index: ti,
+                        partition_index: pi,
+                        partition: partition.clone(),
+                        needed_hw: info.last_offset + 1,
+                    });
+                }
+                Ok((info, partition.log_start_offset()))
+            })();
+            // log_start_offset exists from v5, error_message from v8.
+            partition_responses.push(match result {
+                Ok((info, log_start)) => base
+                    .with_base_offset(info.base_offset)
+                    .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
+                    .with_log_start_offset(if version >= 5 { log_start } else { -1 }),
+                Err((code, message)) => base
+                    .with_error_code(code.code())
+                    .with_error_message(message.filter(|_| version >= 8).map(str_bytes)),
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_topic_id(topic_data.topic_id)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    let response = ProduceResponse::default().with_responses(responses);
+    if acks == 0 {
+        return Reply::None;
+    }
+    if waiting.is_empty() {
+        return Reply::now(ResponseKind::Produce(response));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    Reply::Later(
+        async move {
+            let mut response = response;
+            let deadline = tokio::time::Instant::now() + timeout;
+            for w in waiting {
+                let mut rx = w.partition.subscribe();
+                let reached = tokio::time::timeout_at(deadline, async {
+                    loop {
+                        if *rx.borrow_and_update() >= w.needed_hw || w.partition.is_deleted() {
+                            return;
+                        }
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                let code = if w.partition.is_deleted() {
+                    Some(ErrorCode::UnknownTopicOrPartition)
+                } else if reached.is_err() {
+                    Some(ErrorCode::RequestTimedOut)
+                } else {
+                    None
+                };
+                if let Some(code) = code {
+                    let p = &mut response.responses[w.topic_index].partition_responses
+                        [w.partition_index];
+                    p.error_code = code.code();
+                    p.base_offset = -1;
+                }
+            }
+            ResponseKind::Produce(response)
+        }
+        .boxed(),
+    )
+}

@@ -1,0 +1,31 @@
+//! The Strata broker: a tokio server speaking the Kafka protocol over local partition logs.
+//!
+//! Principal types and how data flows between them:
+//!
+//! - [`server`] binds the listeners and accepts connections; [`connection`] reads frames,
+//!   decodes them (`strata_protocol`), and hands each request to [`handlers`], keeping
+//!   responses in request order with a bounded number in flight.
+//! - [`broker::Broker`] is the shared state: the [`config::BrokerConfig`], the metadata store
+//!   (`strata_quorum`: records applied to an image), the [`manager::PartitionManager`] that
+//!   keeps one [`partition::Partition`] (a `strata_log::PartitionLog` plus leader epoch and
+//!   high watermark) per hosted partition, and the fetch-session cache.
+//! - [`flusher`] performs group-commit fsyncs off the request path and advances high
+//!   watermarks, which wake acks=all producers and long-polling fetches.
+//! - [`auth`] holds the connection's principal and the single authorization check.
+//!
+//! This crate must never trust the network: every decode error and bad batch is answered with
+//! Kafka's error code or a closed connection, never a panic.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod fetch_session;
+pub mod flusher;
+pub mod handlers;
+pub mod manager;
+pub mod partition;
+pub mod server;
+
+pub use broker::{Broker, StartError};
+pub use config::BrokerConfig;

@@ -1,0 +1,214 @@
+//! The partitions hosted on this broker, kept in step with the metadata image.
+//!
+//! `sync` compares the image with what is open: it opens (and recovers) the logs of new
+//! partitions, updates settings and leader epochs, and deletes the logs of removed topics.
+//! Directory per partition: `<log.dirs>/<topic>-<partition>/`, holding the log segments and a
+//! `partition.metadata` file with the topic id, so that a directory left over from a deleted
+//! topic of the same name is never mistaken for the new one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use strata_log::PartitionLog;
+use strata_quorum::MetadataImage;
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, ConfigLayers, TopicSettings};
+use crate::flusher::Flusher;
+use crate::partition::{log_config, now_ms, Partition};
+
+pub type PartitionKey = (Uuid, i32);
+
+pub struct PartitionManager {
+    data_dir: PathBuf,
+    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    fsync_before_ack: bool,
+    pub flusher: Flusher,
+}
+
+const PARTITION_METADATA: &str = "partition.metadata";
+
+impl PartitionManager {
+    pub fn new(data_dir: PathBuf, fsync_before_ack: bool, flusher: Flusher) -> Self {
+        PartitionManager {
+            data_dir,
+            partitions: RwLock::new(HashMap::new()),
+            fsync_before_ack,
+            flusher,
+        }
+    }
+
+    pub fn get(&self, topic_id: &Uuid, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(*topic_id, partition))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// Brings the open partitions in line with `image`. Blocking (opens files, runs recovery).
+    pub fn sync(&self, image: &MetadataImage, config: &BrokerConfig) -> std::io::Result<()> {
+        let mut wanted: HashMap<PartitionKey, ()> = HashMap::new();
+        for topic in image.topics() {
+            let settings = Arc::new(topic_settings(image, config, &topic.configs));
+            for p in topic.partitions.values() {
+                if !p.replicas.contains(&config.node_id) {
+                    continue;
+                }
+                let key = (topic.topic_id, p.partition);
+                wanted.insert(key, ());
+                if let Some(existing) = self.get(&topic.topic_id, p.partition) {
+                    if *existing.settings() != *settings {
+                        existing.set_settings(settings.clone());
+                    }
+                    existing.set_leader_epoch(p.leader_epoch);
+                    continue;
+                }
+                let dir = self.partition_dir(&topic.name, p.partition);
+                claim_dir(&dir, &topic.topic_id)?;
+                let (log, report) = PartitionLog::open(&dir, log_config(&settings), now_ms())
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?;
+                if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
+                    tracing::warn!(
+                        topic = %topic.name,
+                        partition = p.partition,
+                        truncated_bytes = report.truncated_bytes,
+                        truncated_at_offset = ?report.truncated_at_offset,
+                        rebuilt_indexes = report.rebuilt_indexes,
+                        "recovered partition log"
+                    );
+                }
+                let partition = Arc::new(Partition::new(
+                    topic.name.clone(),
+                    topic.topic_id,
+                    p.partition,
+                    log,
+                    settings.clone(),
+                    p.leader_epoch,
+                    self.fsync_before_ack,
+                ));
+                self.partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, partition);
+            }
+        }
+        let removed: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<PartitionKey> = map
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .copied()
+                .collect();
+            gone.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for p in removed {
+            p.mark_deleted();
+            let dir = self.partition_dir(&p.topic, p.index);
+            remove_partition_dir(&dir);
+        }
+        Ok(())
+    }
+
+    /// Removes partition directories that belong to no topic in `image` (left over from a
+    /// deletion interrupted by a crash).
+    pub fn remove_orphans(&self, image: &MetadataImage) {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !path.join(PARTITION_METADATA).exists() {
+                continue;
+            }
+            let Some(id) = read_topic_id(&path) else {
+                continue;
+            };
+            let belongs = image.topic_by_id(&id).is_some_and(|t| {
+                t.partitions
+                    .keys()
+                    .any(|p| format!("{}-{p}", t.name) == name)
+            });
+            if !belongs {
+                tracing::warn!(dir = %path.display(), "removing partition directory of a deleted topic");
+                remove_partition_dir(&path);
+            }
+        }
+    }
+}
+
+/// The effective settings of a topic with `overrides`.
+pub fn topic_settings(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    overrides: &std::collections::BTreeMap<String, String>,
+) -> TopicSettings {
+    TopicSettings::resolve(&ConfigLayers {
+        topic: overrides,
+        dynamic_broker: image.broker_configs.get(&Some(config.node_id)),
+        dynamic_default: image.broker_configs.get(&None),
+        static_broker: &config.set,
+    })
+}
+
+fn read_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+}
+
+/// Makes `dir` the home of a partition of `topic_id`: a directory left by an older topic of the
+/// same name is removed first.
+fn claim_dir(dir: &Path, topic_id: &Uuid) -> std::io::Result<()> {
+    match read_topic_id(dir) {
+        Some(existing) if existing == *topic_id => return Ok(()),
+        Some(_) => {
+            tracing::warn!(dir = %dir.display(), "directory belongs to a deleted topic of the same name; removing it");
+            std::fs::remove_dir_all(dir)?;
+        }
+        None => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    std::fs::write(&tmp, format!("version: 0\ntopic_id: {topic_id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
+    Ok(())
+}
+
+fn remove_partition_dir(dir: &Path) {
+    // Rename first so that a crash halfway through removal leaves a directory that is plainly
+    // not a partition, then remove in the background.
+    let doomed = PathBuf::from(format!(
+        "{}.{}-delete",
+        dir.display(),
+        Uuid::new_v4().simple()
+    ));
+    let target = match std::fs::rename(dir, &doomed) {
+        Ok(()) => doomed,
+        Err(_) => dir.to_path_buf(),
+    };
+    std::thread::spawn(move || {
+        if let Err(error) = std::fs::remove_dir_all(&target) {
+            tracing::warn!(dir = %target.display(), %error, "could not remove deleted partition");
+        }
+    });
+}

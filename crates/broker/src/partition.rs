@@ -1,0 +1,304 @@
+//! One partition replica on this broker: its log and its replication state.
+//!
+//! State kept here, as a leader in a cluster will need it: the leader epoch, the log start and
+//! end offsets, and the high watermark (HW). Consumers never see offsets at or above the HW.
+//! On a single node the HW is the *durable* log end when `strata.fsync.before.ack` is on (an
+//! offset becomes visible once it is fsynced), and the log end otherwise.
+//!
+//! Appends take the log's mutex, so appends to one partition are serialized and offsets are
+//! assigned in arrival order; reads take it briefly too (positioned reads do not move a
+//! cursor). The HW is published through a `watch` channel that long-polling fetches and
+//! acks=all produces wait on.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use strata_log::{AppendInfo, LogConfig, LogError, PartitionLog, SyncJob};
+use strata_protocol::ErrorCode;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::TopicSettings;
+
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    log: Mutex<PartitionLog>,
+    settings: RwLock<Arc<TopicSettings>>,
+    leader_epoch: AtomicI32,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    high_watermark: AtomicI64,
+    hw_tx: watch::Sender<i64>,
+    fsync_before_ack: bool,
+    /// Set while the partition waits in the flusher's queue, so it is queued at most once.
+    pub(crate) flush_queued: AtomicBool,
+    /// Messages appended since the last fsync (for `flush.messages`).
+    unflushed_messages: AtomicI64,
+    /// When the oldest unflushed append happened (ms), 0 when everything is flushed.
+    unflushed_since_ms: AtomicI64,
+    /// Set once the partition is deleted: appends fail, waiters give up.
+    deleted: AtomicBool,
+}
+
+/// The result of a read: the bytes and the partition's offsets at that moment.
+pub struct ReadResult {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl Partition {
+    pub fn new(
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        log: PartitionLog,
+        settings: Arc<TopicSettings>,
+        leader_epoch: i32,
+        fsync_before_ack: bool,
+    ) -> Self {
+        let start = log.log_start_offset();
+        let end = log.log_end_offset();
+        // Everything recovered from disk at start-up is treated as durable: it survived the
+        // restart, and recovery fsynced anything it truncated.
+        let (hw_tx, _) = watch::channel(end);
+        Partition {
+            topic,
+            topic_id,
+            index,
+            log: Mutex::new(log),
+            settings: RwLock::new(settings),
+            leader_epoch: AtomicI32::new(leader_epoch),
+            log_start_offset: AtomicI64::new(start),
+            log_end_offset: AtomicI64::new(end),
+            high_watermark: AtomicI64::new(end),
+            hw_tx,
+            fsync_before_ack,
+            flush_queued: AtomicBool::new(false),
+            unflushed_messages: AtomicI64::new(0),
+            unflushed_since_ms: AtomicI64::new(0),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    fn lock_log(&self) -> MutexGuard<'_, PartitionLog> {
+        // A panic while holding the log lock would be a bug; the log itself stays consistent
+        // on disk (recovery handles a torn tail), so keep serving.
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn settings(&self) -> Arc<TopicSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_settings(&self, settings: Arc<TopicSettings>) {
+        let log_config = log_config(&settings);
+        self.lock_log().set_config(log_config);
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.lock_log().size_bytes()
+    }
+
+    /// A receiver that wakes when the high watermark moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.hw_tx.subscribe()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        // Wake waiters so they notice.
+        self.hw_tx.send_modify(|_| {});
+    }
+
+    /// Appends validated batches. Returns what the log assigned; the caller decides when to
+    /// acknowledge (acks=all waits for the HW to pass `last_offset`).
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        record_count: i64,
+        now_ms: i64,
+    ) -> Result<AppendInfo, ErrorCode> {
+        if self.is_deleted() {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        let settings = self.settings();
+        let log_append_time = settings.log_append_time.then_some(now_ms);
+        let info = {
+            let mut log = self.lock_log();
+            let info = log.append(batches, now_ms, log_append_time).map_err(|e| {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
+                ErrorCode::KafkaStorageError
+            })?;
+            debug_assert_eq!(info.last_offset + 1, log.log_end_offset());
+            self.log_end_offset
+                .store(log.log_end_offset(), Ordering::Release);
+            info
+        };
+        if !self.fsync_before_ack {
+            self.advance_high_watermark(info.last_offset + 1);
+        }
+        let _ = self.unflushed_since_ms.compare_exchange(
+            0,
+            now_ms,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.unflushed_messages
+            .fetch_add(record_count, Ordering::AcqRel);
+        Ok(info)
+    }
+
+    /// Whether this partition should be queued for an fsync now.
+    pub fn needs_flush(&self, now_ms: i64) -> bool {
+        if self.fsync_before_ack {
+            return true;
+        }
+        let settings = self.settings();
+        let since = self.unflushed_since_ms.load(Ordering::Acquire);
+        self.unflushed_messages.load(Ordering::Acquire) >= settings.flush_messages
+            || (since > 0 && now_ms.saturating_sub(since) >= settings.flush_ms)
+    }
+
+    pub(crate) fn sync_job(&self) -> Option<SyncJob> {
+        self.unflushed_messages.store(0, Ordering::Release);
+        self.unflushed_since_ms.store(0, Ordering::Release);
+        self.lock_log().sync_job()
+    }
+
+    /// Called by the flusher once everything below `durable_offset` is on stable storage.
+    pub(crate) fn on_flushed(&self, durable_offset: i64) {
+        if self.fsync_before_ack {
+            self.advance_high_watermark(durable_offset);
+        }
+    }
+
+    fn advance_high_watermark(&self, offset: i64) {
+        let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
+        if offset > previous {
+            self.hw_tx.send_replace(offset.max(previous));
+        }
+    }
+
+    /// Reads whole batches from `offset`, up to the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ErrorCode> {
+        let log = self.lock_log();
+        let high_watermark = self.high_watermark();
+        let log_start_offset = log.log_start_offset();
+        let log_end_offset = log.log_end_offset();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let records = if offset >= high_watermark {
+            Bytes::new()
+        } else {
+            log.read(offset, max_bytes, high_watermark)
+                .map_err(|e| self.read_error(e))?
+        };
+        Ok(ReadResult {
+            records,
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+        })
+    }
+
+    fn read_error(&self, e: LogError) -> ErrorCode {
+        match e {
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            other => {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %other, "read failed");
+                ErrorCode::KafkaStorageError
+            }
+        }
+    }
+
+    /// The first offset whose timestamp is at or after `timestamp`, below the HW.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ErrorCode> {
+        let hw = self.high_watermark();
+        let found = self
+            .lock_log()
+            .offset_for_timestamp(timestamp)
+            .map_err(|e| self.read_error(e))?;
+        Ok(found.filter(|(offset, _)| *offset < hw))
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let hw = self.high_watermark();
+        self.lock_log()
+            .max_timestamp()
+            .filter(|(offset, _)| *offset < hw)
+    }
+
+    /// Advances the log start offset to `offset` (DeleteRecords); returns the new start.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, ErrorCode> {
+        let hw = self.high_watermark();
+        if offset > hw || offset < 0 {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let mut log = self.lock_log();
+        let start = log
+            .delete_records_before(offset)
+            .map_err(|e| self.read_error(e))?;
+        self.log_start_offset.store(start, Ordering::Release);
+        Ok(start)
+    }
+
+    /// Rolls the active segment if it is older than `segment.ms`.
+    pub fn maybe_roll(&self, now_ms: i64) {
+        if let Err(e) = self.lock_log().maybe_roll(now_ms) {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "segment roll failed");
+        }
+    }
+}
+
+/// The log crate's view of a topic's settings.
+pub fn log_config(settings: &TopicSettings) -> LogConfig {
+    LogConfig {
+        segment_bytes: settings.segment_bytes,
+        segment_ms: settings.segment_ms,
+        index_interval_bytes: settings.index_interval_bytes,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

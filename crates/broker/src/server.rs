@@ -1,0 +1,131 @@
+//! Listeners and the accept loop, and clean shutdown.
+//!
+//! Shutdown order (SIGTERM or Ctrl-C): stop accepting, tell connections to stop reading new
+//! requests, let in-flight requests finish (bounded wait), fsync every partition, return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::broker::{Broker, StartError};
+use crate::config::Listener;
+
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bound sockets, ready to serve.
+pub struct BoundListeners {
+    sockets: Vec<(TcpListener, String)>,
+}
+
+impl BoundListeners {
+    /// Binds every configured listener. `localhost` binds both loopback addresses (clients
+    /// often resolve it to `::1` first); the IPv6 one is optional.
+    pub async fn bind(listeners: &[Listener]) -> Result<Self, StartError> {
+        let mut sockets = Vec::new();
+        for l in listeners {
+            let hosts: Vec<(&str, bool)> = if l.host == "localhost" {
+                vec![("127.0.0.1", true), ("::1", false)]
+            } else if l.host.is_empty() {
+                vec![("0.0.0.0", true)]
+            } else {
+                vec![(l.host.as_str(), true)]
+            };
+            let mut port = l.port;
+            for (host, required) in hosts {
+                let addr = format!("{}:{port}", bracket(host));
+                match TcpListener::bind(&addr).await {
+                    Ok(socket) => {
+                        if port == 0 {
+                            // Port 0 picks a free port; bind the other loopback on the same one.
+                            port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+                        }
+                        sockets.push((socket, l.name.clone()));
+                    }
+                    Err(source) if required => return Err(StartError::Listen { addr, source }),
+                    Err(error) => {
+                        tracing::debug!(%addr, %error, "optional listener address not bound")
+                    }
+                }
+            }
+        }
+        Ok(BoundListeners { sockets })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|(s, _)| s.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Serves until `shutdown` resolves, then shuts down cleanly.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listeners: BoundListeners,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accept_tasks = JoinSet::new();
+    let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    for (socket, name) in listeners.sockets {
+        let broker = broker.clone();
+        let stop_rx = stop_rx.clone();
+        let connections = connections.clone();
+        if let Ok(addr) = socket.local_addr() {
+            tracing::info!(listener = %name, %addr, "listening");
+        }
+        accept_tasks.spawn(async move {
+            loop {
+                let (stream, peer) = match socket.accept().await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let task = crate::connection::serve(
+                    broker.clone(),
+                    stream,
+                    peer,
+                    name.clone(),
+                    stop_rx.clone(),
+                );
+                let mut set = connections.lock().await;
+                // Reap finished connections so the set stays bounded by live ones.
+                while set.try_join_next().is_some() {}
+                set.spawn(task);
+            }
+        });
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no longer accepting connections");
+    accept_tasks.shutdown().await;
+    let _ = stop_tx.send(true);
+    let mut set = std::mem::take(&mut *connections.lock().await);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while set.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests did not finish in time; closing their connections");
+        set.shutdown().await;
+    }
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
+    tracing::info!("shutdown complete");
+}

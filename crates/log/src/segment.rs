@@ -1,0 +1,513 @@
+//! One segment: a `.log` file of record batches with its `.index` and `.timeindex`.
+//!
+//! On-disk layout of a partition directory `<log.dirs>/<topic>-<partition>/`:
+//!
+//! ```text
+//! 00000000000000000000.log        record batches back to back, exactly as on the wire except
+//!                                 for the leader-assigned baseOffset (and, under
+//!                                 LogAppendTime, the timestamp-type bit, maxTimestamp, CRC)
+//! 00000000000000000000.index      sparse offset index, 8-byte entries (see index.rs)
+//! 00000000000000000000.timeindex  sparse time index, 12-byte entries (see index.rs)
+//! 00000000000000012345.log        the next segment: named after its first offset, 20 digits
+//! ...
+//! log-start-offset                the log start offset, decimal text + "\n" (checkpoint.rs)
+//! ```
+//!
+//! Invariants: the batches of a segment are contiguous from byte 0 to the segment's size;
+//! every batch passes `strata_protocol::batch::check_batch`; base offsets strictly increase
+//! within and across segments, and the first batch of a segment starts at the segment's base
+//! offset; a segment spans less than 2^32 offsets and 2^32 bytes (index entries are u32).
+//! Only the last (active) segment is ever written; closed segments are read-only.
+//!
+//! Files other than these (for example the broker's `partition.metadata`) are left alone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+
+use crate::index::{NewEntries, SegmentIndex};
+use crate::LogError;
+
+/// `<dir>/<base:020>.<ext>`.
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// Parses `00000000000000012345.log` into 12345.
+pub(crate) fn parse_segment_name(name: &str, ext: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LogError {
+    let path = path.to_path_buf();
+    move |source| LogError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Buffered writers of the index files; open only while the segment is active.
+struct IndexWriters {
+    offsets: BufWriter<File>,
+    times: BufWriter<File>,
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    /// Shared with [`crate::SyncJob`]s so an fsync can run without the log.
+    pub log: Arc<File>,
+    pub log_path: PathBuf,
+    /// Bytes of whole batches in the `.log`; reads never go past it.
+    pub size: u64,
+    /// The offset after the last batch (the base offset when empty).
+    pub end_offset: i64,
+    pub index: SegmentIndex,
+    writers: Option<IndexWriters>,
+    /// Basis of the `segment.ms` age: when the first batch was appended (or, for a segment
+    /// recovered at start-up, the modification time of its file, which is never earlier).
+    pub rolling_base_ms: Option<i64>,
+}
+
+/// Why a scan stopped before the end of the file.
+pub(crate) struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+}
+
+/// Outcome of recovering the active segment.
+pub(crate) struct ActiveRecovery {
+    pub truncated_bytes: u64,
+    pub stop: Option<ScanStop>,
+    pub index_rewritten: bool,
+}
+
+fn open_index_writer(path: &Path, truncate_to: &[u8]) -> Result<BufWriter<File>, LogError> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err("create index", path))?;
+    file.write_all(truncate_to)
+        .map_err(io_err("write index", path))?;
+    Ok(BufWriter::new(file))
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read index", path)(e)),
+    }
+}
+
+fn mtime_ms(file: &File) -> Option<i64> {
+    let modified = file.metadata().ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
+/// Walks the batches of `file[0..size)`, calling `on_batch(header, position)` for each good
+/// one. Checks framing and that base offsets start at `base_offset` or above and increase;
+/// with `verify_crc` also reads every batch whole and checks its CRC and counts. Returns
+/// where and why it stopped early, if it did.
+fn scan(
+    file: &File,
+    size: u64,
+    base_offset: i64,
+    verify_crc: bool,
+    mut on_batch: impl FnMut(&BatchHeader, u64),
+) -> io::Result<Option<ScanStop>> {
+    let mut position = 0u64;
+    let mut next_offset = base_offset;
+    let mut header_buf = [0u8; BATCH_HEADER_LEN];
+    let mut batch_buf = Vec::new();
+    // Each iteration advances by at least one header, so this ends within size / 61 steps.
+    while position < size {
+        let stop = |reason: String| Ok(Some(ScanStop { position, reason }));
+        let remaining = size - position;
+        if remaining < BATCH_HEADER_LEN as u64 {
+            return stop(format!(
+                "{remaining} trailing bytes, less than a batch header"
+            ));
+        }
+        file.read_exact_at(&mut header_buf, position)?;
+        let header = match batch::check_header(&header_buf, 0) {
+            Ok(h) => h,
+            Err(e) => return stop(e.to_string()),
+        };
+        let total = header.total_len() as u64;
+        if total > remaining {
+            return stop(format!(
+                "torn batch: it needs {total} bytes but only {remaining} remain"
+            ));
+        }
+        if verify_crc {
+            batch_buf.resize(header.total_len(), 0);
+            file.read_exact_at(&mut batch_buf, position)?;
+            if let Err(e) = batch::check_batch(&batch_buf, 0) {
+                return stop(e.to_string());
+            }
+        } else if header.last_offset_delta < 0 {
+            return stop(format!(
+                "negative lastOffsetDelta {}",
+                header.last_offset_delta
+            ));
+        }
+        if header.base_offset < next_offset {
+            return stop(format!(
+                "base offset {} is below the expected {next_offset}",
+                header.base_offset
+            ));
+        }
+        on_batch(&header, position);
+        next_offset = header.next_offset();
+        position += total;
+    }
+    Ok(None)
+}
+
+impl Segment {
+    /// Creates a new, empty active segment. Refuses to reuse a non-empty `.log`.
+    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+        let log_path = segment_path(dir, base_offset, "log");
+        let log = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err("create segment", &log_path))?;
+        let len = log
+            .metadata()
+            .map_err(io_err("stat segment", &log_path))?
+            .len();
+        if len != 0 {
+            return Err(LogError::Corrupt {
+                path: log_path,
+                position: 0,
+                reason: format!("a new segment would overwrite an existing file of {len} bytes"),
+            });
+        }
+        let writers = IndexWriters {
+            offsets: open_index_writer(&segment_path(dir, base_offset, "index"), &[])?,
+            times: open_index_writer(&segment_path(dir, base_offset, "timeindex"), &[])?,
+        };
+        Ok(Segment {
+            base_offset,
+            log: Arc::new(log),
+            log_path,
+            size: 0,
+            end_offset: base_offset,
+            index: SegmentIndex::new(base_offset),
+            writers: Some(writers),
+            rolling_base_ms: None,
+        })
+    }
+
+    /// Opens a closed (older) segment that ends where the next begins, `end_offset`. Loads
+    /// its index files and rebuilds them if missing or inconsistent; returns whether it did.
+    pub fn open_closed(
+        dir: &Path,
+        base_offset: i64,
+        end_offset: i64,
+        interval_bytes: u32,
+    ) -> Result<(Segment, bool), LogError> {
+        let log_path = segment_path(dir, base_offset, "log");
+        let log = File::open(&log_path).map_err(io_err("open segment", &log_path))?;
+        let size = log
+            .metadata()
+            .map_err(io_err("stat segment", &log_path))?
+            .len();
+        let index_path = segment_path(dir, base_offset, "index");
+        let time_path = segment_path(dir, base_offset, "timeindex");
+        let loaded = match (read_optional(&index_path)?, read_optional(&time_path)?) {
+            (Some(offsets), Some(times)) => {
+                SegmentIndex::load_closed(base_offset, &offsets, &times, size, end_offset)
+            }
+            _ => None,
+        };
+        let (index, rebuilt) = match loaded {
+            Some(index) => (index, false),
+            None => {
+                let mut index = SegmentIndex::new(base_offset);
+                let stop = scan(&log, size, base_offset, false, |h, pos| {
+                    index.on_batch(h, pos, interval_bytes);
+                })
+                .map_err(io_err("read segment", &log_path))?;
+                if let Some(stop) = stop {
+                    // An old segment is never truncated: it was complete when it was closed,
+                    // so damage here is not a torn write. Index what is readable and say so.
+                    tracing::warn!(
+                        segment = %log_path.display(),
+                        position = stop.position,
+                        reason = %stop.reason,
+                        "closed segment is damaged; batches after this position are unreadable"
+                    );
+                }
+                index.seal();
+                open_index_writer(&index_path, &SegmentIndex::encode_offsets(&index.offsets))?
+                    .flush()
+                    .map_err(io_err("write index", &index_path))?;
+                open_index_writer(&time_path, &SegmentIndex::encode_times(&index.times))?
+                    .flush()
+                    .map_err(io_err("write index", &time_path))?;
+                (index, true)
+            }
+        };
+        Ok((
+            Segment {
+                base_offset,
+                log: Arc::new(log),
+                log_path,
+                size,
+                end_offset,
+                index,
+                writers: None,
+                rolling_base_ms: None,
+            },
+            rebuilt,
+        ))
+    }
+
+    /// Opens the last segment after a restart: validates every batch (framing, CRC32C,
+    /// counts, increasing offsets), truncates the file at the first bad one (then fsyncs
+    /// it), and rebuilds both indexes, rewriting the files if they differ.
+    pub fn recover_active(
+        dir: &Path,
+        base_offset: i64,
+        interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<(Segment, ActiveRecovery), LogError> {
+        let log_path = segment_path(dir, base_offset, "log");
+        let log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err("open segment", &log_path))?;
+        let file_size = log
+            .metadata()
+            .map_err(io_err("stat segment", &log_path))?
+            .len();
+        let mut index = SegmentIndex::new(base_offset);
+        let mut end_offset = base_offset;
+        let mut valid_len = 0u64;
+        let stop = scan(&log, file_size, base_offset, true, |h, pos| {
+            index.on_batch(h, pos, interval_bytes);
+            end_offset = h.next_offset();
+            valid_len = pos + h.total_len() as u64;
+        })
+        .map_err(io_err("read segment", &log_path))?;
+        let truncated_bytes = file_size - valid_len;
+        if truncated_bytes > 0 {
+            log.set_len(valid_len)
+                .map_err(io_err("truncate segment", &log_path))?;
+            log.sync_all().map_err(io_err("fsync segment", &log_path))?;
+        }
+
+        let index_path = segment_path(dir, base_offset, "index");
+        let time_path = segment_path(dir, base_offset, "timeindex");
+        let offsets = SegmentIndex::encode_offsets(&index.offsets);
+        let times = SegmentIndex::encode_times(&index.times);
+        let index_rewritten = read_optional(&index_path)?.as_deref() != Some(&offsets[..])
+            || read_optional(&time_path)?.as_deref() != Some(&times[..]);
+        let writers = IndexWriters {
+            offsets: open_index_writer(&index_path, &offsets)?,
+            times: open_index_writer(&time_path, &times)?,
+        };
+        let rolling_base_ms = (valid_len > 0).then(|| mtime_ms(&log).unwrap_or(now_ms).min(now_ms));
+        Ok((
+            Segment {
+                base_offset,
+                log: Arc::new(log),
+                log_path,
+                size: valid_len,
+                end_offset,
+                index,
+                writers: Some(writers),
+                rolling_base_ms,
+            },
+            ActiveRecovery {
+                truncated_bytes,
+                stop,
+                index_rewritten,
+            },
+        ))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends `bytes`, which hold whole batches with assigned offsets; `headers` are their
+    /// headers with each batch's position inside `bytes`. One `write_all`; on failure the file
+    /// is cut back to its previous size so no partial batch stays behind.
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        headers: &[(BatchHeader, usize)],
+        now_ms: i64,
+        interval_bytes: u32,
+    ) -> Result<(), LogError> {
+        let writers = self
+            .writers
+            .as_mut()
+            .expect("only the active segment is appended to, and it has index writers");
+        debug_assert_eq!(
+            headers.first().map(|(h, _)| h.base_offset),
+            Some(self.end_offset)
+        );
+        if let Err(e) = (&*self.log).write_all(bytes) {
+            // Best effort: if this fails too, recovery will cut the torn tail on restart.
+            let _ = self.log.set_len(self.size);
+            return Err(io_err("write segment", &self.log_path)(e));
+        }
+        let index_path = &self.log_path;
+        for (header, at) in headers {
+            let NewEntries { offset, time } =
+                self.index
+                    .on_batch(header, self.size + *at as u64, interval_bytes);
+            // Index write errors are not fatal for the data: the index is rebuilt on open.
+            if let Some(e) = offset {
+                if let Err(err) = writers
+                    .offsets
+                    .write_all(&SegmentIndex::encode_offsets(&[e]))
+                {
+                    tracing::warn!(segment = %index_path.display(), error = %err, "offset index write failed");
+                }
+            }
+            if let Some(e) = time {
+                if let Err(err) = writers.times.write_all(&SegmentIndex::encode_times(&[e])) {
+                    tracing::warn!(segment = %index_path.display(), error = %err, "time index write failed");
+                }
+            }
+            self.end_offset = header.next_offset();
+        }
+        self.size += bytes.len() as u64;
+        self.rolling_base_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Makes the segment read-only: writes the final time-index entry, flushes the index
+    /// files and returns them, so that the caller can fsync them with the next sync job.
+    pub fn seal(&mut self) -> Result<Vec<Arc<File>>, LogError> {
+        let Some(mut writers) = self.writers.take() else {
+            return Ok(Vec::new());
+        };
+        if let Some(e) = self.index.seal() {
+            writers
+                .times
+                .write_all(&SegmentIndex::encode_times(&[e]))
+                .map_err(io_err("write index", &self.log_path))?;
+        }
+        let mut files = Vec::with_capacity(2);
+        for writer in [writers.offsets, writers.times] {
+            let file = writer
+                .into_inner()
+                .map_err(|e| io_err("flush index", &self.log_path)(e.into_error()))?;
+            files.push(Arc::new(file));
+        }
+        Ok(files)
+    }
+
+    /// Reads and parses the batch header at `position`, checking that the batch lies within
+    /// the segment.
+    pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        self.log
+            .read_exact_at(&mut buf, position)
+            .map_err(io_err("read segment", &self.log_path))?;
+        let corrupt = |reason: String| LogError::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason,
+        };
+        let header = batch::check_header(&buf, 0).map_err(|e| corrupt(e.to_string()))?;
+        // Damage in a closed segment must surface as an error, not as a read past the end.
+        if position + header.total_len() as u64 > self.size {
+            return Err(corrupt(format!(
+                "batch of {} bytes runs past the end of the segment ({} bytes)",
+                header.total_len(),
+                self.size
+            )));
+        }
+        Ok(header)
+    }
+
+    /// The position and header of the first batch at or after byte `from` whose last offset
+    /// is at least `offset`, or `None` if the segment has none.
+    pub fn find_batch(
+        &self,
+        offset: i64,
+        from: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let mut position = from;
+        // Bounded by the segment size: each step advances by at least one header.
+        while position < self.size {
+            let header = self.header_at(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads `len` bytes at `position`, which the caller keeps within `size`.
+    pub fn read_bytes(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        assert!(
+            position + len as u64 <= self.size,
+            "reads stay within the segment"
+        );
+        let mut buf = vec![0u8; len];
+        self.log
+            .read_exact_at(&mut buf, position)
+            .map_err(io_err("read segment", &self.log_path))?;
+        Ok(buf)
+    }
+
+    /// Removes the segment's files. Missing files are not an error.
+    pub fn remove_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
+        for ext in ["log", "index", "timeindex"] {
+            let path = segment_path(dir, base_offset, ext);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("delete segment", &path)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(
+            segment_path(Path::new("/d"), 12345, "log"),
+            PathBuf::from("/d/00000000000000012345.log")
+        );
+        assert_eq!(
+            parse_segment_name("00000000000000012345.log", "log"),
+            Some(12345)
+        );
+        assert_eq!(
+            parse_segment_name("00000000000000012345.index", "log"),
+            None
+        );
+        assert_eq!(parse_segment_name("12345.log", "log"), None);
+        assert_eq!(parse_segment_name("0000000000000001234x.log", "log"), None);
+        assert_eq!(parse_segment_name("partition.metadata", "log"), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! Partition log behaviour: append/read, rolls, indexes, recovery from a torn tail.
+
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use strata_log::{LogConfig, LogError, PartitionLog};
+
+fn batch(first_ts: i64, values: &[&str]) -> Vec<u8> {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: first_ts + i as i64,
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encodes");
+    buf.to_vec()
+}
+
+fn values(bytes: Bytes) -> Vec<(i64, String)> {
+    let mut b = bytes;
+    RecordBatchDecoder::decode_all(&mut b)
+        .expect("decodes")
+        .into_iter()
+        .flat_map(|s| s.records)
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.expect("value").to_vec()).expect("utf8"),
+            )
+        })
+        .collect()
+}
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1000,
+        segment_ms: i64::MAX,
+        index_interval_bytes: 100,
+    }
+}
+
+fn fill(log: &mut PartitionLog, n: usize) -> Vec<(i64, String)> {
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let v = format!("value-{i:04}");
+        let mut b = batch(1000 + i as i64 * 10, &[&v, &format!("{v}-b")]);
+        let info = log.append(&mut b, 0, None).expect("append");
+        expected.push((info.base_offset, v.clone()));
+        expected.push((info.base_offset + 1, format!("{v}-b")));
+    }
+    expected
+}
+
+fn read_everything(log: &PartitionLog) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    loop {
+        let bytes = log.read(offset, 300, log.log_end_offset()).expect("read");
+        if bytes.is_empty() {
+            break;
+        }
+        for (o, v) in values(bytes) {
+            if o >= offset {
+                out.push((o, v));
+                offset = o + 1;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn append_and_read_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    let expected = fill(&mut log, 50);
+    assert!(log.segment_count() > 3, "rolled by size");
+    assert_eq!(log.log_end_offset(), 100);
+    assert_eq!(read_everything(&log), expected);
+    // An offset inside a batch returns the whole batch.
+    let got = values(log.read(41, 1, 100).expect("read"));
+    assert_eq!(got[0].0, 40);
+    // At least one batch even with a tiny budget; bounded by the high watermark.
+    assert_eq!(values(log.read(0, 1, 100).expect("read")).len(), 2);
+    assert!(log.read(0, 10_000, 0).expect("read").is_empty());
+    let bounded = values(log.read(0, 100_000, 10).expect("read"));
+    assert_eq!(bounded.last().expect("some").0, 9);
+    assert!(log.read(100, 100, 100).expect("read").is_empty());
+    assert!(matches!(
+        log.read(101, 100, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    drop(log);
+    let (log, report) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(read_everything(&log), expected);
+}
+
+#[test]
+fn timestamps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    fill(&mut log, 30);
+    // batch i has timestamps 1000+10i and 1000+10i+1 at offsets 2i, 2i+1.
+    assert_eq!(log.offset_for_timestamp(0).expect("ok"), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1001).expect("ok"), Some((1, 1001)));
+    assert_eq!(
+        log.offset_for_timestamp(1055).expect("ok"),
+        Some((12, 1060))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1291).expect("ok"),
+        Some((59, 1291))
+    );
+    assert_eq!(log.offset_for_timestamp(1292).expect("ok"), None);
+    assert_eq!(log.max_timestamp(), Some((59, 1291)));
+    drop(log);
+    let (log, _) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    assert_eq!(
+        log.offset_for_timestamp(1055).expect("ok"),
+        Some((12, 1060))
+    );
+    assert_eq!(log.max_timestamp(), Some((59, 1291)));
+}
+
+#[test]
+fn torn_tail_is_truncated_and_index_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small()
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config, 0).expect("open");
+    let expected = fill(&mut log, 40);
+    let end = log.log_end_offset();
+    drop(log);
+    let seg = dir.path().join(format!("{:020}.log", 0));
+    let good_len = std::fs::metadata(&seg).expect("stat").len();
+    let half = batch(5000, &["torn"]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open");
+    f.write_all(&half[..half.len() / 2]).expect("half a batch");
+    drop(f);
+    std::fs::remove_file(dir.path().join(format!("{:020}.index", 0))).expect("remove index");
+    let (mut log, report) = PartitionLog::open(dir.path(), config, 0).expect("recover");
+    assert_eq!(report.truncated_bytes, (half.len() / 2) as u64);
+    assert_eq!(report.truncated_at_offset, Some(end));
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), good_len);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_everything(&log), expected);
+    // Index rebuilt: reads from the middle find their batch.
+    assert_eq!(values(log.read(51, 1, end).expect("read"))[0].0, 50);
+    assert!(
+        std::fs::metadata(dir.path().join(format!("{:020}.index", 0)))
+            .expect("index")
+            .len()
+            > 0
+    );
+    // Garbage (not a batch) after valid data.
+    let mut b = batch(9000, &["after"]);
+    let info = log.append(&mut b, 0, None).expect("append continues");
+    assert_eq!(info.base_offset, end);
+    drop(log);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open");
+    f.write_all(&[0x55; 300]).expect("garbage");
+    drop(f);
+    let (log, report) = PartitionLog::open(dir.path(), config, 0).expect("recover");
+    assert_eq!(report.truncated_bytes, 300);
+    assert_eq!(log.log_end_offset(), end + 1);
+    // A flipped byte in the last batch: its CRC fails, the batch goes.
+    drop(log);
+    let len = std::fs::metadata(&seg).expect("stat").len();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .expect("open");
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0xff], len - 2).expect("flip");
+    drop(f);
+    let (log, report) = PartitionLog::open(dir.path(), config, 0).expect("recover");
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn damaged_old_index_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    let expected = fill(&mut log, 40);
+    drop(log);
+    let index = dir.path().join(format!("{:020}.index", 0));
+    let mut bytes = std::fs::read(&index).expect("index");
+    assert!(!bytes.is_empty());
+    bytes.push(1);
+    std::fs::write(&index, &bytes).expect("damage");
+    let (log, report) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    // The last segment's index is always rebuilt in memory, but it only counts as rebuilt
+    // when the files on disk differed (after a clean close they do not).
+    assert_eq!(
+        report.rebuilt_indexes, 1,
+        "the damaged old index: {report:?}"
+    );
+    assert_eq!(std::fs::read(&index).expect("index").len() % 8, 0);
+    assert_eq!(read_everything(&log), expected);
+}
+
+#[test]
+fn delete_records_advances_start_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    let expected = fill(&mut log, 50);
+    let before = log.segment_count();
+    assert_eq!(log.delete_records_before(61).expect("delete"), 61);
+    assert!(
+        log.segment_count() < before,
+        "whole segments below the start are gone"
+    );
+    assert!(matches!(
+        log.read(10, 100, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let got = read_everything(&log);
+    assert_eq!(got, expected[61..].to_vec());
+    assert!(log.delete_records_before(1000).is_err());
+    drop(log);
+    let (log, _) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    assert_eq!(log.log_start_offset(), 61);
+    assert_eq!(read_everything(&log), expected[61..].to_vec());
+}
+
+#[test]
+fn time_roll_and_sync_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        segment_ms: 1000,
+        index_interval_bytes: 4096,
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config, 0).expect("open");
+    assert!(log.sync_job().is_none(), "nothing to sync yet");
+    let mut b = batch(1, &["a"]);
+    log.append(&mut b, 10, None).expect("append");
+    assert!(!log.maybe_roll(500).expect("roll check"));
+    assert!(log.maybe_roll(2000).expect("roll"));
+    assert_eq!(log.segment_count(), 2);
+    assert!(!log
+        .maybe_roll(5000)
+        .expect("empty active segment does not roll"));
+    let job = log.sync_job().expect("rolled segment must be synced");
+    assert_eq!(job.run().expect("fsync"), 1);
+    assert!(log.sync_job().is_none());
+    let mut b = batch(1, &["b"]);
+    let info = log.append(&mut b, 3000, Some(4242)).expect("append");
+    assert_eq!(info.log_append_time, Some(4242));
+    assert_eq!(log.sync_job().expect("dirty").run().expect("fsync"), 2);
+    let read = log.read(1, 1000, 2).expect("read");
+    let h = strata_protocol::batch::check_batch(&read, 0).expect("stamped batch is valid");
+    assert!(h.timestamp_type_log_append());
+    assert_eq!(h.max_timestamp, 4242);
+}

@@ -1,0 +1,107 @@
+//! The APIs Strata serves and the versions it advertises in ApiVersions.
+//!
+//! Only what is implemented is listed: a client that finds an API advertised will call it.
+//! Versions are the range the pinned `kafka-protocol` crate can both decode (request) and
+//! encode (response) for the message, since every handler serves every version of its
+//! message. (The crate's `ApiKey::valid_versions` can be wider than its message structs.)
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Message, VersionRange};
+
+/// APIs with a handler in the broker, in key order.
+pub const SUPPORTED_APIS: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::FindCoordinator,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DeleteRecords,
+    ApiKey::InitProducerId,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::CreatePartitions,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
+    ApiKey::DescribeTopicPartitions,
+];
+
+fn both<Req: Message, Resp: Message>() -> VersionRange {
+    Req::VERSIONS.intersect(&Resp::VERSIONS)
+}
+
+/// The versions of `key`'s request and response messages, for served APIs.
+fn message_versions(key: ApiKey) -> Option<VersionRange> {
+    let range = match key {
+        ApiKey::Produce => both::<ProduceRequest, ProduceResponse>(),
+        ApiKey::Fetch => both::<FetchRequest, FetchResponse>(),
+        ApiKey::ListOffsets => both::<ListOffsetsRequest, ListOffsetsResponse>(),
+        ApiKey::Metadata => both::<MetadataRequest, MetadataResponse>(),
+        ApiKey::FindCoordinator => both::<FindCoordinatorRequest, FindCoordinatorResponse>(),
+        ApiKey::ApiVersions => both::<ApiVersionsRequest, ApiVersionsResponse>(),
+        ApiKey::CreateTopics => both::<CreateTopicsRequest, CreateTopicsResponse>(),
+        ApiKey::DeleteTopics => both::<DeleteTopicsRequest, DeleteTopicsResponse>(),
+        ApiKey::DeleteRecords => both::<DeleteRecordsRequest, DeleteRecordsResponse>(),
+        ApiKey::InitProducerId => both::<InitProducerIdRequest, InitProducerIdResponse>(),
+        ApiKey::DescribeConfigs => both::<DescribeConfigsRequest, DescribeConfigsResponse>(),
+        ApiKey::AlterConfigs => both::<AlterConfigsRequest, AlterConfigsResponse>(),
+        ApiKey::CreatePartitions => both::<CreatePartitionsRequest, CreatePartitionsResponse>(),
+        ApiKey::IncrementalAlterConfigs => {
+            both::<IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse>()
+        }
+        ApiKey::DescribeCluster => both::<DescribeClusterRequest, DescribeClusterResponse>(),
+        ApiKey::DescribeTopicPartitions => {
+            both::<DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse>()
+        }
+        _ => return None,
+    };
+    Some(range.intersect(&key.valid_versions()))
+}
+
+/// The version range served for `key`, or `None` if the API is not served at all.
+pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
+    if !SUPPORTED_APIS.contains(&key) {
+        return None;
+    }
+    message_versions(key).filter(|r| !r.is_empty())
+}
+
+/// Whether `version` of API `key` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_versions(key).is_some_and(|r| r.min <= version && version <= r.max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        let keys: Vec<i16> = SUPPORTED_APIS.iter().map(|k| *k as i16).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn every_served_api_has_a_version_range() {
+        for key in SUPPORTED_APIS {
+            assert!(supported_versions(*key).is_some(), "{key:?}");
+        }
+        assert_eq!(
+            supported_versions(ApiKey::InitProducerId).map(|r| r.max),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn api_versions_serves_flexible_versions() {
+        assert!(is_supported(ApiKey::ApiVersions, 3));
+        assert!(is_supported(ApiKey::ApiVersions, 0));
+        assert!(!is_supported(ApiKey::ApiVersions, 127));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}

@@ -1,0 +1,197 @@
+//! The metadata state machine: the current picture of topics, partitions and configs.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::record::{ConfigResource, MetadataRecord};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionImage {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionImage>,
+    /// Topic-level overrides only; defaults come from the broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataImage {
+    pub cluster_id: Option<String>,
+    topics: BTreeMap<Uuid, TopicImage>,
+    topic_ids_by_name: BTreeMap<String, Uuid>,
+    /// Dynamic broker configs, keyed by node id (`None`: cluster-wide default).
+    pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
+    /// How many records have been applied; the image's version.
+    pub applied_records: u64,
+    /// Producer ids below this have been handed out.
+    pub next_producer_id: i64,
+}
+
+impl MetadataImage {
+    /// Applies one record. Records that refer to something unknown are ignored with a warning,
+    /// so that a replayed log never fails to load.
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        self.applied_records += 1;
+        match record {
+            MetadataRecord::Cluster { cluster_id } => self.cluster_id = Some(cluster_id.clone()),
+            MetadataRecord::Topic { name, topic_id } => {
+                self.topic_ids_by_name.insert(name.clone(), *topic_id);
+                self.topics.insert(
+                    *topic_id,
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: BTreeMap::new(),
+                        configs: BTreeMap::new(),
+                    },
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => match self.topics.get_mut(topic_id) {
+                Some(topic) => {
+                    topic.partitions.insert(
+                        *partition,
+                        PartitionImage {
+                            partition: *partition,
+                            replicas: replicas.clone(),
+                            isr: isr.clone(),
+                            leader: *leader,
+                            leader_epoch: *leader_epoch,
+                            partition_epoch: *partition_epoch,
+                        },
+                    );
+                }
+                None => tracing::warn!(%topic_id, partition, "partition record for unknown topic"),
+            },
+            MetadataRecord::Config {
+                resource,
+                name,
+                value,
+            } => {
+                let configs = match resource {
+                    ConfigResource::Topic(topic) => {
+                        let Some(id) = self.topic_ids_by_name.get(topic) else {
+                            tracing::warn!(topic, "config record for unknown topic");
+                            return;
+                        };
+                        &mut self
+                            .topics
+                            .get_mut(id)
+                            .expect("name index and topics agree")
+                            .configs
+                    }
+                    ConfigResource::Broker(node) => self.broker_configs.entry(*node).or_default(),
+                };
+                match value {
+                    Some(v) => configs.insert(name.clone(), v.clone()),
+                    None => configs.remove(name),
+                };
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(topic) = self.topics.remove(topic_id) {
+                    self.topic_ids_by_name.remove(&topic.name);
+                }
+            }
+        }
+    }
+
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.topic_ids_by_name
+            .get(name)
+            .and_then(|id| self.topics.get(id))
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
+        self.topics.get(id)
+    }
+
+    /// Topics in name order.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.topic_ids_by_name
+            .values()
+            .filter_map(|id| self.topics.get(id))
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: Uuid) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.into(),
+            topic_id: id,
+        }
+    }
+
+    fn partition(id: Uuid, p: i32, epoch: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn records_build_and_remove_topics() {
+        let id = Uuid::new_v4();
+        let mut image = MetadataImage::default();
+        image.apply(&topic("orders", id));
+        image.apply(&partition(id, 0, 0));
+        image.apply(&partition(id, 1, 0));
+        image.apply(&partition(id, 0, 1));
+        image.apply(&MetadataRecord::Config {
+            resource: ConfigResource::Topic("orders".into()),
+            name: "retention.ms".into(),
+            value: Some("1000".into()),
+        });
+        let t = image.topic_by_name("orders").expect("created");
+        assert_eq!(t.partitions.len(), 2);
+        assert_eq!(t.partitions[&0].leader_epoch, 1);
+        assert_eq!(t.configs["retention.ms"], "1000");
+        image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
+        assert!(image.topic_by_name("orders").is_none());
+        assert_eq!(image.topic_count(), 0);
+    }
+
+    #[test]
+    fn unknown_references_are_ignored() {
+        let mut image = MetadataImage::default();
+        image.apply(&partition(Uuid::new_v4(), 0, 0));
+        image.apply(&MetadataRecord::Config {
+            resource: ConfigResource::Topic("nope".into()),
+            name: "x".into(),
+            value: None,
+        });
+        assert_eq!(image.topic_count(), 0);
+    }
+}

@@ -1,0 +1,22 @@
+//! Cluster metadata as a sequence of records applied to a state machine.
+//!
+//! - [`record::MetadataRecord`]: the facts (a topic exists, a partition has these replicas and
+//!   this leader epoch, a config was set, a topic was removed).
+//! - [`image::MetadataImage`]: the state machine; `apply` is the only way it changes.
+//! - [`log::MetadataLog`]: where records are made durable before they are applied. On one node
+//!   it is [`log::LocalMetadataLog`], a checksummed file; in a cluster the same records will go
+//!   through a Raft log, and swapping the log is meant to be the only change.
+//! - [`store::MetadataStore`]: log + image; `commit` appends, fsyncs, then applies.
+//!
+//! Data flow: a request handler validates against the image, builds records, commits them; the
+//! store applies them to the image, and the broker reacts to the new image (opens or deletes
+//! partition logs).
+
+pub mod image;
+pub mod log;
+pub mod record;
+pub mod store;
+
+pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use record::{ConfigResource, MetadataRecord};
+pub use store::MetadataStore;

@@ -1,0 +1,48 @@
+//! Metadata records: the only way cluster metadata changes.
+//!
+//! Records are serialized as JSON objects tagged by `type` (see `docs/metadata-records.md`).
+//! Adding a field must keep old records readable: new fields get `#[serde(default)]`.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What a config record applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name")]
+pub enum ConfigResource {
+    /// A topic, by name.
+    Topic(String),
+    /// A broker by node id, or the cluster-wide default when `None`.
+    Broker(Option<i32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// The cluster was formatted with this id.
+    Cluster { cluster_id: String },
+    /// A topic was created.
+    Topic { name: String, topic_id: Uuid },
+    /// A partition's assignment and leadership. A later record for the same partition replaces
+    /// the earlier one; `leader_epoch` grows with every leader change, `partition_epoch` with
+    /// every change at all.
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// A config was set (`value` is `Some`) or removed (`None`).
+    Config {
+        resource: ConfigResource,
+        name: String,
+        value: Option<String>,
+    },
+    /// A topic and all its partitions were deleted.
+    RemoveTopic { topic_id: Uuid },
+    /// A block of producer ids was handed out: ids below `next_producer_id` are taken.
+    ProducerIds { next_producer_id: i64 },
+}
