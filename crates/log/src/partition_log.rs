@@ -487,23 +487,40 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Kafka's ListOffsets MAX_TIMESTAMP: the largest batch `maxTimestamp` in the log, with
-    /// the *last offset of that batch* (batch granularity; Kafka 3.7+ returns the exact record
-    /// offset). The earliest batch wins ties. If that batch lies below the log start, the log
-    /// start offset is returned. `None` for an empty log.
+    /// Kafka's ListOffsets MAX_TIMESTAMP: the offset and timestamp of the first record holding
+    /// the largest timestamp in the log (at or after the log start). The segment indexes find
+    /// the batch; that batch is decoded to find the exact record. If the decode fails, the
+    /// answer is the batch's last offset.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let mut best: Option<(i64, i64)> = None;
+        let mut best: Option<(&Segment, i64, i64)> = None;
         for segment in self.segments.values() {
             if segment.end_offset <= self.log_start_offset {
                 continue;
             }
             if let Some((ts, offset)) = segment.index.max_timestamp {
-                if best.is_none_or(|(_, best_ts)| ts > best_ts) {
-                    best = Some((offset.max(self.log_start_offset), ts));
+                if best.is_none_or(|(_, _, best_ts)| ts > best_ts) {
+                    best = Some((segment, offset, ts));
                 }
             }
         }
-        best
+        let (segment, batch_last, ts) = best?;
+        let exact = (|| -> Option<(i64, i64)> {
+            let mut position = segment.index.lookup_offset(batch_last);
+            while position < segment.size {
+                let header = segment.header_at(position).ok()?;
+                let len = header.total_len();
+                if header.last_offset() >= batch_last {
+                    let bytes = segment.read_bytes(position, len).ok()?;
+                    let records = strata_protocol::records::record_timestamps(&bytes).ok()?;
+                    return records
+                        .into_iter()
+                        .find(|(o, t)| *t == ts && *o >= self.log_start_offset);
+                }
+                position += len as u64;
+            }
+            None
+        })();
+        Some(exact.unwrap_or((batch_last.max(self.log_start_offset), ts)))
     }
 
     /// Advances the log start offset to `offset` (DeleteRecords): checkpoints it durably, then

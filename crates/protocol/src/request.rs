@@ -133,11 +133,8 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
         .map_err(|e| malformed(format!("header: {e}")))?;
     let body =
         RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
-    if buf.has_remaining() && api_key != ApiKey::ApiVersions {
-        // Kafka ignores nothing: trailing bytes mean the client and broker disagree on the
-        // layout, and guessing would misread fields.
-        return Err(malformed(format!("{} trailing bytes", buf.remaining())));
-    }
+    // Trailing bytes are tolerated, as Kafka does: some clients pad requests (librdkafka 2.16
+    // sends three extra bytes after a Metadata v13 body), and every field was already read.
     Ok(Request {
         header,
         api_key,

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Runs every Strata test: the Rust tests and the end-to-end tests that drive a real `strata`
+# process with kafka-python, confluent-kafka and kcat.
+#
+# Needs a Debian/Ubuntu machine with a Rust toolchain and Python 3 (with venv + pip). It installs
+# kcat with apt-get when missing and keeps the Python test dependencies in .venv/ (reinstalled
+# only when tests/requirements.txt changes). Idempotent; works from any directory.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -k kcat -x      # extra arguments go to pytest (the e2e step)
+#
+# Environment: STRATA_BIN (broker binary for the e2e tests; default: the release build),
+# E2E_WORKERS (pytest-xdist workers, default 2), CARGO_TARGET_DIR (honoured).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+STEP_START=$SECONDS
+FAILED=()
+
+step() {
+    printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"
+    STEP_START=$SECONDS
+}
+
+done_step() {
+    printf -- '--- ok (%ss)\n' "$((SECONDS - STEP_START))"
+}
+
+# Run a noisy command quietly; show its output only when it fails.
+quietly() {
+    local log
+    log="$(mktemp)"
+    if "$@" >"$log" 2>&1; then
+        rm -f "$log"
+    else
+        local code=$?
+        cat "$log" >&2
+        rm -f "$log"
+        echo "error: '$*' failed with exit code $code" >&2
+        return "$code"
+    fi
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: '$*' needs root and sudo is not installed" >&2
+        return 1
+    fi
+}
+
+# ---- 1. system packages ---------------------------------------------------------------------
+step "kcat"
+if command -v kcat >/dev/null 2>&1; then
+    echo "kcat present: $(command -v kcat)"
+else
+    quietly as_root apt-get update
+    quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y kcat
+    echo "installed $(command -v kcat)"
+fi
+done_step
+
+# ---- 2. Python virtualenv -------------------------------------------------------------------
+step "Python test environment (.venv)"
+REQUIREMENTS="tests/requirements.txt"
+VENV_PY=".venv/bin/python"
+if [ -e .venv ] && ! "$VENV_PY" -c 'import sys' >/dev/null 2>&1; then
+    echo "removing a broken .venv"
+    rm -rf .venv
+fi
+if [ ! -x "$VENV_PY" ]; then
+    if ! quietly python3 -m venv .venv; then
+        # Debian's python3 ships venv/ensurepip separately.
+        rm -rf .venv
+        echo "python3 -m venv failed; installing python3-venv"
+        quietly as_root apt-get update
+        quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+        quietly python3 -m venv .venv
+    fi
+    echo "created .venv ($("$VENV_PY" --version))"
+fi
+REQ_HASH="$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
+STAMP=".venv/.requirements-$REQ_HASH"
+if [ -f "$STAMP" ]; then
+    echo "requirements unchanged ($REQ_HASH); skipping pip install"
+else
+    quietly "$VENV_PY" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS"
+    rm -f .venv/.requirements-*
+    touch "$STAMP"
+    echo "installed $REQUIREMENTS ($REQ_HASH)"
+fi
+done_step
+
+# ---- 3. build -------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+step "cargo build --release --bin strata"
+cargo build --release --bin strata --quiet
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+export STRATA_BIN="${STRATA_BIN:-$TARGET_DIR/release/strata}"
+echo "broker binary: $STRATA_BIN"
+done_step
+
+# ---- 4. Rust tests --------------------------------------------------------------------------
+# --release shares the build above. A failure here is reported at the end; the end-to-end
+# tests still run so one command shows every failure.
+step "cargo test --release --workspace"
+if cargo test --release --workspace --quiet; then
+    done_step
+else
+    FAILED+=("cargo test")
+    echo "--- FAILED (cargo test)"
+fi
+
+# ---- 5. end-to-end tests --------------------------------------------------------------------
+step "end-to-end tests (pytest tests/e2e, ${E2E_WORKERS:-2} workers)"
+if "$VENV_PY" -m pytest tests/e2e -n "${E2E_WORKERS:-2}" -p no:cacheprovider "$@"; then
+    done_step
+else
+    FAILED+=("e2e tests")
+    echo "--- FAILED (e2e tests)"
+fi
+
+echo
+if [ "${#FAILED[@]}" -eq 0 ]; then
+    echo "==> all tests passed"
+else
+    echo "==> FAILED: ${FAILED[*]}"
+    exit 1
+fi

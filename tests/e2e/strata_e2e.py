@@ -1,0 +1,531 @@
+"""Helpers for the end-to-end tests: the broker process and thin wrappers around real clients.
+
+`Broker` runs one `strata serve` process. The client helpers produce and consume with
+kafka-python, confluent-kafka (librdkafka) and kcat, always bounded in time, and return
+records as `Rec` tuples so tests can compare what one client wrote with what another read.
+Consumers never join a group and never commit: consumer groups are a later issue.
+"""
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+START_TIMEOUT_S = 20
+STOP_TIMEOUT_S = 15
+
+# Record codec ids (bits 0-2 of a record batch's attributes).
+CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+Rec = namedtuple(
+    "Rec", "topic partition offset key value headers timestamp timestamp_type"
+)
+
+
+def strata_binary() -> Path:
+    """The broker binary: $STRATA_BIN, else target/release/strata. Fails the test if absent."""
+    path = Path(os.environ.get("STRATA_BIN") or REPO_ROOT / "target" / "release" / "strata")
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"strata binary not found at {path}: run `cargo build --release --bin strata` "
+            "or set STRATA_BIN (scripts/test.sh does both)"
+        )
+    return path.resolve()
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1, never 9092 (reserved for the snippet test)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port != 9092:
+            return port
+
+
+def wait_for_port(port: int, timeout_s: float, host: str = "127.0.0.1", alive=lambda: True):
+    """Wait until host:port accepts TCP connections; False on timeout or if `alive()` fails."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class BrokerStartError(AssertionError):
+    pass
+
+
+class Broker:
+    """One `strata serve` process with its own data directory and log file."""
+
+    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host):
+        self.binary = Path(binary)
+        self.fixed_port = port is not None
+        self.port = port if port is not None else free_port()
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path)
+        self.cwd = Path(cwd)
+        self.overrides = dict(overrides)
+        self.listener_host = listener_host
+        self.proc = None
+        self.starts = 0
+
+    # ---- addresses -------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.listener_host or "127.0.0.1"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def command(self) -> list:
+        args = [str(self.binary), "serve", "--set", f"log.dirs={self.data_dir}"]
+        if self.listener_host is not None:
+            args += ["--set", f"listeners=PLAINTEXT://{self.listener_host}:{self.port}"]
+        for key, value in self.overrides.items():
+            args += ["--set", f"{key}={value}"]
+        return args
+
+    def _spawn(self):
+        self.starts += 1
+        env = dict(os.environ)
+        env.setdefault("STRATA_LOG", "info")
+        args = self.command()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(args)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                args,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start(self, wait: bool = True):
+        """Start the process; with `wait`, block (<= 20 s) until the port accepts TCP."""
+        assert not self.running, "broker already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(4):
+            self._spawn()
+            if not wait:
+                return self
+            if wait_for_port(self.port, START_TIMEOUT_S, alive=lambda: self.proc.poll() is None):
+                return self
+            if self.proc.poll() is None:
+                self.kill9()
+                raise BrokerStartError(
+                    f"strata did not accept connections on {self.bootstrap} within "
+                    f"{START_TIMEOUT_S} s; last log lines:\n{self.log_tail(30)}"
+                )
+            tail = self.log_tail(30)
+            if "in use" in tail.lower() and attempt < 3:
+                # Lost a race for the port (ephemeral pick) or TIME_WAIT after a kill: retry.
+                if not self.fixed_port:
+                    self.port = free_port()
+                time.sleep(0.5)
+                continue
+            raise BrokerStartError(
+                f"strata exited with code {self.proc.returncode} during start-up "
+                f"({self.bootstrap}); last log lines:\n{tail}"
+            )
+        raise BrokerStartError(f"could not start strata on {self.bootstrap}:\n{self.log_tail(30)}")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S, check: bool = True) -> int:
+        """SIGTERM, wait up to `timeout_s`; with `check`, assert a clean exit (code 0)."""
+        if not self.running:
+            return self.proc.returncode if self.proc else 0
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise AssertionError(
+                f"strata did not exit within {timeout_s} s of SIGTERM (killed it); "
+                f"last log lines:\n{self.log_tail(30)}"
+            )
+        if check:
+            assert code == 0, (
+                f"strata exited with code {code} after SIGTERM (expected 0, a clean shutdown) "
+                f"after {time.monotonic() - started:.1f} s; last log lines:\n{self.log_tail(30)}"
+            )
+        return code
+
+    def kill9(self):
+        """SIGKILL, no chance to flush anything, and wait for the process to be gone."""
+        if self.running:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def restart(self):
+        """Start again on the same port and data directory (after stop() or kill9())."""
+        assert not self.running, "restart() needs a stopped broker: call stop() or kill9() first"
+        self.fixed_port = True
+        return self.start(wait=True)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        """Wait for the process to exit by itself; its exit code."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"strata still running after {timeout_s} s; last log lines:\n{self.log_tail(30)}"
+            )
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 50) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    @staticmethod
+    def port_busy_reason(port: int):
+        """Why `port` cannot be used on loopback, or None when it is free."""
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError:
+                continue
+            with sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                except OSError as error:
+                    if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                        continue  # no IPv6 loopback here: nothing can be listening on it
+                    return f"cannot bind {host}:{port}: {error.strerror}"
+        return None
+
+
+# ---- records ---------------------------------------------------------------------------------
+
+
+def compressible_value(i: int) -> bytes:
+    """A value that every codec shrinks, so producers really send compressed batches."""
+    return (f"{i:06d}|" + "strata keeps every byte of this record " * 6).encode()
+
+
+def by_partition(records):
+    out = {}
+    for rec in records:
+        out.setdefault(rec.partition, []).append(rec)
+    for recs in out.values():
+        recs.sort(key=lambda r: r.offset)
+    return out
+
+
+def assert_dense_offsets(records, start: int = 0, what: str = ""):
+    offsets = [r.offset for r in records]
+    expected = list(range(start, start + len(records)))
+    assert offsets == expected, (
+        f"{what}offsets are not dense from {start}: got {offsets[:20]}"
+        f"{'...' if len(offsets) > 20 else ''} (expected {expected[:20]}...)"
+    )
+
+
+def segment_batch_codecs(data_dir, topic: str, partition: int) -> list:
+    """The codec of every record batch stored in a partition's segment files.
+
+    Reads the on-disk layout of docs/on-disk-format.md: `<log.dirs>/<topic>-<partition>/*.log`
+    holding magic-2 batches back to back as the producer sent them.
+    """
+    partition_dir = Path(data_dir) / f"{topic}-{partition}"
+    assert partition_dir.is_dir(), (
+        f"no partition directory {partition_dir} (docs/on-disk-format.md); data dir has "
+        f"{sorted(p.name for p in Path(data_dir).iterdir())}"
+    )
+    codecs = []
+    for segment in sorted(partition_dir.glob("*.log")):
+        data = segment.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            batch_length = int.from_bytes(data[pos + 8 : pos + 12], "big", signed=True)
+            if batch_length <= 0:
+                break  # zero padding (preallocated segment) ends the batches
+            magic = data[pos + 16]
+            assert magic == 2, f"{segment}: batch at byte {pos} has magic {magic}, expected 2"
+            attributes = int.from_bytes(data[pos + 21 : pos + 23], "big")
+            codecs.append(attributes & 0x7)
+            pos += 12 + batch_length
+    return codecs
+
+
+# ---- confluent-kafka (librdkafka) ------------------------------------------------------------
+
+
+def _rec_from_confluent(msg) -> Rec:
+    ts_type, ts = msg.timestamp()
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+
+    kind = {TIMESTAMP_CREATE_TIME: "create", TIMESTAMP_LOG_APPEND_TIME: "log_append"}.get(
+        ts_type, "none"
+    )
+    headers = [(k, None if v is None else bytes(v)) for k, v in (msg.headers() or [])]
+    return Rec(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), headers, ts, kind)
+
+
+def confluent_producer(bootstrap: str, **conf):
+    from confluent_kafka import Producer
+
+    config = {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.timeout.ms": 30000}
+    config.update(conf)
+    return Producer(config)
+
+
+def confluent_produce(bootstrap: str, topic: str, records, timeout_s: float = 30, **conf):
+    """Produce `records` (dicts: value, and optional key, partition, headers, timestamp) and
+    flush. Returns one delivery report per record: (error or None, partition, offset)."""
+    producer = confluent_producer(bootstrap, **conf)
+    records = list(records)
+    reports = [None] * len(records)
+
+    def reporter(i):
+        def on_delivery(err, msg):
+            reports[i] = (err, msg.partition(), msg.offset())
+
+        return on_delivery
+
+    for i, record in enumerate(records):
+        kwargs = {k: record[k] for k in ("key", "partition", "timestamp") if record.get(k) is not None}
+        if record.get("headers"):
+            kwargs["headers"] = record["headers"]
+        producer.produce(topic, value=record.get("value"), on_delivery=reporter(i), **kwargs)
+        producer.poll(0)
+    remaining = producer.flush(timeout_s)
+    assert remaining == 0, f"{remaining} records still undelivered after {timeout_s} s"
+    assert all(r is not None for r in reports), "a delivery report is missing"
+    return reports
+
+
+def assert_delivered(reports):
+    errors = [(i, r[0]) for i, r in enumerate(reports) if r[0] is not None]
+    assert not errors, f"{len(errors)} delivery errors, first: record {errors[0][0]}: {errors[0][1]}"
+
+
+def confluent_consumer(bootstrap: str, **conf):
+    from confluent_kafka import Consumer
+
+    # librdkafka wants a group.id even for assign(); no group is joined, nothing is committed.
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"strata-e2e-unused-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }
+    config.update(conf)
+    return Consumer(config)
+
+
+def confluent_consume(
+    bootstrap, topic, partitions=(0,), start=None, min_count=0, timeout_s=30, ignore_errors=(), **conf
+):
+    """Read `partitions` of `topic` with assign() from `start` (None = beginning, or an offset,
+    or {partition: offset}) until every partition reports end-of-partition and at least
+    `min_count` records arrived. Any consumer error fails, except the codes in `ignore_errors`.
+    Returns Recs in arrival order."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+    partitions = list(partitions)
+
+    def offset_for(p):
+        if start is None:
+            return OFFSET_BEGINNING
+        return start[p] if isinstance(start, dict) else start
+
+    consumer = confluent_consumer(bootstrap, **conf)
+    out, at_end = [], set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.assign([TopicPartition(topic, p, offset_for(p)) for p in partitions])
+        while not (at_end >= set(partitions) and len(out) >= min_count):
+            assert time.monotonic() < deadline, (
+                f"confluent consumer timed out after {timeout_s} s on {topic}: {len(out)} records "
+                f"(wanted >= {min_count}), partitions at end: {sorted(at_end)} of {partitions}"
+            )
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                    continue
+                if msg.error().code() in ignore_errors:
+                    continue
+                raise AssertionError(f"confluent consumer error on {topic}: {msg.error()}")
+            at_end.discard(msg.partition())
+            out.append(_rec_from_confluent(msg))
+    finally:
+        consumer.close()
+    return out
+
+
+def admin_client(bootstrap: str):
+    """A confluent-kafka AdminClient. Keep a reference while waiting on its futures: a
+    collected client destroys its handle and fails them with _DESTROY."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def list_topic_names(bootstrap: str, timeout_s: float = 10) -> dict:
+    """{topic: partition count} from a metadata request for all topics (which, unlike a
+    request naming a topic, never auto-creates anything)."""
+    metadata = admin_client(bootstrap).list_topics(timeout=timeout_s)
+    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+
+def wait_for_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 15):
+    """Wait until metadata shows `topic` with `partitions` partitions, each with a leader."""
+    admin = admin_client(bootstrap)
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=5)
+        last = metadata.topics.get(topic)
+        if (
+            last is not None
+            and last.error is None
+            and len(last.partitions) == partitions
+            and all(p.leader >= 0 for p in last.partitions.values())
+        ):
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"topic {topic} with {partitions} partitions never appeared: {last}")
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1, config=None, timeout_s: float = 30):
+    """Create a topic through confluent-kafka's AdminClient and wait until it is usable."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(bootstrap)  # must outlive the futures: dropping it fails them (_DESTROY)
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        request_timeout=timeout_s,
+    )
+    futures[topic].result(timeout=timeout_s)
+    return wait_for_topic(bootstrap, topic, partitions)
+
+
+# ---- kafka-python ----------------------------------------------------------------------------
+
+
+def _rec_from_kafka_python(record) -> Rec:
+    kind = {0: "create", 1: "log_append"}.get(record.timestamp_type, "none")
+    headers = [(k, v) for k, v in (record.headers or [])]
+    return Rec(
+        record.topic, record.partition, record.offset, record.key, record.value, headers,
+        record.timestamp, kind,
+    )
+
+
+def kafka_python_produce(bootstrap, topic, records, timeout_s: float = 30, **conf):
+    """Produce with kafka-python's KafkaProducer and flush; returns RecordMetadata per record."""
+    from kafka import KafkaProducer
+
+    config = {"bootstrap_servers": bootstrap, "linger_ms": 5, "client_id": "strata-e2e"}
+    config.update(conf)
+    producer = KafkaProducer(**config)
+    try:
+        futures = [
+            producer.send(
+                topic,
+                value=r.get("value"),
+                key=r.get("key"),
+                headers=r.get("headers"),
+                partition=r.get("partition"),
+                timestamp_ms=r.get("timestamp"),
+            )
+            for r in records
+        ]
+        producer.flush(timeout=timeout_s)
+        return [f.get(timeout=timeout_s) for f in futures]
+    finally:
+        producer.close(timeout=10)
+
+
+def kafka_python_consume(bootstrap, topic, partitions=(0,), start=None, timeout_s: float = 30, **conf):
+    """Read `partitions` of `topic` with kafka-python, manual assignment and no group, from
+    `start` (None = beginning, an offset, or {partition: offset}) up to the end offsets
+    current when reading began. Returns Recs in arrival order."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    config = {
+        "bootstrap_servers": bootstrap,
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "client_id": "strata-e2e",
+    }
+    config.update(conf)
+    consumer = KafkaConsumer(**config)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        if start is None:
+            consumer.seek_to_beginning(*tps)
+        else:
+            for tp in tps:
+                consumer.seek(tp, start[tp.partition] if isinstance(start, dict) else start)
+        end = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, (
+                f"kafka-python consumer timed out after {timeout_s} s on {topic}: {len(out)} "
+                f"records, positions {[consumer.position(tp) for tp in tps]}, ends {end}"
+            )
+            for tp_records in consumer.poll(timeout_ms=500).values():
+                out.extend(_rec_from_kafka_python(r) for r in tp_records)
+    finally:
+        consumer.close()
+    return out
+
+
+# ---- kcat ------------------------------------------------------------------------------------
+
+
+def kcat(*args, input=None, timeout_s: float = 30, check: bool = True):
+    """Run kcat with `args`; returns the CompletedProcess (text mode)."""
+    binary = shutil.which("kcat")
+    assert binary, "kcat is not installed (scripts/test.sh installs it with apt-get)"
+    result = subprocess.run(
+        [binary, *args], input=input, capture_output=True, text=True, timeout=timeout_s
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"kcat {' '.join(args)} exited {result.returncode}\nstdout:\n{result.stdout[-2000:]}"
+            f"\nstderr:\n{result.stderr[-2000:]}"
+        )
+    return result
