@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata_broker::config::BrokerConfig;
 
+/// Huge allocations (a decoder sizing a vector from a hostile element count) reserve address
+/// space instead of aborting the process; see `strata_broker::alloc`.
+#[global_allocator]
+static ALLOCATOR: strata_broker::alloc::ReservingAllocator =
+    strata_broker::alloc::ReservingAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "strata",

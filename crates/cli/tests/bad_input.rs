@@ -338,3 +338,64 @@ fn random_and_mutated_frames_do_not_disturb_a_good_client() {
         b.log()
     );
 }
+
+fn uvarint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+#[test]
+fn declared_huge_arrays_do_not_abort_the_broker() {
+    // The decoder sizes vectors from the declared element count; a few bytes claiming
+    // billions of elements once made the allocator abort the whole process.
+    let mut broker = TestBroker::start(&[]);
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut metadata_v1 = BytesMut::new();
+    metadata_v1.put_i16(ApiKey::Metadata as i16);
+    metadata_v1.put_i16(1);
+    metadata_v1.put_i32(1);
+    metadata_v1.put_i16(-1);
+    metadata_v1.put_i32(i32::MAX);
+    metadata_v1.extend_from_slice(&[0, 1, b'a']);
+    frames.push(metadata_v1.to_vec());
+    let mut metadata_v12 = BytesMut::new();
+    metadata_v12.put_i16(ApiKey::Metadata as i16);
+    metadata_v12.put_i16(12);
+    metadata_v12.put_i32(2);
+    metadata_v12.put_i16(-1);
+    metadata_v12.put_u8(0);
+    metadata_v12.extend_from_slice(&uvarint(u64::from(u32::MAX)));
+    metadata_v12.extend_from_slice(&[0; 20]);
+    frames.push(metadata_v12.to_vec());
+    let mut produce_v9 = BytesMut::new();
+    produce_v9.put_i16(ApiKey::Produce as i16);
+    produce_v9.put_i16(9);
+    produce_v9.put_i32(3);
+    produce_v9.put_i16(-1);
+    produce_v9.put_u8(0);
+    produce_v9.put_u8(0);
+    produce_v9.put_i16(1);
+    produce_v9.put_i32(1000);
+    produce_v9.extend_from_slice(&uvarint(0xffff_fff0));
+    produce_v9.extend_from_slice(&[0; 20]);
+    frames.push(produce_v9.to_vec());
+    for frame in &frames {
+        let mut c = broker.client();
+        c.send_frame(frame).expect("send");
+        assert!(c.is_closed(), "a malformed request closes its connection");
+    }
+    assert!(broker.is_running(), "broker survived:\n{}", broker.log());
+    let mut c = broker.client();
+    let r: ApiVersionsResponse = c
+        .call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .expect("still serving");
+    assert_eq!(r.error_code, 0);
+}

@@ -20,6 +20,7 @@ pub struct TestBroker {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -29,12 +30,18 @@ fn free_port() -> u16 {
 
 impl TestBroker {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_args(&[], extra)
+    }
+
+    /// Starts with extra command-line `args` before the `--set` overrides.
+    pub fn start_with_args(args: &[&str], extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut broker = TestBroker {
             port: free_port(),
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
         broker.spawn();
         broker
@@ -47,6 +54,7 @@ impl TestBroker {
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("serve")
+            .args(&self.args)
             .arg("--set")
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
             .arg("--set")
