@@ -32,6 +32,7 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub partitions: Arc<PartitionManager>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
+    pub groups: crate::groups::GroupService,
     /// The block of producer ids this broker hands out: `[next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
@@ -96,7 +97,9 @@ impl Broker {
             partitions = partitions.all().len(),
             "metadata loaded"
         );
-        Ok(Arc::new(Broker {
+        let groups = crate::groups::GroupService::new(&config);
+        let broker = Arc::new(Broker {
+            groups,
             config,
             metadata: Mutex::new(store),
             image: RwLock::new(image),
@@ -104,7 +107,10 @@ impl Broker {
             fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             _dir_lock: lock,
-        }))
+        });
+        broker.groups.load(&broker);
+        crate::groups::GroupService::start_ticker(&broker);
+        Ok(broker)
     }
 
     pub fn node_id(&self) -> i32 {

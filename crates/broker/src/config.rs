@@ -160,6 +160,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num("offsets.topic.num.partitions", T::Int, "50", 1, "Partitions of __consumer_offsets."),
     num("offsets.topic.replication.factor", T::Short, "3", 1, "Replication factor of __consumer_offsets (capped at the broker count)."),
     num("offsets.retention.minutes", T::Int, "10080", 1, "How long offsets of empty groups are kept."),
+    num("offset.metadata.max.bytes", T::Int, "4096", 0, "Longest metadata string of a committed offset."),
     num("group.initial.rebalance.delay.ms", T::Int, "3000", 0, "Delay of the first rebalance of a new group."),
     num("group.min.session.timeout.ms", T::Int, "6000", 0, "Smallest session timeout a member may ask for."),
     num("group.max.session.timeout.ms", T::Int, "1800000", 0, "Largest session timeout a member may ask for."),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod fetch_session;
 pub mod flusher;
+pub mod groups;
 pub mod handlers;
 pub mod manager;
 pub mod partition;

@@ -70,7 +70,7 @@ fn topic_id(c: &mut Client, name: &str) -> uuid::Uuid {
 
 #[test]
 fn every_version_of_every_api_answers() {
-    let broker = TestBroker::start(&[]);
+    let broker = TestBroker::start(&["group.initial.rebalance.delay.ms=0"]);
     let mut c = broker.client();
     let api: ApiVersionsResponse = c
         .call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
@@ -341,6 +341,240 @@ fn every_version_of_every_api_answers() {
             (0, i64::from(v) + 1),
             "DeleteRecords v{v}"
         );
+    }
+    // Groups: a one-member group at every version of JoinGroup; the other group APIs at
+    // every version against it.
+    for v in versions(ApiKey::JoinGroup) {
+        let group = format!("vg{v}");
+        let mut join = JoinGroupRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(if v >= 1 { 10_000 } else { -1 })
+            .with_member_id(s(""))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"\x00\x00")),
+            ]);
+        if v < 5 {
+            join = join.with_group_instance_id(None);
+        }
+        let mut r: JoinGroupResponse = c
+            .call(ApiKey::JoinGroup, v, &join)
+            .unwrap_or_else(|| panic!("JoinGroup v{v}"));
+        if v >= 4 {
+            assert_eq!(r.error_code, 79, "JoinGroup v{v}: MEMBER_ID_REQUIRED");
+            let again = join.clone().with_member_id(r.member_id.clone());
+            r = c
+                .call(ApiKey::JoinGroup, v, &again)
+                .unwrap_or_else(|| panic!("JoinGroup v{v} rejoin"));
+        }
+        assert_eq!(r.error_code, 0, "JoinGroup v{v}");
+        assert_eq!(r.generation_id, 1);
+        assert_eq!(r.leader, r.member_id);
+        let member = r.member_id.clone();
+        let sv = v.min(strata_versions(ApiKey::SyncGroup).1);
+        let mut sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_generation_id(1)
+            .with_member_id(member.clone())
+            .with_assignments(vec![
+                kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(member.clone())
+                    .with_assignment(Bytes::from_static(b"assigned")),
+            ]);
+        if sv < 3 {
+            sync = sync.with_group_instance_id(None);
+        }
+        if sv < 5 {
+            sync = sync.with_protocol_type(None).with_protocol_name(None);
+        }
+        let r: SyncGroupResponse = c
+            .call(ApiKey::SyncGroup, sv, &sync)
+            .unwrap_or_else(|| panic!("SyncGroup v{sv}"));
+        assert_eq!(
+            (r.error_code, &r.assignment[..]),
+            (0, &b"assigned"[..]),
+            "SyncGroup v{sv}"
+        );
+    }
+    for v in versions(ApiKey::Heartbeat) {
+        let mut j = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("hb")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(""))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range")),
+            ]);
+        let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 9, &j).expect("join");
+        j = j.with_member_id(r.member_id.clone());
+        let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 9, &j).expect("join");
+        let mut hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("hb")))
+            .with_generation_id(r.generation_id)
+            .with_member_id(r.member_id.clone());
+        if v < 3 {
+            hb = hb.with_group_instance_id(None);
+        }
+        let h: HeartbeatResponse = c
+            .call(ApiKey::Heartbeat, v, &hb)
+            .unwrap_or_else(|| panic!("Heartbeat v{v}"));
+        assert!(
+            h.error_code == 0 || h.error_code == 27,
+            "Heartbeat v{v}: {}",
+            h.error_code
+        );
+        let leave = if v >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("hb")))
+                .with_members(vec![
+                    kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                        .with_member_id(r.member_id.clone())
+                        .with_group_instance_id(None),
+                ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("hb")))
+                .with_member_id(r.member_id.clone())
+        };
+        let lv = v
+            .min(strata_versions(ApiKey::LeaveGroup).1)
+            .max(if v >= 3 { 3 } else { 0 });
+        let l: LeaveGroupResponse = c
+            .call(ApiKey::LeaveGroup, lv, &leave)
+            .unwrap_or_else(|| panic!("LeaveGroup v{lv}"));
+        assert_eq!(l.error_code, 0, "LeaveGroup v{lv}");
+    }
+    for v in versions(ApiKey::OffsetCommit) {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        let mut req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("oc")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(s(""))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(t("vt"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(i64::from(v))
+                    .with_committed_leader_epoch(if v >= 6 { 0 } else { -1 })
+                    .with_committed_metadata(Some(s("meta")))])]);
+        if v < 7 {
+            req = req.with_group_instance_id(None);
+        }
+        let r: OffsetCommitResponse = c
+            .call(ApiKey::OffsetCommit, v, &req)
+            .unwrap_or_else(|| panic!("OffsetCommit v{v}"));
+        assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetCommit v{v}");
+    }
+    for v in versions(ApiKey::OffsetFetch) {
+        use kafka_protocol::messages::offset_fetch_request::{
+            OffsetFetchRequestGroup, OffsetFetchRequestTopic,
+        };
+        let req = if v >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s("oc")))
+                .with_topics(None)])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("oc")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(t("vt"))
+                    .with_partition_indexes(vec![0, 1])]))
+        };
+        let r: OffsetFetchResponse = c
+            .call(ApiKey::OffsetFetch, v, &req)
+            .unwrap_or_else(|| panic!("OffsetFetch v{v}"));
+        let (offset, metadata) = if v >= 8 {
+            let p = &r.groups[0].topics[0].partitions[0];
+            (p.committed_offset, p.metadata.clone())
+        } else {
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(
+                r.topics[0].partitions[1].committed_offset, -1,
+                "nothing committed for p1"
+            );
+            (p.committed_offset, p.metadata.clone())
+        };
+        assert_eq!(
+            offset,
+            i64::from(strata_versions(ApiKey::OffsetCommit).1),
+            "OffsetFetch v{v}"
+        );
+        assert_eq!(metadata.as_deref(), Some("meta"));
+    }
+    for v in versions(ApiKey::ListGroups) {
+        let r: ListGroupsResponse = c
+            .call(ApiKey::ListGroups, v, &ListGroupsRequest::default())
+            .unwrap_or_else(|| panic!("ListGroups v{v}"));
+        assert!(
+            r.groups.iter().any(|g| g.group_id.0.as_str() == "vg9"),
+            "ListGroups v{v}"
+        );
+    }
+    for v in versions(ApiKey::DescribeGroups) {
+        let r: DescribeGroupsResponse = c
+            .call(
+                ApiKey::DescribeGroups,
+                v,
+                &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("vg9"))]),
+            )
+            .unwrap_or_else(|| panic!("DescribeGroups v{v}"));
+        assert_eq!(
+            r.groups[0].group_state.as_str(),
+            "Stable",
+            "DescribeGroups v{v}"
+        );
+        assert_eq!(r.groups[0].members.len(), 1);
+        assert_eq!(&r.groups[0].members[0].member_assignment[..], b"assigned");
+    }
+    for v in versions(ApiKey::OffsetDelete) {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        let req = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("oc")))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(t("vt"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ])]);
+        let r: OffsetDeleteResponse = c
+            .call(ApiKey::OffsetDelete, v, &req)
+            .unwrap_or_else(|| panic!("OffsetDelete v{v}"));
+        assert_eq!(
+            (r.error_code, r.topics[0].partitions[0].error_code),
+            (0, 0),
+            "OffsetDelete v{v}"
+        );
+    }
+    for v in versions(ApiKey::DeleteGroups) {
+        let r: DeleteGroupsResponse = c
+            .call(
+                ApiKey::DeleteGroups,
+                v,
+                &DeleteGroupsRequest::default().with_groups_names(vec![
+                    GroupId(s("oc")),
+                    GroupId(s("vg9")),
+                    GroupId(s("nope")),
+                ]),
+            )
+            .unwrap_or_else(|| panic!("DeleteGroups v{v}"));
+        let codes: Vec<i16> = r.results.iter().map(|x| x.error_code).collect();
+        if v == strata_versions(ApiKey::DeleteGroups).0 {
+            assert_eq!(
+                codes,
+                vec![0, 68, 69],
+                "DeleteGroups v{v}: deleted, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND"
+            );
+        } else {
+            assert_eq!(codes[0], 69, "DeleteGroups v{v}: already deleted");
+        }
     }
     for v in versions(ApiKey::DeleteTopics) {
         let doomed = format!("del{v}");

@@ -14,7 +14,15 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::Fetch,
     ApiKey::ListOffsets,
     ApiKey::Metadata,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
     ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::SyncGroup,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
@@ -23,7 +31,9 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
     ApiKey::CreatePartitions,
+    ApiKey::DeleteGroups,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::OffsetDelete,
     ApiKey::DescribeCluster,
     ApiKey::DescribeTopicPartitions,
 ];
@@ -40,6 +50,16 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::ListOffsets => both::<ListOffsetsRequest, ListOffsetsResponse>(),
         ApiKey::Metadata => both::<MetadataRequest, MetadataResponse>(),
         ApiKey::FindCoordinator => both::<FindCoordinatorRequest, FindCoordinatorResponse>(),
+        ApiKey::OffsetCommit => both::<OffsetCommitRequest, OffsetCommitResponse>(),
+        ApiKey::OffsetFetch => both::<OffsetFetchRequest, OffsetFetchResponse>(),
+        ApiKey::JoinGroup => both::<JoinGroupRequest, JoinGroupResponse>(),
+        ApiKey::Heartbeat => both::<HeartbeatRequest, HeartbeatResponse>(),
+        ApiKey::LeaveGroup => both::<LeaveGroupRequest, LeaveGroupResponse>(),
+        ApiKey::SyncGroup => both::<SyncGroupRequest, SyncGroupResponse>(),
+        ApiKey::DescribeGroups => both::<DescribeGroupsRequest, DescribeGroupsResponse>(),
+        ApiKey::ListGroups => both::<ListGroupsRequest, ListGroupsResponse>(),
+        ApiKey::DeleteGroups => both::<DeleteGroupsRequest, DeleteGroupsResponse>(),
+        ApiKey::OffsetDelete => both::<OffsetDeleteRequest, OffsetDeleteResponse>(),
         ApiKey::ApiVersions => both::<ApiVersionsRequest, ApiVersionsResponse>(),
         ApiKey::CreateTopics => both::<CreateTopicsRequest, CreateTopicsResponse>(),
         ApiKey::DeleteTopics => both::<DeleteTopicsRequest, DeleteTopicsResponse>(),
@@ -102,6 +122,6 @@ mod tests {
         assert!(is_supported(ApiKey::ApiVersions, 3));
         assert!(is_supported(ApiKey::ApiVersions, 0));
         assert!(!is_supported(ApiKey::ApiVersions, 127));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::ShareFetch, 1));
     }
 }

@@ -187,11 +187,39 @@ fn topic_metadata(topic: &TopicImage, include_operations: bool) -> MetadataRespo
 const ALL_TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
-/// There is no group or transaction coordinator yet: every key gets COORDINATOR_NOT_AVAILABLE,
-/// which clients treat as "retry later".
-pub fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let code = ErrorCode::CoordinatorNotAvailable.code();
-    let message = Some(str_bytes("The coordinator is not available."));
+/// Groups are coordinated by this broker (the only one); transactions have no coordinator
+/// yet and get COORDINATOR_NOT_AVAILABLE, which clients treat as "retry later".
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    const GROUP: i8 = 0;
+    const TRANSACTION: i8 = 1;
+    let listener = broker.config.advertised_for(&ctx.listener).clone();
+    let answer = match req.key_type {
+        GROUP => match super::groups::ensure_offsets_topic(broker).await {
+            Ok(()) => Ok((
+                broker.node_id(),
+                listener.host.clone(),
+                i32::from(listener.port),
+            )),
+            Err(e) => Err(e),
+        },
+        TRANSACTION => Err(ErrorCode::CoordinatorNotAvailable),
+        _ => Err(ErrorCode::InvalidRequest),
+    };
+    let (node, host, port, code, message) = match answer {
+        Ok((n, h, p)) => (n, h, p, 0, None),
+        Err(e) => (
+            -1,
+            String::new(),
+            -1,
+            e.code(),
+            Some(str_bytes(e.to_string())),
+        ),
+    };
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
@@ -199,9 +227,9 @@ pub fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordi
             .map(|key| {
                 Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(-1))
-                    .with_host(str_bytes(""))
-                    .with_port(-1)
+                    .with_node_id(BrokerId(node))
+                    .with_host(str_bytes(host.clone()))
+                    .with_port(port)
                     .with_error_code(code)
                     .with_error_message(message.clone())
             })
@@ -210,10 +238,10 @@ pub fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordi
     } else {
         FindCoordinatorResponse::default()
             .with_error_code(code)
-            .with_error_message(message)
-            .with_node_id(BrokerId(-1))
-            .with_host(str_bytes(""))
-            .with_port(-1)
+            .with_error_message(message.filter(|_| version >= 1))
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(host))
+            .with_port(port)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::broker::Broker;
 mod admin;
 mod configs;
 mod fetch;
+pub mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -37,6 +38,12 @@ impl Reply {
 
 pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Request) -> Reply {
     let version = request.version();
+    let client_id = request
+        .header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(_) => Reply::now(ResponseKind::ApiVersions(
             strata_protocol::request::api_versions_response(0),
@@ -56,7 +63,35 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
             offsets::delete_records(broker, ctx, req),
         )),
         RequestKind::FindCoordinator(req) => Reply::now(ResponseKind::FindCoordinator(
-            metadata::find_coordinator(req, version),
+            metadata::find_coordinator(broker, ctx, req, version).await,
+        )),
+        RequestKind::JoinGroup(req) => {
+            groups::join_group(broker, ctx, &client_id, req, version).await
+        }
+        RequestKind::SyncGroup(req) => groups::sync_group(broker, req, version),
+        RequestKind::Heartbeat(req) => Reply::now(ResponseKind::Heartbeat(groups::heartbeat(
+            broker, req, version,
+        ))),
+        RequestKind::LeaveGroup(req) => Reply::now(ResponseKind::LeaveGroup(groups::leave_group(
+            broker, req, version,
+        ))),
+        RequestKind::OffsetCommit(req) => Reply::now(ResponseKind::OffsetCommit(
+            groups::offset_commit(broker, ctx, req, version).await,
+        )),
+        RequestKind::OffsetFetch(req) => Reply::now(ResponseKind::OffsetFetch(
+            groups::offset_fetch(broker, ctx, req, version),
+        )),
+        RequestKind::OffsetDelete(req) => Reply::now(ResponseKind::OffsetDelete(
+            groups::offset_delete(broker, req).await,
+        )),
+        RequestKind::ListGroups(req) => Reply::now(ResponseKind::ListGroups(groups::list_groups(
+            broker, ctx, req, version,
+        ))),
+        RequestKind::DescribeGroups(req) => Reply::now(ResponseKind::DescribeGroups(
+            groups::describe_groups(broker, ctx, req, version),
+        )),
+        RequestKind::DeleteGroups(req) => Reply::now(ResponseKind::DeleteGroups(
+            groups::delete_groups(broker, ctx, req).await,
         )),
         RequestKind::DescribeCluster(req) => Reply::now(ResponseKind::DescribeCluster(
             metadata::describe_cluster(broker, ctx, req),

@@ -1,0 +1,295 @@
+//! The edge around the group coordinator state machine (`strata_coordinator`): waiting
+//! requests, the clock, and the `__consumer_offsets` topic.
+//!
+//! JoinGroup and SyncGroup get a token and a oneshot channel; the machine answers tokens when
+//! the rebalance allows (maybe during a later request or a tick), and this service routes each
+//! answer to its channel. Records the machine wants persisted are appended to the group's
+//! `__consumer_offsets` partition (chosen as Kafka does, from the group id's Java hash) while
+//! the coordinator lock is held, so the log order matches the order of the machine's changes.
+//! Committed offsets are acknowledged once their append is durable (the partition's high
+//! watermark passes it). At start-up every partition of the topic is replayed into the
+//! machine.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use strata_coordinator::group::{JoinResponse, SyncResponse};
+use strata_coordinator::{GroupConfig, GroupCoordinator, GroupRecord, Output, Token};
+use strata_protocol::ErrorCode;
+use tokio::sync::oneshot;
+
+use crate::broker::Broker;
+use crate::partition::{now_ms, Partition};
+
+/// The internal topic of committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+enum Waiting {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+pub struct GroupService {
+    coordinator: Mutex<GroupCoordinator>,
+    waiting: Mutex<HashMap<Token, Waiting>>,
+    next_token: AtomicU64,
+    pub offsets_partitions: i32,
+}
+
+fn config_i64(broker_config: &crate::config::BrokerConfig, key: &str) -> i64 {
+    broker_config
+        .value(key)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl GroupService {
+    pub fn new(config: &crate::config::BrokerConfig) -> Self {
+        let group_config = GroupConfig {
+            initial_rebalance_delay_ms: config_i64(config, "group.initial.rebalance.delay.ms"),
+            min_session_timeout_ms: config_i64(config, "group.min.session.timeout.ms") as i32,
+            max_session_timeout_ms: config_i64(config, "group.max.session.timeout.ms") as i32,
+            offsets_retention_ms: config_i64(config, "offsets.retention.minutes")
+                .saturating_mul(60_000),
+            max_metadata_bytes: config_i64(config, "offset.metadata.max.bytes").max(0) as usize,
+        };
+        GroupService {
+            coordinator: Mutex::new(GroupCoordinator::new(group_config)),
+            waiting: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            offsets_partitions: config_i64(config, "offsets.topic.num.partitions").max(1) as i32,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
+        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn token(&self) -> Token {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn wait_join(&self) -> (Token, oneshot::Receiver<JoinResponse>) {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, Waiting::Join(tx));
+        (token, rx)
+    }
+
+    pub fn wait_sync(&self) -> (Token, oneshot::Receiver<SyncResponse>) {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, Waiting::Sync(tx));
+        (token, rx)
+    }
+
+    /// Delivers answers and persists records. Call with the coordinator lock held (pass the
+    /// guard) so appends keep the machine's order.
+    pub fn dispatch(&self, broker: &Broker, outputs: Vec<Output>) {
+        let mut records = Vec::new();
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            for output in outputs {
+                match output {
+                    Output::Join(token, response) => {
+                        if let Some(Waiting::Join(tx)) = waiting.remove(&token) {
+                            let _ = tx.send(response);
+                        }
+                    }
+                    Output::Sync(token, response) => {
+                        if let Some(Waiting::Sync(tx)) = waiting.remove(&token) {
+                            let _ = tx.send(response);
+                        }
+                    }
+                    Output::Persist(record) => records.push(record),
+                }
+            }
+        }
+        if !records.is_empty() {
+            if let Err(code) = self.append(broker, &records) {
+                tracing::error!(?code, "could not persist group metadata");
+            }
+        }
+    }
+
+    /// Appends records to their groups' partitions; returns, per partition, the offset the
+    /// high watermark must reach for them to be durable.
+    pub fn append(
+        &self,
+        broker: &Broker,
+        records: &[GroupRecord],
+    ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+        let image = broker.image();
+        let topic = image
+            .topic_by_name(OFFSETS_TOPIC)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        let mut by_partition: HashMap<i32, Vec<&GroupRecord>> = HashMap::new();
+        for r in records {
+            let p = strata_coordinator::offsets_partition_for(r.group(), self.offsets_partitions);
+            by_partition.entry(p).or_default().push(r);
+        }
+        let now = now_ms();
+        let mut waits = Vec::new();
+        for (p, recs) in by_partition {
+            let partition = broker
+                .partitions
+                .get(&topic.topic_id, p)
+                .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+            let encoded: Vec<Record> = recs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let (key, value) = r.encode();
+                    Record {
+                        transactional: false,
+                        control: false,
+                        delete_horizon: false,
+                        partition_leader_epoch: 0,
+                        producer_id: -1,
+                        producer_epoch: -1,
+                        timestamp_type: TimestampType::Creation,
+                        offset: i as i64,
+                        sequence: i as i32 - 1,
+                        timestamp: now,
+                        key: Some(key),
+                        value,
+                        headers: Default::default(),
+                    }
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &encoded,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot encode a group record batch");
+                ErrorCode::UnknownServerError
+            })?;
+            let info = partition.append(&mut buf, encoded.len() as i64, now)?;
+            broker.partitions.flusher.after_append(&partition);
+            waits.push((partition, info.last_offset + 1));
+        }
+        Ok(waits)
+    }
+
+    /// Replays `__consumer_offsets` into the machine (start-up).
+    pub fn load(&self, broker: &Broker) {
+        let image = broker.image();
+        let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
+            return;
+        };
+        let now = now_ms();
+        let mut coordinator = self.lock();
+        let mut loaded = 0usize;
+        for p in topic.partitions.keys() {
+            let Some(partition) = broker.partitions.get(&topic.topic_id, *p) else {
+                continue;
+            };
+            let mut offset = partition.log_start_offset();
+            while offset < partition.high_watermark() {
+                let Ok(read) = partition.read(offset, 1 << 20) else {
+                    break;
+                };
+                if read.records.is_empty() {
+                    break;
+                }
+                let mut bytes: Bytes = read.records;
+                let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) else {
+                    tracing::error!(partition = p, offset, "undecodable batch in __consumer_offsets; skipping the rest of the partition");
+                    break;
+                };
+                let mut next = offset;
+                for set in sets {
+                    for r in set.records {
+                        next = next.max(r.offset + 1);
+                        if r.offset < offset {
+                            continue;
+                        }
+                        let Some(key) = r.key else { continue };
+                        match GroupRecord::decode(&key, r.value.as_deref()) {
+                            Ok(record) => {
+                                coordinator.apply(now, record);
+                                loaded += 1;
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition = p, offset = r.offset, error = ?e, "skipping an unreadable group record")
+                            }
+                        }
+                    }
+                }
+                if next <= offset {
+                    break;
+                }
+                offset = next;
+            }
+        }
+        tracing::info!(
+            records = loaded,
+            groups = coordinator.list().len(),
+            "loaded consumer groups"
+        );
+    }
+
+    /// Runs the machine's timers every 100 ms while the broker lives.
+    pub fn start_ticker(broker: &Arc<Broker>) {
+        let weak = Arc::downgrade(broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let Some(broker) = weak.upgrade() else { return };
+                let svc = &broker.groups;
+                let mut coordinator = svc.lock();
+                let outputs = coordinator.tick(now_ms());
+                if !outputs.is_empty() {
+                    svc.dispatch(&broker, outputs);
+                }
+            }
+        });
+    }
+}
+
+/// Waits until every partition's high watermark passes its offset, or `timeout`.
+pub async fn wait_durable(
+    waits: Vec<(Arc<Partition>, i64)>,
+    timeout: Duration,
+) -> Result<(), ErrorCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (partition, needed) in waits {
+        let mut rx = partition.subscribe();
+        let reached = tokio::time::timeout_at(deadline, async {
+            loop {
+                if *rx.borrow_and_update() >= needed {
+                    return true;
+                }
+                if rx.changed().await.is_err() || partition.is_deleted() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        match reached {
+            Ok(true) => {}
+            Ok(false) => return Err(ErrorCode::CoordinatorNotAvailable),
+            Err(_) => return Err(ErrorCode::RequestTimedOut),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,779 @@
+//! Consumer-group APIs (classic protocol), committed offsets, and group admin.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use strata_coordinator::group::{JoinResponse, SyncResponse};
+use strata_coordinator::{CommittedOffset, GroupRecord, GroupState, JoinRequest, SyncRequest};
+use strata_protocol::ErrorCode;
+
+use super::admin::plan_create_topic;
+use super::{str_bytes, Reply};
+use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::broker::Broker;
+use crate::groups::{wait_durable, OFFSETS_TOPIC};
+use crate::partition::now_ms;
+
+fn code(e: Option<ErrorCode>) -> i16 {
+    e.map_or(0, |e| e.code())
+}
+
+fn opt_str(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+/// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) the
+/// first time a group needs it, as Kafka does on the first FindCoordinator.
+pub async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ErrorCode> {
+    if broker.image().topic_by_name(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let partitions = broker.groups.offsets_partitions;
+    let config = broker.config.clone();
+    let result = broker
+        .commit(move |image| {
+            if image.topic_by_name(OFFSETS_TOPIC).is_some() {
+                return (Vec::new(), ());
+            }
+            let configs: BTreeMap<String, String> = [
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "104857600"),
+                ("compression.type", "producer"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            match plan_create_topic(image, &config, OFFSETS_TOPIC, partitions, 1, &[], &configs) {
+                Ok(records) => (records, ()),
+                Err((code, message)) => {
+                    tracing::error!(?code, message, "cannot create __consumer_offsets");
+                    (Vec::new(), ())
+                }
+            }
+        })
+        .await;
+    match result {
+        Ok(()) if broker.image().topic_by_name(OFFSETS_TOPIC).is_some() => {
+            tracing::info!(partitions, "created __consumer_offsets");
+            Ok(())
+        }
+        Ok(()) => Err(ErrorCode::CoordinatorNotAvailable),
+        Err(error) => {
+            tracing::error!(%error, "cannot create __consumer_offsets");
+            Err(ErrorCode::CoordinatorNotAvailable)
+        }
+    }
+}
+
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    client_id: &str,
+    req: JoinGroupRequest,
+    version: i16,
+) -> Reply {
+    let respond = move |r: JoinResponse| {
+        let members = r
+            .members
+            .into_iter()
+            .map(|(id, instance, metadata)| {
+                JoinGroupResponseMember::default()
+                    .with_member_id(str_bytes(id))
+                    .with_group_instance_id(instance.filter(|_| version >= 5).map(str_bytes))
+                    .with_metadata(metadata)
+            })
+            .collect();
+        ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_error_code(code(r.error))
+                .with_generation_id(r.generation_id)
+                .with_protocol_type(r.protocol_type.filter(|_| version >= 7).map(str_bytes))
+                .with_protocol_name(if version >= 7 {
+                    r.protocol_name.map(str_bytes)
+                } else {
+                    Some(str_bytes(r.protocol_name.unwrap_or_default()))
+                })
+                .with_leader(str_bytes(r.leader))
+                .with_skip_assignment(r.skip_assignment && version >= 9)
+                .with_member_id(str_bytes(r.member_id))
+                .with_members(members),
+        )
+    };
+    let group_id = req.group_id.0.to_string();
+    if !authorize(ctx, Operation::Read, Resource::Group(&group_id)) {
+        return Reply::now(respond(JoinResponse::error(
+            ErrorCode::GroupAuthorizationFailed,
+            req.member_id.to_string(),
+        )));
+    }
+    if let Err(e) = ensure_offsets_topic(broker).await {
+        return Reply::now(respond(JoinResponse::error(e, req.member_id.to_string())));
+    }
+    let join = JoinRequest {
+        group_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: if version >= 5 {
+            opt_str(&req.group_instance_id)
+        } else {
+            None
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        client_id: client_id.to_string(),
+        client_host: format!("/{}", ctx.peer.ip()),
+        require_known_member_id: version >= 4,
+    };
+    let svc = &broker.groups;
+    let (token, rx) = svc.wait_join();
+    {
+        let mut c = svc.lock();
+        let out = c.join(now_ms(), token, join);
+        svc.dispatch(broker, out);
+    }
+    let member_id = req.member_id.to_string();
+    Reply::Later(
+        async move {
+            let r = rx.await.unwrap_or_else(|_| {
+                JoinResponse::error(ErrorCode::CoordinatorNotAvailable, member_id)
+            });
+            respond(r)
+        }
+        .boxed(),
+    )
+}
+
+pub fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Reply {
+    let respond = move |r: SyncResponse| {
+        ResponseKind::SyncGroup(
+            SyncGroupResponse::default()
+                .with_error_code(code(r.error))
+                .with_protocol_type(r.protocol_type.filter(|_| version >= 5).map(str_bytes))
+                .with_protocol_name(r.protocol_name.filter(|_| version >= 5).map(str_bytes))
+                .with_assignment(r.assignment),
+        )
+    };
+    let sync = SyncRequest {
+        group_id: req.group_id.0.to_string(),
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: if version >= 3 {
+            opt_str(&req.group_instance_id)
+        } else {
+            None
+        },
+        protocol_type: if version >= 5 {
+            opt_str(&req.protocol_type)
+        } else {
+            None
+        },
+        protocol_name: if version >= 5 {
+            opt_str(&req.protocol_name)
+        } else {
+            None
+        },
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let svc = &broker.groups;
+    let (token, rx) = svc.wait_sync();
+    {
+        let mut c = svc.lock();
+        let out = c.sync(now_ms(), token, sync);
+        svc.dispatch(broker, out);
+    }
+    Reply::Later(
+        async move {
+            let r = rx
+                .await
+                .unwrap_or_else(|_| SyncResponse::error(ErrorCode::CoordinatorNotAvailable));
+            respond(r)
+        }
+        .boxed(),
+    )
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> HeartbeatResponse {
+    let instance = if version >= 3 {
+        opt_str(&req.group_instance_id)
+    } else {
+        None
+    };
+    let error = broker.groups.lock().heartbeat(
+        now_ms(),
+        req.group_id.0.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        instance.as_deref(),
+    );
+    HeartbeatResponse::default().with_error_code(code(error))
+}
+
+pub fn leave_group(
+    broker: &Arc<Broker>,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), opt_str(&m.group_instance_id)))
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let svc = &broker.groups;
+    let results = {
+        let mut c = svc.lock();
+        let (results, out) = c.leave(now_ms(), req.group_id.0.as_str(), &members);
+        svc.dispatch(broker, out);
+        results
+    };
+    if version >= 3 {
+        LeaveGroupResponse::default().with_members(
+            members
+                .into_iter()
+                .zip(results)
+                .map(|((id, instance), err)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(id))
+                        .with_group_instance_id(instance.map(str_bytes))
+                        .with_error_code(code(err))
+                })
+                .collect(),
+        )
+    } else {
+        LeaveGroupResponse::default().with_error_code(code(results.into_iter().next().flatten()))
+    }
+}
+
+pub async fn offset_commit(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let group_id = req.group_id.0.to_string();
+    let instance = if version >= 7 {
+        opt_str(&req.group_instance_id)
+    } else {
+        None
+    };
+    let all = |e: ErrorCode| {
+        OffsetCommitResponse::default().with_topics(
+            req.topics
+                .iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(e.code())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    };
+    if !authorize(ctx, Operation::Read, Resource::Group(&group_id)) {
+        return all(ErrorCode::GroupAuthorizationFailed);
+    }
+    if let Err(e) = ensure_offsets_topic(broker).await {
+        return all(e);
+    }
+    let image = broker.image();
+    let now = now_ms();
+    let svc = &broker.groups;
+    let max_metadata = svc.lock().max_metadata_bytes();
+    // Per partition: the record to write, or the error to answer.
+    let mut plan: Vec<(String, i32, Result<GroupRecord, ErrorCode>)> = Vec::new();
+    for t in &req.topics {
+        let topic = t.name.0.to_string();
+        let known = image.topic_by_name(&topic);
+        for p in &t.partitions {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let result = if known.is_none_or(|k| !k.partitions.contains_key(&p.partition_index)) {
+                Err(ErrorCode::UnknownTopicOrPartition)
+            } else if !authorize(ctx, Operation::Read, Resource::Topic(&topic)) {
+                Err(ErrorCode::TopicAuthorizationFailed)
+            } else if metadata.len() > max_metadata {
+                Err(ErrorCode::OffsetMetadataTooLarge)
+            } else {
+                Ok(GroupRecord::Offset {
+                    group: group_id.clone(),
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    value: Some(CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata,
+                        commit_ms: now,
+                    }),
+                })
+            };
+            plan.push((topic.clone(), p.partition_index, result));
+        }
+    }
+    let waits = {
+        let mut c = svc.lock();
+        match c.check_commit(
+            now,
+            &group_id,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            instance.as_deref(),
+        ) {
+            Err(e) => return all(e),
+            Ok(()) => {
+                let records: Vec<GroupRecord> = plan
+                    .iter()
+                    .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
+                    .collect();
+                if records.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    let waits = svc.append(broker, &records);
+                    if waits.is_ok() {
+                        for r in records {
+                            c.apply(now, r);
+                        }
+                    }
+                    waits
+                }
+            }
+        }
+    };
+    let durable = match waits {
+        Ok(w) => wait_durable(w, Duration::from_secs(30)).await,
+        Err(e) => Err(e),
+    };
+    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+    for (topic, partition, result) in plan {
+        let error = match (&result, &durable) {
+            (Err(e), _) => Some(*e),
+            (Ok(_), Err(e)) => Some(*e),
+            (Ok(_), Ok(())) => None,
+        };
+        if topics.last().is_none_or(|t| t.name.0.as_str() != topic) {
+            topics
+                .push(OffsetCommitResponseTopic::default().with_name(TopicName(str_bytes(topic))));
+        }
+        topics.last_mut().expect("pushed").partitions.push(
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(partition)
+                .with_error_code(code(error)),
+        );
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One committed offset as OffsetFetch answers it: (partition, offset, leader epoch, metadata).
+type FetchedOffset = (i32, i64, i32, String);
+/// Offsets of one topic.
+type FetchedTopic = (String, Vec<FetchedOffset>);
+
+/// The committed offsets of one group, for the requested topics (`None`: everything
+/// committed); absent ones answer offset -1.
+fn fetch_group(
+    broker: &Broker,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<FetchedTopic> {
+    let c = broker.groups.lock();
+    let committed = c.offsets(group_id);
+    let lookup = |t: &str, p: i32| committed.and_then(|o| o.get(&(t.to_string(), p)));
+    match topics {
+        Some(list) => list
+            .into_iter()
+            .map(|(t, parts)| {
+                let rows = parts
+                    .into_iter()
+                    .map(|p| match lookup(&t, p) {
+                        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (t, rows)
+            })
+            .collect(),
+        None => {
+            let mut out: Vec<FetchedTopic> = Vec::new();
+            if let Some(all) = committed {
+                for ((t, p), o) in all {
+                    if out.last().is_none_or(|(name, _)| name != t) {
+                        out.push((t.clone(), Vec::new()));
+                    }
+                    out.last_mut().expect("pushed").1.push((
+                        *p,
+                        o.offset,
+                        o.leader_epoch,
+                        o.metadata.clone(),
+                    ));
+                }
+            }
+            out
+        }
+    }
+}
+
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let epoch = |e: i32| if version >= 5 { e } else { -1 };
+    if version >= 8 {
+        let groups = req
+            .groups
+            .iter()
+            .map(|g| {
+                let id = g.group_id.0.to_string();
+                if !authorize(ctx, Operation::Describe, Resource::Group(&id)) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+                }
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let rows = fetch_group(broker, &id, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(
+                        rows.into_iter()
+                            .map(|(t, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(str_bytes(t)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, o, e, m)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(Some(str_bytes(m)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let id = req.group_id.0.to_string();
+    if !authorize(ctx, Operation::Describe, Resource::Group(&id)) {
+        return OffsetFetchResponse::default().with_error_code(if version >= 2 {
+            ErrorCode::GroupAuthorizationFailed.code()
+        } else {
+            0
+        });
+    }
+    let topics = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let rows = fetch_group(broker, &id, topics);
+    OffsetFetchResponse::default().with_topics(
+        rows.into_iter()
+            .map(|(t, parts)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(t)))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, o, e, m)| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(o)
+                                    .with_committed_leader_epoch(epoch(e))
+                                    .with_metadata(Some(str_bytes(m)))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// Topics a group's members subscribe to (consumer protocol), decoded from their metadata.
+fn subscribed_topics(metadata: &[Bytes]) -> Vec<String> {
+    let mut topics = Vec::new();
+    for m in metadata {
+        if m.len() < 2 {
+            continue;
+        }
+        let version = i16::from_be_bytes([m[0], m[1]]);
+        let mut body = m.slice(2..);
+        if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut body, version.clamp(0, 3)) {
+            topics.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    topics
+}
+
+pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group_id = req.group_id.0.to_string();
+    let svc = &broker.groups;
+    let (result, waits) = {
+        let mut c = svc.lock();
+        if !c.exists(&group_id) {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ErrorCode::GroupIdNotFound.code());
+        }
+        let subscribed = if c.has_members(&group_id) {
+            let d = c.describe(&group_id);
+            subscribed_topics(&d.members.iter().map(|m| m.4.clone()).collect::<Vec<_>>())
+        } else {
+            Vec::new()
+        };
+        let mut records = Vec::new();
+        let topics: Vec<OffsetDeleteResponseTopic> = req
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let error = if subscribed.contains(&name) {
+                            Some(ErrorCode::GroupSubscribedToTopic)
+                        } else {
+                            records.push(GroupRecord::Offset {
+                                group: group_id.clone(),
+                                topic: name.clone(),
+                                partition: p.partition_index,
+                                value: None,
+                            });
+                            None
+                        };
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code(error))
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let waits = if records.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let w = svc.append(broker, &records);
+            if w.is_ok() {
+                for r in records {
+                    c.apply(now_ms(), r);
+                }
+            }
+            w
+        };
+        (topics, waits)
+    };
+    let durable = match waits {
+        Ok(w) => wait_durable(w, Duration::from_secs(30)).await,
+        Err(e) => Err(e),
+    };
+    match durable {
+        Ok(()) => OffsetDeleteResponse::default().with_topics(result),
+        Err(e) => OffsetDeleteResponse::default().with_error_code(e.code()),
+    }
+}
+
+pub fn list_groups(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
+    let states: Vec<String> = if version >= 4 {
+        req.states_filter.iter().map(|s| s.to_lowercase()).collect()
+    } else {
+        Vec::new()
+    };
+    let types: Vec<String> = if version >= 5 {
+        req.types_filter.iter().map(|s| s.to_lowercase()).collect()
+    } else {
+        Vec::new()
+    };
+    let groups = broker
+        .groups
+        .lock()
+        .list()
+        .into_iter()
+        .filter(|(id, _, _)| authorize(ctx, Operation::Describe, Resource::Group(id)))
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|(id, protocol_type, state)| {
+            let mut g = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type));
+            if version >= 4 {
+                g = g.with_group_state(str_bytes(state.name()));
+            }
+            if version >= 5 {
+                g = g.with_group_type(str_bytes("classic"));
+            }
+            g
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let c = broker.groups.lock();
+    let groups = req
+        .groups
+        .iter()
+        .map(|id| {
+            let name = id.0.to_string();
+            if !authorize(ctx, Operation::Describe, Resource::Group(&name)) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+            }
+            let d = c.describe(&name);
+            let missing = d.state == GroupState::Dead;
+            let members = d
+                .members
+                .into_iter()
+                .map(
+                    |(member_id, instance, client_id, host, metadata, assignment)| {
+                        DescribedGroupMember::default()
+                            .with_member_id(str_bytes(member_id))
+                            .with_group_instance_id(
+                                instance.filter(|_| version >= 4).map(str_bytes),
+                            )
+                            .with_client_id(str_bytes(client_id))
+                            .with_client_host(str_bytes(host))
+                            .with_member_metadata(metadata)
+                            .with_member_assignment(assignment)
+                    },
+                )
+                .collect();
+            DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_error_code(if missing && version >= 6 {
+                    ErrorCode::GroupIdNotFound.code()
+                } else {
+                    0
+                })
+                .with_error_message(
+                    (missing && version >= 6)
+                        .then(|| str_bytes(format!("Group {name} not found."))),
+                )
+                .with_group_state(str_bytes(d.state.name()))
+                .with_protocol_type(str_bytes(d.protocol_type))
+                .with_protocol_data(str_bytes(d.protocol))
+                .with_members(members)
+                .with_authorized_operations(if version >= 3 && req.include_authorized_operations {
+                    ALL_GROUP_OPERATIONS
+                } else {
+                    i32::MIN
+                })
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// READ 3, DELETE 6, DESCRIBE 8: everything, without an authorizer.
+const ALL_GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+pub async fn delete_groups(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let svc = &broker.groups;
+    let mut results = Vec::new();
+    let mut waits = Vec::new();
+    {
+        let mut c = svc.lock();
+        for id in &req.groups_names {
+            let name = id.0.to_string();
+            let outcome = if !authorize(ctx, Operation::Delete, Resource::Group(&name)) {
+                Err(ErrorCode::GroupAuthorizationFailed)
+            } else {
+                c.delete_group(&name)
+            };
+            let error = match outcome {
+                Ok(records) => match svc.append(broker, &records) {
+                    Ok(w) => {
+                        waits.extend(w);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+                Err(e) => Some(e),
+            };
+            results.push((id.clone(), error));
+        }
+    }
+    let durable = wait_durable(waits, Duration::from_secs(30)).await.err();
+    DeleteGroupsResponse::default().with_results(
+        results
+            .into_iter()
+            .map(|(id, e)| {
+                kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(code(e.or(durable)))
+            })
+            .collect(),
+    )
+}

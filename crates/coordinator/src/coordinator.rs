@@ -1,0 +1,752 @@
+//! All groups of this coordinator: routing events to groups, committed offsets, admin views.
+
+use std::collections::BTreeMap;
+
+use strata_protocol::ErrorCode;
+
+use crate::group::{
+    Answer, Group, GroupState, JoinRequest, JoinResponse, SyncRequest, SyncResponse, Timing,
+};
+use crate::record::{CommittedOffset, GroupRecord};
+use crate::Token;
+
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay_ms: i64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// Offsets of a group that has been empty this long expire.
+    pub offsets_retention_ms: i64,
+    /// Longest committed-offset metadata string.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            max_metadata_bytes: 4096,
+        }
+    }
+}
+
+/// What the caller must do after an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Join(Token, JoinResponse),
+    Sync(Token, SyncResponse),
+    /// Append this record to the group's `__consumer_offsets` partition.
+    Persist(GroupRecord),
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(
+        String,
+        Option<String>,
+        String,
+        String,
+        bytes::Bytes,
+        bytes::Bytes,
+    )>,
+}
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: BTreeMap<String, Group>,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        GroupCoordinator {
+            config,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            initial_rebalance_delay_ms: self.config.initial_rebalance_delay_ms,
+            min_session_timeout_ms: self.config.min_session_timeout_ms,
+            max_session_timeout_ms: self.config.max_session_timeout_ms,
+        }
+    }
+
+    fn outputs(group: &mut Group, answers: Vec<Answer>) -> Vec<Output> {
+        let mut out: Vec<Output> = answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Join(t, r) => Output::Join(t, r),
+                Answer::Sync(t, r) => Output::Sync(t, r),
+            })
+            .collect();
+        if group.dirty && matches!(group.state, GroupState::Stable | GroupState::Empty) {
+            group.dirty = false;
+            out.push(Output::Persist(GroupRecord::Group {
+                group: group.id.clone(),
+                value: Some(group.persisted()),
+            }));
+        }
+        out
+    }
+
+    pub fn join(&mut self, now: i64, token: Token, req: JoinRequest) -> Vec<Output> {
+        if req.group_id.is_empty() {
+            return vec![Output::Join(
+                token,
+                JoinResponse::error(ErrorCode::InvalidGroupId, req.member_id),
+            )];
+        }
+        let t = self.timing();
+        let group = self
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(req.group_id.clone(), now));
+        let answers = group.join(now, token, req, &t);
+        Self::outputs(group, answers)
+    }
+
+    pub fn sync(&mut self, now: i64, token: Token, req: SyncRequest) -> Vec<Output> {
+        let Some(group) = self.groups.get_mut(&req.group_id) else {
+            return vec![Output::Sync(
+                token,
+                SyncResponse::error(ErrorCode::UnknownMemberId),
+            )];
+        };
+        let answers = group.sync(now, token, req);
+        Self::outputs(group, answers)
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        now: i64,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> Option<ErrorCode> {
+        match self.groups.get_mut(group_id) {
+            Some(g) => g.heartbeat(now, generation, member_id, instance),
+            None => Some(ErrorCode::UnknownMemberId),
+        }
+    }
+
+    pub fn leave(
+        &mut self,
+        now: i64,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> (Vec<Option<ErrorCode>>, Vec<Output>) {
+        let t = self.timing();
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return (
+                vec![Some(ErrorCode::UnknownMemberId); members.len()],
+                Vec::new(),
+            );
+        };
+        let mut answers = Vec::new();
+        let results = group.leave(now, members, &t, &mut answers);
+        (results, Self::outputs(group, answers))
+    }
+
+    /// Session expiry, rebalance and sync deadlines, offset expiry of empty groups.
+    pub fn tick(&mut self, now: i64) -> Vec<Output> {
+        let t = self.timing();
+        let retention = self.config.offsets_retention_ms;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for group in self.groups.values_mut() {
+            let mut answers = Vec::new();
+            group.tick(now, &t, &mut answers);
+            out.extend(Self::outputs(group, answers));
+            if group.state == GroupState::Empty && now - group.empty_since_ms > retention {
+                for ((topic, partition), _) in std::mem::take(&mut group.offsets) {
+                    out.push(Output::Persist(GroupRecord::Offset {
+                        group: group.id.clone(),
+                        topic,
+                        partition,
+                        value: None,
+                    }));
+                }
+                out.push(Output::Persist(GroupRecord::Group {
+                    group: group.id.clone(),
+                    value: None,
+                }));
+                gone.push(group.id.clone());
+            }
+        }
+        for id in gone {
+            tracing::info!(group = %id, "offsets of an empty group expired (offsets.retention.minutes)");
+            self.groups.remove(&id);
+        }
+        out
+    }
+
+    /// Whether `member_id` of `generation` may commit offsets to `group_id`.
+    pub fn check_commit(
+        &mut self,
+        now: i64,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> Result<(), ErrorCode> {
+        if group_id.is_empty() {
+            return Err(ErrorCode::InvalidGroupId);
+        }
+        match self.groups.get_mut(group_id) {
+            Some(g) => {
+                g.check_commit(generation, member_id, instance)?;
+                g.touch(now, member_id);
+                Ok(())
+            }
+            None if generation < 0 => Ok(()),
+            None => Err(ErrorCode::IllegalGeneration),
+        }
+    }
+
+    /// Applies a persisted record (commits after their append, and start-up replay).
+    pub fn apply(&mut self, now: i64, record: GroupRecord) {
+        match record {
+            GroupRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => match value {
+                Some(v) => {
+                    self.groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group, now))
+                        .offsets
+                        .insert((topic, partition), v);
+                }
+                None => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            },
+            GroupRecord::Group { group, value } => match value {
+                Some(p) => {
+                    let g = self
+                        .groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group, now));
+                    // Only restore into a group that is not live (start-up replay).
+                    if g.members.is_empty() && g.state == GroupState::Empty {
+                        g.restore(now, p);
+                    }
+                }
+                None => {
+                    if let Some(g) = self.groups.get(&group) {
+                        if g.members.is_empty() && g.offsets.is_empty() {
+                            self.groups.remove(&group);
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Committed offsets of a group: all of them, or those of `topics` (partitions listed, or
+    /// all of a topic when its list is empty is not special: absent offsets answer -1).
+    pub fn offsets(&self, group_id: &str) -> Option<&BTreeMap<(String, i32), CommittedOffset>> {
+        self.groups.get(group_id).map(|g| &g.offsets)
+    }
+
+    pub fn max_metadata_bytes(&self) -> usize {
+        self.config.max_metadata_bytes
+    }
+
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        self.groups
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect()
+    }
+
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        match self.groups.get(group_id) {
+            None => GroupDescription {
+                group_id: group_id.to_string(),
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+            Some(g) => GroupDescription {
+                group_id: g.id.clone(),
+                state: g.state,
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                protocol: if g.state == GroupState::Stable
+                    || g.state == GroupState::CompletingRebalance
+                {
+                    g.protocol.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                members: g
+                    .members
+                    .values()
+                    .map(|m| {
+                        (
+                            m.member_id.clone(),
+                            m.group_instance_id.clone(),
+                            m.client_id.clone(),
+                            m.client_host.clone(),
+                            m.metadata(g.protocol.as_deref()),
+                            m.assignment.clone(),
+                        )
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// Deletes an empty group and its offsets; returns the tombstones to persist.
+    pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<GroupRecord>, ErrorCode> {
+        let Some(g) = self.groups.get(group_id) else {
+            return Err(ErrorCode::GroupIdNotFound);
+        };
+        if !g.members.is_empty() || !matches!(g.state, GroupState::Empty | GroupState::Dead) {
+            return Err(ErrorCode::NonEmptyGroup);
+        }
+        let g = self.groups.remove(group_id).expect("checked");
+        let mut records: Vec<GroupRecord> = g
+            .offsets
+            .into_keys()
+            .map(|(topic, partition)| GroupRecord::Offset {
+                group: group_id.to_string(),
+                topic,
+                partition,
+                value: None,
+            })
+            .collect();
+        records.push(GroupRecord::Group {
+            group: group_id.to_string(),
+            value: None,
+        });
+        Ok(records)
+    }
+
+    /// Topics the members of a group are subscribed to are not deletable by OffsetDelete;
+    /// the caller decodes subscriptions. Returns whether the group has live members.
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
+    pub fn exists(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn cfg() -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 1000,
+            ..GroupConfig::default()
+        }
+    }
+
+    fn join_req(member: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            group_instance_id: None,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 5_000,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            require_known_member_id: true,
+        }
+    }
+
+    fn join_answer(out: &[Output], token: Token) -> JoinResponse {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Join(t, r) if *t == token => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no answer for token {token}: {out:?}"))
+    }
+
+    fn sync_answer(out: &[Output], token: Token) -> SyncResponse {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Sync(t, r) if *t == token => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no sync answer for token {token}: {out:?}"))
+    }
+
+    /// Two-step join (KIP-394), returns the member id and the join response.
+    fn join(c: &mut GroupCoordinator, now: i64, token: Token) -> String {
+        let out = c.join(now, token, join_req(""));
+        let r = join_answer(&out, token);
+        assert_eq!(r.error, Some(ErrorCode::MemberIdRequired));
+        r.member_id
+    }
+
+    fn sync(
+        group: &str,
+        generation: i32,
+        member: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncRequest {
+        SyncRequest {
+            group_id: group.into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments,
+        }
+    }
+
+    #[test]
+    fn two_members_join_sync_and_heartbeat() {
+        let mut c = GroupCoordinator::new(cfg());
+        let a = join(&mut c, 0, 1);
+        let b = join(&mut c, 0, 2);
+        // a rejoins with its id: b is still pending, so a waits.
+        let out = c.join(
+            1,
+            3,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        assert!(
+            out.iter().all(|o| !matches!(o, Output::Join(3, _))),
+            "a waits for b"
+        );
+        let out = c.join(
+            2,
+            4,
+            JoinRequest {
+                member_id: b.clone(),
+                ..join_req("")
+            },
+        );
+        let ra = join_answer(&out, 3);
+        let rb = join_answer(&out, 4);
+        assert_eq!(ra.generation_id, 1);
+        assert_eq!(ra.leader, a);
+        assert_eq!(ra.members.len(), 2, "the leader gets every member");
+        assert!(rb.members.is_empty());
+        assert_eq!(ra.protocol_name.as_deref(), Some("range"));
+        // Follower syncs first and waits for the leader's assignment.
+        let out = c.sync(3, 5, sync("g", 1, &b, vec![]));
+        assert!(out.is_empty());
+        assert_eq!(c.heartbeat(3, "g", 1, &b, None), None);
+        let out = c.sync(
+            4,
+            6,
+            sync(
+                "g",
+                1,
+                &a,
+                vec![
+                    (a.clone(), Bytes::from_static(b"A")),
+                    (b.clone(), Bytes::from_static(b"B")),
+                ],
+            ),
+        );
+        assert_eq!(sync_answer(&out, 6).assignment, Bytes::from_static(b"A"));
+        assert_eq!(sync_answer(&out, 5).assignment, Bytes::from_static(b"B"));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Persist(GroupRecord::Group { .. }))));
+        assert_eq!(c.describe("g").state, GroupState::Stable);
+        assert_eq!(c.heartbeat(5, "g", 1, &a, None), None);
+        assert_eq!(
+            c.heartbeat(5, "g", 0, &a, None),
+            Some(ErrorCode::IllegalGeneration)
+        );
+        assert_eq!(
+            c.heartbeat(5, "g", 1, "nobody", None),
+            Some(ErrorCode::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn leave_and_session_expiry_rebalance() {
+        let mut c = GroupCoordinator::new(cfg());
+        let a = join(&mut c, 0, 1);
+        let out = c.join(
+            0,
+            2,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        assert_eq!(join_answer(&out, 2).generation_id, 1);
+        c.sync(
+            0,
+            3,
+            sync("g", 1, &a, vec![(a.clone(), Bytes::from_static(b"A"))]),
+        );
+        let b = join(&mut c, 10, 4);
+        let out = c.join(
+            10,
+            5,
+            JoinRequest {
+                member_id: b.clone(),
+                ..join_req("")
+            },
+        );
+        assert!(out.is_empty(), "b waits for a to rejoin");
+        assert_eq!(
+            c.heartbeat(11, "g", 1, &a, None),
+            Some(ErrorCode::RebalanceInProgress)
+        );
+        let out = c.join(
+            12,
+            6,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        assert_eq!(join_answer(&out, 6).generation_id, 2);
+        c.sync(12, 7, sync("g", 2, &a, vec![]));
+        // b leaves: a must rejoin.
+        let (results, _) = c.leave(20, "g", &[(b.clone(), None)]);
+        assert_eq!(results, vec![None]);
+        assert_eq!(
+            c.heartbeat(21, "g", 2, &a, None),
+            Some(ErrorCode::RebalanceInProgress)
+        );
+        let out = c.join(
+            22,
+            8,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        assert_eq!(join_answer(&out, 8).generation_id, 3);
+        c.sync(22, 9, sync("g", 3, &a, vec![]));
+        // a stops heartbeating: after its session timeout the group is empty.
+        let out = c.tick(22 + 10_001);
+        assert!(out.iter().any(|o| matches!(o, Output::Persist(_))));
+        assert_eq!(c.describe("g").state, GroupState::Empty);
+    }
+
+    #[test]
+    fn laggards_are_dropped_at_the_rebalance_deadline() {
+        let mut c = GroupCoordinator::new(cfg());
+        let a = join(&mut c, 0, 1);
+        let b = join(&mut c, 0, 2);
+        c.join(
+            0,
+            3,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        let out = c.join(
+            0,
+            4,
+            JoinRequest {
+                member_id: b.clone(),
+                ..join_req("")
+            },
+        );
+        assert_eq!(join_answer(&out, 3).generation_id, 1);
+        c.sync(0, 5, sync("g", 1, &a, vec![]));
+        // A new member triggers a rebalance; b never rejoins.
+        let d = join(&mut c, 100, 6);
+        c.join(
+            100,
+            7,
+            JoinRequest {
+                member_id: d.clone(),
+                ..join_req("")
+            },
+        );
+        c.join(
+            101,
+            8,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        let out = c.tick(100 + 5_000);
+        let r = join_answer(&out, 8);
+        assert_eq!(r.generation_id, 2);
+        assert_eq!(r.members.len(), 2, "b was removed");
+    }
+
+    #[test]
+    fn static_member_restart_keeps_the_generation() {
+        let mut c = GroupCoordinator::new(cfg());
+        let req = JoinRequest {
+            group_instance_id: Some("i1".into()),
+            ..join_req("")
+        };
+        let out = c.join(0, 1, req.clone());
+        let r = join_answer(&out, 1);
+        assert_eq!(r.generation_id, 1);
+        c.sync(
+            0,
+            2,
+            SyncRequest {
+                group_instance_id: Some("i1".into()),
+                ..sync(
+                    "g",
+                    1,
+                    &r.member_id,
+                    vec![(r.member_id.clone(), Bytes::from_static(b"A"))],
+                )
+            },
+        );
+        // Restart: a new process with the same instance id and no member id.
+        let out = c.join(50, 3, req.clone());
+        let r2 = join_answer(&out, 3);
+        assert_eq!(r2.generation_id, 1, "no rebalance");
+        assert_ne!(r2.member_id, r.member_id);
+        // The old process is fenced.
+        assert_eq!(
+            c.heartbeat(51, "g", 1, &r.member_id, Some("i1")),
+            Some(ErrorCode::FencedInstanceId)
+        );
+        let out = c.sync(
+            52,
+            4,
+            SyncRequest {
+                group_instance_id: Some("i1".into()),
+                ..sync("g", 1, &r2.member_id, vec![])
+            },
+        );
+        assert_eq!(sync_answer(&out, 4).assignment, Bytes::from_static(b"A"));
+    }
+
+    #[test]
+    fn errors() {
+        let mut c = GroupCoordinator::new(cfg());
+        let out = c.join(
+            0,
+            1,
+            JoinRequest {
+                session_timeout_ms: 10,
+                ..join_req("")
+            },
+        );
+        assert_eq!(
+            join_answer(&out, 1).error,
+            Some(ErrorCode::InvalidSessionTimeout)
+        );
+        let out = c.join(0, 2, join_req("not-a-member"));
+        assert_eq!(join_answer(&out, 2).error, Some(ErrorCode::UnknownMemberId));
+        let a = join(&mut c, 0, 3);
+        c.join(
+            0,
+            4,
+            JoinRequest {
+                member_id: a.clone(),
+                ..join_req("")
+            },
+        );
+        let out = c.join(
+            0,
+            5,
+            JoinRequest {
+                protocol_type: "connect".into(),
+                ..join_req("")
+            },
+        );
+        assert_eq!(
+            join_answer(&out, 5).error,
+            Some(ErrorCode::InconsistentGroupProtocol)
+        );
+        let out = c.sync(0, 6, sync("g", 7, &a, vec![]));
+        assert_eq!(
+            sync_answer(&out, 6).error,
+            Some(ErrorCode::IllegalGeneration)
+        );
+        assert_eq!(c.delete_group("g").err(), Some(ErrorCode::NonEmptyGroup));
+        assert_eq!(
+            c.delete_group("none").err(),
+            Some(ErrorCode::GroupIdNotFound)
+        );
+        // Commits: a member of the generation may; a stranger may not.
+        c.sync(0, 7, sync("g", 1, &a, vec![]));
+        assert_eq!(c.check_commit(0, "g", 1, &a, None), Ok(()));
+        assert_eq!(
+            c.check_commit(0, "g", 1, "x", None),
+            Err(ErrorCode::UnknownMemberId)
+        );
+        assert_eq!(
+            c.check_commit(0, "g", -1, "", None),
+            Err(ErrorCode::UnknownMemberId)
+        );
+        assert_eq!(
+            c.check_commit(0, "solo", -1, "", None),
+            Ok(()),
+            "manual assignment"
+        );
+    }
+
+    #[test]
+    fn offsets_apply_delete_and_expire() {
+        let mut c = GroupCoordinator::new(GroupConfig {
+            offsets_retention_ms: 1000,
+            ..cfg()
+        });
+        c.apply(
+            0,
+            GroupRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: Some(CommittedOffset {
+                    offset: 5,
+                    leader_epoch: 0,
+                    metadata: "m".into(),
+                    commit_ms: 0,
+                }),
+            },
+        );
+        assert_eq!(
+            c.offsets("g").expect("group")[&("t".to_string(), 0)].offset,
+            5
+        );
+        let out = c.tick(2000);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Persist(GroupRecord::Offset { value: None, .. }))));
+        assert!(c.offsets("g").is_none());
+    }
+}
