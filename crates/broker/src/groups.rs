@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use strata_coordinator::consumer::{ConsumerConfig, ConsumerGroups, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
 use strata_coordinator::{GroupConfig, GroupCoordinator, GroupRecord, Output, Token};
 use strata_protocol::ErrorCode;
@@ -37,6 +38,9 @@ enum Waiting {
 
 pub struct GroupService {
     coordinator: Mutex<GroupCoordinator>,
+    /// Consumer-protocol (KIP-848) groups; their committed offsets live with the classic
+    /// groups' in `coordinator`.
+    consumer: Mutex<ConsumerGroups>,
     waiting: Mutex<HashMap<Token, Waiting>>,
     next_token: AtomicU64,
     pub offsets_partitions: i32,
@@ -59,8 +63,18 @@ impl GroupService {
                 .saturating_mul(60_000),
             max_metadata_bytes: config_i64(config, "offset.metadata.max.bytes").max(0) as usize,
         };
+        let consumer_config = ConsumerConfig {
+            session_timeout_ms: config_i64(config, "group.consumer.session.timeout.ms"),
+            heartbeat_interval_ms: config_i64(config, "group.consumer.heartbeat.interval.ms")
+                as i32,
+            max_size: config_i64(config, "group.consumer.max.size").max(1) as usize,
+        };
         GroupService {
             coordinator: Mutex::new(GroupCoordinator::new(group_config)),
+            consumer: Mutex::new(ConsumerGroups {
+                config: Some(consumer_config),
+                ..Default::default()
+            }),
             waiting: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             offsets_partitions: config_i64(config, "offsets.topic.num.partitions").max(1) as i32,
@@ -69,6 +83,10 @@ impl GroupService {
 
     pub fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
         self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn consumer(&self) -> MutexGuard<'_, ConsumerGroups> {
+        self.consumer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn token(&self) -> Token {
@@ -256,11 +274,15 @@ impl GroupService {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
                 let svc = &broker.groups;
-                let mut coordinator = svc.lock();
-                let outputs = coordinator.tick(now_ms());
-                if !outputs.is_empty() {
-                    svc.dispatch(&broker, outputs);
+                {
+                    let mut coordinator = svc.lock();
+                    let outputs = coordinator.tick(now_ms());
+                    if !outputs.is_empty() {
+                        svc.dispatch(&broker, outputs);
+                    }
                 }
+                let topics = subscribable_topics(&broker);
+                svc.consumer().tick(now_ms(), &topics);
             }
         });
     }
@@ -292,4 +314,15 @@ pub async fn wait_durable(
         }
     }
     Ok(())
+}
+
+/// Topics a consumer-protocol group may be assigned: every non-internal topic, by name, with
+/// its id and partition count.
+pub fn subscribable_topics(broker: &Broker) -> Topics {
+    broker
+        .image()
+        .topics()
+        .filter(|t| !strata_protocol::topic::is_internal(&t.name))
+        .map(|t| (t.name.clone(), (t.topic_id, t.partitions.len() as i32)))
+        .collect()
 }

@@ -16,7 +16,6 @@
 //! This crate must never trust the network: every decode error and bad batch is answered with
 //! Kafka's error code or a closed connection, never a panic.
 
-pub mod alloc;
 pub mod auth;
 pub mod broker;
 pub mod config;

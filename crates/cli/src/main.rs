@@ -8,10 +8,10 @@ use clap::{Parser, Subcommand};
 use strata_broker::config::BrokerConfig;
 
 /// Huge allocations (a decoder sizing a vector from a hostile element count) reserve address
-/// space instead of aborting the process; see `strata_broker::alloc`.
+/// space instead of aborting the process; see `strata_protocol::alloc`.
 #[global_allocator]
-static ALLOCATOR: strata_broker::alloc::ReservingAllocator =
-    strata_broker::alloc::ReservingAllocator;
+static ALLOCATOR: strata_protocol::alloc::ReservingAllocator =
+    strata_protocol::alloc::ReservingAllocator;
 
 #[derive(Parser)]
 #[command(

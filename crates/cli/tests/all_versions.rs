@@ -576,6 +576,47 @@ fn every_version_of_every_api_answers() {
             assert_eq!(codes[0], 69, "DeleteGroups v{v}: already deleted");
         }
     }
+    for v in versions(ApiKey::ConsumerGroupHeartbeat) {
+        let group = format!("cg{v}");
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_member_id(s(&format!("member-{v}")))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_names(Some(vec![t("vt")]))
+            .with_topic_partitions(Some(vec![]));
+        let r: ConsumerGroupHeartbeatResponse = c
+            .call(ApiKey::ConsumerGroupHeartbeat, v, &req)
+            .unwrap_or_else(|| panic!("ConsumerGroupHeartbeat v{v}"));
+        assert_eq!(
+            r.error_code, 0,
+            "ConsumerGroupHeartbeat v{v}: {:?}",
+            r.error_message
+        );
+        assert_eq!(r.member_epoch, 1);
+        let parts: usize = r
+            .assignment
+            .as_ref()
+            .expect("assignment")
+            .topic_partitions
+            .iter()
+            .map(|tp| tp.partitions.len())
+            .sum();
+        assert_eq!(parts, 2, "both partitions of vt");
+        for dv in versions(ApiKey::ConsumerGroupDescribe) {
+            let d: ConsumerGroupDescribeResponse = c
+                .call(
+                    ApiKey::ConsumerGroupDescribe,
+                    dv,
+                    &ConsumerGroupDescribeRequest::default()
+                        .with_group_ids(vec![GroupId(s(&group))]),
+                )
+                .unwrap_or_else(|| panic!("ConsumerGroupDescribe v{dv}"));
+            assert_eq!(d.groups[0].error_code, 0);
+            assert_eq!(d.groups[0].members.len(), 1);
+            assert_eq!(d.groups[0].assignor_name.as_str(), "uniform");
+        }
+    }
     for v in versions(ApiKey::DeleteTopics) {
         let doomed = format!("del{v}");
         create(&mut c, &doomed, 1);

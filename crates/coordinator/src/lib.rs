@@ -18,6 +18,7 @@
 //!
 //! This crate never touches sockets, files or clocks.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod group;
 pub mod record;

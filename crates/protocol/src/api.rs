@@ -35,6 +35,8 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::IncrementalAlterConfigs,
     ApiKey::OffsetDelete,
     ApiKey::DescribeCluster,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
     ApiKey::DescribeTopicPartitions,
 ];
 
@@ -72,6 +74,12 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
             both::<IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse>()
         }
         ApiKey::DescribeCluster => both::<DescribeClusterRequest, DescribeClusterResponse>(),
+        ApiKey::ConsumerGroupHeartbeat => {
+            both::<ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse>()
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            both::<ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse>()
+        }
         ApiKey::DescribeTopicPartitions => {
             both::<DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse>()
         }

@@ -298,6 +298,9 @@ pub fn check_batch(buf: &[u8], position: usize) -> Result<BatchHeader, BatchErro
     Ok(header)
 }
 
+/// Smallest encoding of one record (every field at its minimum).
+const MIN_RECORD_BYTES: i64 = 7;
+
 /// The produce-path validator for the `records` bytes of one partition: one or more complete,
 /// consecutive batches that exactly fill `buf`. Each batch must pass [`check_batch`], be at
 /// most `max_batch_bytes` long, and use a known codec (0-4). Returns the headers in order.
@@ -326,6 +329,19 @@ pub fn validate_batches(
             });
         }
         let header = check_batch(rest, position)?;
+        // An uncompressed record takes at least 7 bytes (length, attributes, timestamp and
+        // offset deltas, key and value lengths, header count), so the count a batch claims
+        // must fit its size. Readers size buffers from this count.
+        let body = (size - BATCH_HEADER_LEN) as i64;
+        if header.compression() == Compression::None
+            && i64::from(header.records_count) * MIN_RECORD_BYTES > body
+        {
+            return Err(BatchError::InconsistentCounts {
+                position,
+                records_count: header.records_count,
+                last_offset_delta: header.last_offset_delta,
+            });
+        }
         if let Compression::Unknown(codec) = header.compression() {
             return Err(BatchError::UnsupportedCompression { position, codec });
         }

@@ -10,8 +10,12 @@
 //! - [`topic`]: Kafka's topic-name rules.
 //! - [`ErrorCode`]: Kafka's error codes, one table named after Kafka's names.
 //!
+//! - [`alloc`]: the global allocator the binary uses, so that a hostile element count makes
+//!   a reservation instead of aborting the process.
+//!
 //! Nothing here does I/O.
 
+pub mod alloc;
 pub mod api;
 pub mod batch;
 pub mod records;

@@ -358,15 +358,26 @@ pub async fn offset_commit(
             plan.push((topic.clone(), p.partition_index, result));
         }
     }
+    // Consumer-protocol (KIP-848) groups check the member epoch; classic groups the
+    // generation.
+    let consumer_check = svc.consumer().check_commit(
+        &group_id,
+        req.member_id.as_str(),
+        req.generation_id_or_member_epoch,
+    );
     let waits = {
         let mut c = svc.lock();
-        match c.check_commit(
-            now,
-            &group_id,
-            req.generation_id_or_member_epoch,
-            req.member_id.as_str(),
-            instance.as_deref(),
-        ) {
+        let checked = match consumer_check {
+            Some(result) => result,
+            None => c.check_commit(
+                now,
+                &group_id,
+                req.generation_id_or_member_epoch,
+                req.member_id.as_str(),
+                instance.as_deref(),
+            ),
+        };
+        match checked {
             Err(e) => return all(e),
             Ok(()) => {
                 let records: Vec<GroupRecord> = plan
@@ -647,23 +658,43 @@ pub fn list_groups(
     } else {
         Vec::new()
     };
-    let groups = broker
+    let consumer: Vec<(String, String, String, &'static str)> = broker
+        .groups
+        .consumer()
+        .groups
+        .values()
+        .map(|g| {
+            (
+                g.id.clone(),
+                "consumer".to_string(),
+                g.state_name().to_string(),
+                "consumer",
+            )
+        })
+        .collect();
+    let classic: Vec<(String, String, String, &'static str)> = broker
         .groups
         .lock()
         .list()
         .into_iter()
-        .filter(|(id, _, _)| authorize(ctx, Operation::Describe, Resource::Group(id)))
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .map(|(id, protocol_type, state)| {
+        .filter(|(id, _, _)| !consumer.iter().any(|c| &c.0 == id))
+        .map(|(id, protocol_type, state)| (id, protocol_type, state.name().to_string(), "classic"))
+        .collect();
+    let groups = classic
+        .into_iter()
+        .chain(consumer)
+        .filter(|(id, _, _, _)| authorize(ctx, Operation::Describe, Resource::Group(id)))
+        .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|(_, _, _, kind)| types.is_empty() || types.iter().any(|t| t == kind))
+        .map(|(id, protocol_type, state, kind)| {
             let mut g = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type));
             if version >= 4 {
-                g = g.with_group_state(str_bytes(state.name()));
+                g = g.with_group_state(str_bytes(state));
             }
             if version >= 5 {
-                g = g.with_group_type(str_bytes("classic"));
+                g = g.with_group_type(str_bytes(kind));
             }
             g
         })
@@ -776,4 +807,164 @@ pub async fn delete_groups(
             })
             .collect(),
     )
+}
+
+pub async fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    client_id: &str,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    let group_id = req.group_id.0.to_string();
+    let fail = |e: ErrorCode| {
+        ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(str_bytes(e.to_string())))
+            .with_member_epoch(-1)
+    };
+    if !authorize(ctx, Operation::Read, Resource::Group(&group_id)) {
+        return fail(ErrorCode::GroupAuthorizationFailed);
+    }
+    if let Err(e) = ensure_offsets_topic(broker).await {
+        return fail(e);
+    }
+    if broker.groups.lock().has_members(&group_id) {
+        // A classic group with live members owns this id.
+        return fail(ErrorCode::GroupIdNotFound);
+    }
+    let topics = crate::groups::subscribable_topics(broker);
+    let hb = strata_coordinator::consumer::HeartbeatRequest {
+        group_id,
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: opt_str(&req.instance_id),
+        rack_id: opt_str(&req.rack_id),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+        server_assignor: opt_str(&req.server_assignor),
+        owned: req.topic_partitions.as_ref().map(|tps| {
+            tps.iter()
+                .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic_id, *p)))
+                .collect()
+        }),
+        client_id: client_id.to_string(),
+        client_host: format!("/{}", ctx.peer.ip()),
+    };
+    tracing::debug!(?hb, "ConsumerGroupHeartbeat");
+    let r = broker.groups.consumer().heartbeat(now_ms(), hb, &topics);
+    tracing::debug!(?r, "ConsumerGroupHeartbeat answer");
+    if let Some(e) = r.error {
+        return fail(e).with_member_id(Some(str_bytes(r.member_id)));
+    }
+    let assignment = r.assignment.map(|parts| {
+        let mut by_topic: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
+        for (t, p) in parts {
+            by_topic.entry(t).or_default().push(p);
+        }
+        Assignment::default().with_topic_partitions(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default()
+                        .with_topic_id(t)
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+    });
+    ConsumerGroupHeartbeatResponse::default()
+        .with_member_id(Some(str_bytes(r.member_id)))
+        .with_member_epoch(r.member_epoch)
+        .with_heartbeat_interval_ms(r.heartbeat_interval_ms)
+        .with_assignment(assignment)
+}
+
+pub fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup as CgGroup, Member, TopicPartitions,
+    };
+    let image = broker.image();
+    let names = |parts: &std::collections::BTreeSet<(uuid::Uuid, i32)>| {
+        let mut by_topic: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
+        for (t, p) in parts {
+            by_topic.entry(*t).or_default().push(*p);
+        }
+        Assignment::default().with_topic_partitions(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default()
+                        .with_topic_id(t)
+                        .with_topic_name(TopicName(str_bytes(
+                            image
+                                .topic_by_id(&t)
+                                .map(|x| x.name.clone())
+                                .unwrap_or_default(),
+                        )))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+    };
+    let consumer = broker.groups.consumer();
+    let groups = req
+        .group_ids
+        .iter()
+        .map(|id| {
+            let name = id.0.to_string();
+            if !authorize(ctx, Operation::Describe, Resource::Group(&name)) {
+                return CgGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+            }
+            match consumer.groups.get(&name) {
+                None => CgGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ErrorCode::GroupIdNotFound.code())
+                    .with_error_message(Some(str_bytes(format!("Group {name} not found.")))),
+                Some(g) => CgGroup::default()
+                    .with_group_id(id.clone())
+                    .with_group_state(str_bytes(g.state_name()))
+                    .with_group_epoch(g.group_epoch)
+                    .with_assignment_epoch(g.assignment_epoch)
+                    .with_assignor_name(str_bytes(g.assignor.clone()))
+                    .with_authorized_operations(i32::MIN)
+                    .with_members(
+                        g.members
+                            .values()
+                            .map(|m| {
+                                Member::default()
+                                    .with_member_id(str_bytes(m.member_id.clone()))
+                                    .with_instance_id(m.instance_id.clone().map(str_bytes))
+                                    .with_rack_id(m.rack_id.clone().map(str_bytes))
+                                    .with_member_epoch(m.member_epoch)
+                                    .with_client_id(str_bytes(m.client_id.clone()))
+                                    .with_client_host(str_bytes(m.client_host.clone()))
+                                    .with_subscribed_topic_names(
+                                        m.subscribed
+                                            .iter()
+                                            .map(|t| TopicName(str_bytes(t.clone())))
+                                            .collect(),
+                                    )
+                                    .with_assignment(names(&m.assigned))
+                                    .with_target_assignment(names(
+                                        &g.target.get(&m.member_id).cloned().unwrap_or_default(),
+                                    ))
+                            })
+                            .collect(),
+                    ),
+            }
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

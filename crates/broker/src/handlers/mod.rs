@@ -90,6 +90,14 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
         RequestKind::DescribeGroups(req) => Reply::now(ResponseKind::DescribeGroups(
             groups::describe_groups(broker, ctx, req, version),
         )),
+        RequestKind::ConsumerGroupHeartbeat(req) => {
+            Reply::now(ResponseKind::ConsumerGroupHeartbeat(
+                groups::consumer_group_heartbeat(broker, ctx, &client_id, req).await,
+            ))
+        }
+        RequestKind::ConsumerGroupDescribe(req) => Reply::now(ResponseKind::ConsumerGroupDescribe(
+            groups::consumer_group_describe(broker, ctx, req),
+        )),
         RequestKind::DeleteGroups(req) => Reply::now(ResponseKind::DeleteGroups(
             groups::delete_groups(broker, ctx, req).await,
         )),
