@@ -3,7 +3,8 @@
 `Broker` runs one `strata serve` process. The client helpers produce and consume with
 kafka-python, confluent-kafka (librdkafka) and kcat, always bounded in time, and return
 records as `Rec` tuples so tests can compare what one client wrote with what another read.
-Consumers never join a group and never commit: consumer groups are a later issue.
+Consumers in the produce/consume helpers use manual assignment and never commit; group members
+are built with GroupMember (end of this file).
 """
 
 import errno
@@ -529,3 +530,153 @@ def kcat(*args, input=None, timeout_s: float = 30, check: bool = True):
             f"\nstderr:\n{result.stderr[-2000:]}"
         )
     return result
+
+
+# ---- consumer groups (appended with the consumer-group tests) --------------------------------
+
+# Broker overrides every consumer-group test uses: no initial rebalance delay (a first member
+# is assigned at once) and a low minimum session timeout (tests use 1-6 s sessions).
+GROUP_OVERRIDES = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+}
+
+
+def wait_until(predicate, timeout_s: float, what, interval_s: float = 0.05):
+    """Poll `predicate()` until it returns something truthy (returned); on timeout fail with
+    `what` (a string, or a callable giving one, evaluated at failure time)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}"
+            )
+        time.sleep(interval_s)
+
+
+class GroupMember:
+    """A confluent-kafka consumer in a group, polled by its own thread.
+
+    It processes each record by appending `(partition, offset)` to `consumed` and then commits
+    that record's offset synchronously (`commit(message=..., asynchronous=False)`), so every
+    record it processed is committed before it polls again (and so before any revoke callback
+    runs). Assign/revoke/lost callbacks update `assignment` and are appended, in order, to the
+    shared `events` list as `(seq, name, kind, frozenset(partitions))` under `events_lock`.
+    `stop()` closes the consumer from its thread (a clean LeaveGroup for a dynamic member).
+    """
+
+    def __init__(self, name, bootstrap, group, topics, events=None, events_lock=None,
+                 commit=True, **conf):
+        import threading
+
+        self.name = name
+        self.topics = list(topics)
+        self.commit = commit
+        self.conf = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "client.id": name,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+        self.conf.update(conf)
+        if self.conf.get("group.protocol") == "consumer":
+            # KIP-848: the session and heartbeat timing are the broker's, not the client's.
+            for key in ("session.timeout.ms", "heartbeat.interval.ms"):
+                self.conf.pop(key, None)
+        self.events = events if events is not None else []
+        self.events_lock = events_lock or threading.Lock()
+        self.lock = threading.Lock()
+        self.consumed = []  # (partition, offset) in processing order
+        self.values = []  # (partition, offset, key, value)
+        self.assignment = set()
+        self.assigns = 0
+        self.revokes = 0
+        self.errors = []  # consumer errors (KafkaError) seen by poll()
+        self.commit_errors = []
+        self.closed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"member-{name}", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _log(self, kind, partitions):
+        with self.events_lock:
+            self.events.append((len(self.events), self.name, kind, frozenset(partitions)))
+
+    def _on_assign(self, consumer, partitions):
+        parts = {p.partition for p in partitions}
+        with self.lock:
+            self.assignment |= parts
+            self.assigns += 1
+        self._log("assign", parts)
+
+    def _on_revoke(self, consumer, partitions):
+        parts = {p.partition for p in partitions}
+        with self.lock:
+            self.assignment -= parts
+            self.revokes += 1
+        self._log("revoke", parts)
+
+    def _on_lost(self, consumer, partitions):
+        parts = {p.partition for p in partitions}
+        with self.lock:
+            self.assignment -= parts
+            self.revokes += 1
+        self._log("lost", parts)
+
+    def _run(self):
+        from confluent_kafka import Consumer, KafkaError, KafkaException
+
+        consumer = Consumer(self.conf)
+        try:
+            consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            while not self._stop.is_set():
+                msg = consumer.poll(0.1)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        with self.lock:
+                            self.errors.append(msg.error())
+                    continue
+                with self.lock:
+                    self.consumed.append((msg.partition(), msg.offset()))
+                    self.values.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+                if self.commit:
+                    try:
+                        consumer.commit(message=msg, asynchronous=False)
+                    except KafkaException as error:
+                        with self.lock:
+                            self.commit_errors.append((msg.partition(), msg.offset(), error))
+        except Exception as error:  # surfaced by stop()/check()
+            with self.lock:
+                self.errors.append(error)
+        finally:
+            consumer.close()
+            self.closed = True
+
+    def owned(self) -> set:
+        with self.lock:
+            return set(self.assignment)
+
+    def consumed_set(self) -> set:
+        with self.lock:
+            return set(self.consumed)
+
+    def stop(self, timeout_s: float = 20):
+        """Close the consumer (LeaveGroup for a dynamic member) and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"member {self.name} did not close within {timeout_s} s"

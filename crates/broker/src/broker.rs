@@ -145,11 +145,11 @@ impl Broker {
                 .commit(records)
                 .map_err(|e| CommitError(e.to_string()))?;
             let image = Arc::new(store.image().clone());
-            *broker.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
-            broker
-                .partitions
-                .sync(&image, &broker.config)
-                .map_err(|e| CommitError(e.to_string()))?;
+            // Open the new partitions before publishing the image: a request that sees a
+            // topic must find its partitions.
+            let synced = broker.partitions.sync(&image, &broker.config);
+            *broker.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+            synced.map_err(|e| CommitError(e.to_string()))?;
             Ok(out)
         })
         .await

@@ -1,44 +1,92 @@
 //! Record-level reads, for the few paths that need them (ListOffsets by timestamp). Never on
 //! the produce or fetch path, which work on batch headers only.
+//!
+//! Records are walked here rather than by the message crate's decoder, which sizes its
+//! buffers from counts in the data (record counts, header counts) before reading them: a
+//! batch of a few hundred bytes could make it reserve, and initialise, gigabytes. Walking
+//! reads only each record's length, timestamp delta and offset delta, and skips the rest.
 
-use crate::batch::{check_batch, BatchError};
+use bytes::Bytes;
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+
+use crate::batch::{check_batch, BatchError, BatchHeader, Compression, BATCH_HEADER_LEN};
+
+/// Reads a zigzag-encoded varint (Kafka's record fields) of at most `max_bytes` bytes.
+fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// (offset, timestamp) of each record in the uncompressed records section `data`.
+fn walk(mut data: &[u8], header: &BatchHeader) -> Option<Vec<(i64, i64)>> {
+    let claimed = usize::try_from(header.records_count).ok()?;
+    // Each record takes at least 7 bytes, so the data bounds how many there can be.
+    let mut out = Vec::with_capacity(claimed.min(data.len() / 7 + 1));
+    let log_append = header.timestamp_type_log_append();
+    for _ in 0..claimed {
+        let len = usize::try_from(read_zigzag(&mut data, 5)?).ok()?;
+        if len > data.len() {
+            return None;
+        }
+        let (mut record, rest) = data.split_at(len);
+        data = rest;
+        // Skip the attributes byte.
+        record = record.get(1..)?;
+        let timestamp_delta = read_zigzag(&mut record, 10)?;
+        let offset_delta = read_zigzag(&mut record, 5)?;
+        let timestamp = if log_append {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.wrapping_add(timestamp_delta)
+        };
+        out.push((header.base_offset.wrapping_add(offset_delta), timestamp));
+    }
+    Some(out)
+}
 
 /// Offsets and timestamps of every record in one whole batch, decompressing it if needed.
 /// Under LogAppendTime every record carries the batch's max timestamp.
 pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
     let header = check_batch(batch, 0)?;
-    let mut buf = bytes::Bytes::copy_from_slice(&batch[..header.total_len()]);
     let corrupt = || BatchError::CorruptCrc {
         position: 0,
         stored: header.crc,
         computed: header.crc,
     };
-    // The decoder trusts the batch's counts and timestamp deltas: a count it cannot satisfy
-    // fails the decode, and arithmetic on hostile timestamps can overflow (a panic in
-    // debug builds). Neither may take down the caller.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+    let mut body = Bytes::copy_from_slice(&batch[BATCH_HEADER_LEN..header.total_len()]);
+    let parse = |b: &mut Bytes| -> anyhow::Result<Vec<(i64, i64)>> {
+        walk(b, &header).ok_or_else(|| anyhow::anyhow!("malformed records"))
+    };
+    // Decompressors are third-party code fed untrusted bytes: a panic is an error here.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match header.compression() {
+            Compression::None => parse(&mut body),
+            Compression::Gzip => Gzip::decompress(&mut body, parse),
+            Compression::Snappy => Snappy::decompress(&mut body, parse),
+            Compression::Lz4 => Lz4::decompress(&mut body, parse),
+            Compression::Zstd => Zstd::decompress(&mut body, parse),
+            Compression::Unknown(_) => Err(anyhow::anyhow!("unknown codec")),
+        }
     }))
     .map_err(|_| corrupt())?;
-    let set = decoded.map_err(|_| corrupt())?;
-    let log_append = header.timestamp_type_log_append();
-    Ok(set
-        .records
-        .iter()
-        .map(|r| {
-            let ts = if log_append {
-                header.max_timestamp
-            } else {
-                r.timestamp
-            };
-            (r.offset, ts)
-        })
-        .collect())
+    result.map_err(|_| corrupt())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression as Codec, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     /// The unit-test binary uses the broker's allocator, as the real binary does.
     #[global_allocator]
@@ -49,6 +97,51 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
+    }
+
+    #[test]
+    fn every_codec_gives_every_record() {
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
+            let records: Vec<Record> = (0..5)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i,
+                    sequence: i as i32 - 1,
+                    timestamp: [500, 100, 900, 300, 700][i as usize],
+                    key: None,
+                    value: Some(Bytes::from_static(b"value")),
+                    headers: Default::default(),
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: codec,
+                },
+            )
+            .expect("encodes");
+            let got = record_timestamps(&buf).expect("decodes");
+            assert_eq!(
+                got,
+                vec![(0, 500), (1, 100), (2, 900), (3, 300), (4, 700)],
+                "{codec:?}"
+            );
+        }
     }
 
     #[test]
