@@ -16,12 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use strata_coordinator::consumer::{ConsumerConfig, ConsumerGroups, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
 use strata_coordinator::{GroupConfig, GroupCoordinator, GroupRecord, Output, Token};
+use strata_protocol::records::{encode_batch, PlainRecord};
 use strata_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
@@ -165,41 +164,23 @@ impl GroupService {
                 .partitions
                 .get(&topic.topic_id, p)
                 .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-            let encoded: Vec<Record> = recs
+            let encoded: Vec<PlainRecord> = recs
                 .iter()
-                .enumerate()
-                .map(|(i, r)| {
+                .map(|r| {
                     let (key, value) = r.encode();
-                    Record {
-                        transactional: false,
-                        control: false,
-                        delete_horizon: false,
-                        partition_leader_epoch: 0,
-                        producer_id: -1,
-                        producer_epoch: -1,
-                        timestamp_type: TimestampType::Creation,
-                        offset: i as i64,
-                        sequence: i as i32 - 1,
-                        timestamp: now,
+                    PlainRecord {
                         key: Some(key),
                         value,
-                        headers: Default::default(),
+                        timestamp: now,
                     }
                 })
                 .collect();
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &encoded,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot encode a group record batch");
-                ErrorCode::UnknownServerError
-            })?;
+            let mut buf = BytesMut::from(
+                &encode_batch(&encoded, Compression::None).map_err(|e| {
+                    tracing::error!(error = %e, "cannot encode a group record batch");
+                    ErrorCode::UnknownServerError
+                })?[..],
+            );
             let info = partition.append(&mut buf, encoded.len() as i64, now)?;
             broker.partitions.flusher.after_append(&partition);
             waits.push((partition, info.last_offset + 1));

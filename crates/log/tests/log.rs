@@ -2,43 +2,20 @@
 
 use std::io::Write;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use strata_log::{LogConfig, LogError, PartitionLog};
+use strata_protocol::records::{encode_batch, PlainRecord};
 
 fn batch(first_ts: i64, values: &[&str]) -> Vec<u8> {
-    let records: Vec<Record> = values
+    let records: Vec<PlainRecord> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: first_ts + i as i64,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
+        .map(|(i, v)| PlainRecord::new(None, Some(v.as_bytes()), first_ts + i as i64))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encodes");
-    buf.to_vec()
+    encode_batch(&records, Compression::None)
+        .expect("encodes")
+        .to_vec()
 }
 
 fn values(bytes: Bytes) -> Vec<(i64, String)> {

@@ -1,39 +1,20 @@
 //! Integration tests of `PartitionLog` against real files in a temporary directory.
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use strata_log::{LogConfig, LogError, PartitionLog};
 use strata_protocol::batch::{self, BatchHeader};
+use strata_protocol::records::{encode_batch, PlainRecord};
 
 /// A valid magic-2 batch of `records` records with timestamps `ts, ts + 1, ...` and values of
 /// `value_len` bytes, encoded by kafka-protocol (base offset 0, as a producer sends it).
 fn batch(records: usize, ts: i64, value_len: usize) -> Vec<u8> {
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: ts + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![b'v'; value_len])),
-            headers: Default::default(),
-        })
+    let value = vec![b'v'; value_len];
+    let records: Vec<PlainRecord> = (0..records)
+        .map(|i| PlainRecord::new(None, Some(&value), ts + i as i64))
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
-    buf.to_vec()
+    encode_batch(&records, Compression::None)
+        .expect("encode")
+        .to_vec()
 }
 
 fn config(segment_bytes: u64, index_interval_bytes: u32) -> LogConfig {

@@ -80,13 +80,74 @@ pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
     result.map_err(|_| corrupt())
 }
 
+/// A record to encode: key, value and timestamp (no headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub timestamp: i64,
+}
+
+impl PlainRecord {
+    pub fn new(key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Self {
+        PlainRecord {
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            timestamp,
+        }
+    }
+}
+
+/// Encodes records as one magic-2 batch with base offset 0, as a non-idempotent producer
+/// sends it. Used where the broker writes records itself (internal topics) and by tests.
+pub fn encode_batch(
+    records: &[PlainRecord],
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes, EncodeBatchError> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch when offset - sequence changes; keeping it
+            // constant (and the first sequence -1) gives one batch without a sequence.
+            sequence: i as i32 - 1,
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| EncodeBatchError(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
+/// A batch that could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode a record batch: {0}")]
+pub struct EncodeBatchError(pub String);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression as Codec, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::Compression as Codec;
 
     /// The unit-test binary uses the broker's allocator, as the real binary does.
     #[global_allocator]
@@ -108,34 +169,12 @@ mod tests {
             Codec::Lz4,
             Codec::Zstd,
         ] {
-            let records: Vec<Record> = (0..5)
-                .map(|i| Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i,
-                    sequence: i as i32 - 1,
-                    timestamp: [500, 100, 900, 300, 700][i as usize],
-                    key: None,
-                    value: Some(Bytes::from_static(b"value")),
-                    headers: Default::default(),
-                })
+            let records: Vec<PlainRecord> = [500, 100, 900, 300, 700]
+                .iter()
+                .map(|ts| PlainRecord::new(None, Some(b"value"), *ts))
                 .collect();
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: codec,
-                },
-            )
-            .expect("encodes");
-            let got = record_timestamps(&buf).expect("decodes");
+            let batch = encode_batch(&records, codec).expect("encodes");
+            let got = record_timestamps(&batch).expect("decodes");
             assert_eq!(
                 got,
                 vec![(0, 500), (1, 100), (2, 900), (3, 300), (4, 700)],

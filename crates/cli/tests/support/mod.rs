@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
+use strata_protocol::records::{encode_batch, PlainRecord};
 
 pub struct TestBroker {
     pub port: u16,
@@ -184,36 +183,18 @@ impl Client {
 
 /// A valid record batch with `values` as records (keys `k<i>`).
 pub fn batch(values: &[&[u8]], compression: Compression) -> Bytes {
-    let records: Vec<Record> = values
+    let records: Vec<PlainRecord> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
+        .map(|(i, v)| {
+            PlainRecord::new(
+                Some(format!("k{i}").as_bytes()),
+                Some(v),
+                1_700_000_000_000 + i as i64,
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("batch encodes");
-    buf.freeze()
+    encode_batch(&records, compression).expect("batch encodes")
 }
 
 pub fn get_i16_at(b: &[u8], at: usize) -> i16 {
