@@ -161,6 +161,40 @@ fn each_kind_of_bad_input_gets_kafkas_answer() {
         40
     );
 
+    // A record without a key on a compacted topic: INVALID_RECORD, naming the record.
+    assert_eq!(
+        create_topic(&mut c, "compacted", 1, &[("cleanup.policy", "compact")]),
+        0
+    );
+    let keyless = strata_protocol::records::encode_batch(
+        &[
+            strata_protocol::records::PlainRecord::new(Some(b"k"), Some(b"v"), 1),
+            strata_protocol::records::PlainRecord::new(None, Some(b"v"), 2),
+        ],
+        Compression::Gzip,
+    )
+    .expect("encodes");
+    let resp: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce_request("compacted", keyless, 1),
+        )
+        .expect("answered");
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 87);
+    assert_eq!(
+        p.record_errors
+            .iter()
+            .map(|e| e.batch_index)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(
+        produce(&mut c, "compacted", batch(&[b"keyed"], Compression::None)),
+        Some((0, 0))
+    );
+
     // Missing topic with auto-creation off: UNKNOWN_TOPIC_OR_PARTITION.
     assert_eq!(
         produce(&mut c, "missing", batch(&[b"x"], Compression::None)).map(|r| r.0),

@@ -145,6 +145,23 @@ fn limits_offsets_and_errors() {
     assert_eq!(ps[0].high_watermark, 4);
     assert_eq!(ps[0].log_start_offset, 0);
     assert_eq!(ps[1].error_code, 0, "the other partition is unaffected");
+    // Only the first partition with data may go past the response limit.
+    produce(&mut c, 1, batch(&[&big], Compression::None));
+    let r = fetch(
+        &mut c,
+        request(vec![part(0, 0, 1 << 20), part(1, 0, 1 << 20)]).with_max_bytes(150_000),
+    );
+    let ps = &r.responses[0].partitions;
+    let sizes: Vec<usize> = ps
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+        .collect();
+    assert!(sizes[0] > 100_000, "{sizes:?}");
+    assert_eq!(
+        sizes[1], 0,
+        "the second partition's batch would exceed max_bytes: {sizes:?}"
+    );
+    assert_eq!(ps[1].high_watermark, 1, "but its offsets are reported");
     // Unknown partition and unknown topic.
     let r = fetch(&mut c, request(vec![part(9, 0, 100)]));
     assert_eq!(r.responses[0].partitions[0].error_code, 3);

@@ -25,8 +25,24 @@ fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Option<i64> {
     None
 }
 
+/// One record's place in its batch.
+struct Walked {
+    offset: i64,
+    timestamp: i64,
+    has_key: bool,
+}
+
 /// (offset, timestamp) of each record in the uncompressed records section `data`.
-fn walk(mut data: &[u8], header: &BatchHeader) -> Option<Vec<(i64, i64)>> {
+fn walk(data: &[u8], header: &BatchHeader) -> Option<Vec<(i64, i64)>> {
+    Some(
+        walk_records(data, header)?
+            .into_iter()
+            .map(|w| (w.offset, w.timestamp))
+            .collect(),
+    )
+}
+
+fn walk_records(mut data: &[u8], header: &BatchHeader) -> Option<Vec<Walked>> {
     let claimed = usize::try_from(header.records_count).ok()?;
     // Each record takes at least 7 bytes, so the data bounds how many there can be.
     let mut out = Vec::with_capacity(claimed.min(data.len() / 7 + 1));
@@ -42,19 +58,26 @@ fn walk(mut data: &[u8], header: &BatchHeader) -> Option<Vec<(i64, i64)>> {
         record = record.get(1..)?;
         let timestamp_delta = read_zigzag(&mut record, 10)?;
         let offset_delta = read_zigzag(&mut record, 5)?;
+        let key_len = read_zigzag(&mut record, 5)?;
         let timestamp = if log_append {
             header.max_timestamp
         } else {
             header.base_timestamp.wrapping_add(timestamp_delta)
         };
-        out.push((header.base_offset.wrapping_add(offset_delta), timestamp));
+        out.push(Walked {
+            offset: header.base_offset.wrapping_add(offset_delta),
+            timestamp,
+            has_key: key_len >= 0,
+        });
     }
     Some(out)
 }
 
-/// Offsets and timestamps of every record in one whole batch, decompressing it if needed.
-/// Under LogAppendTime every record carries the batch's max timestamp.
-pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
+/// Decompresses (if needed) and walks one whole batch with `f`.
+fn with_records<T>(
+    batch: &[u8],
+    f: impl Fn(&[u8], &BatchHeader) -> Option<T>,
+) -> Result<T, BatchError> {
     let header = check_batch(batch, 0)?;
     let corrupt = || BatchError::CorruptCrc {
         position: 0,
@@ -62,8 +85,8 @@ pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
         computed: header.crc,
     };
     let mut body = Bytes::copy_from_slice(&batch[BATCH_HEADER_LEN..header.total_len()]);
-    let parse = |b: &mut Bytes| -> anyhow::Result<Vec<(i64, i64)>> {
-        walk(b, &header).ok_or_else(|| anyhow::anyhow!("malformed records"))
+    let parse = |b: &mut Bytes| -> anyhow::Result<T> {
+        f(b, &header).ok_or_else(|| anyhow::anyhow!("malformed records"))
     };
     // Decompressors are third-party code fed untrusted bytes: a panic is an error here.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -78,6 +101,26 @@ pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
     }))
     .map_err(|_| corrupt())?;
     result.map_err(|_| corrupt())
+}
+
+/// Indexes (within the batch) of records without a key; a compacted topic refuses them.
+pub fn keyless_records(batch: &[u8]) -> Result<Vec<i32>, BatchError> {
+    with_records(batch, |data, header| {
+        Some(
+            walk_records(data, header)?
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !w.has_key)
+                .map(|(i, _)| i as i32)
+                .collect(),
+        )
+    })
+}
+
+/// Offsets and timestamps of every record in one whole batch, decompressing it if needed.
+/// Under LogAppendTime every record carries the batch's max timestamp.
+pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
+    with_records(batch, walk)
 }
 
 /// A record to encode: key, value and timestamp (no headers).
@@ -178,6 +221,23 @@ mod tests {
             assert_eq!(
                 got,
                 vec![(0, 500), (1, 100), (2, 900), (3, 300), (4, 700)],
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn finds_keyless_records() {
+        let records = vec![
+            PlainRecord::new(Some(b"k"), Some(b"v"), 1),
+            PlainRecord::new(None, Some(b"v"), 2),
+            PlainRecord::new(Some(b""), None, 3),
+        ];
+        for codec in [Codec::None, Codec::Zstd] {
+            let batch = encode_batch(&records, codec).expect("encodes");
+            assert_eq!(
+                keyless_records(&batch).expect("walks"),
+                vec![1],
                 "{codec:?}"
             );
         }

@@ -287,7 +287,13 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usi
             partition.read(r.session.fetch_offset, limit.max(1))
         };
         match result {
-            Ok(res) => {
+            Ok(mut res) => {
+                // Only the first partition with data may exceed the limits (with one whole
+                // batch); later ones stop where the budget ends, or the response would grow
+                // past what the client accepts.
+                if total > 0 && res.records.len() > limit {
+                    res.records = Bytes::new();
+                }
                 total += res.records.len();
                 out.push(
                     base.with_high_watermark(res.high_watermark)

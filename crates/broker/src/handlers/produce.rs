@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::FutureExt;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use strata_protocol::batch::validate_batches;
 use strata_protocol::ErrorCode;
@@ -52,6 +54,8 @@ pub fn produce(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
+            // Per-record errors (produce v8+): (index in the batch, message).
+            let mut record_errors: Vec<i32> = Vec::new();
             let result = (|| {
                 if !matches!(acks, -1..=1) {
                     return Err((ErrorCode::InvalidRequiredAcks, None));
@@ -96,6 +100,15 @@ pub fn produce(
                         }
                     }
                 }
+                if settings.compact {
+                    check_keys(
+                        records,
+                        &headers,
+                        &topic.name,
+                        data.index,
+                        &mut record_errors,
+                    )?;
+                }
                 let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();
                 let mut bytes = BytesMut::from(&records[..]);
                 let info = partition
@@ -118,9 +131,23 @@ pub fn produce(
                     .with_base_offset(info.base_offset)
                     .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
                     .with_log_start_offset(if version >= 5 { log_start } else { -1 }),
-                Err((code, message)) => base
-                    .with_error_code(code.code())
-                    .with_error_message(message.filter(|_| version >= 8).map(str_bytes)),
+                Err((code, message)) => {
+                    let errors = if version >= 8 {
+                        record_errors
+                            .iter()
+                            .map(|i| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(*i)
+                                    .with_batch_index_error_message(message.clone().map(str_bytes))
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    base.with_error_code(code.code())
+                        .with_error_message(message.filter(|_| version >= 8).map(str_bytes))
+                        .with_record_errors(errors)
+                }
             });
         }
         responses.push(
@@ -173,4 +200,35 @@ pub fn produce(
         }
         .boxed(),
     )
+}
+
+/// A compacted topic keeps the latest value per key, so a record without a key cannot be
+/// stored there: INVALID_RECORD, as Kafka answers. Records are decoded only for compacted
+/// topics.
+fn check_keys(
+    records: &[u8],
+    headers: &[strata_protocol::batch::BatchHeader],
+    topic: &str,
+    partition: i32,
+    record_errors: &mut Vec<i32>,
+) -> Result<(), (ErrorCode, Option<String>)> {
+    let mut pos = 0;
+    let mut first_index = 0;
+    for h in headers {
+        let batch = &records[pos..pos + h.total_len()];
+        pos += h.total_len();
+        let keyless = strata_protocol::records::keyless_records(batch)
+            .map_err(|e| (ErrorCode::CorruptMessage, Some(e.to_string())))?;
+        record_errors.extend(keyless.iter().map(|i| first_index + i));
+        first_index += h.records_count;
+    }
+    if record_errors.is_empty() {
+        return Ok(());
+    }
+    Err((
+        ErrorCode::InvalidRecord,
+        Some(format!(
+            "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+        )),
+    ))
 }
