@@ -110,6 +110,7 @@ impl Broker {
         });
         broker.groups.load(&broker);
         crate::groups::GroupService::start_ticker(&broker);
+        start_log_maintenance(&broker);
         Ok(broker)
     }
 
@@ -192,4 +193,34 @@ impl Broker {
 fn new_cluster_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+/// Every `log.retention.check.interval.ms`: roll segments older than `segment.ms` and apply
+/// retention, on the blocking pool (it deletes files).
+fn start_log_maintenance(broker: &Arc<Broker>) {
+    let interval_ms = broker
+        .config
+        .value("log.retention.check.interval.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(300_000)
+        .max(10);
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(broker) = weak.upgrade() else { return };
+            let partitions = broker.partitions.all();
+            drop(broker);
+            let _ = tokio::task::spawn_blocking(move || {
+                let now = crate::partition::now_ms();
+                for p in partitions {
+                    p.maybe_roll(now);
+                    p.apply_retention(now);
+                }
+            })
+            .await;
+        }
+    });
 }

@@ -823,6 +823,10 @@ pub struct TopicSettings {
     pub flush_messages: i64,
     pub flush_ms: i64,
     pub compact: bool,
+    /// `cleanup.policy` includes `delete`: retention applies.
+    pub delete: bool,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
 }
 
 impl TopicSettings {
@@ -845,6 +849,11 @@ impl TopicSettings {
             compact: get("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "compact"),
+            delete: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "delete"),
+            retention_ms: get("retention.ms").trim().parse().unwrap_or(-1),
+            retention_bytes: get("retention.bytes").trim().parse().unwrap_or(-1),
         }
     }
 }

@@ -279,6 +279,24 @@ impl Partition {
         Ok(start)
     }
 
+    /// Applies `retention.ms` / `retention.bytes` when the topic's cleanup policy includes
+    /// `delete`; advances the log start offset. Blocking (deletes files).
+    pub fn apply_retention(&self, now_ms: i64) {
+        let settings = self.settings();
+        if !settings.delete {
+            return;
+        }
+        let hw = self.high_watermark();
+        let mut log = self.lock_log();
+        match log.apply_retention(now_ms, settings.retention_ms, settings.retention_bytes, hw) {
+            Ok(Some(start)) => self.log_start_offset.store(start, Ordering::Release),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "retention failed")
+            }
+        }
+    }
+
     /// Rolls the active segment if it is older than `segment.ms`.
     pub fn maybe_roll(&self, now_ms: i64) {
         if let Err(e) = self.lock_log().maybe_roll(now_ms) {

@@ -548,6 +548,53 @@ impl PartitionLog {
         Ok(self.log_start_offset)
     }
 
+    /// Time and size retention (`cleanup.policy=delete`): deletes the oldest segments while
+    /// every record in them is older than `retention_ms` (compared with the segment's largest
+    /// timestamp), or while the log without them is still at least `retention_bytes` large.
+    /// Only a prefix of the log goes, and the log start offset advances to the first kept
+    /// offset (checkpointed, as DeleteRecords does). An expired active segment is rolled and
+    /// deleted too, so an idle topic still empties (size alone never deletes the active
+    /// segment). Nothing at or above `high_watermark` is deleted. `-1` disables either limit.
+    /// Returns the new log start offset when it moved.
+    pub fn apply_retention(
+        &mut self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+        high_watermark: i64,
+    ) -> Result<Option<i64>, LogError> {
+        let mut size = self.size_bytes();
+        let mut new_start = None;
+        let active_base = self.active().base_offset;
+        for segment in self.segments.values() {
+            if segment.is_empty() || segment.end_offset > high_watermark {
+                break;
+            }
+            let is_active = segment.base_offset == active_base;
+            let expired = retention_ms >= 0
+                && segment
+                    .index
+                    .max_timestamp
+                    .is_some_and(|(ts, _)| now_ms.saturating_sub(ts) > retention_ms);
+            let oversized = !is_active
+                && retention_bytes >= 0
+                && size.saturating_sub(segment.size) >= retention_bytes as u64;
+            if !(expired || oversized) {
+                break;
+            }
+            size -= segment.size;
+            new_start = Some(segment.end_offset);
+        }
+        match new_start {
+            Some(start) if start > self.log_start_offset => {
+                let start = self.delete_records_before(start)?;
+                tracing::info!(dir = %self.dir.display(), log_start_offset = start, "retention deleted old segments");
+                Ok(Some(start))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Deletes closed segments whose successor starts at or below the log start offset.
     fn remove_segments_below_start(&mut self) -> Result<(), LogError> {
         let doomed: Vec<i64> = self

@@ -266,3 +266,51 @@ fn time_roll_and_sync_jobs() {
     assert!(h.timestamp_type_log_append());
     assert_eq!(h.max_timestamp, 4242);
 }
+
+#[test]
+fn retention_by_time_and_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    // 50 batches at timestamps 1000, 1010, ... over several 1000-byte segments.
+    let expected = fill(&mut log, 50);
+    let end = log.log_end_offset();
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    // Nothing is old enough yet.
+    assert_eq!(
+        log.apply_retention(1000, 10_000, -1, end)
+            .expect("retention"),
+        None
+    );
+    // Records up to timestamp ~1200 are older than 100 ms at now=1300: whole segments go.
+    let start = log
+        .apply_retention(1300, 100, -1, end)
+        .expect("retention")
+        .expect("moved");
+    assert!(start > 0 && start < end);
+    assert!(log.segment_count() < segments);
+    assert_eq!(read_everything(&log), expected[start as usize..].to_vec());
+    // Nothing at or above the high watermark is deleted, however old.
+    assert_eq!(
+        log.apply_retention(1_000_000, 0, -1, start)
+            .expect("retention"),
+        None
+    );
+    // Size: keep at most ~1500 bytes; the active segment is never deleted by size.
+    let before = log.log_start_offset();
+    let moved = log.apply_retention(1300, -1, 1500, end).expect("retention");
+    assert!(moved.is_some_and(|s| s > before));
+    assert!(log.size_bytes() < 3000);
+    assert_eq!(log.log_end_offset(), end);
+    // Everything expired: the active segment is rolled and deleted too.
+    let last = log
+        .apply_retention(10_000_000, 100, -1, end)
+        .expect("retention")
+        .expect("moved");
+    assert_eq!(last, end);
+    assert!(read_everything(&log).is_empty());
+    drop(log);
+    let (log, _) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    assert_eq!(log.log_start_offset(), end);
+    assert_eq!(log.log_end_offset(), end);
+}
