@@ -143,6 +143,11 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     dynamic(num("log.index.interval.bytes", T::Int, "4096", 0, "Bytes between sparse index entries.")),
     dynamic(num("log.index.size.max.bytes", T::Int, "10485760", 4, "Largest offset index.")),
     dynamic(num("log.segment.delete.delay.ms", T::Long, "60000", 0, "Delay before a deleted segment's file is removed.")),
+    def("log.cleaner.enable", T::Boolean, Some("true"), "Run the log cleaner (compaction)."),
+    dynamic(num("log.cleaner.backoff.ms", T::Long, "15000", 0, "Pause between log cleaner passes.")),
+    dynamic(num("log.cleaner.threads", T::Int, "1", 0, "Log cleaner threads (Strata runs one pass at a time).")),
+    dynamic(num("log.cleaner.dedupe.buffer.size", T::Long, "134217728", 0, "Memory for the cleaner's key map.")),
+    dynamic(def("log.cleaner.io.max.bytes.per.second", T::Double, Some("1.7976931348623157E308"), "I/O limit of the cleaner.")),
     dynamic(num("log.cleaner.delete.retention.ms", T::Long, "86400000", 0, "How long tombstones are kept.")),
     dynamic(num("log.cleaner.min.compaction.lag.ms", T::Long, "0", 0, "Minimum age of a record before compaction.")),
     dynamic(num("log.cleaner.max.compaction.lag.ms", T::Long, LONG_MAX, 1, "Maximum time a record stays uncompacted.")),
@@ -827,6 +832,8 @@ pub struct TopicSettings {
     pub delete: bool,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
 }
 
 impl TopicSettings {
@@ -854,6 +861,8 @@ impl TopicSettings {
                 .any(|p| p.trim() == "delete"),
             retention_ms: get("retention.ms").trim().parse().unwrap_or(-1),
             retention_bytes: get("retention.bytes").trim().parse().unwrap_or(-1),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
         }
     }
 }

@@ -617,6 +617,108 @@ fn every_version_of_every_api_answers() {
             assert_eq!(d.groups[0].assignor_name.as_str(), "uniform");
         }
     }
+    for v in versions(ApiKey::DescribeLogDirs) {
+        let r: DescribeLogDirsResponse = c
+            .call(
+                ApiKey::DescribeLogDirs,
+                v,
+                &DescribeLogDirsRequest::default().with_topics(None),
+            )
+            .unwrap_or_else(|| panic!("DescribeLogDirs v{v}"));
+        let dir = &r.results[0];
+        assert_eq!(dir.error_code, 0, "DescribeLogDirs v{v}");
+        let vt = dir
+            .topics
+            .iter()
+            .find(|t| t.name.0.as_str() == "vt")
+            .expect("vt listed");
+        assert_eq!(vt.partitions.len(), 2);
+        assert!(
+            vt.partitions.iter().any(|p| p.partition_size > 0),
+            "sizes on disk"
+        );
+    }
+    for v in versions(ApiKey::ElectLeaders) {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let req = ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(t("vt"))
+                .with_partitions(vec![0, 1]),
+        ]));
+        let r: ElectLeadersResponse = c
+            .call(ApiKey::ElectLeaders, v, &req)
+            .unwrap_or_else(|| panic!("ElectLeaders v{v}"));
+        let codes: Vec<i16> = r.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(
+            codes,
+            if v >= 1 { vec![84, 84] } else { vec![0, 0] },
+            "ElectLeaders v{v}"
+        );
+    }
+    for v in versions(ApiKey::ListPartitionReassignments) {
+        let r: ListPartitionReassignmentsResponse = c
+            .call(
+                ApiKey::ListPartitionReassignments,
+                v,
+                &ListPartitionReassignmentsRequest::default().with_topics(None),
+            )
+            .unwrap_or_else(|| panic!("ListPartitionReassignments v{v}"));
+        assert!(r.topics.is_empty() && r.error_code == 0);
+    }
+    for v in versions(ApiKey::AlterPartitionReassignments) {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        let req = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(t("vt"))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(vec![BrokerId(1)])),
+                    ReassignablePartition::default()
+                        .with_partition_index(1)
+                        .with_replicas(Some(vec![BrokerId(7)])),
+                ]),
+        ]);
+        let r: AlterPartitionReassignmentsResponse = c
+            .call(ApiKey::AlterPartitionReassignments, v, &req)
+            .unwrap_or_else(|| panic!("AlterPartitionReassignments v{v}"));
+        let codes: Vec<i16> = r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, 39], "AlterPartitionReassignments v{v}");
+    }
+    for v in versions(ApiKey::ListConfigResources) {
+        let r: ListConfigResourcesResponse = c
+            .call(
+                ApiKey::ListConfigResources,
+                v,
+                &ListConfigResourcesRequest::default(),
+            )
+            .unwrap_or_else(|| panic!("ListConfigResources v{v}"));
+        if v == 0 {
+            assert!(
+                r.config_resources.is_empty(),
+                "v0 lists client-metrics resources only"
+            );
+            continue;
+        }
+        assert!(
+            r.config_resources.iter().any(|x| x.resource_type == 4),
+            "ListConfigResources v{v}"
+        );
+        assert!(r
+            .config_resources
+            .iter()
+            .any(|x| x.resource_name.as_str() == "vt"));
+    }
     for v in versions(ApiKey::DeleteTopics) {
         let doomed = format!("del{v}");
         create(&mut c, &doomed, 1);

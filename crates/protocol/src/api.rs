@@ -30,13 +30,18 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::InitProducerId,
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
+    ApiKey::DescribeLogDirs,
     ApiKey::CreatePartitions,
     ApiKey::DeleteGroups,
+    ApiKey::ElectLeaders,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
     ApiKey::OffsetDelete,
     ApiKey::DescribeCluster,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::ListConfigResources,
     ApiKey::DescribeTopicPartitions,
 ];
 
@@ -62,6 +67,17 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::ListGroups => both::<ListGroupsRequest, ListGroupsResponse>(),
         ApiKey::DeleteGroups => both::<DeleteGroupsRequest, DeleteGroupsResponse>(),
         ApiKey::OffsetDelete => both::<OffsetDeleteRequest, OffsetDeleteResponse>(),
+        ApiKey::DescribeLogDirs => both::<DescribeLogDirsRequest, DescribeLogDirsResponse>(),
+        ApiKey::ElectLeaders => both::<ElectLeadersRequest, ElectLeadersResponse>(),
+        ApiKey::AlterPartitionReassignments => {
+            both::<AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse>()
+        }
+        ApiKey::ListPartitionReassignments => {
+            both::<ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse>()
+        }
+        ApiKey::ListConfigResources => {
+            both::<ListConfigResourcesRequest, ListConfigResourcesResponse>()
+        }
         ApiKey::ApiVersions => both::<ApiVersionsRequest, ApiVersionsResponse>(),
         ApiKey::CreateTopics => both::<CreateTopicsRequest, CreateTopicsResponse>(),
         ApiKey::DeleteTopics => both::<DeleteTopicsRequest, DeleteTopicsResponse>(),

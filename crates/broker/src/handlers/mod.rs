@@ -15,6 +15,7 @@ use crate::auth::ConnectionContext;
 use crate::broker::Broker;
 
 mod admin;
+mod cluster;
 mod configs;
 mod fetch;
 pub mod groups;
@@ -97,6 +98,23 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
         }
         RequestKind::ConsumerGroupDescribe(req) => Reply::now(ResponseKind::ConsumerGroupDescribe(
             groups::consumer_group_describe(broker, ctx, req),
+        )),
+        RequestKind::DescribeLogDirs(req) => Reply::now(ResponseKind::DescribeLogDirs(
+            cluster::describe_log_dirs(broker, ctx, req),
+        )),
+        RequestKind::ElectLeaders(req) => Reply::now(ResponseKind::ElectLeaders(
+            cluster::elect_leaders(broker, ctx, req, version),
+        )),
+        RequestKind::ListPartitionReassignments(_) => Reply::now(
+            ResponseKind::ListPartitionReassignments(cluster::list_partition_reassignments(ctx)),
+        ),
+        RequestKind::AlterPartitionReassignments(req) => {
+            Reply::now(ResponseKind::AlterPartitionReassignments(
+                cluster::alter_partition_reassignments(broker, ctx, req),
+            ))
+        }
+        RequestKind::ListConfigResources(req) => Reply::now(ResponseKind::ListConfigResources(
+            cluster::list_config_resources(broker, ctx, req, version),
         )),
         RequestKind::DeleteGroups(req) => Reply::now(ResponseKind::DeleteGroups(
             groups::delete_groups(broker, ctx, req).await,

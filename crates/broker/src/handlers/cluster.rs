@@ -1,0 +1,237 @@
+//! Cluster-administration APIs, answered truthfully for a single node: DescribeLogDirs,
+//! ElectLeaders, ListPartitionReassignments, AlterPartitionReassignments,
+//! ListConfigResources.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+use kafka_protocol::messages::list_config_resources_response::ConfigResource;
+use kafka_protocol::messages::*;
+use strata_protocol::ErrorCode;
+
+use super::str_bytes;
+use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::broker::Broker;
+
+/// Free and total bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> (i64, i64) {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return (-1, -1);
+    };
+    // Safety: `c` is a valid NUL-terminated path and `stat` a properly sized out-parameter.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut stat) != 0 {
+            return (-1, -1);
+        }
+        let block = stat.f_frsize as i64;
+        (stat.f_blocks as i64 * block, stat.f_bavail as i64 * block)
+    }
+}
+
+pub fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    if !authorize(ctx, Operation::Describe, Resource::Cluster) {
+        return DescribeLogDirsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    let image = broker.image();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
+        ts.iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for topic in image.topics() {
+        let parts: Vec<i32> = match &wanted {
+            None => topic.partitions.keys().copied().collect(),
+            Some(list) => match list.iter().find(|(n, _)| *n == topic.name) {
+                Some((_, ps)) => ps.clone(),
+                None => continue,
+            },
+        };
+        let partitions: Vec<DescribeLogDirsPartition> = parts
+            .into_iter()
+            .filter_map(|p| broker.partitions.get(&topic.topic_id, p))
+            .map(|p| {
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(p.index)
+                    .with_partition_size(p.size_bytes() as i64)
+                    .with_offset_lag(0)
+            })
+            .collect();
+        if !partitions.is_empty() {
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(str_bytes(topic.name.clone())))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    let dir = &broker.config.data_dir;
+    let absolute = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let (total, usable) = disk_space(&absolute);
+    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+        .with_log_dir(str_bytes(absolute.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(total)
+        .with_usable_bytes(usable)])
+}
+
+/// One replica per partition is always the leader: every election is "not needed".
+pub fn elect_leaders(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: ElectLeadersRequest,
+    version: i16,
+) -> ElectLeadersResponse {
+    if !authorize(ctx, Operation::Alter, Resource::Cluster) {
+        return ElectLeadersResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    let image = broker.image();
+    let requested: Vec<(String, Vec<i32>)> = match req.topic_partitions {
+        Some(tps) => tps
+            .iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+            .collect(),
+        None => image
+            .topics()
+            .map(|t| (t.name.clone(), t.partitions.keys().copied().collect()))
+            .collect(),
+    };
+    let results = requested
+        .into_iter()
+        .map(|(name, parts)| {
+            let topic = image.topic_by_name(&name);
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(str_bytes(name.clone())))
+                .with_partition_result(
+                    parts
+                        .into_iter()
+                        .map(|p| {
+                            let known = topic.is_some_and(|t| t.partitions.contains_key(&p));
+                            let code = if !known {
+                                ErrorCode::UnknownTopicOrPartition
+                            } else if version >= 1 {
+                                ErrorCode::ElectionNotNeeded
+                            } else {
+                                // v0 has no ELECTION_NOT_NEEDED: success.
+                                return PartitionResult::default().with_partition_id(p);
+                            };
+                            PartitionResult::default()
+                                .with_partition_id(p)
+                                .with_error_code(code.code())
+                                .with_error_message(Some(str_bytes(code.to_string())))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ElectLeadersResponse::default().with_replica_election_results(results)
+}
+
+/// Nothing is ever being reassigned on one node.
+pub fn list_partition_reassignments(ctx: &ConnectionContext) -> ListPartitionReassignmentsResponse {
+    if !authorize(ctx, Operation::Describe, Resource::Cluster) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    ListPartitionReassignmentsResponse::default()
+}
+
+/// A reassignment to the current replica set (this node) is accepted and completes at
+/// once; any other broker is not registered; a cancellation (null replicas) finds nothing
+/// in progress.
+pub fn alter_partition_reassignments(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
+    if !authorize(ctx, Operation::Alter, Resource::Cluster) {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    let image = broker.image();
+    let responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = image.topic_by_name(t.name.0.as_str());
+            ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let error = match (
+                                &p.replicas,
+                                topic.and_then(|x| x.partitions.get(&p.partition_index)),
+                            ) {
+                                (_, None) => Some(ErrorCode::UnknownTopicOrPartition),
+                                (None, Some(_)) => Some(ErrorCode::NoReassignmentInProgress),
+                                (Some(r), Some(current)) => {
+                                    let wanted: Vec<i32> = r.iter().map(|b| b.0).collect();
+                                    // Only this node exists, and it already holds
+                                    // every replica: the one valid target is the
+                                    // current set.
+                                    (wanted != current.replicas)
+                                        .then_some(ErrorCode::InvalidReplicaAssignment)
+                                }
+                            };
+                            ReassignablePartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(error.map_or(0, |e| e.code()))
+                                .with_error_message(error.map(|e| str_bytes(e.to_string())))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+}
+
+/// Resources that have configs: topics and this broker. Version 0 (once
+/// ListClientMetricsResources) lists only client-metrics resources, of which there are none.
+pub fn list_config_resources(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: ListConfigResourcesRequest,
+    version: i16,
+) -> ListConfigResourcesResponse {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    if version == 0 {
+        return ListConfigResourcesResponse::default();
+    }
+    let wants = |t: i8| req.resource_types.is_empty() || req.resource_types.contains(&t);
+    let mut resources = Vec::new();
+    if wants(TOPIC) {
+        for t in broker.image().topics() {
+            if authorize(ctx, Operation::DescribeConfigs, Resource::Topic(&t.name)) {
+                resources.push(
+                    ConfigResource::default()
+                        .with_resource_name(str_bytes(t.name.clone()))
+                        .with_resource_type(TOPIC),
+                );
+            }
+        }
+    }
+    if wants(BROKER) {
+        resources.push(
+            ConfigResource::default()
+                .with_resource_name(str_bytes(broker.node_id().to_string()))
+                .with_resource_type(BROKER),
+        );
+    }
+    ListConfigResourcesResponse::default().with_config_resources(resources)
+}
