@@ -111,6 +111,7 @@ impl Broker {
         broker.groups.load(&broker);
         crate::groups::GroupService::start_ticker(&broker);
         start_log_maintenance(&broker);
+        crate::cleaner::start(&broker);
         Ok(broker)
     }
 

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 pub mod connection;
 pub mod fetch_session;

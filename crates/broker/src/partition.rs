@@ -297,6 +297,36 @@ impl Partition {
         }
     }
 
+    /// Compacts the closed segments of a `cleanup.policy=compact` topic (see
+    /// `PartitionLog::clean`). Blocking (rewrites files).
+    pub fn clean(&self, now_ms: i64) {
+        let settings = self.settings();
+        if !settings.compact {
+            return;
+        }
+        let hw = self.high_watermark();
+        let opts = strata_log::CleanOptions {
+            delete_retention_ms: settings.delete_retention_ms,
+            min_compaction_lag_ms: settings.min_compaction_lag_ms,
+        };
+        let mut log = self.lock_log();
+        match log.clean(now_ms, opts, hw) {
+            Ok(report) if report.segments_cleaned > 0 => tracing::info!(
+                topic = %self.topic,
+                partition = self.index,
+                segments = report.segments_cleaned,
+                records_removed = report.records_removed,
+                bytes_before = report.bytes_before,
+                bytes_after = report.bytes_after,
+                "compacted"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "compaction failed")
+            }
+        }
+    }
+
     /// Rolls the active segment if it is older than `segment.ms`.
     pub fn maybe_roll(&self, now_ms: i64) {
         if let Err(e) = self.lock_log().maybe_roll(now_ms) {

@@ -9,6 +9,8 @@
 //!   crash and reports what it did in a [`RecoveryReport`].
 //! - [`SyncJob`]: shared file handles of everything written since the previous job, so that
 //!   the fsync runs without holding the log (group commit is the caller's business).
+//! - [`PartitionLog::clean`]: log compaction of closed segments ([`CleanOptions`],
+//!   [`CleanReport`]; see `compaction.rs`).
 //! - [`LogConfig`], [`AppendInfo`], [`LogError`].
 //!
 //! Internally a `PartitionLog` is a `BTreeMap` from base offset to `Segment` (one `.log` with
@@ -30,6 +32,7 @@
 //! Errors are typed ([`LogError`]); invariant violations are panics.
 
 mod checkpoint;
+mod compaction;
 mod index;
 mod partition_log;
 mod segment;
@@ -38,6 +41,7 @@ use std::path::PathBuf;
 
 use strata_protocol::batch::BatchError;
 
+pub use crate::compaction::{CleanOptions, CleanReport};
 pub use crate::partition_log::{PartitionLog, SyncJob};
 
 /// Log settings taken from the topic config (Kafka's `segment.bytes`, `segment.ms`,

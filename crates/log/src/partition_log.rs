@@ -5,8 +5,9 @@
 //! forward by exactly the offsets of each appended batch and backward only when recovery cuts
 //! a torn tail that was never fsynced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use strata_protocol::batch::{self, BatchHeader};
 
 use crate::checkpoint;
+use crate::compaction::{self, CleanOptions, CleanReport, CrashBudget, Filtered};
 use crate::segment::{io_err, parse_segment_name, segment_path, Segment};
 use crate::{AppendInfo, LogConfig, LogError, RecoveryReport};
 
@@ -101,6 +103,7 @@ impl PartitionLog {
         let dir_handle =
             Arc::new(File::open(dir).map_err(io_err("open partition directory", dir))?);
         let checkpointed_start = checkpoint::read(dir)?;
+        compaction::recover_cleaner_files(dir, &dir_handle)?;
         let bases = list_segments(dir)?;
 
         let mut report = RecoveryReport::default();
@@ -567,10 +570,14 @@ impl PartitionLog {
         let mut new_start = None;
         let active_base = self.active().base_offset;
         for segment in self.segments.values() {
+            let is_active = segment.base_offset == active_base;
+            if segment.is_empty() && !is_active && segment.end_offset <= high_watermark {
+                // Emptied by compaction: it goes with the next segment that expires.
+                continue;
+            }
             if segment.is_empty() || segment.end_offset > high_watermark {
                 break;
             }
-            let is_active = segment.base_offset == active_base;
             let expired = retention_ms >= 0
                 && segment
                     .index
@@ -593,6 +600,268 @@ impl PartitionLog {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Base offsets of the segments, in order (the last one is the active segment).
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// Log compaction (`cleanup.policy=compact`): rewrites closed segments so that only the
+    /// latest record of each key stays.
+    ///
+    /// - The latest record of a key is the one with the highest offset among all batches whose
+    ///   last offset is below `high_watermark`, the active segment included (control and
+    ///   transactional batches do not count: a transaction may be aborted).
+    /// - Cleaned: closed segments (never the active one) that end at or below
+    ///   `high_watermark` and whose largest timestamp is at most `now_ms -
+    ///   min_compaction_lag_ms`. Every keyed record that is not the latest of its key is
+    ///   removed; a tombstone (null value) that is the latest of its key is removed once its
+    ///   timestamp is older than `now_ms - delete_retention_ms`, but only if every earlier
+    ///   segment is cleaned in the same pass (so no older value of its key can survive it).
+    /// - Kept unchanged: records without a key, control batches and batches with a producer
+    ///   id (idempotent or transactional producers). A batch keeps its base offset and last
+    ///   offset delta; kept records are copied byte for byte and the batch is recompressed
+    ///   with its own codec; a batch left with no record is dropped; a segment left with no
+    ///   batch stays as an empty file (so the log start offset does not move).
+    /// - A segment from which nothing is removed is not rewritten, so a second pass with the
+    ///   same `now_ms` changes nothing.
+    ///
+    /// Each rewrite is crash-safe: `<base>.log.cleaned` is written and fsynced, renamed to
+    /// `<base>.log.swap` (the commit point) and the directory fsynced; the old indexes are
+    /// deleted, `.swap` is renamed over `<base>.log`, the directory fsynced, and the indexes
+    /// rebuilt. [`PartitionLog::open`] finishes or discards an interrupted rewrite. Segments
+    /// are rewritten in offset order.
+    ///
+    /// A batch that cannot be decompressed is left as it is (and its keys are not counted).
+    /// Memory: the key map holds every distinct key below the high watermark.
+    pub fn clean(
+        &mut self,
+        now_ms: i64,
+        opts: CleanOptions,
+        high_watermark: i64,
+    ) -> Result<CleanReport, LogError> {
+        self.clean_inner(now_ms, opts, high_watermark, CrashBudget(None))
+    }
+
+    /// Test hook: [`PartitionLog::clean`] that fails with a "simulated crash" error after
+    /// `steps` durable steps, leaving the files as a crash at that point would. The log must
+    /// then be dropped and reopened. Not part of the API.
+    #[doc(hidden)]
+    pub fn clean_with_simulated_crash(
+        &mut self,
+        now_ms: i64,
+        opts: CleanOptions,
+        high_watermark: i64,
+        steps: u32,
+    ) -> Result<CleanReport, LogError> {
+        self.clean_inner(now_ms, opts, high_watermark, CrashBudget(Some(steps)))
+    }
+
+    fn clean_inner(
+        &mut self,
+        now_ms: i64,
+        opts: CleanOptions,
+        high_watermark: i64,
+        mut crash: CrashBudget,
+    ) -> Result<CleanReport, LogError> {
+        let high_watermark = high_watermark.min(self.log_end_offset);
+        let active_base = self.active().base_offset;
+        let lag_cutoff = now_ms.saturating_sub(opts.min_compaction_lag_ms);
+        let tombstone_cutoff = now_ms.saturating_sub(opts.delete_retention_ms);
+
+        // Which closed segments are cleaned, and whether tombstones may go from each.
+        let mut candidates = Vec::new();
+        let mut all_earlier_cleaned = true;
+        for segment in self.segments.values() {
+            if segment.base_offset == active_base || segment.end_offset > high_watermark {
+                break;
+            }
+            if segment.is_empty() {
+                continue;
+            }
+            let old_enough = segment
+                .index
+                .max_timestamp
+                .is_some_and(|(ts, _)| ts <= lag_cutoff);
+            if old_enough {
+                candidates.push((segment.base_offset, all_earlier_cleaned));
+            } else {
+                all_earlier_cleaned = false;
+            }
+        }
+        let mut report = CleanReport::default();
+        if candidates.is_empty() {
+            return Ok(report);
+        }
+
+        // The offset of the latest record of every key below the high watermark.
+        let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
+        'segments: for segment in self.segments.values() {
+            if segment.base_offset >= high_watermark {
+                break;
+            }
+            let mut position = 0u64;
+            while position < segment.size {
+                let header = segment.header_at(position)?;
+                let len = header.total_len();
+                if header.last_offset() >= high_watermark {
+                    break 'segments;
+                }
+                if !header.is_control() && !header.is_transactional() {
+                    let bytes = segment.read_bytes(position, len)?;
+                    if let Err(error) = compaction::record_keys(&bytes, &header, |key, offset| {
+                        match latest.get_mut(key) {
+                            Some(at) => *at = offset,
+                            None => {
+                                latest.insert(key.to_vec(), offset);
+                            }
+                        }
+                    }) {
+                        tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot read the records of a batch; it is left as it is");
+                    }
+                }
+                position += len as u64;
+            }
+        }
+
+        for (base, drop_tombstones) in candidates {
+            let keep = |record: &compaction::RawRecord<'_>| -> bool {
+                let Some(key) = record.key else { return true };
+                match latest.get(key) {
+                    Some(&at) if at != record.offset => false,
+                    Some(_) => {
+                        !(record.value_is_null
+                            && drop_tombstones
+                            && record.timestamp < tombstone_cutoff)
+                    }
+                    None => true,
+                }
+            };
+            if let Some((removed, before, after)) = self.rewrite_segment(base, keep, &mut crash)? {
+                report.segments_cleaned += 1;
+                report.records_removed += removed;
+                report.bytes_before += before;
+                report.bytes_after += after;
+            }
+        }
+        if report.segments_cleaned > 0 {
+            tracing::info!(dir = %self.dir.display(), ?report, "cleaned segments");
+        }
+        self.check_invariants();
+        Ok(report)
+    }
+
+    /// Rewrites the closed segment `base` keeping the records `keep` accepts; returns
+    /// (records removed, bytes before, bytes after), or `None` if nothing was removed (then
+    /// nothing changed).
+    fn rewrite_segment(
+        &mut self,
+        base: i64,
+        keep: impl Fn(&compaction::RawRecord<'_>) -> bool,
+        crash: &mut CrashBudget,
+    ) -> Result<Option<(u64, u64, u64)>, LogError> {
+        let dir = self.dir.clone();
+        let cleaned_path = segment_path(&dir, base, compaction::CLEANED_EXT);
+        let swap_path = segment_path(&dir, base, compaction::SWAP_EXT);
+        let segment = self
+            .segments
+            .get(&base)
+            .expect("a candidate segment exists");
+        let (before, end_offset) = (segment.size, segment.end_offset);
+        let (mut writer, file) = compaction::create_cleaned(&dir, base)?;
+        let written = (|| -> Result<(u64, u64), LogError> {
+            let mut removed = 0u64;
+            let mut after = 0u64;
+            let mut position = 0u64;
+            while position < segment.size {
+                let header = segment.header_at(position)?;
+                let len = header.total_len();
+                let bytes = segment.read_bytes(position, len)?;
+                position += len as u64;
+                let filtered = if header.is_control() || header.producer_id >= 0 {
+                    Filtered::Unchanged
+                } else {
+                    compaction::filter_batch(&bytes, &header, &keep).unwrap_or_else(|error| {
+                        tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot rewrite a batch; it is left as it is");
+                        Filtered::Unchanged
+                    })
+                };
+                let out = match &filtered {
+                    Filtered::Unchanged => Some(&bytes[..]),
+                    Filtered::Rewritten(n, batch) => {
+                        removed += n;
+                        batch.as_deref()
+                    }
+                };
+                if let Some(out) = out {
+                    writer
+                        .write_all(out)
+                        .map_err(io_err("write cleaned segment", &cleaned_path))?;
+                    after += out.len() as u64;
+                }
+            }
+            Ok((removed, after))
+        })();
+        let (removed, after) = match written {
+            Ok(done) => done,
+            Err(error) => {
+                drop(writer);
+                let _ = std::fs::remove_file(&cleaned_path);
+                return Err(error);
+            }
+        };
+        if removed == 0 {
+            drop(writer);
+            compaction::remove_if_exists(&cleaned_path, "remove unneeded cleaned segment")?;
+            return Ok(None);
+        }
+        let finish = (|| -> Result<(), LogError> {
+            writer
+                .into_inner()
+                .map_err(|e| io_err("write cleaned segment", &cleaned_path)(e.into_error()))?;
+            crash.step(&dir)?; // 1: written, not durable
+            file.sync_all()
+                .map_err(io_err("fsync cleaned segment", &cleaned_path))?;
+            crash.step(&dir)?; // 2: durable, not committed
+            Ok(())
+        })();
+        if let Err(error) = finish {
+            if !is_simulated_crash(&error) {
+                let _ = std::fs::remove_file(&cleaned_path);
+            }
+            return Err(error);
+        }
+        drop(file);
+        std::fs::rename(&cleaned_path, &swap_path)
+            .map_err(io_err("rename cleaned segment", &cleaned_path))?;
+        crash.step(&dir)?; // 3: renamed, the rename not durable
+        compaction::fsync_dir(&dir, &self.dir_handle)?;
+        crash.step(&dir)?; // 4: committed
+        for ext in ["index", "timeindex"] {
+            compaction::remove_if_exists(&segment_path(&dir, base, ext), "remove stale index")?;
+        }
+        crash.step(&dir)?; // 5
+        compaction::fsync_dir(&dir, &self.dir_handle)?;
+        crash.step(&dir)?; // 6
+        let log_path = segment_path(&dir, base, "log");
+        std::fs::rename(&swap_path, &log_path)
+            .map_err(io_err("rename swap segment", &swap_path))?;
+        crash.step(&dir)?; // 7
+        compaction::fsync_dir(&dir, &self.dir_handle)?;
+        crash.step(&dir)?; // 8
+        let (segment, _) =
+            Segment::open_closed(&dir, base, end_offset, self.config.index_interval_bytes)?;
+        // The rebuilt indexes are trusted from now on, as a rolled segment's are once synced.
+        for ext in ["index", "timeindex"] {
+            let path = segment_path(&dir, base, ext);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync index", &path))?;
+        }
+        debug_assert_eq!(segment.size, after);
+        self.segments.insert(base, segment);
+        Ok(Some((removed, before, after)))
     }
 
     /// Deletes closed segments whose successor starts at or below the log start offset.
@@ -619,6 +888,10 @@ impl PartitionLog {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(io_err("remove partition directory", &dir))
     }
+}
+
+fn is_simulated_crash(error: &LogError) -> bool {
+    matches!(error, LogError::Io { action, .. } if action.contains("simulated crash"))
 }
 
 /// The length of the longest prefix of `buf` made of whole batches whose last offset is below

@@ -16,7 +16,7 @@
 //! Invariants: the batches of a segment are contiguous from byte 0 to the segment's size;
 //! every batch passes `strata_protocol::batch::check_batch`; base offsets strictly increase
 //! within and across segments, and the first batch of a segment starts at the segment's base
-//! offset; a segment spans less than 2^32 offsets and 2^32 bytes (index entries are u32).
+//! offset (or later, or there is none, once compaction removed batches); a segment spans less than 2^32 offsets and 2^32 bytes (index entries are u32).
 //! Only the last (active) segment is ever written; closed segments are read-only.
 //!
 //! Files other than these (for example the broker's `partition.metadata`) are left alone.

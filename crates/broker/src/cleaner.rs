@@ -1,0 +1,55 @@
+//! The log cleaner: compacts partitions of topics whose `cleanup.policy` includes `compact`.
+//!
+//! Every `log.cleaner.backoff.ms` one pass runs on the blocking pool and asks each compacted
+//! partition's log to clean its closed segments below the high watermark
+//! (`PartitionLog::clean`): the latest record per key stays, tombstones go after
+//! `delete.retention.ms`, nothing younger than `min.compaction.lag.ms` is touched. One pass
+//! cleans one partition at a time, so memory and I/O are bounded by one partition's closed
+//! segments.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::Broker;
+
+pub fn start(broker: &Arc<Broker>) {
+    let enabled = broker
+        .config
+        .value("log.cleaner.enable")
+        .is_none_or(|v| v.trim().eq_ignore_ascii_case("true"));
+    if !enabled {
+        return;
+    }
+    let backoff_ms = broker
+        .config
+        .value("log.cleaner.backoff.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(15_000)
+        .max(10);
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(backoff_ms));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(broker) = weak.upgrade() else { return };
+            let partitions: Vec<_> = broker
+                .partitions
+                .all()
+                .into_iter()
+                .filter(|p| p.settings().compact)
+                .collect();
+            drop(broker);
+            if partitions.is_empty() {
+                continue;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                let now = crate::partition::now_ms();
+                for p in partitions {
+                    p.clean(now);
+                }
+            })
+            .await;
+        }
+    });
+}

@@ -1,0 +1,353 @@
+//! Log compaction: rewriting closed segments so that only the latest record per key stays.
+//!
+//! Records are handled as raw bytes: a batch is decompressed with its codec (the message
+//! crate's `kafka_protocol::compression`), its records are walked (length, attributes,
+//! timestamp delta, offset delta, key, value) and the kept records are copied byte for byte
+//! into a new records section, which is compressed again with the same codec. The batch keeps
+//! its header (base offset, `lastOffsetDelta`, base timestamp, producer fields, attributes);
+//! only `recordsCount`, `maxTimestamp` (CreateTime), `batchLength` and the CRC change. So
+//! every kept record keeps its offset, key, value, headers (duplicates and non-UTF-8 keys
+//! included), timestamp and timestamp type, and a batch's offset range stays the same (as in
+//! Kafka, whose cleaner keeps a v2 batch's base and last offsets). A batch from which nothing
+//! is removed is copied unchanged, without recompression.
+//!
+//! The message crate's `RecordBatchDecoder` is not used: it collapses duplicate header keys
+//! (headers are a map) and rejects non-UTF-8 header keys, which would alter records.
+//!
+//! Crash safety: see [`rewrite_segment`]'s steps and [`recover_cleaner_files`].
+
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
+use std::path::Path;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use strata_protocol::batch::{
+    BatchHeader, Compression, BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, CRC_OFFSET, CRC_START_OFFSET,
+    LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
+};
+
+use crate::segment::{io_err, parse_segment_name, segment_path};
+use crate::LogError;
+
+/// Settings of one cleaning pass (Kafka's `delete.retention.ms`, `min.compaction.lag.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanOptions {
+    /// A tombstone (null value) that is the latest record of its key is removed once its
+    /// record timestamp is older than `now - delete_retention_ms`.
+    pub delete_retention_ms: i64,
+    /// A segment whose largest timestamp is newer than `now - min_compaction_lag_ms` is not
+    /// cleaned.
+    pub min_compaction_lag_ms: i64,
+}
+
+/// What one [`crate::PartitionLog::clean`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanReport {
+    /// Segments rewritten (a segment from which nothing could be removed is not rewritten).
+    pub segments_cleaned: usize,
+    /// Records removed (superseded records and expired tombstones).
+    pub records_removed: u64,
+    /// Size of the rewritten segments before cleaning.
+    pub bytes_before: u64,
+    /// Size of the rewritten segments after cleaning.
+    pub bytes_after: u64,
+}
+
+/// One record of a batch, as walked from its uncompressed records section.
+pub(crate) struct RawRecord<'a> {
+    /// The whole record, its length prefix included.
+    pub bytes: &'a [u8],
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value_is_null: bool,
+}
+
+/// Reads a zigzag varint of at most `max_bytes` bytes.
+fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Walks the records of an uncompressed records section; `None` if it is malformed (fewer
+/// or more bytes than `recordsCount` records take, a field past its record).
+pub(crate) fn walk_records<'a>(
+    mut data: &'a [u8],
+    header: &BatchHeader,
+) -> Option<Vec<RawRecord<'a>>> {
+    let count = usize::try_from(header.records_count).ok()?;
+    // Each record takes at least 7 bytes, so the data bounds how many there can be.
+    let mut out = Vec::with_capacity(count.min(data.len() / 7 + 1));
+    let log_append = header.timestamp_type_log_append();
+    for _ in 0..count {
+        let start = data;
+        let len = usize::try_from(read_zigzag(&mut data, 5)?).ok()?;
+        if len > data.len() {
+            return None;
+        }
+        let prefix = start.len() - data.len();
+        let bytes = &start[..prefix + len];
+        let mut record = &data[..len];
+        data = &data[len..];
+        record = record.get(1..)?; // attributes
+        let timestamp_delta = read_zigzag(&mut record, 10)?;
+        let offset_delta = read_zigzag(&mut record, 5)?;
+        let key_len = read_zigzag(&mut record, 5)?;
+        let key = if key_len >= 0 {
+            let key_len = usize::try_from(key_len).ok()?;
+            let key = record.get(..key_len)?;
+            record = &record[key_len..];
+            Some(key)
+        } else {
+            None
+        };
+        let value_len = read_zigzag(&mut record, 5)?;
+        if value_len > record.len() as i64 {
+            return None;
+        }
+        out.push(RawRecord {
+            bytes,
+            offset: header.base_offset.wrapping_add(offset_delta),
+            timestamp: if log_append {
+                header.max_timestamp
+            } else {
+                header.base_timestamp.wrapping_add(timestamp_delta)
+            },
+            key,
+            value_is_null: value_len < 0,
+        });
+    }
+    data.is_empty().then_some(out)
+}
+
+/// Runs `f` on the uncompressed records section of the whole batch `batch`.
+pub(crate) fn with_records<T>(
+    batch: &[u8],
+    header: &BatchHeader,
+    f: impl FnOnce(&[u8]) -> Option<T>,
+) -> Result<T, String> {
+    let mut body = Bytes::copy_from_slice(&batch[BATCH_HEADER_LEN..header.total_len()]);
+    let parse = |b: &mut Bytes| f(b).ok_or_else(|| anyhow::anyhow!("malformed records"));
+    // Decompressors are third-party code: a panic is an error here.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match header.compression() {
+            Compression::None => parse(&mut body),
+            Compression::Gzip => Gzip::decompress(&mut body, parse),
+            Compression::Snappy => Snappy::decompress(&mut body, parse),
+            Compression::Lz4 => Lz4::decompress(&mut body, parse),
+            Compression::Zstd => Zstd::decompress(&mut body, parse),
+            Compression::Unknown(c) => Err(anyhow::anyhow!("unknown codec {c}")),
+        }
+    }))
+    .map_err(|_| "the decompressor panicked".to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// Compresses `data` with `codec`.
+fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = BytesMut::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match codec {
+        Compression::None => {
+            out.put_slice(data);
+            Ok(())
+        }
+        Compression::Gzip => Gzip::compress(&mut out, |b| {
+            b.put_slice(data);
+            Ok(())
+        }),
+        Compression::Snappy => Snappy::compress(&mut out, |b| {
+            b.put_slice(data);
+            Ok(())
+        }),
+        Compression::Lz4 => Lz4::compress(&mut out, |b| {
+            b.put_slice(data);
+            Ok(())
+        }),
+        Compression::Zstd => Zstd::compress(&mut out, |b| {
+            b.put_slice(data);
+            Ok(())
+        }),
+        Compression::Unknown(c) => Err(anyhow::anyhow!("unknown codec {c}")),
+    }));
+    match result {
+        Ok(Ok(())) => Ok(out.to_vec()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the compressor panicked".to_string()),
+    }
+}
+
+/// The keys of the records of one batch, with their offsets, in offset order; `Err` if the
+/// batch cannot be decompressed or walked.
+pub(crate) fn record_keys(
+    batch: &[u8],
+    header: &BatchHeader,
+    mut on_key: impl FnMut(&[u8], i64),
+) -> Result<(), String> {
+    with_records(batch, header, |data| {
+        for record in walk_records(data, header)? {
+            if let Some(key) = record.key {
+                on_key(key, record.offset);
+            }
+        }
+        Some(())
+    })
+}
+
+/// What filtering did to one batch.
+pub(crate) enum Filtered {
+    /// Every record stays: copy the batch as it is.
+    Unchanged,
+    /// Some records go (how many): the rewritten batch, or `None` if none is left.
+    Rewritten(u64, Option<Vec<u8>>),
+}
+
+/// Keeps the records of `batch` for which `keep` says so.
+pub(crate) fn filter_batch(
+    batch: &[u8],
+    header: &BatchHeader,
+    keep: impl Fn(&RawRecord<'_>) -> bool,
+) -> Result<Filtered, String> {
+    let kept = with_records(batch, header, |data| {
+        let records = walk_records(data, header)?;
+        let total = records.len();
+        let mut out = Vec::with_capacity(data.len());
+        let mut count = 0usize;
+        let mut max_timestamp = None::<i64>;
+        for record in records.iter().filter(|r| keep(r)) {
+            out.extend_from_slice(record.bytes);
+            count += 1;
+            max_timestamp =
+                Some(max_timestamp.map_or(record.timestamp, |m| m.max(record.timestamp)));
+        }
+        Some((total, count, out, max_timestamp))
+    })?;
+    let (total, count, records, max_timestamp) = kept;
+    if count == total {
+        return Ok(Filtered::Unchanged);
+    }
+    let removed = (total - count) as u64;
+    let Some(max_timestamp) = max_timestamp else {
+        return Ok(Filtered::Rewritten(removed, None));
+    };
+    // Under LogAppendTime the batch's maxTimestamp is the append time: it stays.
+    let max_timestamp = if header.timestamp_type_log_append() {
+        header.max_timestamp
+    } else {
+        max_timestamp
+    };
+    let compressed = compress(header.compression(), &records)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + compressed.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(&compressed);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
+        .map_err(|_| "the rewritten batch is too large".to_string())?;
+    let count = i32::try_from(count).expect("at most the original i32 count");
+    out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    out[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Filtered::Rewritten(removed, Some(out)))
+}
+
+/// `<base>.log.cleaned`: a segment being rewritten (incomplete until renamed).
+pub(crate) const CLEANED_EXT: &str = "log.cleaned";
+/// `<base>.log.swap`: a complete rewritten segment that replaces `<base>.log`.
+pub(crate) const SWAP_EXT: &str = "log.swap";
+
+/// Counts the steps of a cleaning pass for the test-only crash hook: `Err` once the budget
+/// is spent, as if the process died right after the previous step.
+pub(crate) struct CrashBudget(pub Option<u32>);
+
+impl CrashBudget {
+    pub fn step(&mut self, dir: &Path) -> Result<(), LogError> {
+        match &mut self.0 {
+            Some(0) => Err(LogError::Io {
+                action: "continue cleaning (simulated crash)",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("simulated crash"),
+            }),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+pub(crate) fn create_cleaned(dir: &Path, base: i64) -> Result<(BufWriter<File>, File), LogError> {
+    let path = segment_path(dir, base, CLEANED_EXT);
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_err("create cleaned segment", &path))?;
+    let writer = BufWriter::new(
+        file.try_clone()
+            .map_err(io_err("create cleaned segment", &path))?,
+    );
+    Ok((writer, file))
+}
+
+pub(crate) fn remove_if_exists(path: &Path, action: &'static str) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(action, path)(e)),
+    }
+}
+
+pub(crate) fn fsync_dir(dir: &Path, dir_handle: &File) -> Result<(), LogError> {
+    dir_handle
+        .sync_all()
+        .map_err(io_err("fsync partition directory", dir))
+}
+
+/// Start-up recovery of an interrupted cleaning pass, before the segments are listed:
+///
+/// - `<base>.log.cleaned` is an incomplete rewrite; `<base>.log` is intact: it is deleted;
+/// - `<base>.log.swap` is a complete, fsynced rewrite (the rename to `.swap` is the commit
+///   point): the indexes of `<base>` are deleted (they describe the old file), then it is
+///   renamed over `<base>.log`; the indexes are rebuilt when the segment is opened.
+///
+/// Returns the bases whose swap was completed.
+pub(crate) fn recover_cleaner_files(dir: &Path, dir_handle: &File) -> Result<Vec<i64>, LogError> {
+    let mut swaps = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err("list partition directory", dir))? {
+        let entry = entry.map_err(io_err("list partition directory", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if parse_segment_name(name, CLEANED_EXT).is_some() {
+            let path = entry.path();
+            tracing::warn!(file = %path.display(), "deleting an incomplete cleaned segment");
+            remove_if_exists(&path, "remove incomplete cleaned segment")?;
+        } else if let Some(base) = parse_segment_name(name, SWAP_EXT) {
+            swaps.push(base);
+        }
+    }
+    swaps.sort_unstable();
+    for &base in &swaps {
+        for ext in ["index", "timeindex"] {
+            remove_if_exists(&segment_path(dir, base, ext), "remove stale index")?;
+        }
+        fsync_dir(dir, dir_handle)?;
+        let swap = segment_path(dir, base, SWAP_EXT);
+        let log = segment_path(dir, base, "log");
+        std::fs::rename(&swap, &log).map_err(io_err("rename swap segment", &swap))?;
+        fsync_dir(dir, dir_handle)?;
+        tracing::warn!(segment = %log.display(), "completed an interrupted segment swap of the cleaner");
+    }
+    Ok(swaps)
+}

@@ -1,0 +1,62 @@
+"""Log compaction with real clients: after cleaning, a new consumer from `earliest` sees only
+the latest value per key, and, after `delete.retention.ms`, no tombstoned key at all. Offsets
+of the kept records are the offsets they were written at."""
+
+import time
+
+from strata_e2e import assert_delivered, confluent_consume, confluent_produce, create_topic, wait_until
+
+FAST = ("log.cleaner.backoff.ms=200", "log.retention.check.interval.ms=200")
+
+
+def produce_round(broker, topic, records):
+    # One produce call per round, then a pause longer than segment.ms so that the next
+    # append rolls the segment: the rounds end up in different (closed) segments.
+    assert_delivered(confluent_produce(broker.bootstrap, topic, records, **{"linger.ms": 0}))
+    time.sleep(0.25)
+
+
+def latest(broker, topic):
+    got = confluent_consume(broker.bootstrap, topic, [0], start=None)
+    return [(r.offset, r.key, r.value) for r in got]
+
+
+def test_compaction_keeps_the_latest_value_per_key_and_drops_tombstones(broker_factory, topic):
+    broker = broker_factory(*FAST)
+    create_topic(broker.bootstrap, topic, config={
+        "cleanup.policy": "compact",
+        "segment.ms": "100",
+        "delete.retention.ms": "1500",
+        "min.compaction.lag.ms": "0",
+        "min.cleanable.dirty.ratio": "0.01",
+    })
+    written = {}
+    offset = 0
+    for round_ in range(5):
+        recs = [dict(key=b"k%d" % k, value=b"v%d-%d" % (k, round_)) for k in range(8)]
+        produce_round(broker, topic, recs)
+        for r in recs:
+            written[offset] = (r["key"], r["value"])
+            offset += 1
+    # A tombstone for k0, then one more round so every record above is in a closed segment.
+    produce_round(broker, topic, [dict(key=b"k0", value=None)])
+    tombstone_offset = offset
+    offset += 1
+    produce_round(broker, topic, [dict(key=b"tail", value=b"t")])
+    offset += 1
+
+    # Expected after cleaning: the round-4 values of k1..k7 at their original offsets, the
+    # tombstone (until delete.retention.ms), and the tail record.
+    want_kept = [(o, k, v) for o, (k, v) in written.items() if v.endswith(b"-4") and k != b"k0"]
+    want = sorted(want_kept + [(tombstone_offset, b"k0", None), (offset - 1, b"tail", b"t")])
+
+    wait_until(lambda: latest(broker, topic) == want, timeout_s=20,
+               what=lambda: f"compaction to leave only the latest values; read {latest(broker, topic)}")
+    # After delete.retention.ms the tombstone goes too (a later write rolls the segment
+    # holding it so it can be cleaned).
+    time.sleep(1.6)
+    produce_round(broker, topic, [dict(key=b"tail2", value=b"t2")])
+    offset += 1
+    want_final = sorted(want_kept + [(offset - 2, b"tail", b"t"), (offset - 1, b"tail2", b"t2")])
+    wait_until(lambda: latest(broker, topic) == want_final, timeout_s=20,
+               what=lambda: f"the tombstoned key to disappear; read {latest(broker, topic)}")
