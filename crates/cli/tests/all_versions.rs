@@ -306,6 +306,23 @@ fn every_version_of_every_api_answers() {
             .unwrap_or_else(|| panic!("IncrementalAlterConfigs v{v}"));
         assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
     }
+    // APPEND started from the default ("delete"), not from nothing.
+    let r: DescribeConfigsResponse = c
+        .call(
+            ApiKey::DescribeConfigs,
+            4,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("vt"))
+                    .with_configuration_keys(Some(vec![s("cleanup.policy")])),
+            ]),
+        )
+        .expect("describe");
+    assert_eq!(
+        r.results[0].configs[0].value.as_deref(),
+        Some("delete,compact")
+    );
     for v in versions(ApiKey::DescribeCluster) {
         let r: DescribeClusterResponse = c
             .call(

@@ -436,6 +436,30 @@ pub async fn alter_configs(
     )
 }
 
+/// What `key` of a resource is when the resource does not set it.
+fn inherited_value(
+    broker: &Broker,
+    image: &MetadataImage,
+    resource_type: i8,
+    key: &str,
+) -> Option<String> {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            let def = crate::config::topic_config_def(key)?;
+            let empty = BTreeMap::new();
+            let layers = ConfigLayers {
+                topic: &empty,
+                dynamic_broker: image.broker_configs.get(&Some(broker.node_id())),
+                dynamic_default: image.broker_configs.get(&None),
+                static_broker: &broker.config.set,
+            };
+            resolve_topic_config(def, &layers).value
+        }
+        RESOURCE_BROKER => broker.config.value(key),
+        _ => None,
+    }
+}
+
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -478,8 +502,13 @@ pub async fn incremental_alter_configs(
                             result = Err((ErrorCode::InvalidConfig, format!("Config value append/subtract is not allowed for config key {key}, which is not a list")));
                             break;
                         }
-                        let mut items: Vec<String> = wanted
+                        // APPEND and SUBTRACT start from the value in effect: the resource's
+                        // own setting, else what it inherits (broker setting or default).
+                        let current = wanted
                             .get(&key)
+                            .cloned()
+                            .or_else(|| inherited_value(broker, &image, r.resource_type, &key));
+                        let mut items: Vec<String> = current
                             .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                             .unwrap_or_default();
                         for item in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
