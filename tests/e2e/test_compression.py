@@ -123,3 +123,20 @@ def test_codec_crosses_clients(broker, topic, codec, path):
         f"{path}/{codec}: stored batches have codecs {sorted(set(codecs))}, expected only "
         f"{expected}: batches must be stored as produced"
     )
+
+
+@pytest.mark.parametrize("topic_codec,producer_codec", [("zstd", "none"), ("uncompressed", "gzip"), ("lz4", "snappy")])
+def test_topic_compression_type_recompresses(broker, topic, topic_codec, producer_codec):
+    """A topic's compression.type other than `producer` makes the broker store its own codec,
+    whatever the producer sent; readers see the same records."""
+    create_topic(broker.bootstrap, topic, partitions=1, config={"compression.type": topic_codec})
+    sent = records()
+    produce_confluent(broker, topic, producer_codec, sent)
+    stored = "none" if topic_codec == "uncompressed" else topic_codec
+    codecs = segment_batch_codecs(broker.data_dir, topic, 0)
+    assert codecs and set(codecs) == {CODEC_IDS[stored]}, (
+        f"compression.type={topic_codec}: stored codecs {sorted(set(codecs))}"
+    )
+    received = kafka_python_consume(broker.bootstrap, topic, [0])
+    assert [(r.key, r.value) for r in received] == [(r["key"], r["value"]) for r in sent]
+    assert [r.headers for r in received] == [list(r["headers"]) for r in sent]

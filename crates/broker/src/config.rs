@@ -834,6 +834,8 @@ pub struct TopicSettings {
     pub retention_bytes: i64,
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
+    /// `compression.type`: `None` keeps the producer's codec.
+    pub compression: Option<strata_protocol::batch::Compression>,
 }
 
 impl TopicSettings {
@@ -863,6 +865,17 @@ impl TopicSettings {
             retention_bytes: get("retention.bytes").trim().parse().unwrap_or(-1),
             delete_retention_ms: long("delete.retention.ms"),
             min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            compression: {
+                use strata_protocol::batch::Compression as C;
+                match get("compression.type").trim() {
+                    "uncompressed" => Some(C::None),
+                    "gzip" => Some(C::Gzip),
+                    "snappy" => Some(C::Snappy),
+                    "lz4" => Some(C::Lz4),
+                    "zstd" => Some(C::Zstd),
+                    _ => None,
+                }
+            },
         }
     }
 }

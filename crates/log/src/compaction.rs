@@ -260,6 +260,35 @@ pub(crate) fn filter_batch(
     Ok(Filtered::Rewritten(removed, Some(out)))
 }
 
+/// The whole batch `batch` with its records compressed by `codec` instead (the broker's
+/// `compression.type`): same records, offsets, timestamps and header fields; the codec bits,
+/// length and CRC are recomputed.
+pub fn recompress_batch(batch: &[u8], codec: Compression) -> Result<Vec<u8>, String> {
+    let header = strata_protocol::batch::check_batch(batch, 0).map_err(|e| e.to_string())?;
+    let records = with_records(batch, &header, |data| Some(data.to_vec()))?;
+    let compressed = compress(codec, &records)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + compressed.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(&compressed);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
+        .map_err(|_| "the recompressed batch is too large".to_string())?;
+    let code: i16 = match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+        Compression::Unknown(c) => return Err(format!("unknown codec {c}")),
+    };
+    let attributes = (header.attributes & !0x7) | code;
+    out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[strata_protocol::batch::ATTRIBUTES_OFFSET..strata_protocol::batch::ATTRIBUTES_OFFSET + 2]
+        .copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// `<base>.log.cleaned`: a segment being rewritten (incomplete until renamed).
 pub(crate) const CLEANED_EXT: &str = "log.cleaned";
 /// `<base>.log.swap`: a complete rewritten segment that replaces `<base>.log`.

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 
 use strata_protocol::batch::BatchError;
 
-pub use crate::compaction::{CleanOptions, CleanReport};
+pub use crate::compaction::{recompress_batch, CleanOptions, CleanReport};
 pub use crate::partition_log::{PartitionLog, SyncJob};
 
 /// Log settings taken from the topic config (Kafka's `segment.bytes`, `segment.ms`,

@@ -110,7 +110,12 @@ pub fn produce(
                     )?;
                 }
                 let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();
-                let mut bytes = BytesMut::from(&records[..]);
+                let mut bytes = match settings.compression {
+                    Some(target) if headers.iter().any(|h| h.compression() != target) => {
+                        recompress(records, &headers, target)?
+                    }
+                    _ => BytesMut::from(&records[..]),
+                };
                 let info = partition
                     .append(&mut bytes, record_count, now)
                     .map_err(|e| (e, None))?;
@@ -231,4 +236,26 @@ fn check_keys(
             "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
         )),
     ))
+}
+
+/// The partition's batches with every batch in the topic's `compression.type` codec.
+fn recompress(
+    records: &[u8],
+    headers: &[strata_protocol::batch::BatchHeader],
+    target: strata_protocol::batch::Compression,
+) -> Result<BytesMut, (ErrorCode, Option<String>)> {
+    let mut out = BytesMut::with_capacity(records.len());
+    let mut pos = 0;
+    for h in headers {
+        let batch = &records[pos..pos + h.total_len()];
+        pos += h.total_len();
+        if h.compression() == target {
+            out.extend_from_slice(batch);
+        } else {
+            let rewritten = strata_log::recompress_batch(batch, target)
+                .map_err(|e| (ErrorCode::CorruptMessage, Some(e)))?;
+            out.extend_from_slice(&rewritten);
+        }
+    }
+    Ok(out)
 }
