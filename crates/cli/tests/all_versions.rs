@@ -655,6 +655,44 @@ fn every_version_of_every_api_answers() {
             "sizes on disk"
         );
     }
+    for v in versions(ApiKey::DescribeQuorum) {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(t("__cluster_metadata"))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        let r: DescribeQuorumResponse = c
+            .call(ApiKey::DescribeQuorum, v, &req)
+            .unwrap_or_else(|| panic!("DescribeQuorum v{v}"));
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.leader_id.0), (0, 1), "DescribeQuorum v{v}");
+        assert_eq!(p.current_voters.len(), 1);
+        assert!(p.high_watermark > 0);
+    }
+    for v in versions(ApiKey::AlterReplicaLogDirs) {
+        use kafka_protocol::messages::alter_replica_log_dirs_request::{
+            AlterReplicaLogDir, AlterReplicaLogDirTopic,
+        };
+        let dir = |path: String| {
+            AlterReplicaLogDir::default()
+                .with_path(s(&path))
+                .with_topics(vec![AlterReplicaLogDirTopic::default()
+                    .with_name(t("vt"))
+                    .with_partitions(vec![0])])
+        };
+        let req = AlterReplicaLogDirsRequest::default().with_dirs(vec![
+            dir(broker.data_dir().display().to_string()),
+            dir("/nonexistent".to_string()),
+        ]);
+        let r: AlterReplicaLogDirsResponse = c
+            .call(ApiKey::AlterReplicaLogDirs, v, &req)
+            .unwrap_or_else(|| panic!("AlterReplicaLogDirs v{v}"));
+        let codes: Vec<i16> = r
+            .results
+            .iter()
+            .map(|x| x.partitions[0].error_code)
+            .collect();
+        assert_eq!(codes, vec![0, 57], "AlterReplicaLogDirs v{v}");
+    }
     for v in versions(ApiKey::ElectLeaders) {
         use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
         let req = ElectLeadersRequest::default().with_topic_partitions(Some(vec![

@@ -30,6 +30,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::InitProducerId,
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
+    ApiKey::AlterReplicaLogDirs,
     ApiKey::DescribeLogDirs,
     ApiKey::CreatePartitions,
     ApiKey::DeleteGroups,
@@ -38,6 +39,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
     ApiKey::OffsetDelete,
+    ApiKey::DescribeQuorum,
     ApiKey::DescribeCluster,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
@@ -69,6 +71,10 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::OffsetDelete => both::<OffsetDeleteRequest, OffsetDeleteResponse>(),
         ApiKey::DescribeLogDirs => both::<DescribeLogDirsRequest, DescribeLogDirsResponse>(),
         ApiKey::ElectLeaders => both::<ElectLeadersRequest, ElectLeadersResponse>(),
+        ApiKey::DescribeQuorum => both::<DescribeQuorumRequest, DescribeQuorumResponse>(),
+        ApiKey::AlterReplicaLogDirs => {
+            both::<AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse>()
+        }
         ApiKey::AlterPartitionReassignments => {
             both::<AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse>()
         }

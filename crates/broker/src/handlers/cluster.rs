@@ -235,3 +235,121 @@ pub fn list_config_resources(
     }
     ListConfigResourcesResponse::default().with_config_resources(resources)
 }
+
+/// The metadata quorum of one node: this node leads `__cluster_metadata` partition 0 and is
+/// its only voter; the high watermark is the number of metadata records applied.
+pub fn describe_quorum(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    if !authorize(ctx, Operation::Describe, Resource::Cluster) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    let node = broker.node_id();
+    let records = broker.image().applied_records as i64;
+    let now = crate::partition::now_ms();
+    let voter = ReplicaState::default()
+        .with_replica_id(BrokerId(node))
+        .with_log_end_offset(records)
+        .with_last_fetch_timestamp(if version >= 1 { now } else { -1 })
+        .with_last_caught_up_timestamp(if version >= 1 { now } else { -1 });
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let known = t.topic_name.0.as_str() == "__cluster_metadata";
+            TopicData::default()
+                .with_topic_name(t.topic_name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            if !known || p.partition_index != 0 {
+                                return PartitionData::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                            }
+                            PartitionData::default()
+                                .with_partition_index(0)
+                                .with_leader_id(BrokerId(node))
+                                .with_leader_epoch(1)
+                                .with_high_watermark(records)
+                                .with_current_voters(vec![voter.clone()])
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let nodes = if version >= 2 {
+        vec![Node::default().with_node_id(BrokerId(node)).with_listeners(
+            broker
+                .config
+                .advertised_listeners
+                .iter()
+                .map(|l| {
+                    Listener::default()
+                        .with_name(str_bytes(l.name.clone()))
+                        .with_host(str_bytes(l.host.clone()))
+                        .with_port(l.port)
+                })
+                .collect(),
+        )]
+    } else {
+        Vec::new()
+    };
+    DescribeQuorumResponse::default()
+        .with_topics(topics)
+        .with_nodes(nodes)
+}
+
+/// Moving a replica between log directories: there is one directory, so a move to it is a
+/// no-op and any other path is LOG_DIR_NOT_FOUND.
+pub fn alter_replica_log_dirs(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: AlterReplicaLogDirsRequest,
+) -> AlterReplicaLogDirsResponse {
+    use kafka_protocol::messages::alter_replica_log_dirs_response::{
+        AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+    };
+    let dir = &broker.config.data_dir;
+    let ours = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let image = broker.image();
+    let mut results = Vec::new();
+    for d in &req.dirs {
+        let same = std::fs::canonicalize(d.path.as_str()).is_ok_and(|p| p == ours);
+        for t in &d.topics {
+            let topic = image.topic_by_name(t.name.0.as_str());
+            results.push(
+                AlterReplicaLogDirTopicResult::default()
+                    .with_topic_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let code = if !authorize(ctx, Operation::Alter, Resource::Cluster) {
+                                    ErrorCode::ClusterAuthorizationFailed.code()
+                                } else if topic.is_none_or(|x| !x.partitions.contains_key(p)) {
+                                    ErrorCode::UnknownTopicOrPartition.code()
+                                } else if !same {
+                                    ErrorCode::LogDirNotFound.code()
+                                } else {
+                                    0
+                                };
+                                AlterReplicaLogDirPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+    }
+    AlterReplicaLogDirsResponse::default().with_results(results)
+}

@@ -102,6 +102,12 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
         RequestKind::DescribeLogDirs(req) => Reply::now(ResponseKind::DescribeLogDirs(
             cluster::describe_log_dirs(broker, ctx, req),
         )),
+        RequestKind::DescribeQuorum(req) => Reply::now(ResponseKind::DescribeQuorum(
+            cluster::describe_quorum(broker, ctx, req, version),
+        )),
+        RequestKind::AlterReplicaLogDirs(req) => Reply::now(ResponseKind::AlterReplicaLogDirs(
+            cluster::alter_replica_log_dirs(broker, ctx, req),
+        )),
         RequestKind::ElectLeaders(req) => Reply::now(ResponseKind::ElectLeaders(
             cluster::elect_leaders(broker, ctx, req, version),
         )),
