@@ -106,3 +106,42 @@ def test_kill9_during_cleaning_loses_nothing(broker_factory, topic):
     # The cleaner did run through all of this: in the end only the latest values remain.
     wait_until(lambda: len(latest(broker, topic)) <= len(latest_offset) + 31, timeout_s=15,
                what=lambda: f"compaction to catch up (seed {seed}); read {len(latest(broker, topic))} records")
+
+
+def test_dirty_ratio_defers_cleaning_until_max_compaction_lag(broker_factory, topic):
+    """min.cleanable.dirty.ratio: a little new dirty data is not worth a pass; once a record
+    has waited max.compaction.lag.ms the log is cleaned anyway."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    from strata_e2e import admin_client
+
+    broker = broker_factory(*FAST)
+    create_topic(broker.bootstrap, topic, config={
+        "cleanup.policy": "compact", "segment.ms": "100", "min.compaction.lag.ms": "0",
+        "min.cleanable.dirty.ratio": "0.01",
+    })
+    admin = admin_client(broker.bootstrap)
+
+    def set_config(name, value):
+        resource = ConfigResource("topic", topic, incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([resource], request_timeout=15)[resource].result(timeout=15)
+
+    keys = 10
+    for round_ in range(4):
+        produce_round(broker, topic, [dict(key=b"k%d" % k, value=b"v%d-%d" % (k, round_)) for k in range(keys)])
+    produce_round(broker, topic, [dict(key=b"roll", value=b"0")])
+    wait_until(lambda: len(latest(broker, topic)) == keys + 1, timeout_s=15,
+               what=lambda: f"the first cleaning; read {len(latest(broker, topic))}")
+    # Now ask for 90% dirty. One more round of overwrites is about half of the cleanable log.
+    set_config("min.cleanable.dirty.ratio", "0.9")
+    produce_round(broker, topic, [dict(key=b"k%d" % k, value=b"v%d-new" % k) for k in range(keys)])
+    produce_round(broker, topic, [dict(key=b"roll", value=b"1")])
+    time.sleep(1.5)
+    assert len(latest(broker, topic)) > keys + 1, "below the dirty ratio nothing is cleaned"
+    # max.compaction.lag.ms overrides the ratio.
+    set_config("max.compaction.lag.ms", "200")
+    wait_until(lambda: len(latest(broker, topic)) == keys + 1, timeout_s=15,
+               what=lambda: f"cleaning forced by max.compaction.lag.ms; read {len(latest(broker, topic))}")
+    values = {k: v for _, k, v in latest(broker, topic)}
+    assert all(values[b"k%d" % k] == b"v%d-new" % k for k in range(keys))

@@ -834,6 +834,8 @@ pub struct TopicSettings {
     pub retention_bytes: i64,
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub max_compaction_lag_ms: i64,
     /// `compression.type`: `None` keeps the producer's codec.
     pub compression: Option<strata_protocol::batch::Compression>,
 }
@@ -865,6 +867,11 @@ impl TopicSettings {
             retention_bytes: get("retention.bytes").trim().parse().unwrap_or(-1),
             delete_retention_ms: long("delete.retention.ms"),
             min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
             compression: {
                 use strata_protocol::batch::Compression as C;
                 match get("compression.type").trim() {

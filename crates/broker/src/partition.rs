@@ -41,6 +41,11 @@ pub struct Partition {
     unflushed_since_ms: AtomicI64,
     /// Set once the partition is deleted: appends fail, waiters give up.
     deleted: AtomicBool,
+    /// The cleaner's position: records before it were cleaned in the last pass (not kept
+    /// across restarts, so the first pass after a start sees everything as dirty).
+    clean_point: AtomicI64,
+    /// When the first record not yet seen by the cleaner was appended (ms), 0 if none.
+    dirty_since_ms: AtomicI64,
 }
 
 /// The result of a read: the bytes and the partition's offsets at that moment.
@@ -82,6 +87,8 @@ impl Partition {
             unflushed_messages: AtomicI64::new(0),
             unflushed_since_ms: AtomicI64::new(0),
             deleted: AtomicBool::new(false),
+            clean_point: AtomicI64::new(start),
+            dirty_since_ms: AtomicI64::new(0),
         }
     }
 
@@ -180,6 +187,9 @@ impl Partition {
         );
         self.unflushed_messages
             .fetch_add(record_count, Ordering::AcqRel);
+        let _ =
+            self.dirty_since_ms
+                .compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire);
         Ok(info)
     }
 
@@ -310,7 +320,24 @@ impl Partition {
             min_compaction_lag_ms: settings.min_compaction_lag_ms,
         };
         let mut log = self.lock_log();
-        match log.clean(now_ms, opts, hw) {
+        // Clean when enough of the cleanable log is dirty (min.cleanable.dirty.ratio), or
+        // when a record has waited max.compaction.lag.ms.
+        let (dirty, total) = log.cleanable_bytes(self.clean_point.load(Ordering::Acquire), hw);
+        if dirty == 0 {
+            return;
+        }
+        let since = self.dirty_since_ms.load(Ordering::Acquire);
+        let overdue = since > 0 && now_ms.saturating_sub(since) >= settings.max_compaction_lag_ms;
+        if (dirty as f64) < settings.min_cleanable_dirty_ratio * total as f64 && !overdue {
+            return;
+        }
+        let reach = log.cleanable_end(hw);
+        let result = log.clean(now_ms, opts, hw);
+        if result.is_ok() {
+            self.clean_point.store(reach, Ordering::Release);
+            self.dirty_since_ms.store(0, Ordering::Release);
+        }
+        match result {
             Ok(report) if report.segments_cleaned > 0 => tracing::info!(
                 topic = %self.topic,
                 partition = self.index,

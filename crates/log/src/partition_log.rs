@@ -551,6 +551,36 @@ impl PartitionLog {
         Ok(self.log_start_offset)
     }
 
+    /// Bytes of the closed segments that lie wholly below `high_watermark`: those whose
+    /// records are at or after `clean_point` (dirty, not cleaned since), and all of them. The
+    /// cleaner's `min.cleanable.dirty.ratio` is the first over the second.
+    pub fn cleanable_bytes(&self, clean_point: i64, high_watermark: i64) -> (u64, u64) {
+        let active_base = self.active().base_offset;
+        let mut dirty = 0;
+        let mut total = 0;
+        for s in self.segments.values() {
+            if s.base_offset == active_base || s.end_offset > high_watermark {
+                break;
+            }
+            total += s.size;
+            if s.end_offset > clean_point {
+                dirty += s.size;
+            }
+        }
+        (dirty, total)
+    }
+
+    /// The end offset of the last closed segment wholly below `high_watermark`: how far a
+    /// cleaning pass can reach.
+    pub fn cleanable_end(&self, high_watermark: i64) -> i64 {
+        let active_base = self.active().base_offset;
+        self.segments
+            .values()
+            .take_while(|s| s.base_offset != active_base && s.end_offset <= high_watermark)
+            .last()
+            .map_or(self.log_start_offset, |s| s.end_offset)
+    }
+
     /// Time and size retention (`cleanup.policy=delete`): deletes the oldest segments while
     /// every record in them is older than `retention_ms` (compared with the segment's largest
     /// timestamp), or while the log without them is still at least `retention_bytes` large.
