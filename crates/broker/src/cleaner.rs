@@ -4,8 +4,8 @@
 //! partition's log to clean its closed segments below the high watermark
 //! (`PartitionLog::clean`): the latest record per key stays, tombstones go after
 //! `delete.retention.ms`, nothing younger than `min.compaction.lag.ms` is touched. One pass
-//! cleans one partition at a time, so memory and I/O are bounded by one partition's closed
-//! segments.
+//! cleans one partition at a time; its key map is bounded by `log.cleaner.dedupe.buffer.size`
+//! (keys beyond it are left for a later pass). I/O is not throttled yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,15 @@ pub fn start(broker: &Arc<Broker>) {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(15_000)
         .max(10);
+    // The key map's memory: log.cleaner.dedupe.buffer.size, at about 32 bytes per key
+    // (passes run one partition at a time).
+    let max_keys = broker
+        .config
+        .value("log.cleaner.dedupe.buffer.size")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(134_217_728)
+        .max(32)
+        / 32;
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(backoff_ms));
@@ -46,7 +55,7 @@ pub fn start(broker: &Arc<Broker>) {
             let _ = tokio::task::spawn_blocking(move || {
                 let now = crate::partition::now_ms();
                 for p in partitions {
-                    p.clean(now);
+                    p.clean(now, max_keys);
                 }
             })
             .await;

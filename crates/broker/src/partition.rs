@@ -309,7 +309,7 @@ impl Partition {
 
     /// Compacts the closed segments of a `cleanup.policy=compact` topic (see
     /// `PartitionLog::clean`). Blocking (rewrites files).
-    pub fn clean(&self, now_ms: i64) {
+    pub fn clean(&self, now_ms: i64, max_keys: usize) {
         let settings = self.settings();
         if !settings.compact {
             return;
@@ -332,7 +332,7 @@ impl Partition {
             return;
         }
         let reach = log.cleanable_end(hw);
-        let result = log.clean(now_ms, opts, hw);
+        let result = log.clean_bounded(now_ms, opts, hw, max_keys);
         if result.is_ok() {
             self.clean_point.store(reach, Ordering::Release);
             self.dirty_since_ms.store(0, Ordering::Release);

@@ -664,14 +664,30 @@ impl PartitionLog {
     /// are rewritten in offset order.
     ///
     /// A batch that cannot be decompressed is left as it is (and its keys are not counted).
-    /// Memory: the key map holds every distinct key below the high watermark.
+    /// Memory: the key map holds every distinct key below the high watermark; see
+    /// [`PartitionLog::clean_bounded`] for a bound.
     pub fn clean(
         &mut self,
         now_ms: i64,
         opts: CleanOptions,
         high_watermark: i64,
     ) -> Result<CleanReport, LogError> {
-        self.clean_inner(now_ms, opts, high_watermark, CrashBudget(None))
+        self.clean_inner(now_ms, opts, high_watermark, usize::MAX, CrashBudget(None))
+    }
+
+    /// [`PartitionLog::clean`] with a key map of at most `max_keys` entries (each a 128-bit
+    /// hash of the key and an offset, about 32 bytes). Once the map is full, keys not in it
+    /// are left alone (all their records kept) while the keys in it are still followed to
+    /// their latest offset, so the result is correct, only less compact; a later pass
+    /// continues.
+    pub fn clean_bounded(
+        &mut self,
+        now_ms: i64,
+        opts: CleanOptions,
+        high_watermark: i64,
+        max_keys: usize,
+    ) -> Result<CleanReport, LogError> {
+        self.clean_inner(now_ms, opts, high_watermark, max_keys, CrashBudget(None))
     }
 
     /// Test hook: [`PartitionLog::clean`] that fails with a "simulated crash" error after
@@ -685,7 +701,13 @@ impl PartitionLog {
         high_watermark: i64,
         steps: u32,
     ) -> Result<CleanReport, LogError> {
-        self.clean_inner(now_ms, opts, high_watermark, CrashBudget(Some(steps)))
+        self.clean_inner(
+            now_ms,
+            opts,
+            high_watermark,
+            usize::MAX,
+            CrashBudget(Some(steps)),
+        )
     }
 
     fn clean_inner(
@@ -693,6 +715,7 @@ impl PartitionLog {
         now_ms: i64,
         opts: CleanOptions,
         high_watermark: i64,
+        max_keys: usize,
         mut crash: CrashBudget,
     ) -> Result<CleanReport, LogError> {
         let high_watermark = high_watermark.min(self.log_end_offset);
@@ -726,7 +749,7 @@ impl PartitionLog {
         }
 
         // The offset of the latest record of every key below the high watermark.
-        let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut latest: HashMap<u128, i64> = HashMap::new();
         'segments: for segment in self.segments.values() {
             if segment.base_offset >= high_watermark {
                 break;
@@ -741,11 +764,14 @@ impl PartitionLog {
                 if !header.is_control() && !header.is_transactional() {
                     let bytes = segment.read_bytes(position, len)?;
                     if let Err(error) = compaction::record_keys(&bytes, &header, |key, offset| {
-                        match latest.get_mut(key) {
+                        let hash = key_hash(key);
+                        let room = latest.len() < max_keys;
+                        match latest.get_mut(&hash) {
                             Some(at) => *at = offset,
-                            None => {
-                                latest.insert(key.to_vec(), offset);
+                            None if room => {
+                                latest.insert(hash, offset);
                             }
+                            None => {}
                         }
                     }) {
                         tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot read the records of a batch; it is left as it is");
@@ -758,7 +784,7 @@ impl PartitionLog {
         for (base, drop_tombstones) in candidates {
             let keep = |record: &compaction::RawRecord<'_>| -> bool {
                 let Some(key) = record.key else { return true };
-                match latest.get(key) {
+                match latest.get(&key_hash(key)) {
                     Some(&at) if at != record.offset => false,
                     Some(_) => {
                         !(record.value_is_null
@@ -974,4 +1000,17 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         }
     }
     Ok(logs)
+}
+
+/// A 128-bit hash of a record key for the cleaner's key map (two SipHash passes with
+/// different prefixes); a collision would need 2^64 keys to become likely.
+fn key_hash(key: &[u8]) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    0u8.hash(&mut a);
+    key.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    1u8.hash(&mut b);
+    key.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
