@@ -5,7 +5,8 @@
 //! (`PartitionLog::clean`): the latest record per key stays, tombstones go after
 //! `delete.retention.ms`, nothing younger than `min.compaction.lag.ms` is touched. One pass
 //! cleans one partition at a time; its key map is bounded by `log.cleaner.dedupe.buffer.size`
-//! (keys beyond it are left for a later pass). I/O is not throttled yet.
+//! (keys beyond it are left for a later pass); `log.cleaner.io.max.bytes.per.second` paces
+//! passes by the bytes they rewrote.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,13 @@ pub fn start(broker: &Arc<Broker>) {
         .unwrap_or(134_217_728)
         .max(32)
         / 32;
+    // log.cleaner.io.max.bytes.per.second: after a pass, wait until the bytes it read fit
+    // the rate (passes are throttled as a whole).
+    let max_bytes_per_sec = broker
+        .config
+        .value("log.cleaner.io.max.bytes.per.second")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r > 0.0);
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(backoff_ms));
@@ -55,7 +63,14 @@ pub fn start(broker: &Arc<Broker>) {
             let _ = tokio::task::spawn_blocking(move || {
                 let now = crate::partition::now_ms();
                 for p in partitions {
-                    p.clean(now, max_keys);
+                    let started = std::time::Instant::now();
+                    let bytes = p.clean(now, max_keys);
+                    if let Some(rate) = max_bytes_per_sec {
+                        let budget = Duration::from_secs_f64(bytes as f64 / rate);
+                        if let Some(rest) = budget.checked_sub(started.elapsed()) {
+                            std::thread::sleep(rest.min(Duration::from_secs(60)));
+                        }
+                    }
                 }
             })
             .await;

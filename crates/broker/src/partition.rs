@@ -308,11 +308,12 @@ impl Partition {
     }
 
     /// Compacts the closed segments of a `cleanup.policy=compact` topic (see
-    /// `PartitionLog::clean`). Blocking (rewrites files).
-    pub fn clean(&self, now_ms: i64, max_keys: usize) {
+    /// `PartitionLog::clean`). Blocking (rewrites files). Returns the bytes of the segments
+    /// it rewrote.
+    pub fn clean(&self, now_ms: i64, max_keys: usize) -> u64 {
         let settings = self.settings();
         if !settings.compact {
-            return;
+            return 0;
         }
         let hw = self.high_watermark();
         let opts = strata_log::CleanOptions {
@@ -324,12 +325,12 @@ impl Partition {
         // when a record has waited max.compaction.lag.ms.
         let (dirty, total) = log.cleanable_bytes(self.clean_point.load(Ordering::Acquire), hw);
         if dirty == 0 {
-            return;
+            return 0;
         }
         let since = self.dirty_since_ms.load(Ordering::Acquire);
         let overdue = since > 0 && now_ms.saturating_sub(since) >= settings.max_compaction_lag_ms;
         if (dirty as f64) < settings.min_cleanable_dirty_ratio * total as f64 && !overdue {
-            return;
+            return 0;
         }
         let reach = log.cleanable_end(hw);
         let result = log.clean_bounded(now_ms, opts, hw, max_keys);
@@ -338,18 +339,23 @@ impl Partition {
             self.dirty_since_ms.store(0, Ordering::Release);
         }
         match result {
-            Ok(report) if report.segments_cleaned > 0 => tracing::info!(
-                topic = %self.topic,
-                partition = self.index,
-                segments = report.segments_cleaned,
-                records_removed = report.records_removed,
-                bytes_before = report.bytes_before,
-                bytes_after = report.bytes_after,
-                "compacted"
-            ),
-            Ok(_) => {}
+            Ok(report) => {
+                if report.segments_cleaned > 0 {
+                    tracing::info!(
+                        topic = %self.topic,
+                        partition = self.index,
+                        segments = report.segments_cleaned,
+                        records_removed = report.records_removed,
+                        bytes_before = report.bytes_before,
+                        bytes_after = report.bytes_after,
+                        "compacted"
+                    );
+                }
+                report.bytes_before
+            }
             Err(e) => {
-                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "compaction failed")
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "compaction failed");
+                0
             }
         }
     }
