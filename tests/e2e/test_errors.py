@@ -74,3 +74,32 @@ def test_broker_message_max_bytes_is_the_topic_default(broker_factory, topic):
         f"a 50 kB record with message.max.bytes=20000 must get MSG_SIZE_TOO_LARGE, got {err}"
     )
     assert_delivered(confluent_produce(broker.bootstrap, topic, [dict(value=b"z" * 1000)]))
+
+
+def test_timestamps_outside_the_topic_limits_are_refused(broker, topic):
+    """message.timestamp.after.max.ms / before.max.ms: INVALID_TIMESTAMP for records too far
+    in the future or past; LogAppendTime topics stamp the append time instead."""
+    import time as _time
+
+    from strata_e2e import confluent_produce, create_topic, kafka_python_consume
+
+    create_topic(broker.bootstrap, topic, config={
+        "message.timestamp.after.max.ms": "60000",
+        "message.timestamp.before.max.ms": "60000",
+    })
+    now = int(_time.time() * 1000)
+    reports = confluent_produce(broker.bootstrap, topic, [
+        dict(value=b"future", timestamp=now + 3_600_000),
+        dict(value=b"past", timestamp=now - 3_600_000),
+    ], **{"linger.ms": 0, "retries": 0})
+    errors = [str(err) for err, _, _ in reports]
+    assert all("INVALID_TIMESTAMP" in e or "timestamp" in e.lower() for e in errors), errors
+    ok = confluent_produce(broker.bootstrap, topic, [dict(value=b"now", timestamp=now)])
+    assert ok[0][0] is None, ok
+
+    stamped = topic + "-lat"
+    create_topic(broker.bootstrap, stamped, config={"message.timestamp.type": "LogAppendTime"})
+    before = int(_time.time() * 1000)
+    confluent_produce(broker.bootstrap, stamped, [dict(value=b"x", timestamp=1234)])
+    got = kafka_python_consume(broker.bootstrap, stamped, [0])
+    assert got and got[0].timestamp >= before, f"LogAppendTime stamps the append time: {got}"
