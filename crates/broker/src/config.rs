@@ -838,6 +838,8 @@ pub struct TopicSettings {
     pub max_compaction_lag_ms: i64,
     /// `compression.type`: `None` keeps the producer's codec.
     pub compression: Option<strata_protocol::batch::Compression>,
+    /// The level for that codec (`compression.<codec>.level`), if it has one.
+    pub compression_level: Option<i32>,
 }
 
 impl TopicSettings {
@@ -882,6 +884,12 @@ impl TopicSettings {
                     "zstd" => Some(C::Zstd),
                     _ => None,
                 }
+            },
+            compression_level: match get("compression.type").trim() {
+                "gzip" => get("compression.gzip.level").trim().parse().ok(),
+                "lz4" => get("compression.lz4.level").trim().parse().ok(),
+                "zstd" => get("compression.zstd.level").trim().parse().ok(),
+                _ => None,
             },
         }
     }

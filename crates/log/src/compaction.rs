@@ -152,6 +152,37 @@ pub(crate) fn with_records<T>(
     .map_err(|e| e.to_string())
 }
 
+/// Compresses `data` with `codec` at `level` (gzip 1-9 or -1 for the default, lz4 1-17,
+/// zstd -131072..22); snappy ignores the level.
+fn compress_with_level(codec: Compression, data: &[u8], level: i32) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    match codec {
+        Compression::Gzip => {
+            let level = if level < 0 {
+                flate2::Compression::default()
+            } else {
+                flate2::Compression::new(level.clamp(0, 9) as u32)
+            };
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(data).map_err(|e| e.to_string())?;
+            e.finish().map_err(|e| e.to_string())
+        }
+        Compression::Zstd => zstd::encode_all(data, level).map_err(|e| e.to_string()),
+        Compression::Lz4 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .level(level.clamp(1, 17) as u32)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(Vec::new())
+                .map_err(|e| e.to_string())?;
+            e.write_all(data).map_err(|e| e.to_string())?;
+            let (out, result) = e.finish();
+            result.map_err(|e| e.to_string())?;
+            Ok(out)
+        }
+        other => compress(other, data),
+    }
+}
+
 /// Compresses `data` with `codec`.
 fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = BytesMut::new();
@@ -263,10 +294,20 @@ pub(crate) fn filter_batch(
 /// The whole batch `batch` with its records compressed by `codec` instead (the broker's
 /// `compression.type`): same records, offsets, timestamps and header fields; the codec bits,
 /// length and CRC are recomputed.
-pub fn recompress_batch(batch: &[u8], codec: Compression) -> Result<Vec<u8>, String> {
+///
+/// `level` is the codec's level (`compression.gzip.level`, `.lz4.level`, `.zstd.level`);
+/// `None`, or -1 for gzip, uses the codec's default. Snappy has no levels.
+pub fn recompress_batch(
+    batch: &[u8],
+    codec: Compression,
+    level: Option<i32>,
+) -> Result<Vec<u8>, String> {
     let header = strata_protocol::batch::check_batch(batch, 0).map_err(|e| e.to_string())?;
     let records = with_records(batch, &header, |data| Some(data.to_vec()))?;
-    let compressed = compress(codec, &records)?;
+    let compressed = match level {
+        Some(level) => compress_with_level(codec, &records, level)?,
+        None => compress(codec, &records)?,
+    };
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + compressed.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
     out.extend_from_slice(&compressed);

@@ -360,3 +360,28 @@ fn cleaning_with_a_bounded_key_map_is_correct_and_converges() {
     assert!(values.contains(&"a9".to_string()) && values.contains(&"b9".to_string()));
     assert!(count(&log, 'a') < 10 && count(&log, 'b') < 10);
 }
+
+#[test]
+fn recompression_honours_codec_levels() {
+    let value: Vec<u8> = (0..4000).map(|i| (i % 13) as u8 + b'a').collect();
+    let records: Vec<PlainRecord> = (0..50)
+        .map(|i| PlainRecord::new(Some(b"k"), Some(&value), i))
+        .collect();
+    let plain = encode_batch(&records, Compression::None).expect("encodes");
+    for (codec, low, high) in [
+        (strata_protocol::batch::Compression::Gzip, 1, 9),
+        (strata_protocol::batch::Compression::Zstd, 1, 19),
+        (strata_protocol::batch::Compression::Lz4, 1, 17),
+    ] {
+        let fast = strata_log::recompress_batch(&plain, codec, Some(low)).expect("recompresses");
+        let small = strata_log::recompress_batch(&plain, codec, Some(high)).expect("recompresses");
+        let default = strata_log::recompress_batch(&plain, codec, None).expect("recompresses");
+        for b in [&fast, &small, &default] {
+            let h = strata_protocol::batch::check_batch(b, 0).expect("valid batch");
+            assert_eq!(h.compression(), codec);
+            let got = strata_protocol::records::record_timestamps(b).expect("decodes");
+            assert_eq!(got.len(), 50, "{codec:?}");
+        }
+        assert!(small.len() <= fast.len(), "{codec:?}: level {high} is not larger than level {low}");
+    }
+}

@@ -112,7 +112,7 @@ pub fn produce(
                 let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();
                 let mut bytes = match settings.compression {
                     Some(target) if headers.iter().any(|h| h.compression() != target) => {
-                        recompress(records, &headers, target)?
+                        recompress(records, &headers, target, settings.compression_level)?
                     }
                     _ => BytesMut::from(&records[..]),
                 };
@@ -243,6 +243,7 @@ fn recompress(
     records: &[u8],
     headers: &[strata_protocol::batch::BatchHeader],
     target: strata_protocol::batch::Compression,
+    level: Option<i32>,
 ) -> Result<BytesMut, (ErrorCode, Option<String>)> {
     let mut out = BytesMut::with_capacity(records.len());
     let mut pos = 0;
@@ -252,7 +253,7 @@ fn recompress(
         if h.compression() == target {
             out.extend_from_slice(batch);
         } else {
-            let rewritten = strata_log::recompress_batch(batch, target)
+            let rewritten = strata_log::recompress_batch(batch, target, level)
                 .map_err(|e| (ErrorCode::CorruptMessage, Some(e)))?;
             out.extend_from_slice(&rewritten);
         }
