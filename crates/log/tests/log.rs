@@ -382,6 +382,74 @@ fn recompression_honours_codec_levels() {
             let got = strata_protocol::records::record_timestamps(b).expect("decodes");
             assert_eq!(got.len(), 50, "{codec:?}");
         }
-        assert!(small.len() <= fast.len(), "{codec:?}: level {high} is not larger than level {low}");
+        assert!(
+            small.len() <= fast.len(),
+            "{codec:?}: level {high} is not larger than level {low}"
+        );
     }
+}
+
+#[test]
+fn cleaning_keeps_control_batches_byte_for_byte() {
+    use strata_log::CleanOptions;
+    use strata_protocol::batch::{
+        ATTRIBUTES_OFFSET, CRC_OFFSET, CRC_START_OFFSET, PRODUCER_ID_OFFSET,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    let keyed = |v: &str, ts: i64| {
+        encode_batch(
+            &[PlainRecord::new(Some(b"a"), Some(v.as_bytes()), ts)],
+            Compression::None,
+        )
+        .expect("encodes")
+        .to_vec()
+    };
+    // A commit marker as a transaction coordinator writes it: control + transactional bits,
+    // a producer id, one record whose key is (version 0, type 1 = commit).
+    let mut marker = encode_batch(
+        &[PlainRecord::new(
+            Some(&[0, 0, 0, 1]),
+            Some(&[0, 0, 0, 0, 0, 0]),
+            5,
+        )],
+        Compression::None,
+    )
+    .expect("encodes")
+    .to_vec();
+    let attributes: i16 = (1 << 5) | (1 << 4);
+    marker[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    marker[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&42i64.to_be_bytes());
+    let crc = crc32c::crc32c(&marker[CRC_START_OFFSET..]);
+    marker[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    let mut marker_offset = -1;
+    for i in 0..30 {
+        let mut b = keyed(&format!("a{i}"), i);
+        log.append(&mut b, 0, None).expect("append");
+        if i == 3 {
+            let mut m = marker.clone();
+            marker_offset = log
+                .append(&mut m, 0, None)
+                .expect("append marker")
+                .base_offset;
+        }
+    }
+    let mut tail = keyed("last", 100);
+    log.append(&mut tail, 0, None).expect("append");
+    let end = log.log_end_offset();
+    let before = log.read(marker_offset, 1, end).expect("read marker");
+    let opts = CleanOptions {
+        delete_retention_ms: i64::MAX,
+        min_compaction_lag_ms: 0,
+    };
+    let report = log.clean(10_000, opts, end).expect("clean");
+    assert!(report.records_removed > 0, "superseded values went");
+    let after = log.read(marker_offset, 1, end).expect("read marker");
+    let h = strata_protocol::batch::check_batch(&after, 0).expect("valid");
+    assert!(h.is_control() && h.base_offset == marker_offset);
+    assert_eq!(
+        &after[..h.total_len()],
+        &before[..h.total_len()],
+        "the marker is untouched"
+    );
 }
