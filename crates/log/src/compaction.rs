@@ -20,8 +20,8 @@ use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
 use std::path::Path;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use strata_protocol::batch::{
     BatchHeader, Compression, BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, CRC_OFFSET, CRC_START_OFFSET,
     LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
@@ -64,19 +64,7 @@ pub(crate) struct RawRecord<'a> {
     pub value_is_null: bool,
 }
 
-/// Reads a zigzag varint of at most `max_bytes` bytes.
-fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for i in 0..max_bytes {
-        let (&b, rest) = buf.split_first()?;
-        *buf = rest;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
+use strata_protocol::records::read_zigzag;
 
 /// Walks the records of an uncompressed records section; `None` if it is malformed (fewer
 /// or more bytes than `recordsCount` records take, a field past its record).
@@ -132,24 +120,10 @@ pub(crate) fn walk_records<'a>(
 /// Runs `f` on the uncompressed records section of the whole batch `batch`.
 pub(crate) fn with_records<T>(
     batch: &[u8],
-    header: &BatchHeader,
+    _header: &BatchHeader,
     f: impl FnOnce(&[u8]) -> Option<T>,
 ) -> Result<T, String> {
-    let mut body = Bytes::copy_from_slice(&batch[BATCH_HEADER_LEN..header.total_len()]);
-    let parse = |b: &mut Bytes| f(b).ok_or_else(|| anyhow::anyhow!("malformed records"));
-    // Decompressors are third-party code: a panic is an error here.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        match header.compression() {
-            Compression::None => parse(&mut body),
-            Compression::Gzip => Gzip::decompress(&mut body, parse),
-            Compression::Snappy => Snappy::decompress(&mut body, parse),
-            Compression::Lz4 => Lz4::decompress(&mut body, parse),
-            Compression::Zstd => Zstd::decompress(&mut body, parse),
-            Compression::Unknown(c) => Err(anyhow::anyhow!("unknown codec {c}")),
-        }
-    }))
-    .map_err(|_| "the decompressor panicked".to_string())?
-    .map_err(|e| e.to_string())
+    strata_protocol::records::with_records(batch, |data, _| f(data)).map_err(|e| e.to_string())
 }
 
 /// Compresses `data` with `codec` at `level` (gzip 1-9 or -1 for the default, lz4 1-17,

@@ -12,7 +12,7 @@ use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use crate::batch::{check_batch, BatchError, BatchHeader, Compression, BATCH_HEADER_LEN};
 
 /// Reads a zigzag-encoded varint (Kafka's record fields) of at most `max_bytes` bytes.
-fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Option<i64> {
+pub fn read_zigzag(buf: &mut &[u8], max_bytes: usize) -> Option<i64> {
     let mut value: u64 = 0;
     for i in 0..max_bytes {
         let (&b, rest) = buf.split_first()?;
@@ -73,10 +73,10 @@ fn walk_records(mut data: &[u8], header: &BatchHeader) -> Option<Vec<Walked>> {
     Some(out)
 }
 
-/// Decompresses (if needed) and walks one whole batch with `f`.
-fn with_records<T>(
+/// Decompresses (if needed) one whole batch and runs `f` on its records section.
+pub fn with_records<T>(
     batch: &[u8],
-    f: impl Fn(&[u8], &BatchHeader) -> Option<T>,
+    f: impl FnOnce(&[u8], &BatchHeader) -> Option<T>,
 ) -> Result<T, BatchError> {
     let header = check_batch(batch, 0)?;
     let corrupt = || BatchError::CorruptCrc {
@@ -85,7 +85,7 @@ fn with_records<T>(
         computed: header.crc,
     };
     let mut body = Bytes::copy_from_slice(&batch[BATCH_HEADER_LEN..header.total_len()]);
-    let parse = |b: &mut Bytes| -> anyhow::Result<T> {
+    let parse = move |b: &mut Bytes| -> anyhow::Result<T> {
         f(b, &header).ok_or_else(|| anyhow::anyhow!("malformed records"))
     };
     // Decompressors are third-party code fed untrusted bytes: a panic is an error here.
