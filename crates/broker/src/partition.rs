@@ -247,6 +247,22 @@ impl Partition {
         })
     }
 
+    /// The partition's offsets for a fetch at `offset` that has no byte budget left: no
+    /// records and no log read, but the same OFFSET_OUT_OF_RANGE check as [`Self::read`].
+    pub fn offsets_at(&self, offset: i64) -> Result<ReadResult, ErrorCode> {
+        let log_start_offset = self.log_start_offset();
+        let log_end_offset = self.log_end_offset();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        Ok(ReadResult {
+            records: Bytes::new(),
+            high_watermark: self.high_watermark(),
+            log_start_offset,
+            log_end_offset,
+        })
+    }
+
     fn read_error(&self, e: LogError) -> ErrorCode {
         match e {
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,

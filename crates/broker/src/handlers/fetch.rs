@@ -279,10 +279,7 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usi
         // Once the response is full, later partitions get no records but still report their
         // offsets; the first partition with data always gets at least one batch.
         let result = if limit == 0 && total > 0 {
-            partition.read(r.session.fetch_offset, 0).map(|mut res| {
-                res.records = Bytes::new();
-                res
-            })
+            partition.offsets_at(r.session.fetch_offset)
         } else {
             partition.read(r.session.fetch_offset, limit.max(1))
         };
