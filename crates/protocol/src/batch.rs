@@ -441,42 +441,24 @@ pub fn set_log_append_time(batch: &mut [u8], ts_ms: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression as KCompression, Record, RecordBatchDecoder, RecordBatchEncoder,
-        RecordEncodeOptions, TimestampType,
-    };
+    use bytes::Bytes;
+    use kafka_protocol::records::{Compression as KCompression, RecordBatchDecoder, TimestampType};
 
-    /// A valid v2 batch with `n` records, built by kafka-protocol's encoder (the oracle).
+    /// A valid v2 batch with `n` records, built by kafka-protocol's encoder (the oracle)
+    /// through the crate's shared `records::encode_batch`.
     fn batch(n: usize, base_timestamp: i64, compression: KCompression) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: base_timestamp + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("value-{i}"))),
-                headers: Default::default(),
+        let records: Vec<crate::records::PlainRecord> = (0..n)
+            .map(|i| {
+                crate::records::PlainRecord::new(
+                    Some(format!("k{i}").as_bytes()),
+                    Some(format!("value-{i}").as_bytes()),
+                    base_timestamp + i as i64,
+                )
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .expect("encode");
-        buf.to_vec()
+        crate::records::encode_batch(&records, compression)
+            .expect("encode")
+            .to_vec()
     }
 
     fn plain(n: usize) -> Vec<u8> {
