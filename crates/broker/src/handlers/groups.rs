@@ -863,10 +863,7 @@ pub async fn consumer_group_heartbeat(
         return fail(e).with_member_id(Some(str_bytes(r.member_id)));
     }
     let assignment = r.assignment.map(|parts| {
-        let mut by_topic: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
-        for (t, p) in parts {
-            by_topic.entry(t).or_default().push(p);
-        }
+        let by_topic = by_topic(parts);
         Assignment::default().with_topic_partitions(
             by_topic
                 .into_iter()
@@ -895,10 +892,7 @@ pub fn consumer_group_describe(
     };
     let image = broker.image();
     let names = |parts: &std::collections::BTreeSet<(uuid::Uuid, i32)>| {
-        let mut by_topic: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
-        for (t, p) in parts {
-            by_topic.entry(*t).or_default().push(*p);
-        }
+        let by_topic = by_topic(parts.iter().copied());
         Assignment::default().with_topic_partitions(
             by_topic
                 .into_iter()
@@ -967,4 +961,14 @@ pub fn consumer_group_describe(
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+/// Partitions named by (topic id, index), grouped per topic id in order, as KIP-848
+/// assignments carry them.
+fn by_topic(parts: impl IntoIterator<Item = (uuid::Uuid, i32)>) -> BTreeMap<uuid::Uuid, Vec<i32>> {
+    let mut grouped: BTreeMap<uuid::Uuid, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts {
+        grouped.entry(t).or_default().push(p);
+    }
+    grouped
 }
