@@ -680,3 +680,132 @@ class GroupMember:
         self._stop.set()
         self._thread.join(timeout_s)
         assert not self._thread.is_alive(), f"member {self.name} did not close within {timeout_s} s"
+
+
+# ---- a loopback proxy that loses responses ---------------------------------------------------
+
+
+class ResponseDroppingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a broker that forwards every request, and for
+    the first `drops` responses to requests with API key `api_key` (0 = Produce) whose
+    correlation id is a multiple of `every`, closes the client connection instead of
+    relaying the response: the request took effect but the client never hears of it.
+
+    Start the broker with `advertised.listeners` pointing at `proxy.port` so clients come
+    back through the proxy. `dropped` counts the responses lost."""
+
+    def __init__(self, target_port: int, port: int = None, api_key: int = 0, drops: int = 10, every: int = 3):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.api_key = api_key
+        self.drops_left = drops
+        self.every = every
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", port or 0))
+        self._server.listen(64)
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            pending = {}
+            threading.Thread(target=self._requests, args=(client, upstream, pending), daemon=True).start()
+            threading.Thread(target=self._responses, args=(client, upstream, pending), daemon=True).start()
+
+    @staticmethod
+    def _read_frame(sock):
+        def exact(n):
+            buf = b""
+            while len(buf) < n:
+                chunk = sock.recv(n - len(buf))
+                if not chunk:
+                    return None
+                buf += chunk
+            return buf
+
+        head = exact(4)
+        if head is None:
+            return None
+        body = exact(int.from_bytes(head, "big", signed=True))
+        return None if body is None else head + body
+
+    def _requests(self, client, upstream, pending):
+        try:
+            while True:
+                frame = self._read_frame(client)
+                if frame is None:
+                    break
+                api_key = int.from_bytes(frame[4:6], "big", signed=True)
+                correlation = int.from_bytes(frame[8:12], "big", signed=True)
+                pending[correlation] = api_key
+                upstream.sendall(frame)
+        except OSError:
+            pass
+        self._close(client, upstream)
+
+    def _responses(self, client, upstream, pending):
+        try:
+            while True:
+                frame = self._read_frame(upstream)
+                if frame is None:
+                    break
+                correlation = int.from_bytes(frame[4:8], "big", signed=True)
+                api_key = pending.pop(correlation, None)
+                with self._lock:
+                    drop = (
+                        api_key == self.api_key
+                        and self.drops_left > 0
+                        and correlation % self.every == 0
+                    )
+                    if drop:
+                        self.drops_left -= 1
+                        self.dropped += 1
+                if drop:
+                    break
+                client.sendall(frame)
+        except OSError:
+            pass
+        self._close(client, upstream)
+
+    @staticmethod
+    def _close(*socks):
+        import socket
+
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._server.close()
+        self._thread.join(timeout=5)

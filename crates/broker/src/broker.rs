@@ -186,6 +186,7 @@ impl Broker {
     pub fn flush_all(&self) {
         for p in self.partitions.all() {
             crate::flusher::flush_now(&p);
+            p.snapshot_producer_state();
         }
     }
 }
@@ -205,6 +206,11 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(300_000)
         .max(10);
+    let producer_expiration_ms = broker
+        .config
+        .value("producer.id.expiration.ms")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(86_400_000);
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
@@ -219,6 +225,8 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
                 for p in partitions {
                     p.maybe_roll(now);
                     p.apply_retention(now);
+                    p.expire_producers(now, producer_expiration_ms);
+                    p.snapshot_producer_state();
                 }
             })
             .await;

@@ -181,9 +181,9 @@ impl GroupService {
                     ErrorCode::UnknownServerError
                 })?[..],
             );
-            let info = partition.append(&mut buf, encoded.len() as i64, now)?;
+            let info = partition.append_internal(&mut buf, now)?;
             broker.partitions.flusher.after_append(&partition);
-            waits.push((partition, info.last_offset + 1));
+            waits.push((partition, info.last_offset() + 1));
         }
         Ok(waits)
     }

@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
-use strata_log::{AppendInfo, LogConfig, LogError, PartitionLog, SyncJob};
+use strata_log::{
+    AbortedTxn, AppendInfo, Check, LogConfig, LogError, Marker, MarkerRecord, PartitionLog,
+    ProducerError, ProducerStateManager, SyncJob,
+};
+use strata_protocol::batch::BatchHeader;
 use strata_protocol::ErrorCode;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -26,6 +30,11 @@ pub struct Partition {
     pub topic_id: Uuid,
     pub index: i32,
     log: Mutex<PartitionLog>,
+    /// Idempotent and transactional producers' state (`strata_log::producer_state`). Lock
+    /// order: `producers` before `log`.
+    producers: Mutex<ProducerStateManager>,
+    /// Set when `producers` changed since the last snapshot.
+    producers_dirty: AtomicBool,
     settings: RwLock<Arc<TopicSettings>>,
     leader_epoch: AtomicI32,
     log_start_offset: AtomicI64,
@@ -52,8 +61,45 @@ pub struct Partition {
 pub struct ReadResult {
     pub records: Bytes,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// For `read_committed` reads: the aborted transactions overlapping the records.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The batches were written at these offsets.
+    New(AppendInfo),
+    /// The batch repeats one the producer wrote before: its original offsets, nothing written.
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+impl Appended {
+    pub fn base_offset(&self) -> i64 {
+        match self {
+            Appended::New(info) => info.base_offset,
+            Appended::Duplicate { base_offset, .. } => *base_offset,
+        }
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        match self {
+            Appended::New(info) => info.last_offset,
+            Appended::Duplicate { last_offset, .. } => *last_offset,
+        }
+    }
+}
+
+/// Kafka's error for a refused producer batch.
+pub fn producer_error_code(e: &ProducerError) -> ErrorCode {
+    match e {
+        ProducerError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        ProducerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        ProducerError::InvalidTxnState { .. } => ErrorCode::InvalidTxnState,
+    }
 }
 
 impl Partition {
@@ -66,6 +112,8 @@ impl Partition {
         leader_epoch: i32,
         fsync_before_ack: bool,
     ) -> Self {
+        let mut log = log;
+        let producers = rebuild_producer_state(&mut log, &topic, index);
         let start = log.log_start_offset();
         let end = log.log_end_offset();
         // Everything recovered from disk at start-up is treated as durable: it survived the
@@ -76,6 +124,8 @@ impl Partition {
             topic_id,
             index,
             log: Mutex::new(log),
+            producers: Mutex::new(producers),
+            producers_dirty: AtomicBool::new(false),
             settings: RwLock::new(settings),
             leader_epoch: AtomicI32::new(leader_epoch),
             log_start_offset: AtomicI64::new(start),
@@ -152,32 +202,149 @@ impl Partition {
         self.hw_tx.send_modify(|_| {});
     }
 
-    /// Appends validated batches. Returns what the log assigned; the caller decides when to
-    /// acknowledge (acks=all waits for the HW to pass `last_offset`).
+    fn lock_producers(&self) -> MutexGuard<'_, ProducerStateManager> {
+        self.producers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends validated batches (`headers` are theirs, in order). Batches of idempotent
+    /// producers are checked against the producer state first: a retried batch is answered
+    /// with its original offsets and not written again; a sequence gap or a stale epoch is
+    /// refused. The caller decides when to acknowledge (acks=all waits for the HW to pass the
+    /// last offset).
     pub fn append(
         &self,
         batches: &mut [u8],
+        headers: &[BatchHeader],
         record_count: i64,
         now_ms: i64,
-    ) -> Result<AppendInfo, ErrorCode> {
+    ) -> Result<Appended, (ErrorCode, Option<String>)> {
         if self.is_deleted() {
-            return Err(ErrorCode::UnknownTopicOrPartition);
+            return Err((ErrorCode::UnknownTopicOrPartition, None));
         }
         let settings = self.settings();
         let log_append_time = settings.log_append_time.then_some(now_ms);
+        let idempotent = headers.iter().any(|h| h.producer_id >= 0);
+        if idempotent && headers.len() != 1 {
+            // Kafka allows exactly one batch per partition in a produce request (v3+);
+            // sequence checks rely on it.
+            return Err((
+                ErrorCode::InvalidRecord,
+                Some("a produce request may hold only one record batch per partition".into()),
+            ));
+        }
+        let mut producers = self.lock_producers();
+        if idempotent {
+            match producers.check(&headers[0]) {
+                Ok(Check::Append) => {}
+                Ok(Check::Duplicate(batch)) => {
+                    tracing::debug!(topic = %self.topic, partition = self.index, producer_id = headers[0].producer_id, sequence = batch.first_seq, "duplicate batch");
+                    return Ok(Appended::Duplicate {
+                        base_offset: batch.first_offset,
+                        last_offset: batch.last_offset,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(topic = %self.topic, partition = self.index, error = %e, "refused a producer batch");
+                    return Err((producer_error_code(&e), Some(e.to_string())));
+                }
+            }
+        }
         let info = {
             let mut log = self.lock_log();
             let info = log.append(batches, now_ms, log_append_time).map_err(|e| {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
-                ErrorCode::KafkaStorageError
+                (ErrorCode::KafkaStorageError, None)
             })?;
             debug_assert_eq!(info.last_offset + 1, log.log_end_offset());
             self.log_end_offset
                 .store(log.log_end_offset(), Ordering::Release);
             info
         };
+        if idempotent {
+            let mut h = headers[0];
+            h.base_offset = info.base_offset;
+            producers.on_batch(&h, now_ms);
+            self.producers_dirty.store(true, Ordering::Release);
+        }
+        drop(producers);
+        self.after_write(info.last_offset, record_count, now_ms);
+        Ok(Appended::New(info))
+    }
+
+    /// Appends batches the broker built itself (internal topics).
+    pub fn append_internal(&self, batches: &mut [u8], now_ms: i64) -> Result<Appended, ErrorCode> {
+        let mut headers = Vec::new();
+        let mut records = 0i64;
+        for item in strata_protocol::batch::iter_batches(batches) {
+            let (h, _) = item.map_err(|_| ErrorCode::CorruptMessage)?;
+            records += i64::from(h.records_count);
+            headers.push(h);
+        }
+        self.append(batches, &headers, records, now_ms)
+            .map_err(|(code, _)| code)
+    }
+
+    /// Appends a transaction marker for `producer_id` (a control batch) and records it in
+    /// the producer state; an abort that ends an open transaction goes to the aborted
+    /// transaction index. Returns the marker's offset.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, ErrorCode> {
+        if self.is_deleted() {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        let mut producers = self.lock_producers();
+        producers
+            .check_marker(producer_id, producer_epoch)
+            .map_err(|e| producer_error_code(&e))?;
+        let control = strata_protocol::records::ControlMarker {
+            commit: marker == Marker::Commit,
+            coordinator_epoch,
+        };
+        let bytes =
+            strata_protocol::records::encode_marker(producer_id, producer_epoch, control, now_ms)
+                .map_err(|_| ErrorCode::UnknownServerError)?;
+        let mut bytes = bytes.to_vec();
+        let settings = self.settings();
+        let log_append_time = settings.log_append_time.then_some(now_ms);
+        let mut log = self.lock_log();
+        let info = log.append(&mut bytes, now_ms, log_append_time).map_err(|e| {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "marker append failed");
+            ErrorCode::KafkaStorageError
+        })?;
+        self.log_end_offset
+            .store(log.log_end_offset(), Ordering::Release);
+        let record = MarkerRecord {
+            producer_id,
+            epoch: producer_epoch,
+            marker,
+            coordinator_epoch,
+            offset: info.base_offset,
+            timestamp: now_ms,
+        };
+        if let Some(aborted) = producers.on_marker(&record, self.high_watermark()) {
+            if let Err(e) = log.add_aborted_txn(aborted) {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot index an aborted transaction");
+                return Err(ErrorCode::KafkaStorageError);
+            }
+        }
+        drop(log);
+        self.producers_dirty.store(true, Ordering::Release);
+        drop(producers);
+        self.after_write(info.last_offset, 1, now_ms);
+        Ok(info.base_offset)
+    }
+
+    fn after_write(&self, last_offset: i64, record_count: i64, now_ms: i64) {
         if !self.fsync_before_ack {
-            self.advance_high_watermark(info.last_offset + 1);
+            self.advance_high_watermark(last_offset + 1);
         }
         let _ = self.unflushed_since_ms.compare_exchange(
             0,
@@ -190,7 +357,52 @@ impl Partition {
         let _ =
             self.dirty_since_ms
                 .compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire);
-        Ok(info)
+    }
+
+    /// The last stable offset: `read_committed` reads stop there.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        let mut producers = self.lock_producers();
+        producers.on_high_watermark(hw);
+        producers.last_stable_offset(hw)
+    }
+
+    /// Open transactions in this partition: (producer id, epoch, first offset).
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.lock_producers().ongoing()
+    }
+
+    /// Producers known here (DescribeProducers): a copy of their entries.
+    pub fn producer_entries(&self) -> Vec<strata_log::producer_state::ProducerEntry> {
+        self.lock_producers().entries().cloned().collect()
+    }
+
+    /// Drops producers idle for `producer.id.expiration.ms`.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        if self.lock_producers().expire(now_ms, expiration_ms) > 0 {
+            self.producers_dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Writes the producer-state snapshot if it changed (blocking: fsyncs a file). Only
+    /// durable state is snapshotted: the snapshot's offset is the durable log end.
+    pub fn snapshot_producer_state(&self) {
+        if !self.producers_dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let (state, offset, dir) = {
+            let producers = self.lock_producers();
+            let log = self.lock_log();
+            (
+                producers.clone(),
+                log.log_end_offset(),
+                log.dir().to_path_buf(),
+            )
+        };
+        if let Err(e) = state.write_snapshot(&dir, offset) {
+            self.producers_dirty.store(true, Ordering::Release);
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot write the producer state snapshot");
+        }
     }
 
     /// Whether this partition should be queued for an fsync now.
@@ -226,24 +438,48 @@ impl Partition {
 
     /// Reads whole batches from `offset`, up to the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ErrorCode> {
+        self.read_isolated(offset, max_bytes, false)
+    }
+
+    /// Reads whole batches from `offset`, up to the high watermark, or with `read_committed`
+    /// up to the last stable offset, with the aborted transactions in that range.
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<ReadResult, ErrorCode> {
+        let last_stable_offset = self.last_stable_offset();
         let log = self.lock_log();
         let high_watermark = self.high_watermark();
+        let bound = if read_committed {
+            last_stable_offset.min(high_watermark)
+        } else {
+            high_watermark
+        };
         let log_start_offset = log.log_start_offset();
         let log_end_offset = log.log_end_offset();
         if offset < log_start_offset || offset > log_end_offset {
             return Err(ErrorCode::OffsetOutOfRange);
         }
-        let records = if offset >= high_watermark {
+        let records = if offset >= bound {
             Bytes::new()
         } else {
-            log.read(offset, max_bytes, high_watermark)
+            log.read(offset, max_bytes, bound)
                 .map_err(|e| self.read_error(e))?
+        };
+        let aborted = if read_committed && !records.is_empty() {
+            log.aborted_txns(offset, bound)
+        } else {
+            Vec::new()
         };
         Ok(ReadResult {
             records,
             high_watermark,
+            last_stable_offset,
             log_start_offset,
             log_end_offset,
+            aborted,
         })
     }
 
@@ -258,8 +494,10 @@ impl Partition {
         Ok(ReadResult {
             records: Bytes::new(),
             high_watermark: self.high_watermark(),
+            last_stable_offset: self.last_stable_offset(),
             log_start_offset,
             log_end_offset,
+            aborted: Vec::new(),
         })
     }
 
@@ -382,6 +620,71 @@ impl Partition {
             tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "segment roll failed");
         }
     }
+}
+
+/// Rebuilds the producer state of a log just opened: the snapshot, if it matches the log,
+/// then every batch after it (markers included; aborted transactions found on the way are
+/// put back in the transaction index in case a crash lost their entry).
+fn rebuild_producer_state(log: &mut PartitionLog, topic: &str, index: i32) -> ProducerStateManager {
+    let (mut state, from) = match ProducerStateManager::read_snapshot(log.dir()) {
+        Some((state, offset)) if offset <= log.log_end_offset() => {
+            (state, offset.max(log.log_start_offset()))
+        }
+        Some(_) => {
+            // Written before a crash lost the log's tail: replay everything instead.
+            ProducerStateManager::remove_snapshot(log.dir());
+            (ProducerStateManager::new(), log.log_start_offset())
+        }
+        None => (ProducerStateManager::new(), log.log_start_offset()),
+    };
+    let end = log.log_end_offset();
+    let now = now_ms();
+    let mut aborted = Vec::new();
+    let mut batches = 0u64;
+    let scanned = log.scan_batches(from, |h, control| {
+        batches += 1;
+        match control {
+            Some(bytes) if h.producer_id >= 0 => {
+                if let Some(m) = strata_protocol::records::decode_marker(bytes) {
+                    let marker = if m.commit {
+                        Marker::Commit
+                    } else {
+                        Marker::Abort
+                    };
+                    let record = MarkerRecord {
+                        producer_id: h.producer_id,
+                        epoch: h.producer_epoch,
+                        marker,
+                        coordinator_epoch: m.coordinator_epoch,
+                        offset: h.base_offset,
+                        timestamp: now,
+                    };
+                    aborted.extend(state.on_marker(&record, end));
+                }
+            }
+            Some(_) => {}
+            None => state.on_batch(h, now),
+        }
+    });
+    if let Err(e) = scanned {
+        tracing::error!(topic, partition = index, error = %e, "cannot replay producer state; duplicates of retried batches may not be detected");
+    }
+    for txn in aborted {
+        if let Err(e) = log.add_aborted_txn(txn) {
+            tracing::error!(topic, partition = index, error = %e, "cannot index an aborted transaction");
+        }
+    }
+    if batches > 0 {
+        tracing::debug!(
+            topic,
+            partition = index,
+            from,
+            batches,
+            producers = state.len(),
+            "replayed producer state"
+        );
+    }
+    state
 }
 
 /// The log crate's view of a topic's settings.

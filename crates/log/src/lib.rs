@@ -35,7 +35,9 @@ mod checkpoint;
 mod compaction;
 mod index;
 mod partition_log;
+pub mod producer_state;
 mod segment;
+mod txn_index;
 
 use std::path::PathBuf;
 
@@ -43,6 +45,9 @@ use strata_protocol::batch::BatchError;
 
 pub use crate::compaction::{recompress_batch, CleanOptions, CleanReport};
 pub use crate::partition_log::{PartitionLog, SyncJob};
+pub use crate::producer_state::{
+    AbortedTxn, Check, Marker, MarkerRecord, ProducerError, ProducerStateManager,
+};
 
 /// Log settings taken from the topic config (Kafka's `segment.bytes`, `segment.ms`,
 /// `index.interval.bytes`).

@@ -16,7 +16,9 @@ use strata_protocol::batch::{self, BatchHeader};
 
 use crate::checkpoint;
 use crate::compaction::{self, CleanOptions, CleanReport, CrashBudget, Filtered};
+use crate::producer_state::AbortedTxn;
 use crate::segment::{io_err, parse_segment_name, segment_path, Segment};
+use crate::txn_index;
 use crate::{AppendInfo, LogConfig, LogError, RecoveryReport};
 
 /// Everything that must be fsynced to make the log durable up to `end_offset`: shared handles
@@ -60,6 +62,8 @@ pub struct PartitionLog {
     unsynced_files: Vec<Arc<File>>,
     active_unsynced: bool,
     dir_unsynced: bool,
+    /// The aborted-transaction index, by segment base offset (`txn_index.rs`).
+    aborted: BTreeMap<i64, Vec<AbortedTxn>>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -159,7 +163,9 @@ impl PartitionLog {
             unsynced_files: Vec::new(),
             active_unsynced: false,
             dir_unsynced: false,
+            aborted: BTreeMap::new(),
         };
+        log.load_txn_indexes()?;
         if let Some(start) = checkpointed_start.filter(|s| *s > first_base) {
             if start > log.log_end_offset {
                 // The start was checkpointed past data that a crash then lost: the log is
@@ -920,6 +926,92 @@ impl PartitionLog {
         Ok(Some((removed, before, after)))
     }
 
+    /// Loads every segment's aborted-transaction index, dropping entries at or past the log
+    /// end (their markers were lost with a torn tail).
+    fn load_txn_indexes(&mut self) -> Result<(), LogError> {
+        for base in self.segments.keys().copied().collect::<Vec<_>>() {
+            let mut entries = txn_index::load(&self.dir, base)?;
+            let loaded = entries.len();
+            entries.retain(|t| t.last_offset < self.log_end_offset);
+            if entries.len() != loaded {
+                txn_index::rewrite(&self.dir, base, &entries)?;
+            }
+            if !entries.is_empty() {
+                self.aborted.insert(base, entries);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an aborted transaction in the index of the segment holding its marker
+    /// (`txn.last_offset`). Already known entries (same producer and marker) are skipped, so
+    /// replay after a restart may offer them again. The file is fsynced with the next sync job.
+    pub fn add_aborted_txn(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        let Some(base) = self
+            .segments
+            .range(..=txn.last_offset)
+            .next_back()
+            .map(|(base, _)| *base)
+        else {
+            return Ok(());
+        };
+        let entries = self.aborted.entry(base).or_default();
+        if entries
+            .iter()
+            .any(|t| t.producer_id == txn.producer_id && t.last_offset == txn.last_offset)
+        {
+            return Ok(());
+        }
+        let file = txn_index::append(&self.dir, base, &txn)?;
+        entries.push(txn);
+        self.unsynced_files.push(Arc::new(file));
+        Ok(())
+    }
+
+    /// Aborted transactions that overlap `[from, upper)`: marker at or after `from`, first
+    /// offset below `upper` (what a `read_committed` fetch of that range must be told).
+    pub fn aborted_txns(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .values()
+            .flatten()
+            .filter(|t| t.last_offset >= from && t.first_offset < upper)
+            .copied()
+            .collect()
+    }
+
+    /// Calls `f` with the header of every batch from the one holding `from` to the log end,
+    /// in order, and with the batch bytes for control batches (transaction markers). Used to
+    /// rebuild producer state at start-up.
+    pub fn scan_batches(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader, Option<&[u8]>),
+    ) -> Result<(), LogError> {
+        let from = from.max(self.log_start_offset);
+        let first_base = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(base, _)| *base);
+        for segment in self.segments.range(first_base..).map(|(_, s)| s) {
+            let mut position = segment.index.lookup_offset(from);
+            // Bounded by the segment size: each step advances by at least one header.
+            while position < segment.size {
+                let header = segment.header_at(position)?;
+                if header.last_offset() >= from {
+                    if header.is_control() {
+                        let bytes = segment.read_bytes(position, header.total_len())?;
+                        f(&header, Some(&bytes));
+                    } else {
+                        f(&header, None);
+                    }
+                }
+                position += header.total_len() as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes closed segments whose successor starts at or below the log start offset.
     fn remove_segments_below_start(&mut self) -> Result<(), LogError> {
         let doomed: Vec<i64> = self
@@ -931,6 +1023,7 @@ impl PartitionLog {
             .collect();
         for base in doomed {
             self.segments.remove(&base);
+            self.aborted.remove(&base);
             Segment::remove_files(&self.dir, base)?;
             self.dir_unsynced = true;
             tracing::debug!(dir = %self.dir.display(), base, "deleted segment below the log start offset");

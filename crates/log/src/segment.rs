@@ -476,7 +476,7 @@ impl Segment {
 
     /// Removes the segment's files. Missing files are not an error.
     pub fn remove_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", "txnindex"] {
             let path = segment_path(dir, base_offset, ext);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}

@@ -147,22 +147,53 @@ pub fn encode_batch(
     records: &[PlainRecord],
     compression: kafka_protocol::records::Compression,
 ) -> Result<Bytes, EncodeBatchError> {
+    encode_batch_as(records, compression, BatchProducer::NONE)
+}
+
+/// The producer fields of a batch: id, epoch, first sequence, and the transactional and
+/// control attribute bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+    pub control: bool,
+}
+
+impl BatchProducer {
+    /// A batch from no particular producer.
+    pub const NONE: BatchProducer = BatchProducer {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        transactional: false,
+        control: false,
+    };
+}
+
+/// Encodes records as one magic-2 batch with base offset 0 and the given producer fields.
+pub fn encode_batch_as(
+    records: &[PlainRecord],
+    compression: kafka_protocol::records::Compression,
+    producer: BatchProducer,
+) -> Result<Bytes, EncodeBatchError> {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
+            transactional: producer.transactional,
+            control: producer.control,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch when offset - sequence changes; keeping it
-            // constant (and the first sequence -1) gives one batch without a sequence.
-            sequence: i as i32 - 1,
+            // constant gives one batch (without a sequence when the first is -1).
+            sequence: producer.base_sequence.wrapping_add(i as i32),
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),
@@ -180,6 +211,71 @@ pub fn encode_batch(
     )
     .map_err(|e| EncodeBatchError(e.to_string()))?;
     Ok(buf.freeze())
+}
+
+/// A transaction marker: the control record of a commit or an abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Encodes a transaction marker as Kafka writes it: a transactional control batch of one
+/// record whose key is `version: i16 = 0, type: i16 (0 abort, 1 commit)` and whose value is
+/// `version: i16 = 0, coordinator_epoch: i32`.
+pub fn encode_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlMarker,
+    timestamp: i64,
+) -> Result<Bytes, EncodeBatchError> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(marker.commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    encode_batch_as(
+        &[PlainRecord::new(Some(&key), Some(&value), timestamp)],
+        kafka_protocol::records::Compression::None,
+        BatchProducer {
+            producer_id,
+            producer_epoch,
+            base_sequence: -1,
+            transactional: true,
+            control: true,
+        },
+    )
+}
+
+/// Reads the marker of a control batch; `None` if the batch is not a readable transaction
+/// marker (an unknown control type is skipped, as Kafka's readers do).
+pub fn decode_marker(batch: &[u8]) -> Option<ControlMarker> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut bytes = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut bytes).ok()?;
+    let record = set.records.first()?;
+    if !record.control {
+        return None;
+    }
+    let key = record.key.as_ref()?;
+    if key.len() < 4 {
+        return None;
+    }
+    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let coordinator_epoch = record
+        .value
+        .as_ref()
+        .filter(|v| v.len() >= 6)
+        .map_or(0, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
+    Some(ControlMarker {
+        commit,
+        coordinator_epoch,
+    })
 }
 
 /// A batch that could not be encoded.
@@ -255,5 +351,23 @@ mod tests {
         // baseTimestamp = i64::MAX and a record with timestamp delta 1 (overflow).
         let overflow = hex("000000000000000000000038ffffffff02babae7af0000000000007fffffffffffffff7fffffffffffffffffffffffffffffffffffffffffff000000010c000200010100");
         let _ = record_timestamps(&overflow);
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        for commit in [true, false] {
+            let marker = ControlMarker {
+                commit,
+                coordinator_epoch: 7,
+            };
+            let batch = encode_marker(42, 3, marker, 1000).unwrap();
+            let header = crate::batch::check_batch(&batch, 0).unwrap();
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!((header.producer_id, header.producer_epoch), (42, 3));
+            assert_eq!(decode_marker(&batch), Some(marker));
+        }
+        let data =
+            encode_batch(&[PlainRecord::new(Some(b"k"), Some(b"v"), 1)], Codec::None).unwrap();
+        assert_eq!(decode_marker(&data), None);
     }
 }

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use strata_protocol::ErrorCode;
 
 use super::{str_bytes, Reply};
@@ -123,7 +125,7 @@ pub fn fetch(
                     .iter()
                     .filter_map(|r| r.partition.as_ref().map(|p| p.subscribe()))
                     .collect();
-                let (results, total, any_error) = read_all(&resolved, max_bytes);
+                let (results, total, any_error) = read_all(&resolved, max_bytes, read_committed);
                 if total >= min_bytes
                     || any_error
                     || receivers.is_empty()
@@ -136,7 +138,7 @@ pub fn fetch(
                 );
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
                     // Timed out: answer with whatever is there now.
-                    let (results, _, _) = read_all(&resolved, max_bytes);
+                    let (results, _, _) = read_all(&resolved, max_bytes, read_committed);
                     break results;
                 }
             };
@@ -162,7 +164,7 @@ pub fn fetch(
                 if !newsworthy {
                     continue;
                 }
-                let data = if read_committed {
+                let data = if read_committed && data.aborted_transactions.is_none() {
                     data.with_aborted_transactions(Some(vec![]))
                 } else {
                     data
@@ -258,7 +260,11 @@ fn resolve(
 
 /// Reads every partition once. Returns the per-partition data, the total record bytes and
 /// whether any partition has an error.
-fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+fn read_all(
+    resolved: &[Resolved],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(resolved.len());
@@ -281,7 +287,7 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usi
         let result = if limit == 0 && total > 0 {
             partition.offsets_at(r.session.fetch_offset)
         } else {
-            partition.read(r.session.fetch_offset, limit.max(1))
+            partition.read_isolated(r.session.fetch_offset, limit.max(1), read_committed)
         };
         match result {
             Ok(mut res) => {
@@ -292,10 +298,21 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usi
                     res.records = Bytes::new();
                 }
                 total += res.records.len();
+                let aborted = (read_committed && !res.records.is_empty()).then(|| {
+                    res.aborted
+                        .iter()
+                        .map(|t| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(t.producer_id))
+                                .with_first_offset(t.first_offset)
+                        })
+                        .collect()
+                });
                 out.push(
                     base.with_high_watermark(res.high_watermark)
-                        .with_last_stable_offset(res.high_watermark)
+                        .with_last_stable_offset(res.last_stable_offset)
                         .with_log_start_offset(res.log_start_offset)
+                        .with_aborted_transactions(aborted)
                         .with_records(Some(res.records)),
                 );
             }
@@ -304,7 +321,7 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<PartitionData>, usi
                 out.push(
                     base.with_error_code(code.code())
                         .with_high_watermark(partition.high_watermark())
-                        .with_last_stable_offset(partition.high_watermark())
+                        .with_last_stable_offset(partition.last_stable_offset())
                         .with_log_start_offset(partition.log_start_offset()),
                 );
             }

@@ -50,6 +50,7 @@ pub fn list_offsets(
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -78,10 +79,13 @@ pub fn list_offsets(
                         if p.current_leader_epoch >= 0 && p.current_leader_epoch < ours {
                             return Err(ErrorCode::FencedLeaderEpoch);
                         }
-                        let hw = partition.high_watermark();
+                        let latest = if read_committed {
+                            partition.last_stable_offset()
+                        } else {
+                            partition.high_watermark()
+                        };
                         let answer = match p.timestamp {
-                            // No transactions yet: the last stable offset is the HW.
-                            LATEST => Some((hw, -1)),
+                            LATEST => Some((latest, -1)),
                             EARLIEST | EARLIEST_LOCAL => Some((partition.log_start_offset(), -1)),
                             LATEST_TIERED => Some((partition.log_start_offset() - 1, -1)),
                             MAX_TIMESTAMP => partition.max_timestamp(),

@@ -20,7 +20,7 @@ use strata_protocol::ErrorCode;
 use super::{str_bytes, Reply};
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
-use crate::partition::{now_ms, Partition};
+use crate::partition::{now_ms, Appended, Partition};
 
 /// A partition whose acknowledgement waits for its high watermark.
 struct Waiting {
@@ -116,16 +116,14 @@ pub fn produce(
                     }
                     _ => BytesMut::from(&records[..]),
                 };
-                let info = partition
-                    .append(&mut bytes, record_count, now)
-                    .map_err(|e| (e, None))?;
+                let info = partition.append(&mut bytes, &headers, record_count, now)?;
                 broker.partitions.flusher.after_append(&partition);
                 if acks == -1 {
                     waiting.push(Waiting {
                         topic_index: ti,
                         partition_index: pi,
                         partition: partition.clone(),
-                        needed_hw: info.last_offset + 1,
+                        needed_hw: info.last_offset() + 1,
                     });
                 }
                 Ok((info, partition.log_start_offset()))
@@ -133,8 +131,11 @@ pub fn produce(
             // log_start_offset exists from v5, error_message from v8.
             partition_responses.push(match result {
                 Ok((info, log_start)) => base
-                    .with_base_offset(info.base_offset)
-                    .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
+                    .with_base_offset(info.base_offset())
+                    .with_log_append_time_ms(match info {
+                        Appended::New(info) => info.log_append_time.unwrap_or(-1),
+                        Appended::Duplicate { .. } => -1,
+                    })
                     .with_log_start_offset(if version >= 5 { log_start } else { -1 }),
                 Err((code, message)) => {
                     let errors = if version >= 8 {
