@@ -50,6 +50,7 @@ pub enum Resource<'a> {
     Topic(&'a str),
     Cluster,
     Group(&'a str),
+    TransactionalId(&'a str),
 }
 
 /// Whether `ctx`'s principal may perform `op` on `resource`. No ACLs exist yet: everything is

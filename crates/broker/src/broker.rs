@@ -33,6 +33,7 @@ pub struct Broker {
     pub partitions: Arc<PartitionManager>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
     pub groups: crate::groups::GroupService,
+    pub txns: crate::txn::TxnService,
     /// The block of producer ids this broker hands out: `[next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
@@ -98,8 +99,10 @@ impl Broker {
             "metadata loaded"
         );
         let groups = crate::groups::GroupService::new(&config);
+        let txns = crate::txn::TxnService::new(&config);
         let broker = Arc::new(Broker {
             groups,
+            txns,
             config,
             metadata: Mutex::new(store),
             image: RwLock::new(image),
@@ -110,6 +113,8 @@ impl Broker {
         });
         broker.groups.load(&broker);
         crate::groups::GroupService::start_ticker(&broker);
+        broker.txns.load(&broker);
+        crate::txn::TxnService::start_ticker(&broker);
         start_log_maintenance(&broker);
         crate::cleaner::start(&broker);
         Ok(broker)

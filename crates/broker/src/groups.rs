@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use strata_coordinator::consumer::{ConsumerConfig, ConsumerGroups, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
 use strata_coordinator::{GroupConfig, GroupCoordinator, GroupRecord, Output, Token};
-use strata_protocol::records::{encode_batch, PlainRecord};
+use strata_protocol::records::{encode_batch_as, BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
@@ -43,6 +43,9 @@ pub struct GroupService {
     waiting: Mutex<HashMap<Token, Waiting>>,
     next_token: AtomicU64,
     pub offsets_partitions: i32,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by producer id; they
+    /// apply when the transaction's commit marker is written, and vanish on abort.
+    pending_txn: Mutex<HashMap<i64, Vec<GroupRecord>>>,
 }
 
 fn config_i64(broker_config: &crate::config::BrokerConfig, key: &str) -> i64 {
@@ -77,6 +80,7 @@ impl GroupService {
             waiting: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             offsets_partitions: config_i64(config, "offsets.topic.num.partitions").max(1) as i32,
+            pending_txn: Mutex::new(HashMap::new()),
         }
     }
 
@@ -148,6 +152,72 @@ impl GroupService {
         broker: &Broker,
         records: &[GroupRecord],
     ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+        self.append_as(broker, records, BatchProducer::NONE)
+    }
+
+    /// Appends offsets committed inside a transaction (a transactional batch from the
+    /// producer) and keeps them pending until the transaction ends.
+    pub fn append_txn(
+        &self,
+        broker: &Broker,
+        records: Vec<GroupRecord>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+        let waits = self.append_as(
+            broker,
+            &records,
+            BatchProducer {
+                producer_id,
+                producer_epoch,
+                base_sequence: -1,
+                transactional: true,
+                control: false,
+            },
+        )?;
+        self.pending_txn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(producer_id)
+            .or_default()
+            .extend(records);
+        Ok(waits)
+    }
+
+    /// A transaction marker of `producer_id` was written to `__consumer_offsets`: apply its
+    /// pending offsets on commit, drop them on abort.
+    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+        let records = self
+            .pending_txn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&producer_id);
+        if let (Some(records), true) = (records, commit) {
+            let mut coordinator = self.lock();
+            let now = now_ms();
+            for r in records {
+                coordinator.apply(now, r);
+            }
+        }
+    }
+
+    /// Whether offsets of `group` wait for a transaction to end (OffsetFetch's
+    /// require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offsets(&self, group: &str) -> bool {
+        self.pending_txn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .any(|r| r.group() == group)
+    }
+
+    fn append_as(
+        &self,
+        broker: &Broker,
+        records: &[GroupRecord],
+        producer: BatchProducer,
+    ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
         let image = broker.image();
         let topic = image
             .topic_by_name(OFFSETS_TOPIC)
@@ -176,7 +246,7 @@ impl GroupService {
                 })
                 .collect();
             let mut buf = BytesMut::from(
-                &encode_batch(&encoded, Compression::None).map_err(|e| {
+                &encode_batch_as(&encoded, Compression::None, producer).map_err(|e| {
                     tracing::error!(error = %e, "cannot encode a group record batch");
                     ErrorCode::UnknownServerError
                 })?[..],
@@ -190,58 +260,45 @@ impl GroupService {
 
     /// Replays `__consumer_offsets` into the machine (start-up).
     pub fn load(&self, broker: &Broker) {
-        let image = broker.image();
-        let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
-            return;
-        };
         let now = now_ms();
         let mut coordinator = self.lock();
         let mut loaded = 0usize;
-        for p in topic.partitions.keys() {
-            let Some(partition) = broker.partitions.get(&topic.topic_id, *p) else {
-                continue;
-            };
-            let mut offset = partition.log_start_offset();
-            while offset < partition.high_watermark() {
-                let Ok(read) = partition.read(offset, 1 << 20) else {
-                    break;
-                };
-                if read.records.is_empty() {
-                    break;
-                }
-                let mut bytes: Bytes = read.records;
-                let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) else {
-                    tracing::error!(partition = p, offset, "undecodable batch in __consumer_offsets; skipping the rest of the partition");
-                    break;
-                };
-                let mut next = offset;
-                for set in sets {
-                    for r in set.records {
-                        next = next.max(r.offset + 1);
-                        if r.offset < offset {
-                            continue;
-                        }
-                        let Some(key) = r.key else { continue };
-                        match GroupRecord::decode(&key, r.value.as_deref()) {
-                            Ok(record) => {
-                                coordinator.apply(now, record);
-                                loaded += 1;
-                            }
-                            Err(e) => {
-                                tracing::warn!(partition = p, offset = r.offset, error = ?e, "skipping an unreadable group record")
-                            }
-                        }
+        let mut pending: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
+        replay_topic(broker, OFFSETS_TOPIC, |p, r| {
+            if r.control {
+                // A transaction marker: key = version i16, type i16 (1 = commit).
+                let commit = r
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| k.len() >= 4 && k[2..4] == [0, 1]);
+                let records = pending.remove(&r.producer_id).unwrap_or_default();
+                if commit {
+                    for record in records {
+                        coordinator.apply(now, record);
                     }
                 }
-                if next <= offset {
-                    break;
-                }
-                offset = next;
+                return;
             }
-        }
+            let Some(key) = r.key else { return };
+            match GroupRecord::decode(&key, r.value.as_deref()) {
+                Ok(record) if r.transactional => {
+                    pending.entry(r.producer_id).or_default().push(record);
+                }
+                Ok(record) => {
+                    coordinator.apply(now, record);
+                    loaded += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, offset = r.offset, error = ?e, "skipping an unreadable group record")
+                }
+            }
+        });
+        drop(coordinator);
+        // Transactions still open at the restart: their offsets wait for the markers.
+        *self.pending_txn.lock().unwrap_or_else(|p| p.into_inner()) = pending;
         tracing::info!(
             records = loaded,
-            groups = coordinator.list().len(),
+            groups = self.lock().list().len(),
             "loaded consumer groups"
         );
     }
@@ -266,6 +323,53 @@ impl GroupService {
                 svc.consumer().tick(now_ms(), &topics);
             }
         });
+    }
+}
+
+/// Calls `f(partition, record)` for every record of every partition of an internal topic,
+/// from the log start to the high watermark, in log order (start-up replay). A partition with
+/// an undecodable batch is skipped from there on, with an error logged.
+pub fn replay_topic(broker: &Broker, name: &str, mut f: impl FnMut(i32, Record)) {
+    let image = broker.image();
+    let Some(topic) = image.topic_by_name(name) else {
+        return;
+    };
+    for p in topic.partitions.keys() {
+        let Some(partition) = broker.partitions.get(&topic.topic_id, *p) else {
+            continue;
+        };
+        let mut offset = partition.log_start_offset();
+        while offset < partition.high_watermark() {
+            let Ok(read) = partition.read(offset, 1 << 20) else {
+                break;
+            };
+            if read.records.is_empty() {
+                break;
+            }
+            let mut bytes: Bytes = read.records;
+            let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) else {
+                tracing::error!(
+                    topic = name,
+                    partition = p,
+                    offset,
+                    "undecodable batch in an internal topic; skipping the rest of the partition"
+                );
+                break;
+            };
+            let mut next = offset;
+            for set in sets {
+                for r in set.records {
+                    next = next.max(r.offset + 1);
+                    if r.offset >= offset {
+                        f(*p, r);
+                    }
+                }
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
     }
 }
 

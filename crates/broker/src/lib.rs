@@ -28,6 +28,7 @@ pub mod handlers;
 pub mod manager;
 pub mod partition;
 pub mod server;
+pub mod txn;
 
 pub use broker::{Broker, StartError};
 pub use config::BrokerConfig;

@@ -22,6 +22,7 @@ pub mod consumer;
 pub mod coordinator;
 pub mod group;
 pub mod record;
+pub mod txn;
 
 pub use coordinator::{GroupConfig, GroupCoordinator, Output};
 pub use group::{GroupState, JoinRequest, JoinResponse, SyncRequest, SyncResponse};

@@ -28,6 +28,10 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::DeleteTopics,
     ApiKey::DeleteRecords,
     ApiKey::InitProducerId,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
     ApiKey::AlterReplicaLogDirs,
@@ -41,6 +45,8 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::DescribeQuorum,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeTransactions,
+    ApiKey::ListTransactions,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
     ApiKey::ListConfigResources,
@@ -52,6 +58,13 @@ fn both<Req: Message, Resp: Message>() -> VersionRange {
 }
 
 /// The versions of `key`'s request and response messages, for served APIs.
+fn capped(range: VersionRange, max: i16) -> VersionRange {
+    VersionRange {
+        min: range.min,
+        max: range.max.min(max),
+    }
+}
+
 fn message_versions(key: ApiKey) -> Option<VersionRange> {
     let range = match key {
         ApiKey::Produce => both::<ProduceRequest, ProduceResponse>(),
@@ -105,6 +118,21 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeTopicPartitions => {
             both::<DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse>()
         }
+        // Versions 5 of these belong to transactions version 2 (KIP-890 part 2), which
+        // needs the `transaction.version` feature this broker does not finalize.
+        ApiKey::AddPartitionsToTxn => capped(
+            both::<AddPartitionsToTxnRequest, AddPartitionsToTxnResponse>(),
+            4,
+        ),
+        ApiKey::AddOffsetsToTxn => both::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>(),
+        ApiKey::TxnOffsetCommit => {
+            capped(both::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>(), 4)
+        }
+        ApiKey::EndTxn => capped(both::<EndTxnRequest, EndTxnResponse>(), 4),
+        ApiKey::DescribeTransactions => {
+            both::<DescribeTransactionsRequest, DescribeTransactionsResponse>()
+        }
+        ApiKey::ListTransactions => both::<ListTransactionsRequest, ListTransactionsResponse>(),
         _ => return None,
     };
     Some(range.intersect(&key.valid_versions()))

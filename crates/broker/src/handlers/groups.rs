@@ -44,14 +44,23 @@ fn opt_str(s: &Option<StrBytes>) -> Option<String> {
 /// Creates `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) the
 /// first time a group needs it, as Kafka does on the first FindCoordinator.
 pub async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ErrorCode> {
-    if broker.image().topic_by_name(OFFSETS_TOPIC).is_some() {
+    ensure_internal_topic(broker, OFFSETS_TOPIC, broker.groups.offsets_partitions).await
+}
+
+/// Creates a compacted internal topic (`__consumer_offsets`, `__transaction_state`) with
+/// `partitions` partitions unless it exists.
+pub async fn ensure_internal_topic(
+    broker: &Arc<Broker>,
+    name: &'static str,
+    partitions: i32,
+) -> Result<(), ErrorCode> {
+    if broker.image().topic_by_name(name).is_some() {
         return Ok(());
     }
-    let partitions = broker.groups.offsets_partitions;
     let config = broker.config.clone();
     let result = broker
         .commit(move |image| {
-            if image.topic_by_name(OFFSETS_TOPIC).is_some() {
+            if image.topic_by_name(name).is_some() {
                 return (Vec::new(), ());
             }
             let configs: BTreeMap<String, String> = [
@@ -62,23 +71,28 @@ pub async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ErrorCode>
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-            match plan_create_topic(image, &config, OFFSETS_TOPIC, partitions, 1, &[], &configs) {
+            match plan_create_topic(image, &config, name, partitions, 1, &[], &configs) {
                 Ok(records) => (records, ()),
                 Err((code, message)) => {
-                    tracing::error!(?code, message, "cannot create __consumer_offsets");
+                    tracing::error!(
+                        ?code,
+                        message,
+                        topic = name,
+                        "cannot create an internal topic"
+                    );
                     (Vec::new(), ())
                 }
             }
         })
         .await;
     match result {
-        Ok(()) if broker.image().topic_by_name(OFFSETS_TOPIC).is_some() => {
-            tracing::info!(partitions, "created __consumer_offsets");
+        Ok(()) if broker.image().topic_by_name(name).is_some() => {
+            tracing::info!(partitions, topic = name, "created internal topic");
             Ok(())
         }
         Ok(()) => Err(ErrorCode::CoordinatorNotAvailable),
         Err(error) => {
-            tracing::error!(%error, "cannot create __consumer_offsets");
+            tracing::error!(%error, topic = name, "cannot create an internal topic");
             Err(ErrorCode::CoordinatorNotAvailable)
         }
     }

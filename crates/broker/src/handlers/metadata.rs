@@ -207,7 +207,19 @@ pub async fn find_coordinator(
             )),
             Err(e) => Err(e),
         },
-        TRANSACTION => Err(ErrorCode::CoordinatorNotAvailable),
+        TRANSACTION => {
+            let partitions = broker.txns.state_partitions;
+            match super::groups::ensure_internal_topic(broker, crate::txn::TXN_TOPIC, partitions)
+                .await
+            {
+                Ok(()) => Ok((
+                    broker.node_id(),
+                    listener.host.clone(),
+                    i32::from(listener.port),
+                )),
+                Err(e) => Err(e),
+            }
+        }
         _ => Err(ErrorCode::InvalidRequest),
     };
     let (node, host, port, code, message) = match answer {

@@ -23,6 +23,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer;
+mod txn;
 
 pub enum Reply {
     Now(Box<ResponseKind>),
@@ -58,7 +59,25 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
             offsets::list_offsets(broker, ctx, req, version),
         )),
         RequestKind::InitProducerId(req) => Reply::now(ResponseKind::InitProducerId(
-            producer::init_producer_id(broker, req).await,
+            producer::init_producer_id(broker, ctx, req).await,
+        )),
+        RequestKind::AddPartitionsToTxn(req) => Reply::now(ResponseKind::AddPartitionsToTxn(
+            txn::add_partitions_to_txn(broker, ctx, req, version).await,
+        )),
+        RequestKind::AddOffsetsToTxn(req) => Reply::now(ResponseKind::AddOffsetsToTxn(
+            txn::add_offsets_to_txn(broker, ctx, req).await,
+        )),
+        RequestKind::TxnOffsetCommit(req) => Reply::now(ResponseKind::TxnOffsetCommit(
+            txn::txn_offset_commit(broker, ctx, req).await,
+        )),
+        RequestKind::EndTxn(req) => Reply::now(ResponseKind::EndTxn(
+            txn::end_txn(broker, ctx, req, version).await,
+        )),
+        RequestKind::DescribeTransactions(req) => Reply::now(ResponseKind::DescribeTransactions(
+            txn::describe_transactions(broker, ctx, req),
+        )),
+        RequestKind::ListTransactions(req) => Reply::now(ResponseKind::ListTransactions(
+            txn::list_transactions(broker, ctx, req),
         )),
         RequestKind::DeleteRecords(req) => Reply::now(ResponseKind::DeleteRecords(
             offsets::delete_records(broker, ctx, req),

@@ -37,6 +37,7 @@ pub fn produce(
     version: i16,
 ) -> Reply {
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let image = broker.image();
     let now = now_ms();
     let mut waiting = Vec::new();
@@ -108,6 +109,25 @@ pub fn produce(
                         data.index,
                         &mut record_errors,
                     )?;
+                }
+                if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
+                    // KIP-890: a transactional batch only for a partition in the producer's
+                    // open transaction.
+                    let tid = transactional_id.as_deref().ok_or((
+                        ErrorCode::InvalidTxnState,
+                        Some(
+                            "a transactional batch needs the request's transactional id"
+                                .to_string(),
+                        ),
+                    ))?;
+                    if !authorize(ctx, Operation::Write, Resource::TransactionalId(tid)) {
+                        return Err((ErrorCode::TransactionalIdAuthorizationFailed, None));
+                    }
+                    broker
+                        .txns
+                        .lock()
+                        .verify(tid, h.producer_id, h.producer_epoch, &(topic.name.clone(), data.index))
+                        .map_err(|code| (code, Some(format!("partition {}-{} is not part of the transaction of producer {} epoch {}", topic.name, data.index, h.producer_id, h.producer_epoch))))?;
                 }
                 let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();
                 let mut bytes = match settings.compression {

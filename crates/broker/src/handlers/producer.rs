@@ -1,22 +1,23 @@
-//! InitProducerId for idempotent producers.
+//! InitProducerId.
 //!
 //! An idempotent producer (the default of kafka-python 3 and of Java clients) asks for a
 //! producer id before its first produce. Ids are unique across restarts (allocated in blocks
 //! through a metadata record). A producer that presents its current id and epoch (KIP-360)
-//! gets the same id with the next epoch. Transactional ids need the transaction coordinator,
-//! which does not exist yet: they get COORDINATOR_NOT_AVAILABLE.
-//!
-//! Not yet done here: per-partition sequence tracking (duplicate and gap detection).
+//! gets the same id with the next epoch. A transactional producer is answered by the
+//! transaction coordinator (`handlers::txn::init_transactional`). Sequence checks happen per
+//! partition on produce (`strata_log::producer_state`).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use strata_protocol::ErrorCode;
 
+use crate::auth::ConnectionContext;
 use crate::broker::Broker;
 
 pub async fn init_producer_id(
     broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default()
@@ -28,7 +29,15 @@ pub async fn init_producer_id(
         Some(id) if id.0.is_empty() => {
             return base.with_error_code(ErrorCode::InvalidRequest.code());
         }
-        Some(_) => return base.with_error_code(ErrorCode::CoordinatorNotAvailable.code()),
+        Some(id) => {
+            let id = id.0.to_string();
+            return match super::txn::init_transactional(broker, ctx, &id, &req).await {
+                Ok((producer_id, epoch)) => base
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch),
+                Err(code) => base.with_error_code(code.code()),
+            };
+        }
         None => {}
     }
     // KIP-360: bump the epoch of a known producer instead of handing out a new id.

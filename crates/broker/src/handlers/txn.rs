@@ -1,0 +1,491 @@
+//! Transaction APIs: InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions, ListTransactions (the
+//! coordinator is `crate::txn`, its state machine `strata_coordinator::txn`).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use strata_coordinator::txn::{EndPlan, InitPlan};
+use strata_coordinator::{CommittedOffset, GroupRecord};
+use strata_protocol::ErrorCode;
+
+use super::str_bytes;
+use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::broker::Broker;
+use crate::groups::{wait_durable, OFFSETS_TOPIC};
+use crate::partition::now_ms;
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// InitProducerId for a transactional producer: a new id, or the next epoch of its id
+/// (aborting a transaction the previous instance left open first).
+pub async fn init_transactional(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    transactional_id: &str,
+    req: &InitProducerIdRequest,
+) -> Result<(i64, i16), ErrorCode> {
+    if !authorize(
+        ctx,
+        Operation::Write,
+        Resource::TransactionalId(transactional_id),
+    ) {
+        return Err(ErrorCode::TransactionalIdAuthorizationFailed);
+    }
+    let svc = &broker.txns;
+    let _ops = svc.ops.lock().await;
+    let expected = (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
+        .then_some((req.producer_id.0, req.producer_epoch));
+    // At most: abort the open transaction, then initialise.
+    for _ in 0..2 {
+        let fresh = broker
+            .allocate_producer_id()
+            .await
+            .map_err(|_| ErrorCode::UnknownServerError)?;
+        let plan = svc.lock().init_producer_id(
+            transactional_id,
+            req.transaction_timeout_ms,
+            expected,
+            fresh,
+            now_ms(),
+        )?;
+        match plan {
+            InitPlan::Ready(m) => {
+                let answer = (m.producer_id, m.producer_epoch);
+                svc.persist(broker, vec![(transactional_id.to_string(), Some(m))])
+                    .await?;
+                return Ok(answer);
+            }
+            InitPlan::AbortFirst(m, markers) => {
+                tracing::info!(
+                    transactional_id,
+                    producer_id = m.producer_id,
+                    epoch = m.producer_epoch,
+                    "fencing the previous producer: aborting its open transaction"
+                );
+                svc.persist(broker, vec![(transactional_id.to_string(), Some(m))])
+                    .await?;
+                svc.finish(broker, &markers).await?;
+            }
+        }
+    }
+    Err(ErrorCode::ConcurrentTransactions)
+}
+
+fn code(r: Result<(), ErrorCode>) -> i16 {
+    r.err().map_or(0, |e| e.code())
+}
+
+pub async fn add_partitions_to_txn(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    if version >= 4 {
+        // The batched form is what brokers send each other; one node never needs it, but
+        // answer it properly: each transaction is handled like a v3 request.
+        let mut results = Vec::new();
+        for t in req.transactions {
+            let topics = add_one(
+                broker,
+                ctx,
+                t.transactional_id.0.as_str(),
+                t.producer_id.0,
+                t.producer_epoch,
+                t.topics,
+                t.verify_only,
+            )
+            .await;
+            results.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id)
+                    .with_topic_results(topics),
+            );
+        }
+        return AddPartitionsToTxnResponse::default().with_results_by_transaction(results);
+    }
+    let topics = add_one(
+        broker,
+        ctx,
+        req.v3_and_below_transactional_id.0.as_str(),
+        req.v3_and_below_producer_id.0,
+        req.v3_and_below_producer_epoch,
+        req.v3_and_below_topics,
+        false,
+    )
+    .await;
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics)
+}
+
+async fn add_one(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic>,
+    verify_only: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let image = broker.image();
+    // Kafka adds all partitions or none: any bad partition fails the request, the others
+    // get OPERATION_NOT_ATTEMPTED.
+    let mut wanted = Vec::new();
+    let mut bad: Vec<(String, i32, ErrorCode)> = Vec::new();
+    for t in &topics {
+        let name = t.name.0.to_string();
+        for p in &t.partitions {
+            let problem = if !authorize(ctx, Operation::Write, Resource::Topic(&name)) {
+                Some(ErrorCode::TopicAuthorizationFailed)
+            } else if image
+                .topic_by_name(&name)
+                .is_none_or(|topic| !topic.partitions.contains_key(p))
+            {
+                Some(ErrorCode::UnknownTopicOrPartition)
+            } else {
+                None
+            };
+            match problem {
+                Some(e) => bad.push((name.clone(), *p, e)),
+                None => wanted.push((name.clone(), *p)),
+            }
+        }
+    }
+    let overall: Result<(), ErrorCode> = if !authorize(
+        ctx,
+        Operation::Write,
+        Resource::TransactionalId(transactional_id),
+    ) {
+        Err(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else if !bad.is_empty() {
+        Err(ErrorCode::OperationNotAttempted)
+    } else if verify_only {
+        wanted.iter().try_for_each(|tp| {
+            broker
+                .txns
+                .lock()
+                .verify(transactional_id, producer_id, epoch, tp)
+        })
+    } else {
+        let svc = &broker.txns;
+        let _ops = svc.ops.lock().await;
+        let change =
+            svc.lock()
+                .add_partitions(transactional_id, producer_id, epoch, &wanted, now_ms());
+        match change {
+            Ok(Some(m)) => {
+                svc.persist(broker, vec![(transactional_id.to_string(), Some(m))])
+                    .await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let results = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let e = bad
+                        .iter()
+                        .find(|(n, i, _)| *n == name && i == p)
+                        .map(|(_, _, e)| *e);
+                    let c = match e {
+                        Some(e) => e.code(),
+                        None => code(overall),
+                    };
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_partition_error_code(c)
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name)
+                .with_results_by_partition(results)
+        })
+        .collect()
+}
+
+pub async fn add_offsets_to_txn(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: AddOffsetsToTxnRequest,
+) -> AddOffsetsToTxnResponse {
+    let result = async {
+        let tid = req.transactional_id.0.as_str();
+        let group = req.group_id.0.as_str();
+        if !authorize(ctx, Operation::Write, Resource::TransactionalId(tid)) {
+            return Err(ErrorCode::TransactionalIdAuthorizationFailed);
+        }
+        if !authorize(ctx, Operation::Read, Resource::Group(group)) {
+            return Err(ErrorCode::GroupAuthorizationFailed);
+        }
+        super::groups::ensure_offsets_topic(broker).await?;
+        let partition =
+            strata_coordinator::offsets_partition_for(group, broker.groups.offsets_partitions);
+        let svc = &broker.txns;
+        let _ops = svc.ops.lock().await;
+        let change = svc.lock().add_partitions(
+            tid,
+            req.producer_id.0,
+            req.producer_epoch,
+            &[(OFFSETS_TOPIC.to_string(), partition)],
+            now_ms(),
+        )?;
+        if let Some(m) = change {
+            svc.persist(broker, vec![(tid.to_string(), Some(m))])
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    AddOffsetsToTxnResponse::default().with_error_code(code(result))
+}
+
+pub async fn txn_offset_commit(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let tid = req.transactional_id.0.to_string();
+    let group = req.group_id.0.to_string();
+    let producer_id = req.producer_id.0;
+    let epoch = req.producer_epoch;
+    let partition =
+        strata_coordinator::offsets_partition_for(&group, broker.groups.offsets_partitions);
+    let check = if !authorize(ctx, Operation::Write, Resource::TransactionalId(&tid)) {
+        Err(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else if !authorize(ctx, Operation::Read, Resource::Group(&group)) {
+        Err(ErrorCode::GroupAuthorizationFailed)
+    } else {
+        // The group's offsets partition must have been added (AddOffsetsToTxn).
+        broker
+            .txns
+            .lock()
+            .verify(
+                &tid,
+                producer_id,
+                epoch,
+                &(OFFSETS_TOPIC.to_string(), partition),
+            )
+            .map_err(|e| match e {
+                ErrorCode::InvalidProducerEpoch => ErrorCode::ProducerFenced,
+                other => other,
+            })
+    };
+    let now = now_ms();
+    let mut records = Vec::new();
+    let mut per_partition: Vec<(usize, i32, Option<ErrorCode>)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = t.name.0.to_string();
+        let authorized = authorize(ctx, Operation::Read, Resource::Topic(&topic));
+        for p in &t.partitions {
+            let error = if let Err(e) = check {
+                Some(e)
+            } else if !authorized {
+                Some(ErrorCode::TopicAuthorizationFailed)
+            } else {
+                records.push(GroupRecord::Offset {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    value: Some(CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        commit_ms: now,
+                    }),
+                });
+                None
+            };
+            per_partition.push((ti, p.partition_index, error));
+        }
+    }
+    let written = if records.is_empty() {
+        Ok(())
+    } else {
+        match broker
+            .groups
+            .append_txn(broker, records, producer_id, epoch)
+        {
+            Ok(waits) => wait_durable(waits, WAIT).await,
+            Err(e) => Err(e),
+        }
+    };
+    let topics = req
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let partitions = per_partition
+                .iter()
+                .filter(|(i, _, _)| *i == ti)
+                .map(|(_, p, e)| {
+                    let e = e.or(written.err());
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_error_code(e.map_or(0, |e| e.code()))
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+pub async fn end_txn(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: EndTxnRequest,
+    version: i16,
+) -> EndTxnResponse {
+    let tid = req.transactional_id.0.to_string();
+    let result = async {
+        if !authorize(ctx, Operation::Write, Resource::TransactionalId(&tid)) {
+            return Err(ErrorCode::TransactionalIdAuthorizationFailed);
+        }
+        let svc = &broker.txns;
+        let _ops = svc.ops.lock().await;
+        let plan = svc.lock().end_txn(
+            &tid,
+            req.producer_id.0,
+            req.producer_epoch,
+            req.committed,
+            now_ms(),
+        )?;
+        match plan {
+            EndPlan::AlreadyDone => Ok(()),
+            EndPlan::Markers(m, markers) => {
+                svc.persist(broker, vec![(tid.clone(), Some(m))]).await?;
+                svc.finish(broker, &markers).await
+            }
+        }
+    }
+    .await;
+    let result = result.map_err(|e| match e {
+        // Clients before KIP-588 know only INVALID_PRODUCER_EPOCH.
+        ErrorCode::ProducerFenced if version < 2 => ErrorCode::InvalidProducerEpoch,
+        other => other,
+    });
+    EndTxnResponse::default()
+        .with_error_code(code(result))
+        .with_producer_id(ProducerId(if version >= 5 {
+            req.producer_id.0
+        } else {
+            -1
+        }))
+        .with_producer_epoch(if version >= 5 { req.producer_epoch } else { -1 })
+}
+
+pub fn describe_transactions(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let coordinator = broker.txns.lock();
+    let states = req
+        .transactional_ids
+        .into_iter()
+        .map(|id| {
+            let base = TransactionState::default()
+                .with_transactional_id(id.clone())
+                .with_transaction_state(str_bytes(""))
+                .with_transaction_start_time_ms(-1)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            if !authorize(ctx, Operation::Describe, Resource::TransactionalId(&id.0)) {
+                return base.with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code());
+            }
+            let Some(m) = coordinator.get(&id.0) else {
+                return base.with_error_code(ErrorCode::TransactionalIdNotFound.code());
+            };
+            let mut topics: Vec<TopicData> = Vec::new();
+            for (topic, p) in &m.partitions {
+                match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+                    Some(t) => t.partitions.push(*p),
+                    None => topics.push(
+                        TopicData::default()
+                            .with_topic(TopicName(str_bytes(topic.clone())))
+                            .with_partitions(vec![*p]),
+                    ),
+                }
+            }
+            base.with_transaction_state(str_bytes(m.state.name()))
+                .with_transaction_timeout_ms(m.timeout_ms)
+                .with_transaction_start_time_ms(m.start_ms)
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_producer_epoch(m.producer_epoch)
+                .with_topics(topics)
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+pub fn list_transactions(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    const STATES: [&str; 6] = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+    ];
+    let unknown: Vec<_> = req
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = now_ms();
+    let coordinator = broker.txns.lock();
+    let mut states: Vec<ListedState> = coordinator
+        .all()
+        .filter(|m| {
+            (req.state_filters.is_empty()
+                || req
+                    .state_filters
+                    .iter()
+                    .any(|s| s.as_str() == m.state.name()))
+                && (req.producer_id_filters.is_empty()
+                    || req.producer_id_filters.contains(&ProducerId(m.producer_id)))
+                && (req.duration_filter < 0
+                    || (m.start_ms >= 0 && now - m.start_ms >= req.duration_filter))
+                && authorize(
+                    ctx,
+                    Operation::Describe,
+                    Resource::TransactionalId(&m.transactional_id),
+                )
+        })
+        .map(|m| {
+            ListedState::default()
+                .with_transactional_id(TransactionalId(str_bytes(m.transactional_id.clone())))
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_transaction_state(str_bytes(m.state.name()))
+        })
+        .collect();
+    states.sort_by(|a, b| a.transactional_id.0.cmp(&b.transactional_id.0));
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states)
+}
