@@ -201,15 +201,18 @@ impl GroupService {
         }
     }
 
-    /// Whether offsets of `group` wait for a transaction to end (OffsetFetch's
-    /// require_stable answers UNSTABLE_OFFSET_COMMIT then).
-    pub fn has_pending_txn_offsets(&self, group: &str) -> bool {
+    /// Whether an offset of `group` for the partition waits for a transaction to end
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
         self.pending_txn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .flatten()
-            .any(|r| r.group() == group)
+            .any(|r| {
+                matches!(r, GroupRecord::Offset { group: g, topic: t, partition: p, .. }
+                    if g == group && t == topic && *p == partition)
+            })
     }
 
     fn append_as(

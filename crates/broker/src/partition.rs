@@ -384,12 +384,13 @@ impl Partition {
         }
     }
 
-    /// Writes the producer-state snapshot if it changed (blocking: fsyncs a file). Only
-    /// durable state is snapshotted: the snapshot's offset is the durable log end.
+    /// Writes the producer-state snapshot if it changed (blocking: fsyncs the log first,
+    /// then the snapshot, so the snapshot never describes data a power loss could take).
     pub fn snapshot_producer_state(&self) {
         if !self.producers_dirty.swap(false, Ordering::AcqRel) {
             return;
         }
+        crate::flusher::flush_now(self);
         let (state, offset, dir) = {
             let producers = self.lock_producers();
             let log = self.lock_log();

@@ -492,6 +492,10 @@ pub fn offset_fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     let epoch = |e: i32| if version >= 5 { e } else { -1 };
+    // require_stable (v7+): an offset a transaction may still change is not answered.
+    let unstable = |group: &str, topic: &str, p: i32| {
+        req.require_stable && broker.groups.has_pending_txn_offset(group, topic, p)
+    };
     if version >= 8 {
         let groups = req
             .groups
@@ -514,20 +518,26 @@ pub fn offset_fetch(
                     .with_topics(
                         rows.into_iter()
                             .map(|(t, parts)| {
+                                let partitions = parts
+                                    .into_iter()
+                                    .map(|(p, o, e, m)| {
+                                        let r = OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                            .with_committed_leader_epoch(e)
+                                            .with_metadata(Some(str_bytes(m)));
+                                        if unstable(&id, &t, p) {
+                                            r.with_committed_offset(-1).with_error_code(
+                                                ErrorCode::UnstableOffsetCommit.code(),
+                                            )
+                                        } else {
+                                            r
+                                        }
+                                    })
+                                    .collect();
                                 OffsetFetchResponseTopics::default()
                                     .with_name(TopicName(str_bytes(t)))
-                                    .with_partitions(
-                                        parts
-                                            .into_iter()
-                                            .map(|(p, o, e, m)| {
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(p)
-                                                    .with_committed_offset(o)
-                                                    .with_committed_leader_epoch(e)
-                                                    .with_metadata(Some(str_bytes(m)))
-                                            })
-                                            .collect(),
-                                    )
+                                    .with_partitions(partitions)
                             })
                             .collect(),
                     )
@@ -552,20 +562,25 @@ pub fn offset_fetch(
     OffsetFetchResponse::default().with_topics(
         rows.into_iter()
             .map(|(t, parts)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|(p, o, e, m)| {
+                        let r = OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(o)
+                            .with_committed_leader_epoch(epoch(e))
+                            .with_metadata(Some(str_bytes(m)));
+                        if unstable(&id, &t, p) {
+                            r.with_committed_offset(-1)
+                                .with_error_code(ErrorCode::UnstableOffsetCommit.code())
+                        } else {
+                            r
+                        }
+                    })
+                    .collect();
                 OffsetFetchResponseTopic::default()
                     .with_name(TopicName(str_bytes(t)))
-                    .with_partitions(
-                        parts
-                            .into_iter()
-                            .map(|(p, o, e, m)| {
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(o)
-                                    .with_committed_leader_epoch(epoch(e))
-                                    .with_metadata(Some(str_bytes(m)))
-                            })
-                            .collect(),
-                    )
+                    .with_partitions(partitions)
             })
             .collect(),
     )
