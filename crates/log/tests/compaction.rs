@@ -146,8 +146,18 @@ fn build(
 ) -> (PartitionLog, Vec<Appended>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut log, _) = PartitionLog::open(dir, config(segment_bytes), 0).expect("open");
+    let appended = append_random(&mut log, &mut rng, 0..batches);
+    (log, appended)
+}
+
+/// Appends the random batches numbered `numbers` (a batch's number sets its timestamps).
+fn append_random(
+    log: &mut PartitionLog,
+    rng: &mut StdRng,
+    numbers: std::ops::Range<usize>,
+) -> Vec<Appended> {
     let mut appended = Vec::new();
-    for b in 0..batches {
+    for b in numbers {
         let n = rng.gen_range(1..=6);
         let mut records: Vec<Rec> = (0..n)
             .map(|i| {
@@ -189,7 +199,7 @@ fn build(
         }
         appended.push(Appended { records });
     }
-    (log, appended)
+    appended
 }
 
 /// A record of the model with the last offset of the batch it was appended in.
@@ -204,17 +214,19 @@ struct Model {
 
 impl Model {
     fn new(appended: &[Appended]) -> Self {
-        let records = appended
-            .iter()
-            .flat_map(|a| {
-                let last = a.records.last().expect("non-empty").offset;
-                a.records.iter().map(move |r| (r.clone(), last))
-            })
-            .collect();
-        Model {
-            records,
+        let mut model = Model {
+            records: Vec::new(),
             horizons: BTreeMap::new(),
-        }
+        };
+        model.append(appended);
+        model
+    }
+
+    fn append(&mut self, appended: &[Appended]) {
+        self.records.extend(appended.iter().flat_map(|a| {
+            let last = a.records.last().expect("non-empty").offset;
+            a.records.iter().map(move |r| (r.clone(), last))
+        }));
     }
 
     fn records(&self) -> Vec<Rec> {
@@ -411,7 +423,9 @@ fn latest_value_per_key_with_tombstones_kept() {
 
 #[test]
 fn tombstones_go_after_delete_retention() {
-    // Tombstones with timestamps before 1_600 go (now 2_000, retention 400); later stay.
+    // Every record timestamp (1_000 to about 2_200) is older than now - retention at the
+    // later passes, yet tombstones stay through the first pass (2_000) and the pass just
+    // before its horizon (2_399), and go at it (2_400).
     let opts = CleanOptions {
         delete_retention_ms: 400,
         min_compaction_lag_ms: 0,
@@ -419,7 +433,8 @@ fn tombstones_go_after_delete_retention() {
     for seed in 10..16 {
         check_case(seed, 2_000, opts, None);
     }
-    // All tombstones are old enough.
+    // Retention 0: the first pass's horizons have passed at once; the next pass removes the
+    // tombstones (check_case runs it at the same time).
     for seed in 20..23 {
         check_case(
             seed,
@@ -934,4 +949,64 @@ fn a_horizon_of_a_missing_or_active_segment_is_dropped_at_open() {
     assert!(log.delete_horizon_due(NOW));
     log.clean(NOW, RETENTION, 4).expect("clean");
     assert_eq!(contents(&log), with_tombstone()[1..].to_vec());
+}
+
+/// Passes at random times between rounds of appends (new values for tombstoned keys, new
+/// tombstones, new segments), with reopens: every pass matches the model, horizons included.
+#[test]
+fn passes_between_appends_follow_the_model() {
+    let opts = CleanOptions {
+        delete_retention_ms: 500,
+        ..RETENTION
+    };
+    for seed in 200..206 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, appended) = build(dir.path(), seed, 40, 600);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xabc);
+        let mut model = Model::new(&appended);
+        let mut now = 1_000_000;
+        let mut next_batch = 40;
+        let mut dropped_by_horizon = 0;
+        for round in 0..12 {
+            let bases = log.segment_base_offsets();
+            let end = log.log_end_offset();
+            let before = model.records.len();
+            let horizons_before = model.horizons.clone();
+            log.clean(now, opts, end).expect("clean");
+            model.clean(&bases, end, now, opts, end);
+            let what = format!("seed {seed}, round {round}, now {now}");
+            assert_eq!(read_all(&log).1, model.records(), "{what}");
+            assert_eq!(
+                log.delete_horizons(),
+                model.horizons_by_base(&bases),
+                "{what}"
+            );
+            if horizons_before.values().any(|h| *h <= now) && model.records.len() < before {
+                dropped_by_horizon += 1;
+            }
+            if rng.gen_ratio(1, 3) {
+                drop(log);
+                log = PartitionLog::open(dir.path(), config(600), 0)
+                    .expect("reopen")
+                    .0;
+                assert_eq!(
+                    log.delete_horizons(),
+                    model.horizons_by_base(&bases),
+                    "{what}"
+                );
+            }
+            let n = rng.gen_range(0..12);
+            model.append(&append_random(
+                &mut log,
+                &mut rng,
+                next_batch..next_batch + n,
+            ));
+            next_batch += n;
+            now += [0, 1, 250, 499, 500, 700][rng.gen_range(0..6)];
+        }
+        assert!(
+            dropped_by_horizon > 0,
+            "seed {seed}: some pass removed tombstones"
+        );
+    }
 }
