@@ -1,12 +1,14 @@
 """Log compaction with real clients: after cleaning, a new consumer from `earliest` sees only
-the latest value per key, and, after `delete.retention.ms`, no tombstoned key at all. Offsets
+the latest value per key, and, once `delete.retention.ms` has passed since the segment holding a
+tombstone was first cleaned, no tombstoned key at all. Offsets
 of the kept records are the offsets they were written at."""
 
 import time
 
 from strata_e2e import assert_delivered, confluent_consume, confluent_produce, create_topic, wait_until
 
-FAST = ("log.cleaner.backoff.ms=200", "log.retention.check.interval.ms=200")
+# Two cleaner workers, so the end-to-end tests also run the multi-worker scheduling.
+FAST = ("log.cleaner.backoff.ms=200", "log.retention.check.interval.ms=200", "log.cleaner.threads=2")
 
 
 def produce_round(broker, topic, records):
@@ -22,11 +24,16 @@ def latest(broker, topic):
 
 
 def test_compaction_keeps_the_latest_value_per_key_and_drops_tombstones(broker_factory, topic):
+    """delete.retention.ms counts from the first cleaning of the tombstone's segment, not from
+    its timestamp: a tombstone stamped an hour ago is still read after the pass that removes
+    the older values of its key, and goes by itself (no new writes) once delete.retention.ms
+    has passed since then."""
+    retention_s = 3.0
     broker = broker_factory(*FAST)
     create_topic(broker.bootstrap, topic, config={
         "cleanup.policy": "compact",
         "segment.ms": "100",
-        "delete.retention.ms": "1500",
+        "delete.retention.ms": str(int(retention_s * 1000)),
         "min.compaction.lag.ms": "0",
         "min.cleanable.dirty.ratio": "0.01",
     })
@@ -38,28 +45,32 @@ def test_compaction_keeps_the_latest_value_per_key_and_drops_tombstones(broker_f
         for r in recs:
             written[offset] = (r["key"], r["value"])
             offset += 1
-    # A tombstone for k0, then one more round so every record above is in a closed segment.
-    produce_round(broker, topic, [dict(key=b"k0", value=None)])
+    # A tombstone for k0 with an ancient timestamp (a timestamp rule would drop it in the very
+    # first pass), then one more round so every record above is in a closed segment.
+    ancient_ms = int(time.time() * 1000) - 3_600_000
+    tombstone_written = time.monotonic()
+    produce_round(broker, topic, [dict(key=b"k0", value=None, timestamp=ancient_ms)])
     tombstone_offset = offset
     offset += 1
     produce_round(broker, topic, [dict(key=b"tail", value=b"t")])
     offset += 1
 
-    # Expected after cleaning: the round-4 values of k1..k7 at their original offsets, the
-    # tombstone (until delete.retention.ms), and the tail record.
+    # After cleaning: the round-4 values of k1..k7 at their original offsets, the tombstone
+    # (k0's older values are gone, so it was cleaned), and the tail record.
     want_kept = [(o, k, v) for o, (k, v) in written.items() if v.endswith(b"-4") and k != b"k0"]
     want = sorted(want_kept + [(tombstone_offset, b"k0", None), (offset - 1, b"tail", b"t")])
-
     wait_until(lambda: latest(broker, topic) == want, timeout_s=20,
                what=lambda: f"compaction to leave only the latest values; read {latest(broker, topic)}")
-    # After delete.retention.ms the tombstone goes too (a later write rolls the segment
-    # holding it so it can be cleaned).
-    time.sleep(1.6)
-    produce_round(broker, topic, [dict(key=b"tail2", value=b"t2")])
-    offset += 1
-    want_final = sorted(want_kept + [(offset - 2, b"tail", b"t"), (offset - 1, b"tail2", b"t2")])
+    tombstone = [r for r in confluent_consume(broker.bootstrap, topic, [0]) if r.key == b"k0"]
+    assert [(r.value, r.timestamp) for r in tombstone] == [(None, ancient_ms)], tombstone
+
+    # Without any new write, a pass after the horizon removes it; not before
+    # delete.retention.ms has passed since the first cleaning (which followed its write).
+    want_final = sorted(want_kept + [(offset - 1, b"tail", b"t")])
     wait_until(lambda: latest(broker, topic) == want_final, timeout_s=20,
                what=lambda: f"the tombstoned key to disappear; read {latest(broker, topic)}")
+    gone = time.monotonic()
+    assert gone - tombstone_written >= retention_s, f"tombstone gone after {gone - tombstone_written:.2f} s"
 
 
 def test_kill9_during_cleaning_loses_nothing(broker_factory, topic):

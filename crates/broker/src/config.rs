@@ -145,7 +145,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     dynamic(num("log.segment.delete.delay.ms", T::Long, "60000", 0, "Delay before a deleted segment's file is removed.")),
     def("log.cleaner.enable", T::Boolean, Some("true"), "Run the log cleaner (compaction)."),
     dynamic(num("log.cleaner.backoff.ms", T::Long, "15000", 0, "Pause between log cleaner passes.")),
-    dynamic(num("log.cleaner.threads", T::Int, "1", 0, "Log cleaner threads (Strata runs one pass at a time).")),
+    dynamic(num("log.cleaner.threads", T::Int, "1", 0, "Log cleaner workers, each cleaning a different partition (read at start-up).")),
     dynamic(num("log.cleaner.dedupe.buffer.size", T::Long, "134217728", 0, "Memory for the cleaner's key map.")),
     dynamic(def("log.cleaner.io.max.bytes.per.second", T::Double, Some("1.7976931348623157E308"), "I/O limit of the cleaner.")),
     dynamic(num("log.cleaner.delete.retention.ms", T::Long, "86400000", 0, "How long tombstones are kept.")),
@@ -702,6 +702,12 @@ impl BrokerConfig {
             .get(key)
             .cloned()
             .or_else(|| broker_config_def(key).and_then(|d| d.default.map(str::to_string)))
+    }
+
+    /// [`Self::value`] parsed as a `T` (surrounding spaces ignored); `None` if absent or
+    /// unparsable.
+    pub fn parsed<T: std::str::FromStr>(&self, key: &str) -> Option<T> {
+        self.value(key).and_then(|v| v.trim().parse().ok())
     }
 
     /// The listener advertised for connections that arrived on listener `name`.

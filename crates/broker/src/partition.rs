@@ -562,9 +562,50 @@ impl Partition {
         }
     }
 
+    /// How much this partition wants a cleaning pass at `now_ms`: `None` if it is not due
+    /// (not compacted, deleted, or none of the reasons below); otherwise its dirty ratio (the
+    /// dirty share of the cleanable log, `min.cleanable.dirty.ratio` or more), or 1 plus it
+    /// when a pass is forced — a dirty record waited `max.compaction.lag.ms`, or a delete
+    /// horizon passed so tombstones can go. The cleaner picks the highest.
+    pub fn cleaning_priority(&self, now_ms: i64) -> Option<f64> {
+        let settings = self.settings();
+        if !settings.compact || self.is_deleted() {
+            return None;
+        }
+        let hw = self.high_watermark();
+        let log = self.lock_log();
+        self.priority_locked(&log, &settings, now_ms, hw)
+    }
+
+    fn priority_locked(
+        &self,
+        log: &PartitionLog,
+        settings: &TopicSettings,
+        now_ms: i64,
+        hw: i64,
+    ) -> Option<f64> {
+        let (dirty, total) = log.cleanable_bytes(self.clean_point.load(Ordering::Acquire), hw);
+        let ratio = if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        };
+        let since = self.dirty_since_ms.load(Ordering::Acquire);
+        let overdue = dirty > 0
+            && since > 0
+            && now_ms.saturating_sub(since) >= settings.max_compaction_lag_ms;
+        if overdue || log.delete_horizon_due(now_ms) {
+            Some(1.0 + ratio)
+        } else if dirty > 0 && ratio >= settings.min_cleanable_dirty_ratio {
+            Some(ratio)
+        } else {
+            None
+        }
+    }
+
     /// Compacts the closed segments of a `cleanup.policy=compact` topic (see
-    /// `PartitionLog::clean`). Blocking (rewrites files). Returns the bytes of the segments
-    /// it rewrote.
+    /// `PartitionLog::clean`) if it is due (see [`Self::cleaning_priority`]). Blocking
+    /// (rewrites files). Returns the bytes of the segments it rewrote.
     pub fn clean(&self, now_ms: i64, max_keys: usize) -> u64 {
         let settings = self.settings();
         if !settings.compact {
@@ -576,15 +617,7 @@ impl Partition {
             min_compaction_lag_ms: settings.min_compaction_lag_ms,
         };
         let mut log = self.lock_log();
-        // Clean when enough of the cleanable log is dirty (min.cleanable.dirty.ratio), or
-        // when a record has waited max.compaction.lag.ms.
-        let (dirty, total) = log.cleanable_bytes(self.clean_point.load(Ordering::Acquire), hw);
-        if dirty == 0 {
-            return 0;
-        }
-        let since = self.dirty_since_ms.load(Ordering::Acquire);
-        let overdue = since > 0 && now_ms.saturating_sub(since) >= settings.max_compaction_lag_ms;
-        if (dirty as f64) < settings.min_cleanable_dirty_ratio * total as f64 && !overdue {
+        if self.priority_locked(&log, &settings, now_ms, hw).is_none() {
             return 0;
         }
         let reach = log.cleanable_end(hw);
@@ -595,7 +628,7 @@ impl Partition {
         }
         match result {
             Ok(report) => {
-                if report.segments_cleaned > 0 {
+                if report.segments_cleaned > 0 || report.horizons_recorded > 0 {
                     tracing::info!(
                         topic = %self.topic,
                         partition = self.index,
@@ -603,6 +636,7 @@ impl Partition {
                         records_removed = report.records_removed,
                         bytes_before = report.bytes_before,
                         bytes_after = report.bytes_after,
+                        delete_horizons_recorded = report.horizons_recorded,
                         "compacted"
                     );
                 }
@@ -702,4 +736,79 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_protocol::records::{encode_batch, record_timestamps, PlainRecord};
+
+    use super::*;
+    use crate::config::ConfigLayers;
+
+    /// The offsets of every record, read as a consumer from `earliest` does.
+    fn offsets(p: &Partition) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut next = p.log_start_offset();
+        while next < p.high_watermark() {
+            let read = p.read(next, 1 << 20).expect("read");
+            for item in strata_protocol::batch::iter_batches(&read.records) {
+                let (header, range) = item.expect("whole batches");
+                let records = record_timestamps(&read.records[range]).expect("records");
+                out.extend(records.into_iter().map(|(o, _)| o));
+                next = header.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    /// A compacted partition that was cleaned once keeps its tombstone, is not due while
+    /// nothing is dirty, becomes due when the delete horizon passes, and then loses it.
+    #[test]
+    fn a_passed_delete_horizon_makes_a_clean_partition_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", "1000"),
+            ("min.compaction.lag.ms", "0"),
+            ("segment.bytes", "14"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = Arc::new(TopicSettings::resolve(&ConfigLayers {
+            topic: &topic,
+            dynamic_broker: None,
+            dynamic_default: None,
+            static_broker: &BTreeMap::new(),
+        }));
+        let (log, _) =
+            PartitionLog::open(&dir.path().join("t-0"), log_config(&settings), 0).expect("open");
+        let p = Partition::new("t".into(), Uuid::nil(), 0, log, settings, 0, false);
+        // One segment each (segment.bytes is tiny): a=1, a tombstone with an ancient
+        // timestamp, z=1 in the active segment.
+        for (key, value) in [(b"a", Some(&b"1"[..])), (b"a", None), (b"z", Some(b"1"))] {
+            let batch = encode_batch(
+                &[PlainRecord::new(Some(key), value, 1)],
+                kafka_protocol::records::Compression::None,
+            )
+            .expect("encode");
+            p.append_internal(&mut batch.to_vec(), 0).expect("append");
+        }
+        let now = 1_700_000_000_000;
+        assert!(p.cleaning_priority(now).is_some(), "dirty");
+        assert!(p.clean(now, 1_000) > 0);
+        assert_eq!(
+            offsets(&p),
+            vec![1, 2],
+            "the tombstone survives the first pass"
+        );
+        assert_eq!(p.cleaning_priority(now + 999), None);
+        assert_eq!(p.clean(now + 999, 1_000), 0);
+        assert!(p.cleaning_priority(now + 1_000).is_some_and(|x| x >= 1.0));
+        assert!(p.clean(now + 1_000, 1_000) > 0);
+        assert_eq!(offsets(&p), vec![2], "gone after delete.retention.ms");
+        assert_eq!(p.cleaning_priority(now + 10_000), None);
+    }
 }

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::compaction::CrashBudget;
 use crate::segment::io_err;
 use crate::LogError;
 
@@ -35,16 +36,43 @@ pub(crate) fn read(dir: &Path) -> Result<Option<i64>, LogError> {
 
 /// Writes the checkpoint atomically and durably; `dir_handle` is the open directory.
 pub(crate) fn write(dir: &Path, dir_handle: &File, offset: i64) -> Result<(), LogError> {
-    let tmp = dir.join(TMP_FILE_NAME);
-    let path = dir.join(FILE_NAME);
+    replace_file(
+        dir,
+        dir_handle,
+        TMP_FILE_NAME,
+        FILE_NAME,
+        format!("{offset}\n").as_bytes(),
+        &mut CrashBudget(None),
+    )
+}
+
+/// Replaces `dir/name` with `contents` atomically and durably: written to `dir/tmp_name`,
+/// fsynced, renamed over `dir/name`, and the directory fsynced, so a crash leaves the old or
+/// the new file, never a torn one (a torn temporary file may stay behind). `crash` is the
+/// cleaner's test-only crash hook, counted after each of the four steps.
+pub(crate) fn replace_file(
+    dir: &Path,
+    dir_handle: &File,
+    tmp_name: &str,
+    name: &str,
+    contents: &[u8],
+    crash: &mut CrashBudget,
+) -> Result<(), LogError> {
+    let tmp = dir.join(tmp_name);
+    let path = dir.join(name);
     let mut file = File::create(&tmp).map_err(io_err("create checkpoint", &tmp))?;
-    file.write_all(format!("{offset}\n").as_bytes())
-        .and_then(|()| file.sync_all())
+    file.write_all(contents)
         .map_err(io_err("write checkpoint", &tmp))?;
+    crash.step(dir)?; // written, not durable
+    file.sync_all().map_err(io_err("write checkpoint", &tmp))?;
+    drop(file);
+    crash.step(dir)?; // durable, not in place
     std::fs::rename(&tmp, &path).map_err(io_err("rename checkpoint", &path))?;
+    crash.step(dir)?; // renamed, the rename not durable
     dir_handle
         .sync_all()
-        .map_err(io_err("fsync directory", dir))
+        .map_err(io_err("fsync directory", dir))?;
+    crash.step(dir) // done
 }
 
 #[cfg(test)]

@@ -33,8 +33,9 @@ use crate::LogError;
 /// Settings of one cleaning pass (Kafka's `delete.retention.ms`, `min.compaction.lag.ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanOptions {
-    /// A tombstone (null value) that is the latest record of its key is removed once its
-    /// record timestamp is older than `now - delete_retention_ms`.
+    /// A tombstone (null value) that is the latest record of its key is removed once
+    /// `delete_retention_ms` has passed since the first pass that cleaned its segment (its
+    /// delete horizon; see `horizon.rs`), whatever its record timestamp.
     pub delete_retention_ms: i64,
     /// A segment whose largest timestamp is newer than `now - min_compaction_lag_ms` is not
     /// cleaned.
@@ -46,12 +47,15 @@ pub struct CleanOptions {
 pub struct CleanReport {
     /// Segments rewritten (a segment from which nothing could be removed is not rewritten).
     pub segments_cleaned: usize,
-    /// Records removed (superseded records and expired tombstones).
+    /// Records removed (superseded records and tombstones past their delete horizon).
     pub records_removed: u64,
     /// Size of the rewritten segments before cleaning.
     pub bytes_before: u64,
     /// Size of the rewritten segments after cleaning.
     pub bytes_after: u64,
+    /// Segments given a delete horizon by this pass (covered for the first time while they
+    /// keep a tombstone).
+    pub horizons_recorded: usize,
 }
 
 /// One record of a batch, as walked from its uncompressed records section.

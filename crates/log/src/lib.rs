@@ -15,7 +15,8 @@
 //!
 //! Internally a `PartitionLog` is a `BTreeMap` from base offset to `Segment` (one `.log` with
 //! its sparse `.index` and `.timeindex`; see `segment.rs` and `index.rs` for the byte layouts
-//! and `checkpoint.rs` for `log-start-offset`).
+//! and `checkpoint.rs` for `log-start-offset`, `horizon.rs` for the cleaner's
+//! `cleaner-delete-horizons`).
 //!
 //! Data flow:
 //!
@@ -33,6 +34,7 @@
 
 mod checkpoint;
 mod compaction;
+mod horizon;
 mod index;
 mod partition_log;
 pub mod producer_state;

@@ -16,6 +16,7 @@ use strata_protocol::batch::{self, BatchHeader};
 
 use crate::checkpoint;
 use crate::compaction::{self, CleanOptions, CleanReport, CrashBudget, Filtered};
+use crate::horizon::{self, Horizons};
 use crate::producer_state::AbortedTxn;
 use crate::segment::{io_err, parse_segment_name, segment_path, Segment};
 use crate::txn_index;
@@ -64,6 +65,11 @@ pub struct PartitionLog {
     dir_unsynced: bool,
     /// The aborted-transaction index, by segment base offset (`txn_index.rs`).
     aborted: BTreeMap<i64, Vec<AbortedTxn>>,
+    /// The cleaner's delete horizons of closed segments (see `horizon.rs`), as checkpointed.
+    horizons: Horizons,
+    /// The earliest delete horizon no cleaning pass has applied yet: a horizon recorded by
+    /// the last pass, or later than it (after `open`, the earliest of all).
+    next_horizon: Option<i64>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -73,6 +79,7 @@ impl std::fmt::Debug for PartitionLog {
             .field("log_start_offset", &self.log_start_offset)
             .field("log_end_offset", &self.log_end_offset)
             .field("segments", &self.segments.len())
+            .field("delete_horizons", &self.horizons.len())
             .finish()
     }
 }
@@ -164,6 +171,8 @@ impl PartitionLog {
             active_unsynced: false,
             dir_unsynced: false,
             aborted: BTreeMap::new(),
+            horizons: horizon::read(dir)?,
+            next_horizon: None,
         };
         log.load_txn_indexes()?;
         if let Some(start) = checkpointed_start.filter(|s| *s > first_base) {
@@ -176,6 +185,13 @@ impl PartitionLog {
             log.log_start_offset = start;
             log.remove_segments_below_start()?;
         }
+        // Only closed segments have a horizon. An entry for the active segment is stale: a
+        // crash lost the segment rolled after it, so it takes appends (and tombstones) again;
+        // it gets a new horizon once it is closed and cleaned.
+        let active_base = log.active().base_offset;
+        log.horizons
+            .retain(|base, _| *base < active_base && log.segments.contains_key(base));
+        log.next_horizon = log.horizons.values().min().copied();
         report.segments = log.segments.len();
         log.check_invariants();
         Ok((log, report))
@@ -643,6 +659,18 @@ impl PartitionLog {
         self.segments.keys().copied().collect()
     }
 
+    /// The cleaner's delete horizons: (segment base offset, ms from which its tombstones may
+    /// be removed), for the closed segments that keep a tombstone, in offset order.
+    pub fn delete_horizons(&self) -> Vec<(i64, i64)> {
+        self.horizons.iter().map(|(b, h)| (*b, *h)).collect()
+    }
+
+    /// Whether a delete horizon that no cleaning pass has applied yet has passed (at or
+    /// before `now_ms`): a pass would now remove tombstones, even if no new data is dirty.
+    pub fn delete_horizon_due(&self, now_ms: i64) -> bool {
+        self.next_horizon.is_some_and(|h| h <= now_ms)
+    }
+
     /// Log compaction (`cleanup.policy=compact`): rewrites closed segments so that only the
     /// latest record of each key stays.
     ///
@@ -652,16 +680,24 @@ impl PartitionLog {
     /// - Cleaned: closed segments (never the active one) that end at or below
     ///   `high_watermark` and whose largest timestamp is at most `now_ms -
     ///   min_compaction_lag_ms`. Every keyed record that is not the latest of its key is
-    ///   removed; a tombstone (null value) that is the latest of its key is removed once its
-    ///   timestamp is older than `now_ms - delete_retention_ms`, but only if every earlier
-    ///   segment is cleaned in the same pass (so no older value of its key can survive it).
+    ///   removed; a tombstone (null value) that is the latest of its key is removed once the
+    ///   delete horizon of its segment has passed (at or before `now_ms`), but only if every
+    ///   earlier segment is cleaned in the same pass (so no older value of its key can
+    ///   survive it).
+    /// - Delete horizons: the first pass that covers a segment keeping a tombstone records
+    ///   `now_ms + delete_retention_ms` as the segment's horizon in the
+    ///   `cleaner-delete-horizons` checkpoint (written after the segments, atomically), so a
+    ///   tombstone always survives the pass that first cleans it and stays readable for
+    ///   `delete_retention_ms` after it, whatever its record timestamp. A horizon is removed
+    ///   once its segment keeps no tombstone, or the segment is deleted.
     /// - Kept unchanged: records without a key, control batches and batches with a producer
     ///   id (idempotent or transactional producers). A batch keeps its base offset and last
     ///   offset delta; kept records are copied byte for byte and the batch is recompressed
     ///   with its own codec; a batch left with no record is dropped; a segment left with no
     ///   batch stays as an empty file (so the log start offset does not move).
     /// - A segment from which nothing is removed is not rewritten, so a second pass with the
-    ///   same `now_ms` changes nothing.
+    ///   same `now_ms` changes nothing (unless `delete_retention_ms` is 0: then the horizons
+    ///   the first pass recorded have already passed).
     ///
     /// Each rewrite is crash-safe: `<base>.log.cleaned` is written and fsynced, renamed to
     /// `<base>.log.swap` (the commit point) and the directory fsynced; the old indexes are
@@ -727,7 +763,6 @@ impl PartitionLog {
         let high_watermark = high_watermark.min(self.log_end_offset);
         let active_base = self.active().base_offset;
         let lag_cutoff = now_ms.saturating_sub(opts.min_compaction_lag_ms);
-        let tombstone_cutoff = now_ms.saturating_sub(opts.delete_retention_ms);
 
         // Which closed segments are cleaned, and whether tombstones may go from each.
         let mut candidates = Vec::new();
@@ -787,18 +822,22 @@ impl PartitionLog {
             }
         }
 
+        let mut horizons = self.horizons.clone();
         for (base, drop_tombstones) in candidates {
+            let drop_tombstones =
+                drop_tombstones && horizons.get(&base).is_some_and(|h| *h <= now_ms);
+            let kept_tombstone = std::cell::Cell::new(false);
             let keep = |record: &compaction::RawRecord<'_>| -> bool {
                 let Some(key) = record.key else { return true };
-                match latest.get(&key_hash(key)) {
+                let keep = match latest.get(&key_hash(key)) {
                     Some(&at) if at != record.offset => false,
-                    Some(_) => {
-                        !(record.value_is_null
-                            && drop_tombstones
-                            && record.timestamp < tombstone_cutoff)
-                    }
+                    Some(_) => !(record.value_is_null && drop_tombstones),
                     None => true,
+                };
+                if keep && record.value_is_null {
+                    kept_tombstone.set(true);
                 }
+                keep
             };
             if let Some((removed, before, after)) = self.rewrite_segment(base, keep, &mut crash)? {
                 report.segments_cleaned += 1;
@@ -806,8 +845,30 @@ impl PartitionLog {
                 report.bytes_before += before;
                 report.bytes_after += after;
             }
+            if kept_tombstone.get() {
+                horizons
+                    .entry(base)
+                    .or_insert_with(|| now_ms.saturating_add(opts.delete_retention_ms.max(0)));
+            } else {
+                horizons.remove(&base);
+            }
         }
-        if report.segments_cleaned > 0 {
+        if horizons != self.horizons {
+            report.horizons_recorded = horizons
+                .keys()
+                .filter(|b| !self.horizons.contains_key(b))
+                .count();
+            horizon::write(&self.dir, &self.dir_handle, &horizons, &mut crash)?;
+        }
+        // A horizon this pass could apply and did not (an earlier segment was not cleaned)
+        // waits for the next pass that runs for another reason.
+        self.next_horizon = horizons
+            .iter()
+            .filter(|(base, h)| **h > now_ms || !self.horizons.contains_key(base))
+            .map(|(_, h)| *h)
+            .min();
+        self.horizons = horizons;
+        if report.segments_cleaned > 0 || report.horizons_recorded > 0 {
             tracing::info!(dir = %self.dir.display(), ?report, "cleaned segments");
         }
         self.check_invariants();
@@ -1021,12 +1082,26 @@ impl PartitionLog {
             .take_while(|(_, next)| **next <= self.log_start_offset)
             .map(|(base, _)| *base)
             .collect();
+        let mut forgot_horizon = false;
         for base in doomed {
             self.segments.remove(&base);
             self.aborted.remove(&base);
             Segment::remove_files(&self.dir, base)?;
+            forgot_horizon |= self.horizons.remove(&base).is_some();
             self.dir_unsynced = true;
             tracing::debug!(dir = %self.dir.display(), base, "deleted segment below the log start offset");
+        }
+        if forgot_horizon {
+            // Best effort: a stale entry on disk is harmless (dropped at open, and no new
+            // segment reuses a deleted base offset).
+            if let Err(error) = horizon::write(
+                &self.dir,
+                &self.dir_handle,
+                &self.horizons,
+                &mut CrashBudget(None),
+            ) {
+                tracing::warn!(dir = %self.dir.display(), %error, "could not rewrite the delete horizon checkpoint");
+            }
         }
         Ok(())
     }
@@ -1076,7 +1151,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
             parse_segment_name(name, "index").or_else(|| parse_segment_name(name, "timeindex"))
         {
             indexes.push(base);
-        } else if name == checkpoint::TMP_FILE_NAME {
+        } else if name == checkpoint::TMP_FILE_NAME || name == horizon::TMP_FILE_NAME {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
         }
