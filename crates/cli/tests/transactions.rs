@@ -191,6 +191,28 @@ fn coordinator_errors_and_produce_verification() {
     );
     assert_eq!(add(&mut c, "tx", pid, epoch, &[("t1", 0)]), vec![0]);
     assert_eq!(produce(&mut c, "tx", "t1", pid, epoch, 0), (0, 0));
+    // DescribeProducers shows the producer with its open transaction.
+    let producers: DescribeProducersResponse = c
+        .call(
+            ApiKey::DescribeProducers,
+            0,
+            &DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(s("t1")))
+                    .with_partition_indexes(vec![0]),
+            ]),
+        )
+        .expect("answer");
+    let active = &producers.topics[0].partitions[0].active_producers;
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (
+            active[0].producer_id.0,
+            active[0].last_sequence,
+            active[0].current_txn_start_offset
+        ),
+        (pid, 0, 0)
+    );
     let (code, state, topics) = describe(&mut c, "tx");
     assert_eq!((code, state.as_str()), (0, "Ongoing"));
     assert_eq!(topics, vec![("t1".to_string(), vec![0])]);

@@ -45,6 +45,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::DescribeQuorum,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeProducers,
     ApiKey::DescribeTransactions,
     ApiKey::ListTransactions,
     ApiKey::ConsumerGroupHeartbeat,
@@ -133,6 +134,7 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
             both::<DescribeTransactionsRequest, DescribeTransactionsResponse>()
         }
         ApiKey::ListTransactions => both::<ListTransactionsRequest, ListTransactionsResponse>(),
+        ApiKey::DescribeProducers => both::<DescribeProducersRequest, DescribeProducersResponse>(),
         _ => return None,
     };
     Some(range.intersect(&key.valid_versions()))

@@ -79,6 +79,9 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
         RequestKind::ListTransactions(req) => Reply::now(ResponseKind::ListTransactions(
             txn::list_transactions(broker, ctx, req),
         )),
+        RequestKind::DescribeProducers(req) => Reply::now(ResponseKind::DescribeProducers(
+            txn::describe_producers(broker, ctx, req),
+        )),
         RequestKind::DeleteRecords(req) => Reply::now(ResponseKind::DeleteRecords(
             offsets::delete_records(broker, ctx, req),
         )),

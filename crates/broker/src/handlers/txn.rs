@@ -489,3 +489,59 @@ pub fn list_transactions(
         .with_unknown_state_filters(unknown)
         .with_transaction_states(states)
 }
+
+/// DescribeProducers (KIP-664): the producer state of each requested partition.
+pub fn describe_producers(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let image = broker.image();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let topic = image.topic_by_name(&name);
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|index| {
+                    let base = PartitionResponse::default().with_partition_index(*index);
+                    if !authorize(ctx, Operation::Read, Resource::Topic(&name)) {
+                        return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    }
+                    let Some(partition) =
+                        topic.and_then(|t| broker.partitions.get(&t.topic_id, *index))
+                    else {
+                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    };
+                    let mut producers: Vec<ProducerState> = partition
+                        .producer_entries()
+                        .into_iter()
+                        .map(|e| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(e.producer_id))
+                                .with_producer_epoch(i32::from(e.epoch))
+                                .with_last_sequence(e.batches.back().map_or(-1, |b| b.last_seq))
+                                .with_last_timestamp(e.last_timestamp)
+                                .with_coordinator_epoch(e.coordinator_epoch)
+                                .with_current_txn_start_offset(
+                                    e.current_txn_first_offset.unwrap_or(-1),
+                                )
+                        })
+                        .collect();
+                    producers.sort_by_key(|p| p.producer_id.0);
+                    base.with_active_producers(producers)
+                })
+                .collect();
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
+}
