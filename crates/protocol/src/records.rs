@@ -147,11 +147,29 @@ pub fn encode_batch(
     records: &[PlainRecord],
     compression: kafka_protocol::records::Compression,
 ) -> Result<Bytes, EncodeBatchError> {
+    encode_records(
+        records
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone(), r.timestamp, Headers::new())),
+        compression,
+    )
+}
+
+/// Record headers, in order.
+pub type Headers =
+    kafka_protocol::indexmap::IndexMap<kafka_protocol::protocol::StrBytes, Option<Bytes>>;
+
+/// Encodes (key, value, timestamp, headers) records as one magic-2 batch with base offset 0
+/// and no producer id or sequence, as a non-idempotent producer sends it.
+pub fn encode_records(
+    records: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64, Headers)>,
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes, EncodeBatchError> {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let records: Vec<Record> = records
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, r)| Record {
+        .map(|(i, (key, value, timestamp, headers))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -163,10 +181,10 @@ pub fn encode_batch(
             // The encoder starts a new batch when offset - sequence changes; keeping it
             // constant (and the first sequence -1) gives one batch without a sequence.
             sequence: i as i32 - 1,
-            timestamp: r.timestamp,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: Default::default(),
+            timestamp,
+            key,
+            value,
+            headers,
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
