@@ -53,6 +53,9 @@ enum Command {
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
+    /// Producer and consumer performance tests (throughput, latency percentiles).
+    #[command(subcommand)]
+    Perf(cmd::perf::PerfCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -111,6 +114,7 @@ fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
             Command::Groups(c) => cmd::groups::run(common, c).await,
             Command::Configs(c) => cmd::configs::run(common, c).await,
             Command::Cluster(c) => cmd::cluster::run(common, c).await,
+            Command::Perf(c) => cmd::perf::run(common, c).await,
             Command::Serve(_) => unreachable!("serve is handled by main"),
         }
     })

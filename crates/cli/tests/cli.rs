@@ -562,3 +562,44 @@ fn broker_down_and_bad_arguments() {
         r.stdout
     );
 }
+
+/// Runs a command given as one string of space-separated words; it must succeed.
+fn ok_words(b: &TestBroker, command: &str) -> String {
+    ok(b, &command.split(' ').collect::<Vec<_>>())
+}
+
+#[test]
+fn perf_counts_every_record() {
+    let b = broker();
+    ok(&b, &["topics", "create", "bench", "--partitions", "3"]);
+    let produced = json(&ok_words(
+        &b,
+        "perf produce -t bench -n 3000 --record-size 64 --producers 3 --json",
+    ));
+    assert_eq!(produced["records"], 3000);
+    assert_eq!(produced["errors"], 0);
+    assert_eq!(produced["bytes"], 3000 * 64);
+    let latency = &produced["latency_ms"];
+    for q in ["p50", "p95", "p99", "p99_9"] {
+        assert!(latency[q].as_f64().expect("number") <= latency["max"].as_f64().expect("max"));
+    }
+    let described = json(&ok(&b, &["topics", "describe", "bench", "-o", "json"]));
+    let written: i64 = described[0]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["log_end_offset"].as_i64().expect("offset"))
+        .sum();
+    assert_eq!(written, 3000, "every acknowledged record is in the log");
+    let consumed = json(&ok_words(&b, "perf consume -t bench -n 3000 --json"));
+    assert_eq!(consumed["records"], 3000);
+    assert_eq!(consumed["bytes"], 3000 * 64);
+    let text = ok_words(
+        &b,
+        "perf produce -t bench -n 100 --acks 1 --compression lz4",
+    );
+    assert!(text.starts_with("100 in "), "{text}");
+    assert!(text.contains("RECORDS  ERRORS  RECORDS/S"), "{text}");
+    let e = fails(&b, &["perf", "produce", "-t", "nope", "-n", "1"]);
+    assert!(e.contains("does not exist"), "{e}");
+}

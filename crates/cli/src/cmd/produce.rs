@@ -36,6 +36,13 @@ pub struct ProduceArgs {
     /// Write every record to this partition (default: by key, or spread when keyless).
     #[arg(long, short = 'p')]
     partition: Option<i32>,
+    #[command(flatten)]
+    producer: ProducerOpts,
+}
+
+/// Producer settings shared by `produce` and `perf produce`.
+#[derive(clap::Args, Debug)]
+pub struct ProducerOpts {
     /// Acknowledgements: all (-1), 1 or 0.
     #[arg(long, default_value = "all", value_parser = parse_acks)]
     acks: i16,
@@ -50,6 +57,18 @@ pub struct ProduceArgs {
     batch_size: usize,
 }
 
+impl ProducerOpts {
+    pub fn config(&self) -> anyhow::Result<ProducerConfig> {
+        Ok(ProducerConfig {
+            acks: self.acks,
+            linger: Duration::from_millis(self.linger_ms),
+            batch_size: self.batch_size,
+            compression: parse_compression(&self.compression)?,
+            ..Default::default()
+        })
+    }
+}
+
 fn parse_acks(s: &str) -> Result<i16, String> {
     match s {
         "all" | "-1" => Ok(-1),
@@ -60,7 +79,7 @@ fn parse_acks(s: &str) -> Result<i16, String> {
 }
 
 pub async fn run(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
-    let compression = parse_compression(&a.compression)?;
+    let config = a.producer.config()?;
     let headers: Vec<(String, Option<Bytes>)> = a
         .headers
         .iter()
@@ -88,16 +107,7 @@ pub async fn run(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks: a.acks,
-            linger: Duration::from_millis(a.linger_ms),
-            batch_size: a.batch_size,
-            compression,
-            ..Default::default()
-        },
-    );
+    let producer = Producer::new(client, config);
     // Lines are read on a blocking thread and handed over in order.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
     std::thread::spawn(move || {
