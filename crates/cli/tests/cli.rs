@@ -574,7 +574,7 @@ fn perf_counts_every_record() {
     ok(&b, &["topics", "create", "bench", "--partitions", "3"]);
     let produced = json(&ok_words(
         &b,
-        "perf produce -t bench -n 3000 --record-size 64 --producers 3 --json",
+        "perf produce -t bench -n 3000 --record-size 64 --producers 3 --batch-size 2048 --json",
     ));
     assert_eq!(produced["records"], 3000);
     assert_eq!(produced["errors"], 0);

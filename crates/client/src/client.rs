@@ -364,15 +364,19 @@ impl Client {
 
     /// Metadata of one topic, from the cache if it has it, else from the cluster.
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
-        if let Some(t) = self
-            .cached_metadata()
+        let cached = self
+            .inner
+            .metadata
+            .read()
+            .expect("metadata lock")
             .topics
             .get(topic)
             .filter(|t| t.error == 0 && !t.partitions.is_empty())
-        {
-            return Ok(t.clone());
+            .cloned();
+        match cached {
+            Some(t) => Ok(t),
+            None => self.fresh_topic(topic).await,
         }
-        self.fresh_topic(topic).await
     }
 
     /// Metadata of one topic, read from the cluster, retrying while its leaders are elected.

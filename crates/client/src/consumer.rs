@@ -37,6 +37,9 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: OffsetReset,
     pub enable_auto_commit: bool,
     pub auto_commit_interval: Duration,
+    /// Whether records handed out by `poll` count as consumed (for commits). Off, the
+    /// application says what it has processed with [`Consumer::store_offset`].
+    pub auto_offset_store: bool,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -53,6 +56,7 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Latest,
             enable_auto_commit: true,
             auto_commit_interval: Duration::from_secs(5),
+            auto_offset_store: true,
             session_timeout: Duration::from_secs(45),
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(3),
@@ -174,9 +178,17 @@ impl Consumer {
         self.buffered.clear();
     }
 
-    /// Offsets after the last records handed out, per partition.
+    /// The offsets a commit would write: after the last records handed out (or stored).
     pub fn positions(&self) -> &BTreeMap<Tp, i64> {
         &self.consumed
+    }
+
+    /// Marks a partition consumed up to `next_offset` (the offset after the last processed
+    /// record), for the next commit; ignored for partitions not assigned (any more).
+    pub fn store_offset(&mut self, tp: Tp, next_offset: i64) {
+        if self.positions.contains_key(&tp) {
+            self.consumed.insert(tp, next_offset);
+        }
     }
 
     /// Returns records, waiting up to `timeout` for some.
@@ -190,13 +202,18 @@ impl Consumer {
                 && self.config.group_id.is_some()
                 && self.last_commit.elapsed() >= self.config.auto_commit_interval
             {
-                self.commit().await?;
+                // A failed auto-commit (say, mid-rebalance) is retried at the next interval.
+                if let Err(e) = self.commit().await {
+                    tracing::debug!(error = %e, "auto-commit failed");
+                }
             }
             if !self.buffered.is_empty() {
                 let records: Vec<ConsumerRecord> = self.buffered.drain(..).collect();
-                for r in &records {
-                    self.consumed
-                        .insert((r.topic.clone(), r.partition), r.offset + 1);
+                if self.config.auto_offset_store {
+                    for r in &records {
+                        self.consumed
+                            .insert((r.topic.clone(), r.partition), r.offset + 1);
+                    }
                 }
                 return Ok(records);
             }

@@ -217,6 +217,8 @@ struct State {
     client: Client,
     config: Arc<ProducerConfig>,
     batches: HashMap<(String, i32), Batch>,
+    /// Full batches waiting to be sent.
+    sealed: Vec<Keyed>,
     sticky: HashMap<String, i32>,
     in_flight: JoinSet<()>,
     permits: Arc<Semaphore>,
@@ -228,6 +230,7 @@ async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Comm
         client,
         config: Arc::new(config),
         batches: HashMap::new(),
+        sealed: Vec::new(),
         sticky: HashMap::new(),
         in_flight: JoinSet::new(),
         permits,
@@ -258,7 +261,10 @@ async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Comm
                             let _ = done.send(());
                         }
                     }
-                    next = rx.try_recv().ok();
+                    // Send as soon as a batch is full, even while more records wait.
+                    if state.sealed.is_empty() {
+                        next = rx.try_recv().ok();
+                    }
                 }
                 state.send_ready(false).await;
             }
@@ -292,6 +298,16 @@ impl State {
         }
         let key = (p.record.topic.clone(), p.partition);
         let size = p.record.size();
+        // A batch never grows past batch_size (a single larger record is a batch of its own).
+        if let Some(full) = self
+            .batches
+            .get(&key)
+            .is_some_and(|b| b.bytes + size > self.config.batch_size)
+            .then(|| self.batches.remove(&key))
+            .flatten()
+        {
+            self.sealed.push((key.clone(), full));
+        }
         let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
             records: Vec::new(),
             bytes: 0,
@@ -318,18 +334,29 @@ impl State {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        if ready.is_empty() {
-            return;
-        }
-        let mut by_leader: BTreeMap<i32, Vec<Keyed>> = BTreeMap::new();
+        let mut batches: Vec<Keyed> = std::mem::take(&mut self.sealed);
         for key in ready {
             let batch = self.batches.remove(&key).expect("ready batch");
+            batches.push((key, batch));
+        }
+        // One request per leader and round; a round holds at most one batch per partition,
+        // and rounds go out in order on the leader's connection.
+        let mut requests: BTreeMap<(usize, i32), Vec<Keyed>> = BTreeMap::new();
+        let mut rounds: HashMap<(String, i32), usize> = HashMap::new();
+        for (key, batch) in batches {
             match self.client.leader(&key.0, key.1).await {
-                Ok(leader) => by_leader.entry(leader).or_default().push((key, batch)),
+                Ok(leader) => {
+                    let round = rounds.entry(key.clone()).or_insert(0);
+                    requests
+                        .entry((*round, leader))
+                        .or_default()
+                        .push((key, batch));
+                    *round += 1;
+                }
                 Err(e) => fail(batch, &e),
             }
         }
-        for (leader, batches) in by_leader {
+        for ((_, leader), batches) in requests {
             let permit = self
                 .permits
                 .clone()

@@ -1,6 +1,5 @@
 //! `strata consume`: print records, following new ones until interrupted.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -78,8 +77,10 @@ pub async fn run(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
         } else {
             OffsetReset::Latest
         },
-        // Offsets of printed records are committed below, not those merely fetched.
-        enable_auto_commit: false,
+        // Offsets of printed records are committed (every second, on rebalance and on exit),
+        // not those merely fetched.
+        auto_offset_store: false,
+        auto_commit_interval: Duration::from_secs(1),
         ..Default::default()
     };
     let mut consumer = Consumer::new(client, config);
@@ -103,8 +104,6 @@ pub async fn run(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     let mut printed = 0u64;
-    let mut to_commit: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut last_commit = Instant::now();
     let mut last_record = Instant::now();
     let stdout = std::io::stdout();
     let interrupted = tokio::signal::ctrl_c();
@@ -138,21 +137,15 @@ pub async fn run(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
                     writeln!(out, "{}", template.render(&r))?;
                 }
                 printed += 1;
-                to_commit.insert((r.topic.clone(), r.partition), r.offset + 1);
+                consumer.store_offset((r.topic.clone(), r.partition), r.offset + 1);
             }
             out.flush()?;
             drop(out);
-            if a.group.is_some() && last_commit.elapsed() >= Duration::from_secs(1) {
-                consumer.commit_offsets(&to_commit).await?;
-                last_commit = Instant::now();
-            }
         }
         Ok(())
     }
     .await;
-    if a.group.is_some() {
-        consumer.commit_offsets(&to_commit).await?;
-    }
+    // Commits the stored offsets and leaves the group.
     consumer.close().await?;
     if !common.json() {
         eprintln!("consumed {printed} records");

@@ -203,6 +203,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
             let collector = tokio::spawn(async move {
                 let mut latency = histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
+                let mut first_error = None;
                 while let Some((sent, delivery)) = rx.recv().await {
                     match delivery.await {
                         Ok(_) => {
@@ -210,10 +211,13 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                             let us = (Instant::now() - sent).as_micros() as u64;
                             latency.saturating_record(us.max(1));
                         }
-                        Err(_) => errors += 1,
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
-                (ok, errors, latency)
+                (ok, errors, latency, first_error)
             });
             let mut n = 0u64;
             let begin = Instant::now();
@@ -242,8 +246,12 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         }));
     }
     let mut report = Report::new("ack latency");
+    let mut first_error = None;
     for t in tasks {
-        let (ok, errors, latency) = t.await??;
+        let (ok, errors, latency, error) = t.await??;
+        if let Some(e) = error {
+            first_error.get_or_insert(e);
+        }
         report.records += ok;
         report.errors += errors;
         report.latency.add(&latency).expect("same histogram bounds");
@@ -252,7 +260,8 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     report.bytes = report.records * a.record_size as u64;
     report.print(a.run.json || common.json());
     if report.errors > 0 {
-        anyhow::bail!("{} records were not acknowledged", report.errors);
+        let e = first_error.map(|e| e.to_string()).unwrap_or_default();
+        anyhow::bail!("{} records were not acknowledged: {e}", report.errors);
     }
     Ok(())
 }
