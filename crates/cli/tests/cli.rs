@@ -543,6 +543,13 @@ fn broker_down_and_bad_arguments() {
         "{}",
         r.stderr
     );
+    let r = strata_at(port, &["topics", "list", "-b", "nohost"], "");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("\"nohost\" is not host:port"),
+        "{}",
+        r.stderr
+    );
     let r = strata_at(port, &["topics", "create", "x", "--partitions", "lots"], "");
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--partitions"), "{}", r.stderr);

@@ -275,3 +275,52 @@ fn a_strata_consumer_shares_a_group_with_kafka_python() {
     expected.sort();
     assert_eq!(all, expected, "every record read once");
 }
+
+const CONFLUENT_848_MEMBER: &str = r#"
+import sys, time
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "next-gen",
+              "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+c.subscribe(["topic848"])
+deadline = time.time() + 25
+while time.time() < deadline:
+    c.poll(0.2)
+c.close()
+"#;
+
+#[test]
+fn groups_describe_shows_a_kip_848_consumer_group() {
+    let Some(py) = python() else { return };
+    let b = TestBroker::start(&[]);
+    strata(
+        b.port,
+        &["topics", "create", "topic848", "--partitions", "2"],
+        "",
+    );
+    let _member = Guard(Some(python_script(
+        &py,
+        CONFLUENT_848_MEMBER,
+        &[format!("127.0.0.1:{}", b.port)],
+    )));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = describe_group(b.port, "next-gen");
+        if d[0]["state"] == "Stable"
+            && d[0]["members"][0]["assignment"]
+                .as_array()
+                .map_or(0, Vec::len)
+                == 2
+        {
+            assert_eq!(d[0]["members"][0]["client_id"], "rdkafka");
+            assert_eq!(d[0]["partitions"].as_array().map_or(0, Vec::len), 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stable KIP-848 group: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = strata(b.port, &["groups", "describe", "next-gen"], "");
+    assert!(
+        table.starts_with("Group: next-gen  State: Stable  Members: 1\n"),
+        "{table}"
+    );
+}

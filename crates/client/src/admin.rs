@@ -122,6 +122,23 @@ pub struct MemberDescription {
     pub assignment: Vec<Tp>,
 }
 
+impl MemberDescription {
+    fn new(
+        (member_id, instance_id): (StrBytes, Option<StrBytes>),
+        client_id: &str,
+        client_host: &str,
+        assignment: Vec<Tp>,
+    ) -> Self {
+        MemberDescription {
+            member_id: member_id.to_string(),
+            group_instance_id: opt(instance_id),
+            client_id: client_id.to_string(),
+            client_host: client_host.to_string(),
+            assignment,
+        }
+    }
+}
+
 /// A group as DescribeGroups describes it.
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
@@ -522,6 +539,15 @@ impl Client {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Protocol("DescribeGroups returned no group".into()))?;
+        if g.error_code == ResponseError::GroupIdNotFound.code() || g.group_state.as_str() == "Dead"
+        {
+            // Not a classic group: perhaps a KIP-848 consumer group.
+            match self.describe_consumer_group(coordinator, group).await {
+                Ok(Some(d)) => return Ok(d),
+                Ok(None) | Err(Error::Unsupported(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         check(
             || format!("describing group {group:?}"),
             g.error_code,
@@ -537,19 +563,58 @@ impl Client {
             members: g
                 .members
                 .into_iter()
-                .map(|m| MemberDescription {
-                    member_id: m.member_id.to_string(),
-                    group_instance_id: opt(m.group_instance_id),
-                    client_id: m.client_id.to_string(),
-                    client_host: m.client_host.to_string(),
-                    assignment: if consumer {
+                .map(|m| {
+                    let assignment = if consumer {
                         crate::group::decode_assignment(&m.member_assignment).unwrap_or_default()
                     } else {
                         Vec::new()
-                    },
+                    };
+                    let ids = (m.member_id, m.group_instance_id);
+                    MemberDescription::new(ids, &m.client_id, &m.client_host, assignment)
                 })
                 .collect(),
         })
+    }
+
+    /// Describes a KIP-848 consumer group (ConsumerGroupDescribe); `None` if it is not one.
+    async fn describe_consumer_group(
+        &self,
+        coordinator: i32,
+        group: &str,
+    ) -> Result<Option<GroupDescription>> {
+        let r = self
+            .send_to(coordinator, 1, |_| {
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(sb(group))])
+            })
+            .await?;
+        let Some(g) = r.groups.into_iter().next().filter(|g| g.error_code == 0) else {
+            return Ok(None);
+        };
+        Ok(Some(GroupDescription {
+            group_id: g.group_id.0.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: "consumer".into(),
+            protocol: g.assignor_name.to_string(),
+            coordinator,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| {
+                    let assignment = m
+                        .assignment
+                        .topic_partitions
+                        .iter()
+                        .flat_map(|t| {
+                            t.partitions
+                                .iter()
+                                .map(|p| (t.topic_name.0.to_string(), *p))
+                        })
+                        .collect();
+                    let ids = (m.member_id, m.instance_id);
+                    MemberDescription::new(ids, &m.client_id, &m.client_host, assignment)
+                })
+                .collect(),
+        }))
     }
 
     /// Deletes groups (they must be empty); one result per group.

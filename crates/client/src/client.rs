@@ -184,7 +184,17 @@ impl Client {
     /// Connects to the first bootstrap server that answers and reads the broker list.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         if config.bootstrap_servers.is_empty() {
-            return Err(Error::Invalid("no bootstrap server given".into()));
+            return Err(Error::Invalid(
+                "no bootstrap server given; name one as host:port".into(),
+            ));
+        }
+        for s in &config.bootstrap_servers {
+            let port = s.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(Error::Invalid(format!(
+                    "bootstrap server {s:?} is not host:port (e.g. localhost:9092)"
+                )));
+            }
         }
         let client = Client {
             inner: Arc::new(Inner {
