@@ -212,6 +212,29 @@ impl Connection {
 
     /// Sends `request` at `version` and waits for its response.
     pub async fn send_at<R: Request>(&self, version: i16, request: &R) -> Result<R::Response> {
+        self.send_at_within(version, request, self.request_timeout)
+            .await
+    }
+
+    /// Like [`Connection::send`], waiting up to `timeout` for the answer (JoinGroup waits
+    /// for a whole rebalance, longer than other requests).
+    pub async fn send_within<R: Request>(
+        &self,
+        cap: i16,
+        timeout: Duration,
+        build: impl FnOnce(i16) -> R,
+    ) -> Result<R::Response> {
+        let version = self.version::<R>(cap)?;
+        let request = build(version);
+        self.send_at_within(version, &request, timeout).await
+    }
+
+    async fn send_at_within<R: Request>(
+        &self,
+        version: i16,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<R::Response> {
         let (correlation, frame) = self.frame(version, request)?;
         let (tx, rx) = oneshot::channel();
         {
@@ -232,7 +255,7 @@ impl Connection {
                 .remove(&correlation);
             return Err(e);
         }
-        let mut body = match tokio::time::timeout(self.request_timeout, rx).await {
+        let mut body = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(body)) => body,
             Ok(Err(_)) => {
                 let reason = self.pending.lock().expect("pending lock").closed.clone();
@@ -250,7 +273,7 @@ impl Connection {
                 return Err(Error::Timeout {
                     api: api_name(R::KEY),
                     addr: self.addr.clone(),
-                    ms: self.request_timeout.as_millis(),
+                    ms: timeout.as_millis(),
                 });
             }
         };

@@ -484,8 +484,10 @@ impl Consumer {
             let coordinator = self.client.coordinator(&group).await?;
             let conn = self.client.broker_connection(coordinator).await?;
             let metadata = group::encode_subscription(&topics);
-            let (_, joined) = conn
-                .send(7, |v| {
+            // The broker answers JoinGroup when the rebalance completes.
+            let wait = self.config.rebalance_timeout + Duration::from_secs(5);
+            let joined = match conn
+                .send_within(7, wait, |v| {
                     let mut r = JoinGroupRequest::default()
                         .with_group_id(GroupId(sb(&group)))
                         .with_session_timeout_ms(self.config.session_timeout.as_millis() as i32)
@@ -499,7 +501,19 @@ impl Consumer {
                     }
                     r
                 })
-                .await?;
+                .await
+            {
+                Ok(joined) => joined,
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(group, error = %e, "JoinGroup failed; joining again");
+                    if matches!(e, Error::Connection { .. }) {
+                        self.client.forget_broker(coordinator).await;
+                    }
+                    tokio::time::sleep(self.client.config().retry_backoff).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match ResponseError::try_from_code(joined.error_code) {
                 None => {}
                 Some(ResponseError::MemberIdRequired) => {
