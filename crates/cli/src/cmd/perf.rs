@@ -1,5 +1,7 @@
 //! `strata perf produce|consume`: throughput and latency tests, like Kafka's perf tools.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -187,6 +189,8 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         .run
         .duration_secs
         .map(|s| started + Duration::from_secs(s));
+    let acked = Arc::new(AtomicU64::new(0));
+    let progress = (!(a.run.json || common.json())).then(|| tokio::spawn(progress(acked.clone())));
     let mut tasks = Vec::new();
     for i in 0..a.producers as u64 {
         let share = a
@@ -197,6 +201,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         let producer = Producer::new(client.clone(), config.clone());
         let topic = a.topic.clone();
         let value = value.clone();
+        let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             // Deliveries complete in order per producer; a collector times each one.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, DeliveryFuture)>(100_000);
@@ -208,6 +213,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                     match delivery.await {
                         Ok(_) => {
                             ok += 1;
+                            acked.fetch_add(1, Ordering::Relaxed);
                             let us = (Instant::now() - sent).as_micros() as u64;
                             latency.saturating_record(us.max(1));
                         }
@@ -256,6 +262,9 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         report.errors += errors;
         report.latency.add(&latency).expect("same histogram bounds");
     }
+    if let Some(p) = progress {
+        p.abort();
+    }
     report.elapsed = started.elapsed();
     report.bytes = report.records * a.record_size as u64;
     report.print(a.run.json || common.json());
@@ -264,6 +273,22 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} records were not acknowledged: {e}", report.errors);
     }
     Ok(())
+}
+
+/// Prints how many records were acknowledged every 5 seconds, on stderr.
+async fn progress(acked: Arc<AtomicU64>) {
+    let mut last = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = acked.load(Ordering::Relaxed);
+        eprintln!(
+            "{now} records acknowledged, {:.1} records/s",
+            (now - last) as f64 / 5.0
+        );
+        last = now;
+    }
 }
 
 async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
