@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker (the default with no arguments).
+    /// Run a broker (the default with no arguments)
     ///
     /// Examples:
     ///   strata serve

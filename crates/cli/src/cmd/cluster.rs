@@ -7,7 +7,7 @@ use super::{print_json, Common};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Show the cluster id, the controller and the brokers.
+    /// Show the cluster id, the controller and the brokers
     ///
     /// Examples:
     ///   strata cluster describe

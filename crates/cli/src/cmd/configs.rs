@@ -8,14 +8,14 @@ use super::{key_value, print_json, Common};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigsCommand {
-    /// Show configs (overrides only, unless --all).
+    /// Show configs (overrides only, unless --all)
     ///
     /// Examples:
     ///   strata configs describe --topic orders
     ///   strata configs describe --broker 1 --all
     #[command(verbatim_doc_comment)]
     Describe(DescribeArgs),
-    /// Set or remove configs.
+    /// Set or remove configs
     ///
     /// Examples:
     ///   strata configs alter --topic orders --set retention.ms=3600000

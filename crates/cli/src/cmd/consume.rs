@@ -9,7 +9,7 @@ use strata_client::{Consumer, ConsumerConfig, OffsetReset, Seek};
 
 use super::Common;
 
-/// Print records from a topic, following new ones until interrupted (Ctrl-C).
+/// Print records from a topic, following new ones until interrupted (Ctrl-C)
 ///
 /// Format placeholders: {topic} {partition} {offset} {timestamp} {key} {value} {headers};
 /// \t and \n are tab and newline. With --output json each record is one JSON line.

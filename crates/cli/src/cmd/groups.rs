@@ -10,20 +10,20 @@ use super::{print_json, Common};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum GroupsCommand {
-    /// List groups.
+    /// List groups
     ///
     /// Examples:
     ///   strata groups list
     #[command(verbatim_doc_comment)]
     List,
-    /// Show per partition the committed offset, the end offset, the lag and the owner.
+    /// Show per partition the committed offset, the end offset, the lag and the owner
     ///
     /// Examples:
     ///   strata groups describe billing
     ///   strata groups describe billing --output json
     #[command(verbatim_doc_comment)]
     Describe(DescribeArgs),
-    /// Move a group's committed offsets (a dry run unless --execute; the group must be empty).
+    /// Move a group's committed offsets (a dry run unless --execute; the group must be empty)
     ///
     /// Examples:
     ///   strata groups reset-offsets billing --topic orders --to-earliest
@@ -32,7 +32,7 @@ pub enum GroupsCommand {
     ///   strata groups reset-offsets billing --topic orders --to-datetime 2026-01-31T12:00:00Z
     #[command(verbatim_doc_comment)]
     ResetOffsets(ResetArgs),
-    /// Delete groups (they must have no active members).
+    /// Delete groups (they must have no active members)
     ///
     /// Examples:
     ///   strata groups delete billing

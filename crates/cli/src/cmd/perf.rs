@@ -16,7 +16,7 @@ use super::{print_json, Common};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PerfCommand {
-    /// Produce fixed-size records as fast as allowed; report throughput and ack latency.
+    /// Produce fixed-size records as fast as allowed; report throughput and ack latency
     ///
     /// Examples:
     ///   strata perf produce --topic bench --num-records 1000000 --record-size 100
@@ -24,7 +24,7 @@ pub enum PerfCommand {
     ///   strata perf produce --topic bench --num-records 100000 --acks 1 --compression lz4 --json
     #[command(verbatim_doc_comment)]
     Produce(ProduceArgs),
-    /// Read records; report throughput and end-to-end latency (now minus record timestamp).
+    /// Read records; report throughput and end-to-end latency (now minus record timestamp)
     ///
     /// Examples:
     ///   strata perf consume --topic bench --num-records 1000000

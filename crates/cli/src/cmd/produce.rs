@@ -12,7 +12,7 @@ use strata_client::{Producer, ProducerConfig, ProducerRecord};
 
 use super::{key_value, print_json, Common};
 
-/// Produce records, one per input line.
+/// Produce records, one per input line
 ///
 /// Examples:
 ///   echo hello | strata produce orders

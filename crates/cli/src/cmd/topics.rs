@@ -11,35 +11,35 @@ use super::{key_value, print_json, Common};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TopicsCommand {
-    /// Create topics.
+    /// Create topics
     ///
     /// Examples:
     ///   strata topics create orders --partitions 6
     ///   strata topics create logs --config cleanup.policy=compact --config retention.ms=86400000
     #[command(verbatim_doc_comment)]
     Create(CreateArgs),
-    /// List topics.
+    /// List topics
     ///
     /// Examples:
     ///   strata topics list
     ///   strata topics list --output json
     #[command(verbatim_doc_comment)]
     List(ListArgs),
-    /// Show partitions (leader, replicas, ISR, log start and end offsets, size on disk).
+    /// Show partitions (leader, replicas, ISR, log start and end offsets, size on disk)
     ///
     /// Examples:
     ///   strata topics describe orders
     ///   strata topics describe            (every topic)
     #[command(verbatim_doc_comment)]
     Describe(DescribeArgs),
-    /// Add partitions or change configs.
+    /// Add partitions or change configs
     ///
     /// Examples:
     ///   strata topics alter orders --partitions 12
     ///   strata topics alter orders --config retention.ms=3600000 --delete-config cleanup.policy
     #[command(verbatim_doc_comment)]
     Alter(AlterArgs),
-    /// Delete topics.
+    /// Delete topics
     ///
     /// Examples:
     ///   strata topics delete orders
