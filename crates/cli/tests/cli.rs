@@ -610,3 +610,57 @@ fn perf_counts_every_record() {
     let e = fails(&b, &["perf", "produce", "-t", "nope", "-n", "1"]);
     assert!(e.contains("does not exist"), "{e}");
 }
+
+#[test]
+fn consume_follows_new_records_until_interrupted() {
+    let b = broker();
+    ok(&b, &["topics", "create", "live", "--partitions", "2"]);
+    let out_path = b.dir.path().join("live.txt");
+    // --from-beginning: the records count even if they land before it has looked up offsets.
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "consume",
+            "live",
+            "--from-beginning",
+            "--format",
+            "{key}={value}",
+        ])
+        .env("STRATA_BOOTSTRAP_SERVER", format!("127.0.0.1:{}", b.port))
+        .stdout(std::fs::File::create(&out_path).expect("output file"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata consume");
+    // Records written after it started arrive while it runs.
+    std::thread::sleep(Duration::from_millis(300));
+    ok_in(
+        &b,
+        &["produce", "live", "--key-separator", ":"],
+        "a:1\nb:2\nc:3\n",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    while read().lines().count() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("strata consume stops on Ctrl-C")
+        .expect("output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("consumed 3 records"));
+    let mut lines: Vec<String> = read().lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines, ["a=1", "b=2", "c=3"]);
+}
