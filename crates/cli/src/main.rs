@@ -1,4 +1,7 @@
-//! `strata`: the Strata command line. `strata serve` (or no arguments) runs a broker.
+//! `strata`: the Strata command line. `strata serve` (or no arguments) runs a broker; the
+//! other subcommands are clients of a running cluster (see `cmd`).
+
+mod cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,17 +25,37 @@ static ALLOCATOR: strata_protocol::alloc::ReservingAllocator =
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    common: cmd::Common,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker (the default with no arguments).
+    /// Run a broker (the default with no arguments)
     ///
     /// Examples:
     ///   strata serve
     ///   strata serve --config server.properties
     ///   strata serve --set listeners=PLAINTEXT://127.0.0.1:19092 --set log.dirs=/tmp/strata
+    #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topics(cmd::topics::TopicsCommand),
+    Produce(cmd::produce::ProduceArgs),
+    Consume(cmd::consume::ConsumeArgs),
+    /// List, describe (with lag), reset offsets of and delete consumer groups.
+    #[command(subcommand)]
+    Groups(cmd::groups::GroupsCommand),
+    /// Describe and alter broker and topic configs.
+    #[command(subcommand)]
+    Configs(cmd::configs::ConfigsCommand),
+    /// Describe the cluster.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
+    /// Producer and consumer performance tests (throughput, latency percentiles).
+    #[command(subcommand)]
+    Perf(cmd::perf::PerfCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -47,25 +70,54 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Client commands keep stderr for their own messages unless STRATA_LOG asks for more.
+    let default_level = match cli.command {
+        None | Some(Command::Serve(_)) => "info",
+        Some(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => ServeArgs::default(),
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(ServeArgs::default()),
+        Some(command) => run_client(&cli.common, command),
     };
-    match serve(args) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            if let Some(hint) = cmd::hint(&error) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a client subcommand.
+fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Topics(c) => cmd::topics::run(common, c).await,
+            Command::Produce(a) => cmd::produce::run(common, a).await,
+            Command::Consume(a) => cmd::consume::run(common, a).await,
+            Command::Groups(c) => cmd::groups::run(common, c).await,
+            Command::Configs(c) => cmd::configs::run(common, c).await,
+            Command::Cluster(c) => cmd::cluster::run(common, c).await,
+            Command::Perf(c) => cmd::perf::run(common, c).await,
+            Command::Serve(_) => unreachable!("serve is handled by main"),
+        }
+    })
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {

@@ -178,11 +178,40 @@ pub fn encode_batch_as(
     compression: kafka_protocol::records::Compression,
     producer: BatchProducer,
 ) -> Result<Bytes, EncodeBatchError> {
+    encode_records_as(
+        records
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone(), r.timestamp, Headers::new())),
+        compression,
+        producer,
+    )
+}
+
+/// Record headers, in order.
+pub type Headers =
+    kafka_protocol::indexmap::IndexMap<kafka_protocol::protocol::StrBytes, Option<Bytes>>;
+
+/// Encodes (key, value, timestamp, headers) records as one magic-2 batch with base offset 0
+/// and no producer id or sequence, as a non-idempotent producer sends it.
+pub fn encode_records(
+    records: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64, Headers)>,
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes, EncodeBatchError> {
+    encode_records_as(records, compression, BatchProducer::NONE)
+}
+
+/// Encodes (key, value, timestamp, headers) records as one magic-2 batch with base offset 0
+/// and the given producer fields.
+pub fn encode_records_as(
+    records: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64, Headers)>,
+    compression: kafka_protocol::records::Compression,
+    producer: BatchProducer,
+) -> Result<Bytes, EncodeBatchError> {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let records: Vec<Record> = records
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, r)| Record {
+        .map(|(i, (key, value, timestamp, headers))| Record {
             transactional: producer.transactional,
             control: producer.control,
             delete_horizon: false,
@@ -194,10 +223,10 @@ pub fn encode_batch_as(
             // The encoder starts a new batch when offset - sequence changes; keeping it
             // constant gives one batch (without a sequence when the first is -1).
             sequence: producer.base_sequence.wrapping_add(i as i32),
-            timestamp: r.timestamp,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: Default::default(),
+            timestamp,
+            key,
+            value,
+            headers,
         })
         .collect();
     let mut buf = bytes::BytesMut::new();

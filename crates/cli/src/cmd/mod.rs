@@ -1,0 +1,150 @@
+//! The client subcommands: topics, produce, consume, groups, configs and cluster.
+
+pub mod cluster;
+pub mod configs;
+pub mod consume;
+pub mod groups;
+pub mod perf;
+pub mod produce;
+pub mod table;
+pub mod topics;
+
+use std::time::Duration;
+
+use strata_client::{Client, ClientConfig};
+
+/// Options every client subcommand takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Broker address(es) to bootstrap from, host:port[,host:port...].
+    #[arg(
+        long,
+        short = 'b',
+        global = true,
+        env = "STRATA_BOOTSTRAP_SERVER",
+        default_value = "localhost:9092",
+        value_name = "HOST:PORT"
+    )]
+    pub bootstrap_server: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// How long to wait for each broker answer, in milliseconds.
+    #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
+    pub request_timeout_ms: u64,
+}
+
+/// How results are printed.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+impl Common {
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+
+    /// Connects to the cluster.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new(&self.bootstrap_server);
+        config.client_id = "strata-cli".into();
+        config.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        config.connect_timeout = Duration::from_millis(self.request_timeout_ms.min(5_000));
+        config.retries = 3;
+        Ok(Client::connect(config).await?)
+    }
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
+}
+
+/// Prints JSON values as one JSON array on stdout.
+pub fn print_json_rows(rows: impl Iterator<Item = serde_json::Value>) {
+    print_json(&serde_json::Value::Array(rows.collect()));
+}
+
+/// Splits `KEY=VALUE`.
+pub fn key_value(item: &str, what: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = item
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("{what} expects KEY=VALUE, got {item:?}"))?;
+    if k.trim().is_empty() {
+        anyhow::bail!("{what} expects KEY=VALUE, got {item:?} (the key is empty)");
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+/// What to do about a client error, where there is something to say.
+pub fn hint(error: &anyhow::Error) -> Option<&'static str> {
+    use strata_client::ErrorCode as C;
+    let e = error.downcast_ref::<strata_client::Error>()?;
+    Some(match e.code()? {
+        C::UnknownTopicOrPartition => {
+            "list the topics with `strata topics list`, or create it with `strata topics create`"
+        }
+        C::TopicAlreadyExists => "pass --if-not-exists to accept an existing topic",
+        C::GroupIdNotFound => "list the groups with `strata groups list`",
+        C::NonEmptyGroup => "stop the group's consumers first, then try again",
+        C::InvalidConfig => "check the config name and value with `strata configs describe --all`",
+        _ => return None,
+    })
+}
+
+/// Prints per-item results ("deleted topic x"; JSON rows with --output json) and fails if any
+/// failed, unless `ignore` accepts its error.
+pub fn report(
+    common: &Common,
+    kind: &str,
+    verb: &str,
+    results: Vec<(String, strata_client::Result<()>)>,
+    ignore: impl Fn(&strata_client::Error) -> bool,
+) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(()) => {
+                if !common.json() {
+                    println!("{verb} {kind} {name}");
+                }
+                rows.push(serde_json::json!({kind: name, "result": verb}));
+            }
+            Err(e) if ignore(&e) => {
+                rows.push(serde_json::json!({kind: name, "result": "unchanged"}));
+            }
+            Err(e) => {
+                rows.push(serde_json::json!({kind: name, "error": e.to_string()}));
+                failures.push(e);
+            }
+        }
+    }
+    if common.json() {
+        print_json(&serde_json::json!(rows));
+    }
+    first_of(failures)
+}
+
+/// Fails with the only error, or with all of them listed.
+pub fn first_of(mut failures: Vec<strata_client::Error>) -> anyhow::Result<()> {
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0).into()),
+        _ => anyhow::bail!(
+            "{}",
+            failures
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}

@@ -1,0 +1,356 @@
+//! `strata perf produce|consume`: throughput and latency tests, like Kafka's perf tools.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use strata_client::producer::DeliveryFuture;
+use strata_client::{Consumer, ConsumerConfig, OffsetReset, Producer, ProducerRecord, Seek};
+
+use super::produce::ProducerOpts;
+use super::table::Table;
+use super::{print_json, Common};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PerfCommand {
+    /// Produce fixed-size records as fast as allowed; report throughput and ack latency
+    ///
+    /// Examples:
+    ///   strata perf produce --topic bench --num-records 1000000 --record-size 100
+    ///   strata perf produce --topic bench --duration-secs 30 --throughput 50000 --producers 4
+    ///   strata perf produce --topic bench --num-records 100000 --acks 1 --compression lz4 --json
+    #[command(verbatim_doc_comment)]
+    Produce(ProduceArgs),
+    /// Read records; report throughput and end-to-end latency (now minus record timestamp)
+    ///
+    /// Examples:
+    ///   strata perf consume --topic bench --num-records 1000000
+    ///   strata perf consume --topic bench --duration-secs 10 --group perf
+    #[command(verbatim_doc_comment)]
+    Consume(ConsumeArgs),
+}
+
+/// How much to run, and how to report it.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("amount").required(true).args(["num_records", "duration_secs"])))]
+pub struct RunOpts {
+    /// Records in total (over all producers), then stop.
+    #[arg(long, short = 'n')]
+    num_records: Option<u64>,
+    /// Run for this many seconds instead.
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Print the report as JSON (same as --output json).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProduceArgs {
+    #[arg(long, short = 't')]
+    topic: String,
+    #[command(flatten)]
+    run: RunOpts,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Cap in records per second over all producers (-1: no cap).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    throughput: i64,
+    /// Producers sending in parallel.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    #[command(flatten)]
+    producer: ProducerOpts,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConsumeArgs {
+    #[arg(long, short = 't')]
+    topic: String,
+    #[command(flatten)]
+    run: RunOpts,
+    /// Read as a member of this group (default: every partition from the beginning).
+    #[arg(long, short = 'g')]
+    group: Option<String>,
+    /// Give up when no record arrives for this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+pub async fn run(common: &Common, command: PerfCommand) -> anyhow::Result<()> {
+    match command {
+        PerfCommand::Produce(a) => produce(common, a).await,
+        PerfCommand::Consume(a) => consume(common, a).await,
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 µs to 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A report of one run.
+struct Report {
+    records: u64,
+    bytes: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    latency_name: &'static str,
+}
+
+impl Report {
+    fn new(latency_name: &'static str) -> Self {
+        Report {
+            records: 0,
+            bytes: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+            latency_name,
+        }
+    }
+
+    fn print(&self, as_json: bool) {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let ms = |us: u64| us as f64 / 1000.0;
+        let q = |p: f64| ms(self.latency.value_at_quantile(p));
+        let (avg, max) = if self.latency.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (self.latency.mean() / 1000.0, ms(self.latency.max()))
+        };
+        let rate = self.records as f64 / secs;
+        let mb = self.bytes as f64 / (1024.0 * 1024.0) / secs;
+        if as_json {
+            print_json(&json!({
+                "records": self.records,
+                "errors": self.errors,
+                "bytes": self.bytes,
+                "elapsed_secs": secs,
+                "records_per_sec": rate,
+                "mb_per_sec": mb,
+                "latency": self.latency_name,
+                "latency_ms": {
+                    "avg": avg, "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
+                    "p99_9": q(0.999), "max": max,
+                },
+            }));
+            return;
+        }
+        let mut t = Table::new(&[
+            "RECORDS",
+            "ERRORS",
+            "RECORDS/S",
+            "MB/S",
+            "AVG-MS",
+            "P50-MS",
+            "P95-MS",
+            "P99-MS",
+            "P99.9-MS",
+            "MAX-MS",
+        ]);
+        let f = |v: f64| format!("{v:.2}");
+        t.row(vec![
+            self.records.to_string(),
+            self.errors.to_string(),
+            format!("{rate:.1}"),
+            f(mb),
+            f(avg),
+            f(q(0.50)),
+            f(q(0.95)),
+            f(q(0.99)),
+            f(q(0.999)),
+            f(max),
+        ]);
+        println!("{} in {:.2} s ({})", self.records, secs, self.latency_name);
+        t.print();
+    }
+}
+
+async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
+    if a.producers == 0 {
+        anyhow::bail!("--producers must be at least 1");
+    }
+    let config = a.producer.config()?;
+    let client = common.connect().await?;
+    client.fresh_topic(&a.topic).await?;
+    let value = Bytes::from(
+        (0..a.record_size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let started = Instant::now();
+    let deadline = a
+        .run
+        .duration_secs
+        .map(|s| started + Duration::from_secs(s));
+    let acked = Arc::new(AtomicU64::new(0));
+    let progress = (!(a.run.json || common.json())).then(|| tokio::spawn(progress(acked.clone())));
+    let mut tasks = Vec::new();
+    for i in 0..a.producers as u64 {
+        let share = a
+            .run
+            .num_records
+            .map(|n| n / a.producers as u64 + u64::from(i < n % a.producers as u64));
+        let rate = (a.throughput > 0).then(|| a.throughput as f64 / a.producers as f64);
+        let producer = Producer::new(client.clone(), config.clone());
+        let topic = a.topic.clone();
+        let value = value.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            // Deliveries complete in order per producer; a collector times each one.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, DeliveryFuture)>(100_000);
+            let collector = tokio::spawn(async move {
+                let mut latency = histogram();
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let mut first_error = None;
+                while let Some((sent, delivery)) = rx.recv().await {
+                    match delivery.await {
+                        Ok(_) => {
+                            ok += 1;
+                            acked.fetch_add(1, Ordering::Relaxed);
+                            let us = (Instant::now() - sent).as_micros() as u64;
+                            latency.saturating_record(us.max(1));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (ok, errors, latency, first_error)
+            });
+            let mut n = 0u64;
+            let begin = Instant::now();
+            loop {
+                if share.is_some_and(|s| n >= s) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if let Some(rate) = rate {
+                    let due = begin + Duration::from_secs_f64(n as f64 / rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
+                let mut record = ProducerRecord::new(&topic, None, None);
+                record.value = Some(value.clone());
+                let sent = Instant::now();
+                let delivery = producer.send(record).await?;
+                if tx.send((sent, delivery)).await.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            producer.flush().await;
+            drop(tx);
+            anyhow::Ok(collector.await?)
+        }));
+    }
+    let mut report = Report::new("ack latency");
+    let mut first_error = None;
+    for t in tasks {
+        let (ok, errors, latency, error) = t.await??;
+        if let Some(e) = error {
+            first_error.get_or_insert(e);
+        }
+        report.records += ok;
+        report.errors += errors;
+        report.latency.add(&latency).expect("same histogram bounds");
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    report.elapsed = started.elapsed();
+    report.bytes = report.records * a.record_size as u64;
+    report.print(a.run.json || common.json());
+    if report.errors > 0 {
+        let e = first_error.map(|e| e.to_string()).unwrap_or_default();
+        anyhow::bail!("{} records were not acknowledged: {e}", report.errors);
+    }
+    Ok(())
+}
+
+/// Prints how many records were acknowledged every 5 seconds, on stderr.
+async fn progress(acked: Arc<AtomicU64>) {
+    let mut last = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = acked.load(Ordering::Relaxed);
+        eprintln!(
+            "{now} records acknowledged, {:.1} records/s",
+            (now - last) as f64 / 5.0
+        );
+        last = now;
+    }
+}
+
+async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
+    let client = common.connect().await?;
+    let topic = client.fresh_topic(&a.topic).await?;
+    let mut consumer = Consumer::new(
+        client,
+        ConsumerConfig {
+            group_id: a.group.clone(),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+    );
+    if a.group.is_some() {
+        consumer.subscribe(std::slice::from_ref(&a.topic))?;
+    } else {
+        let tps: Vec<(String, i32)> = topic
+            .partitions
+            .iter()
+            .map(|p| (a.topic.clone(), p.id))
+            .collect();
+        consumer.assign(&tps);
+        for tp in tps {
+            consumer.seek(tp, Seek::Earliest);
+        }
+    }
+    let started = Instant::now();
+    let deadline = a
+        .run
+        .duration_secs
+        .map(|s| started + Duration::from_secs(s));
+    let mut report = Report::new("end-to-end latency");
+    let mut last = Instant::now();
+    loop {
+        if a.run.num_records.is_some_and(|n| report.records >= n)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+        if last.elapsed() >= Duration::from_millis(a.timeout_ms) {
+            eprintln!(
+                "no record for {} ms; stopping after {} records",
+                a.timeout_ms, report.records
+            );
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(100)).await?;
+        if records.is_empty() && consumer.assignment().is_empty() {
+            last = Instant::now();
+        }
+        let now = strata_client::producer::now_ms();
+        for r in records {
+            last = Instant::now();
+            report.records += 1;
+            report.bytes += (r.value.as_ref().map_or(0, |v| v.len())
+                + r.key.as_ref().map_or(0, |k| k.len())) as u64;
+            let us = (now - r.timestamp).max(0) as u64 * 1000;
+            report.latency.saturating_record(us.max(1));
+        }
+    }
+    report.elapsed = started.elapsed();
+    consumer.close().await?;
+    report.print(a.run.json || common.json());
+    Ok(())
+}

@@ -1,0 +1,666 @@
+//! The client subcommands (`strata topics|produce|consume|groups|configs|cluster`) run as
+//! subprocesses against a real broker; their tables are compared with expected text (unstable
+//! columns normalised) and their `--output json` parsed.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::TestBroker;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `strata ARGS` against `port` with `stdin`, killed after 30 s.
+fn strata_at(port: u16, args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env("STRATA_BOOTSTRAP_SERVER", format!("127.0.0.1:{port}"))
+        .env_remove("STRATA_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.expect("strata output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("strata {args:?} did not finish within 30 s");
+        }
+    };
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "strata {args:?} panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+fn strata(b: &TestBroker, args: &[&str]) -> Run {
+    strata_at(b.port, args, "")
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(b: &TestBroker, args: &[&str]) -> String {
+    ok_in(b, args, "")
+}
+
+fn ok_in(b: &TestBroker, args: &[&str], stdin: &str) -> String {
+    let r = strata_at(b.port, args, stdin);
+    assert_eq!(
+        r.code, 0,
+        "strata {args:?} failed:\n{}{}",
+        r.stdout, r.stderr
+    );
+    r.stdout
+}
+
+/// Runs a command that must fail with exit code 1 and returns its stderr.
+fn fails(b: &TestBroker, args: &[&str]) -> String {
+    let r = strata(b, args);
+    assert_eq!(
+        r.code, 1,
+        "strata {args:?} should fail:\n{}{}",
+        r.stdout, r.stderr
+    );
+    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    r.stderr
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// Replaces the value after each `label` (up to two spaces or the line's end) with `<label>`.
+fn normalise(text: &str, labels: &[&str]) -> String {
+    let mut out = text.to_string();
+    for label in labels {
+        while let Some(start) = out.find(&format!("{label} ")) {
+            let from = start + label.len() + 1;
+            let end = out[from..]
+                .find(['\n', ' '])
+                .map_or(out.len(), |i| from + i);
+            out.replace_range(start..end, &format!("<{}>", label.trim_end_matches(':')));
+        }
+    }
+    out
+}
+
+/// A field of partition 0 in `groups describe GROUP --output json`.
+fn group_field(b: &TestBroker, group: &str, field: &str) -> Value {
+    json(&ok(b, &["groups", "describe", group, "-o", "json"]))[0]["partitions"][0][field].clone()
+}
+
+/// `groups reset-offsets GROUP --topic TOPIC ARGS --execute`.
+fn reset(b: &TestBroker, group: &str, topic: &str, args: &[&str]) -> String {
+    let mut all = vec!["groups", "reset-offsets", group, "--topic", topic];
+    all.extend_from_slice(args);
+    all.push("--execute");
+    ok(b, &all)
+}
+
+fn broker() -> TestBroker {
+    TestBroker::start(&["group.initial.rebalance.delay.ms=0", "num.partitions=1"])
+}
+
+#[test]
+fn topics_create_list_describe_alter_delete() {
+    let b = broker();
+    assert_eq!(
+        ok(
+            &b,
+            &[
+                "topics",
+                "create",
+                "orders",
+                "--partitions",
+                "3",
+                "--config",
+                "retention.ms=3600000"
+            ]
+        ),
+        "created topic orders\n"
+    );
+    ok(&b, &["topics", "create", "audit"]);
+    assert_eq!(
+        ok(&b, &["topics", "list"]),
+        "TOPIC   PARTITIONS  REPLICATION-FACTOR\n\
+         audit   1           1\n\
+         orders  3           1\n"
+    );
+    ok_in(&b, &["produce", "orders", "--partition", "1"], "one\ntwo\n");
+    let describe = ok(&b, &["topics", "describe", "orders"]);
+    let lines: Vec<&str> = describe.lines().collect();
+    assert_eq!(
+        normalise(lines[0], &["Id:"]),
+        "Topic: orders  <Id>  Partitions: 3  Replication: 1  Configs: retention.ms=3600000"
+    );
+    // The size column depends on the batch encoding: check it is there, then blank it.
+    let size = lines[3]
+        .split_whitespace()
+        .last()
+        .expect("size")
+        .parse::<u64>()
+        .expect("size");
+    assert!(size > 0, "{describe}");
+    assert_eq!(
+        lines[1..].join("\n").replace(&format!(" {size}"), " N"),
+        "PARTITION  LEADER  REPLICAS  ISR  LOG-START  LOG-END  SIZE\n\
+         0          1       1         1    0          0        0\n\
+         1          1       1         1    0          2        N\n\
+         2          1       1         1    0          0        0"
+    );
+    let described = json(&ok(
+        &b,
+        &["topics", "describe", "orders", "--output", "json"],
+    ));
+    let p1 = &described[0]["partitions"][1];
+    assert_eq!(p1["log_end_offset"], 2);
+    assert_eq!(p1["log_start_offset"], 0);
+    assert_eq!(p1["size_bytes"], size);
+    assert_eq!(p1["leader"], 1);
+    assert_eq!(described[0]["configs"]["retention.ms"], "3600000");
+
+    assert_eq!(
+        ok(
+            &b,
+            &[
+                "topics",
+                "alter",
+                "orders",
+                "--partitions",
+                "4",
+                "--delete-config",
+                "retention.ms"
+            ]
+        ),
+        "altered topic orders: partitions 3 -> 4, deleted retention.ms\n"
+    );
+    let listed = json(&ok(&b, &["topics", "list", "-o", "json"]));
+    assert_eq!(listed[1]["name"], "orders");
+    assert_eq!(listed[1]["partitions"], 4);
+
+    // Errors say what went wrong and what to do.
+    let e = fails(&b, &["topics", "create", "orders"]);
+    assert!(
+        e.contains("already exists") && e.contains("--if-not-exists"),
+        "{e}"
+    );
+    ok(&b, &["topics", "create", "orders", "--if-not-exists"]);
+    let e = fails(&b, &["topics", "describe", "nope"]);
+    assert!(
+        e.contains("\"nope\"") && e.contains("does not exist") && e.contains("strata topics list"),
+        "{e}"
+    );
+    let e = fails(&b, &["topics", "alter", "orders", "--partitions", "2"]);
+    assert!(e.contains("can only raise"), "{e}");
+
+    assert_eq!(
+        ok(&b, &["topics", "delete", "orders", "audit"]),
+        "deleted topic orders\ndeleted topic audit\n"
+    );
+    assert_eq!(
+        ok(&b, &["topics", "list"]),
+        "TOPIC  PARTITIONS  REPLICATION-FACTOR\n"
+    );
+    fails(&b, &["topics", "delete", "orders"]);
+    ok(&b, &["topics", "delete", "orders", "--if-exists"]);
+}
+
+#[test]
+fn produce_and_consume() {
+    let b = broker();
+    ok(&b, &["topics", "create", "events", "--partitions", "1"]);
+    let produced = ok_in(
+        &b,
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            ":",
+            "--header",
+            "src=test",
+            "--compression",
+            "zstd",
+            "-o",
+            "json",
+        ],
+        "k1:v1\nk2:v2\nk3:v3\n",
+    );
+    assert_eq!(json(&produced)["records"], 3);
+    ok_in(&b, &["produce", "events", "--acks", "1"], "plain\n");
+    assert_eq!(
+        ok(
+            &b,
+            &[
+                "consume",
+                "events",
+                "--from-beginning",
+                "--max-messages",
+                "4",
+                "--format",
+                "{partition}:{offset} {key}={value} [{headers}]"
+            ]
+        ),
+        "0:0 k1=v1 [src=test]\n0:1 k2=v2 [src=test]\n0:2 k3=v3 [src=test]\n0:3 null=plain []\n"
+    );
+    assert_eq!(
+        ok(
+            &b,
+            &[
+                "consume",
+                "events",
+                "--partition",
+                "0",
+                "--offset",
+                "2",
+                "--max-messages",
+                "1"
+            ]
+        ),
+        "v3\n"
+    );
+    let lines = ok(
+        &b,
+        &[
+            "consume",
+            "events",
+            "--from-beginning",
+            "-n",
+            "1",
+            "-o",
+            "json",
+        ],
+    );
+    let r = json(lines.lines().next().expect("a record"));
+    assert_eq!(r["key"], "k1");
+    assert_eq!(r["value"], "v1");
+    assert_eq!(r["offset"], 0);
+    assert_eq!(r["headers"][0], serde_json::json!(["src", "test"]));
+    assert!(r["timestamp"].as_i64().expect("timestamp") > 1_600_000_000_000);
+
+    // Without --from-beginning a consumer follows new records only.
+    assert_eq!(ok(&b, &["consume", "events", "--timeout-ms", "500"]), "");
+
+    // Keys land where the Java client's murmur2 partitioner puts them.
+    ok(&b, &["topics", "create", "keyed", "--partitions", "7"]);
+    ok_in(
+        &b,
+        &["produce", "keyed", "--key-separator", ":"],
+        "key:x\na:y\nfoobar:z\n",
+    );
+    let mut got: Vec<String> = ok(
+        &b,
+        &[
+            "consume",
+            "keyed",
+            "--from-beginning",
+            "-n",
+            "3",
+            "--format",
+            "{key} {partition}",
+        ],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    got.sort();
+    assert_eq!(got, vec!["a 5", "foobar 0", "key 4"]);
+
+    let e = fails(&b, &["consume", "nope", "--timeout-ms", "100"]);
+    assert!(e.contains("does not exist"), "{e}");
+    let r = strata_at(
+        b.port,
+        &["produce", "events", "--key-separator", ":"],
+        "novalue\n",
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("line 1 has no key separator"),
+        "{}",
+        r.stderr
+    );
+    let e = fails(&b, &["produce", "events", "--partition", "9"]);
+    assert!(e.contains("partition 9 does not exist"), "{e}");
+    let e = fails(&b, &["consume", "events", "--format", "{nope}"]);
+    assert!(e.contains("unknown placeholder"), "{e}");
+}
+
+#[test]
+fn groups_describe_reset_and_delete() {
+    let b = broker();
+    ok(&b, &["topics", "create", "work", "--partitions", "1"]);
+    ok_in(&b, &["produce", "work"], "a\nb\nc\nd\ne\n");
+    assert_eq!(
+        ok(
+            &b,
+            &[
+                "consume",
+                "work",
+                "--group",
+                "g",
+                "--from-beginning",
+                "--max-messages",
+                "3"
+            ]
+        ),
+        "a\nb\nc\n"
+    );
+    let listed = ok(&b, &["groups", "list"]);
+    assert!(
+        listed.starts_with("GROUP  STATE  PROTOCOL-TYPE\ng      Empty  "),
+        "{listed}"
+    );
+    assert_eq!(
+        json(&ok(&b, &["groups", "list", "-o", "json"]))[0]["group"],
+        "g"
+    );
+    assert_eq!(
+        ok(&b, &["groups", "describe", "g"]),
+        "Group: g  State: Empty  Members: 0\n\
+         GROUP  TOPIC  PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  CONSUMER-ID  HOST  CLIENT-ID\n\
+         g      work   0          3               5               2    -            -     -\n"
+    );
+    // The group resumes where it stopped.
+    assert_eq!(
+        ok(&b, &["consume", "work", "--group", "g", "-n", "1"]),
+        "d\n"
+    );
+    assert_eq!(group_field(&b, "g", "current_offset"), 4);
+    assert_eq!(group_field(&b, "g", "lag"), 1);
+
+    // Dry run by default.
+    let r = strata(
+        &b,
+        &[
+            "groups",
+            "reset-offsets",
+            "g",
+            "-t",
+            "work",
+            "--to-earliest",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "GROUP  TOPIC  PARTITION  PREVIOUS-OFFSET  NEW-OFFSET\n\
+         g      work   0          4                0\n"
+    );
+    assert!(r.stderr.contains("dry run"), "{}", r.stderr);
+    assert_eq!(group_field(&b, "g", "current_offset"), 4);
+    let shifted = json(&reset(
+        &b,
+        "g",
+        "work:0",
+        &["--shift-by", "-3", "-o", "json"],
+    ));
+    assert_eq!(shifted["partitions"][0]["new_offset"], 1);
+    assert_eq!(group_field(&b, "g", "current_offset"), 1);
+    ok(
+        &b,
+        &[
+            "groups",
+            "reset-offsets",
+            "g",
+            "--all-topics",
+            "--to-latest",
+            "--execute",
+        ],
+    );
+    assert_eq!(group_field(&b, "g", "lag"), 0);
+    reset(&b, "g", "work", &["--to-offset", "2"]);
+    assert_eq!(
+        ok(&b, &["consume", "work", "--group", "g", "-n", "1"]),
+        "c\n"
+    );
+    // A timestamp before every record resets to the log start.
+    reset(&b, "g", "work", &["--to-datetime", "2001-01-01T00:00:00Z"]);
+    assert_eq!(group_field(&b, "g", "current_offset"), 0);
+
+    assert_eq!(ok(&b, &["groups", "delete", "g"]), "deleted group g\n");
+    let e = fails(&b, &["groups", "describe", "g"]);
+    assert!(
+        e.contains("does not exist") && e.contains("strata groups list"),
+        "{e}"
+    );
+    let r = strata(&b, &["groups", "reset-offsets", "g", "--topic", "work"]);
+    assert_eq!(
+        r.code, 2,
+        "a missing --to-* is a usage error:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn configs_and_cluster() {
+    let b = broker();
+    ok(&b, &["topics", "create", "t"]);
+    assert_eq!(
+        ok(&b, &["configs", "describe", "--topic", "t"]),
+        "NAME  VALUE  SOURCE\n"
+    );
+    let alter = |args: &[&str]| {
+        let mut all = vec!["configs", "alter", "--topic", "t"];
+        all.extend_from_slice(args);
+        ok(&b, &all)
+    };
+    assert_eq!(
+        alter(&[
+            "--set",
+            "retention.ms=1000",
+            "--set",
+            "cleanup.policy=compact"
+        ]),
+        "altered configs of topic t\n"
+    );
+    assert_eq!(
+        ok(&b, &["configs", "describe", "--topic", "t"]),
+        "NAME            VALUE    SOURCE\n\
+         cleanup.policy  compact  DYNAMIC_TOPIC_CONFIG\n\
+         retention.ms    1000     DYNAMIC_TOPIC_CONFIG\n"
+    );
+    alter(&["--delete", "cleanup.policy"]);
+    let all = json(&ok(
+        &b,
+        &["configs", "describe", "--topic", "t", "--all", "-o", "json"],
+    ));
+    let entries = all.as_array().expect("array");
+    let find = |n: &str| {
+        entries
+            .iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(find("retention.ms")["value"], "1000");
+    assert_eq!(find("cleanup.policy")["source"], "DEFAULT_CONFIG");
+    let broker_configs = json(&ok(
+        &b,
+        &[
+            "configs", "describe", "--broker", "1", "--all", "-o", "json",
+        ],
+    ));
+    assert!(broker_configs
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|e| e["name"] == "log.dirs"));
+    let e = fails(&b, &["configs", "describe", "--topic", "nope"]);
+    assert!(e.contains("does not exist"), "{e}");
+    assert_eq!(strata(&b, &["configs", "alter", "--topic", "t"]).code, 1);
+
+    let text = ok(&b, &["cluster", "describe"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        normalise(lines[0], &["Cluster:"]),
+        "<Cluster>  Controller: 1"
+    );
+    let port = b.port.to_string();
+    let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(cells(lines[1]), ["ID", "HOST", "PORT", "RACK"]);
+    assert_eq!(cells(lines[2]), ["1", "127.0.0.1", port.as_str(), "-"]);
+    assert_eq!(lines.len(), 3, "{text}");
+    let c = json(&ok(&b, &["cluster", "describe", "--output", "json"]));
+    assert_eq!(c["controller_id"], 1);
+    assert_eq!(c["brokers"][0]["port"], b.port);
+    assert!(!c["cluster_id"].as_str().expect("id").is_empty());
+}
+
+#[test]
+fn broker_down_and_bad_arguments() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let r = strata_at(port, &["topics", "list"], "");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cannot reach any bootstrap server")
+            && r.stderr.contains("check that the cluster is running"),
+        "{}",
+        r.stderr
+    );
+    let r = strata_at(port, &["topics", "list", "-b", "nohost"], "");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("\"nohost\" is not host:port"),
+        "{}",
+        r.stderr
+    );
+    let r = strata_at(port, &["topics", "create", "x", "--partitions", "lots"], "");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--partitions"), "{}", r.stderr);
+    let r = strata_at(port, &["produce", "x", "--acks", "2"], "");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("use all, 1 or 0"), "{}", r.stderr);
+    let r = strata_at(port, &["consume"], "");
+    assert_eq!(r.code, 2);
+    let r = strata_at(port, &["topics", "--help"], "");
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("describe") && r.stdout.contains("--bootstrap-server"));
+    let r = strata_at(port, &["groups", "reset-offsets", "--help"], "");
+    assert!(
+        r.stdout
+            .contains("Examples:\n  strata groups reset-offsets"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Runs a command given as one string of space-separated words; it must succeed.
+fn ok_words(b: &TestBroker, command: &str) -> String {
+    ok(b, &command.split(' ').collect::<Vec<_>>())
+}
+
+#[test]
+fn perf_counts_every_record() {
+    let b = broker();
+    ok(&b, &["topics", "create", "bench", "--partitions", "3"]);
+    let produced = json(&ok_words(
+        &b,
+        "perf produce -t bench -n 3000 --record-size 64 --producers 3 --batch-size 2048 --json",
+    ));
+    assert_eq!(produced["records"], 3000);
+    assert_eq!(produced["errors"], 0);
+    assert_eq!(produced["bytes"], 3000 * 64);
+    let latency = &produced["latency_ms"];
+    for q in ["p50", "p95", "p99", "p99_9"] {
+        assert!(latency[q].as_f64().expect("number") <= latency["max"].as_f64().expect("max"));
+    }
+    let described = json(&ok(&b, &["topics", "describe", "bench", "-o", "json"]));
+    let written: i64 = described[0]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["log_end_offset"].as_i64().expect("offset"))
+        .sum();
+    assert_eq!(written, 3000, "every acknowledged record is in the log");
+    let consumed = json(&ok_words(&b, "perf consume -t bench -n 3000 --json"));
+    assert_eq!(consumed["records"], 3000);
+    assert_eq!(consumed["bytes"], 3000 * 64);
+    let text = ok_words(
+        &b,
+        "perf produce -t bench -n 100 --acks 1 --compression lz4",
+    );
+    assert!(text.starts_with("100 in "), "{text}");
+    assert!(text.contains("RECORDS  ERRORS  RECORDS/S"), "{text}");
+    let e = fails(&b, &["perf", "produce", "-t", "nope", "-n", "1"]);
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn consume_follows_new_records_until_interrupted() {
+    let b = broker();
+    ok(&b, &["topics", "create", "live", "--partitions", "2"]);
+    let out_path = b.dir.path().join("live.txt");
+    // --from-beginning: the records count even if they land before it has looked up offsets.
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "consume",
+            "live",
+            "--from-beginning",
+            "--format",
+            "{key}={value}",
+        ])
+        .env("STRATA_BOOTSTRAP_SERVER", format!("127.0.0.1:{}", b.port))
+        .stdout(std::fs::File::create(&out_path).expect("output file"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata consume");
+    // Records written after it started arrive while it runs.
+    std::thread::sleep(Duration::from_millis(300));
+    ok_in(
+        &b,
+        &["produce", "live", "--key-separator", ":"],
+        "a:1\nb:2\nc:3\n",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    while read().lines().count() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("strata consume stops on Ctrl-C")
+        .expect("output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("consumed 3 records"));
+    let mut lines: Vec<String> = read().lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines, ["a=1", "b=2", "c=3"]);
+}

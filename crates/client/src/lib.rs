@@ -1,0 +1,29 @@
+//! A small async client for Kafka-protocol clusters (Strata or any Kafka-compatible broker).
+//!
+//! - [`Client`]: bootstrap, metadata, one connection per broker, retries; admin calls
+//!   (topics, offsets, configs, log dirs, cluster, groups) are methods on it.
+//! - [`Producer`]: batching by partition with linger and batch size, acks, compression, and
+//!   the murmur2 partitioner the Java client and librdkafka (`murmur2_random`) use.
+//! - [`Consumer`]: manual assignment or group subscription (classic protocol, range
+//!   assignor), with fetches pipelined per leader.
+//!
+//! Every request is sent at the highest version both this client and the broker speak, as
+//! ApiVersions reports when a connection opens.
+
+pub mod admin;
+pub mod client;
+pub mod conn;
+pub mod consumer;
+pub mod error;
+pub mod group;
+pub mod partitioner;
+pub mod producer;
+
+pub use admin::{ConfigOp, NewTopic, OffsetSpec, ResourceType, Tp};
+pub use client::{Client, ClientConfig, Metadata};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek};
+pub use error::{Error, Result};
+pub use kafka_protocol::records::Compression;
+/// Kafka's error codes.
+pub use kafka_protocol::ResponseError as ErrorCode;
+pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
