@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use strata_coordinator::consumer::{ConsumerConfig, ConsumerGroups, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
@@ -248,13 +248,11 @@ impl GroupService {
                     }
                 })
                 .collect();
-            let mut buf = BytesMut::from(
-                &encode_batch_as(&encoded, Compression::None, producer).map_err(|e| {
-                    tracing::error!(error = %e, "cannot encode a group record batch");
-                    ErrorCode::UnknownServerError
-                })?[..],
-            );
-            let info = partition.append_internal(&mut buf, now)?;
+            let buf = encode_batch_as(&encoded, Compression::None, producer).map_err(|e| {
+                tracing::error!(error = %e, "cannot encode a group record batch");
+                ErrorCode::UnknownServerError
+            })?;
+            let info = partition.append_internal(&buf, now)?;
             broker.partitions.flusher.after_append(&partition);
             waits.push((partition, info.last_offset() + 1));
         }

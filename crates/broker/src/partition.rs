@@ -215,7 +215,7 @@ impl Partition {
     /// last offset).
     pub fn append(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         headers: &[BatchHeader],
         record_count: i64,
         now_ms: i64,
@@ -274,7 +274,7 @@ impl Partition {
     }
 
     /// Appends batches the broker built itself (internal topics).
-    pub fn append_internal(&self, batches: &mut [u8], now_ms: i64) -> Result<Appended, ErrorCode> {
+    pub fn append_internal(&self, batches: &[u8], now_ms: i64) -> Result<Appended, ErrorCode> {
         let mut headers = Vec::new();
         let mut records = 0i64;
         for item in strata_protocol::batch::iter_batches(batches) {
@@ -311,11 +311,10 @@ impl Partition {
         let bytes =
             strata_protocol::records::encode_marker(producer_id, producer_epoch, control, now_ms)
                 .map_err(|_| ErrorCode::UnknownServerError)?;
-        let mut bytes = bytes.to_vec();
         let settings = self.settings();
         let log_append_time = settings.log_append_time.then_some(now_ms);
         let mut log = self.lock_log();
-        let info = log.append(&mut bytes, now_ms, log_append_time).map_err(|e| {
+        let info = log.append(&bytes, now_ms, log_append_time).map_err(|e| {
             tracing::error!(topic = %self.topic, partition = self.index, error = %e, "marker append failed");
             ErrorCode::KafkaStorageError
         })?;
@@ -794,7 +793,7 @@ mod tests {
                 kafka_protocol::records::Compression::None,
             )
             .expect("encode");
-            p.append_internal(&mut batch.to_vec(), 0).expect("append");
+            p.append_internal(&batch, 0).expect("append");
         }
         let now = 1_700_000_000_000;
         assert!(p.cleaning_priority(now).is_some(), "dirty");

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use strata_coordinator::txn::{
     decode_record, encode_record, MarkerPlan, TxnConfig, TxnCoordinator, TxnMetadata,
@@ -125,8 +125,7 @@ impl TxnService {
                 tracing::error!(error = %e, "cannot encode a transaction state batch");
                 ErrorCode::UnknownServerError
             })?;
-            let mut buf = BytesMut::from(&batch[..]);
-            let info = partition.append_internal(&mut buf, now)?;
+            let info = partition.append_internal(&batch, now)?;
             broker.partitions.flusher.after_append(&partition);
             waits.push((partition, info.last_offset() + 1));
         }

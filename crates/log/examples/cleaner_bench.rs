@@ -44,16 +44,16 @@ fn main() {
                 )
             })
             .collect();
-        let mut bytes = encode_batch(&batch, codec).expect("encodes").to_vec();
-        log.append(&mut bytes, 0, None).expect("append");
+        let bytes = encode_batch(&batch, codec).expect("encodes").to_vec();
+        log.append(&bytes, 0, None).expect("append");
         written += batch.len();
     }
     // One more batch so every record above is in a closed segment.
     log.maybe_roll(10).expect("roll");
-    let mut tail = encode_batch(&[PlainRecord::new(Some(b"tail"), Some(b"t"), 0)], codec)
+    let tail = encode_batch(&[PlainRecord::new(Some(b"tail"), Some(b"t"), 0)], codec)
         .expect("encodes")
         .to_vec();
-    log.append(&mut tail, 0, None).expect("append");
+    log.append(&tail, 0, None).expect("append");
     let end = log.log_end_offset();
     let size = log.size_bytes();
     let opts = CleanOptions {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -257,14 +257,16 @@ impl PartitionLog {
     /// whole batches). Each batch is checked again (framing, CRC32C, counts) because a bad
     /// batch in the log would make recovery cut everything after it.
     ///
-    /// Offsets are assigned from the log end offset by rewriting each batch's `baseOffset` in
-    /// `batches`; with `log_append_time = Some(ts)` each batch is also stamped (timestamp type
-    /// bit, `maxTimestamp`, CRC). Before writing, the active segment is rolled if it is
-    /// non-empty and the append would push it past `segment_bytes`, or it is older than
-    /// `segment_ms`. The batches are written with one `write_all`, then indexed.
+    /// Offsets are assigned from the log end offset: each batch is written with its
+    /// `baseOffset` replaced (the field is outside the CRC), straight from `batches` with one
+    /// vectored write — the request bytes are not copied. With `log_append_time = Some(ts)`
+    /// each batch is also stamped (timestamp type bit, `maxTimestamp`, CRC), which needs a
+    /// private copy. Before writing, the active segment is rolled if it is non-empty and the
+    /// append would push it past `segment_bytes`, or it is older than `segment_ms`. The
+    /// batches are then indexed.
     pub fn append(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         now_ms: i64,
         log_append_time: Option<i64>,
     ) -> Result<AppendInfo, LogError> {
@@ -295,15 +297,18 @@ impl PartitionLog {
             self.roll()?;
         }
 
-        // Assign offsets (and stamp the time) in place, then write.
+        // Assign offsets (and stamp the time on a copy), then write.
+        let mut stamped = log_append_time.map(|_| batches.to_vec());
+        let mut base_offsets: Vec<[u8; 8]> = Vec::with_capacity(headers.len());
         let mut next_offset = self.log_end_offset;
         let mut max_timestamp = (i64::MIN, next_offset);
         for (header, start) in headers.iter_mut() {
-            let range = *start..*start + header.total_len();
-            batch::set_base_offset(&mut batches[range.clone()], next_offset);
             header.base_offset = next_offset;
-            if let Some(ts) = log_append_time {
-                batch::set_log_append_time(&mut batches[range], ts);
+            base_offsets.push(next_offset.to_be_bytes());
+            if let (Some(ts), Some(copy)) = (log_append_time, stamped.as_mut()) {
+                let range = *start..*start + header.total_len();
+                batch::set_base_offset(&mut copy[range.clone()], next_offset);
+                batch::set_log_append_time(&mut copy[range], ts);
                 header.max_timestamp = ts;
                 header.attributes |= 0x08;
             }
@@ -312,10 +317,23 @@ impl PartitionLog {
             }
             next_offset = header.next_offset();
         }
+        let slices: Vec<IoSlice<'_>> = match &stamped {
+            Some(copy) => vec![IoSlice::new(copy)],
+            None => headers
+                .iter()
+                .zip(&base_offsets)
+                .flat_map(|((header, start), base)| {
+                    [
+                        IoSlice::new(base),
+                        IoSlice::new(&batches[*start + 8..*start + header.total_len()]),
+                    ]
+                })
+                .collect(),
+        };
         let base_offset = self.log_end_offset;
         let interval = self.config.index_interval_bytes;
         self.active_mut()
-            .append(batches, &headers, now_ms, interval)?;
+            .append(slices, len, &headers, now_ms, interval)?;
         assert!(next_offset > self.log_end_offset, "offsets only grow");
         self.log_end_offset = next_offset;
         self.active_unsynced = true;

@@ -192,8 +192,8 @@ fn append_random(
             })
             .collect();
         let codec = CODECS[rng.gen_range(0..CODECS.len())];
-        let mut bytes = encode(&records, codec, -1);
-        let info = log.append(&mut bytes, 0, None).expect("append");
+        let bytes = encode(&records, codec, -1);
+        let info = log.append(&bytes, 0, None).expect("append");
         for (i, r) in records.iter_mut().enumerate() {
             r.offset = info.base_offset + i as i64;
         }
@@ -488,7 +488,7 @@ fn one_batch_stays_one_batch_with_its_codec() {
             ts,
             headers: vec![("h".to_string(), Some(Bytes::from_static(b"x")))],
         };
-        let mut first = encode(
+        let first = encode(
             &[
                 rec("a", Some("1"), 10),
                 rec("b", Some("1"), 20),
@@ -499,18 +499,18 @@ fn one_batch_stays_one_batch_with_its_codec() {
             codec,
             -1,
         );
-        log.append(&mut first, 0, None).expect("append");
+        log.append(&first, 0, None).expect("append");
         // Supersede b and e (the last record) in a second batch, then roll.
-        let mut second = encode(
+        let second = encode(
             &[rec("b", Some("2"), 60), rec("e", Some("2"), 70)],
             codec,
             -1,
         );
-        log.append(&mut second, 0, None).expect("append");
-        let mut third = encode(&[rec("z", Some("z"), 80)], codec, -1);
+        log.append(&second, 0, None).expect("append");
+        let third = encode(&[rec("z", Some("z"), 80)], codec, -1);
         // Force a roll so that the first two batches are in a closed segment.
         log.set_config(config(1));
-        log.append(&mut third, 0, None).expect("append");
+        log.append(&third, 0, None).expect("append");
         assert_eq!(log.segment_count(), 2);
 
         let report = log
@@ -565,31 +565,27 @@ fn producer_batches_stay_unchanged_and_emptied_segments_remain_readable() {
     };
     // Segment 0: an idempotent batch (kept whole although superseded).
     log.append(
-        &mut encode(&[rec("a", "1", 1), rec("b", "1", 2)], Compression::None, 7),
+        &encode(&[rec("a", "1", 1), rec("b", "1", 2)], Compression::None, 7),
         0,
         None,
     )
     .expect("append");
     // Segment 2: a plain batch, entirely superseded.
     log.append(
-        &mut encode(&[rec("a", "2", 3), rec("b", "2", 4)], Compression::Gzip, -1),
+        &encode(&[rec("a", "2", 3), rec("b", "2", 4)], Compression::Gzip, -1),
         0,
         None,
     )
     .expect("append");
     // Segment 4: the latest values (active after the next append).
     log.append(
-        &mut encode(&[rec("a", "3", 5), rec("b", "3", 6)], Compression::Zstd, -1),
+        &encode(&[rec("a", "3", 5), rec("b", "3", 6)], Compression::Zstd, -1),
         0,
         None,
     )
     .expect("append");
-    log.append(
-        &mut encode(&[rec("c", "1", 7)], Compression::None, -1),
-        0,
-        None,
-    )
-    .expect("append");
+    log.append(&encode(&[rec("c", "1", 7)], Compression::None, -1), 0, None)
+        .expect("append");
     assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
     let report = log.clean(100, KEEP_TOMBSTONES, 7).expect("clean");
     assert_eq!((report.segments_cleaned, report.records_removed), (1, 2));
@@ -802,7 +798,7 @@ fn tombstone_log(dir: &Path) -> PartitionLog {
         vec![rec("a", None, 2), rec("b", Some("1"), 3)],
         vec![rec("z", Some("1"), 4)],
     ] {
-        log.append(&mut encode(&batch, Compression::None, -1), 0, None)
+        log.append(&encode(&batch, Compression::None, -1), 0, None)
             .expect("append");
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 1, 3]);

@@ -45,8 +45,8 @@ fn fill(log: &mut PartitionLog, n: usize) -> Vec<(i64, String)> {
     let mut expected = Vec::new();
     for i in 0..n {
         let v = format!("value-{i:04}");
-        let mut b = batch(1000 + i as i64 * 10, &[&v, &format!("{v}-b")]);
-        let info = log.append(&mut b, 0, None).expect("append");
+        let b = batch(1000 + i as i64 * 10, &[&v, &format!("{v}-b")]);
+        let info = log.append(&b, 0, None).expect("append");
         expected.push((info.base_offset, v.clone()));
         expected.push((info.base_offset + 1, format!("{v}-b")));
     }
@@ -161,8 +161,8 @@ fn torn_tail_is_truncated_and_index_rebuilt() {
             > 0
     );
     // Garbage (not a batch) after valid data.
-    let mut b = batch(9000, &["after"]);
-    let info = log.append(&mut b, 0, None).expect("append continues");
+    let b = batch(9000, &["after"]);
+    let info = log.append(&b, 0, None).expect("append continues");
     assert_eq!(info.base_offset, end);
     drop(log);
     let mut f = std::fs::OpenOptions::new()
@@ -246,8 +246,8 @@ fn time_roll_and_sync_jobs() {
     };
     let (mut log, _) = PartitionLog::open(dir.path(), config, 0).expect("open");
     assert!(log.sync_job().is_none(), "nothing to sync yet");
-    let mut b = batch(1, &["a"]);
-    log.append(&mut b, 10, None).expect("append");
+    let b = batch(1, &["a"]);
+    log.append(&b, 10, None).expect("append");
     assert!(!log.maybe_roll(500).expect("roll check"));
     assert!(log.maybe_roll(2000).expect("roll"));
     assert_eq!(log.segment_count(), 2);
@@ -257,8 +257,8 @@ fn time_roll_and_sync_jobs() {
     let job = log.sync_job().expect("rolled segment must be synced");
     assert_eq!(job.run().expect("fsync"), 1);
     assert!(log.sync_job().is_none());
-    let mut b = batch(1, &["b"]);
-    let info = log.append(&mut b, 3000, Some(4242)).expect("append");
+    let b = batch(1, &["b"]);
+    let info = log.append(&b, 3000, Some(4242)).expect("append");
     assert_eq!(info.log_append_time, Some(4242));
     assert_eq!(log.sync_job().expect("dirty").run().expect("fsync"), 2);
     let read = log.read(1, 1000, 2).expect("read");
@@ -324,17 +324,17 @@ fn cleaning_with_a_bounded_key_map_is_correct_and_converges() {
     for i in 0..10 {
         for key in [b"a", b"b"] {
             let v = format!("{}{i}", key[0] as char);
-            let mut batch = encode_batch(
+            let batch = encode_batch(
                 &[PlainRecord::new(Some(key), Some(v.as_bytes()), 1000 + i)],
                 Compression::None,
             )
             .expect("encodes")
             .to_vec();
-            log.append(&mut batch, 0, None).expect("append");
+            log.append(&batch, 0, None).expect("append");
         }
     }
-    let mut tail = batch(5000, &["tail"]);
-    log.append(&mut tail, 0, None).expect("append");
+    let tail = batch(5000, &["tail"]);
+    log.append(&tail, 0, None).expect("append");
     let end = log.log_end_offset();
     let opts = CleanOptions {
         delete_retention_ms: i64::MAX,
@@ -424,18 +424,15 @@ fn cleaning_keeps_control_batches_byte_for_byte() {
     marker[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     let mut marker_offset = -1;
     for i in 0..30 {
-        let mut b = keyed(&format!("a{i}"), i);
-        log.append(&mut b, 0, None).expect("append");
+        let b = keyed(&format!("a{i}"), i);
+        log.append(&b, 0, None).expect("append");
         if i == 3 {
-            let mut m = marker.clone();
-            marker_offset = log
-                .append(&mut m, 0, None)
-                .expect("append marker")
-                .base_offset;
+            let m = marker.clone();
+            marker_offset = log.append(&m, 0, None).expect("append marker").base_offset;
         }
     }
-    let mut tail = keyed("last", 100);
-    log.append(&mut tail, 0, None).expect("append");
+    let tail = keyed("last", 100);
+    log.append(&tail, 0, None).expect("append");
     let end = log.log_end_offset();
     let before = log.read(marker_offset, 1, end).expect("read marker");
     let opts = CleanOptions {

@@ -33,8 +33,8 @@ fn headers(bytes: &[u8]) -> Vec<BatchHeader> {
 
 /// Appends one batch of `records` records; returns (base, last).
 fn append(log: &mut PartitionLog, records: usize, ts: i64) -> (i64, i64) {
-    let mut b = batch(records, ts, 100);
-    let info = log.append(&mut b, 0, None).expect("append");
+    let b = batch(records, ts, 100);
+    let info = log.append(&b, 0, None).expect("append");
     (info.base_offset, info.last_offset)
 }
 
@@ -203,8 +203,8 @@ fn offsets_by_timestamp() {
 fn log_append_time_stamps_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).expect("open");
-    let mut b = batch(2, 5, 10);
-    let info = log.append(&mut b, 77, Some(123_456)).expect("append");
+    let b = batch(2, 5, 10);
+    let info = log.append(&b, 77, Some(123_456)).expect("append");
     assert_eq!(info.log_append_time, Some(123_456));
     assert_eq!(info.max_timestamp, 123_456);
     assert_eq!(info.offset_of_max_timestamp, 1);
@@ -217,8 +217,8 @@ fn log_append_time_stamps_batches() {
 fn multi_batch_append_and_invalid_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).expect("open");
-    let mut bytes = [batch(2, 1, 10), batch(3, 2, 10)].concat();
-    let info = log.append(&mut bytes, 0, None).expect("append");
+    let bytes = [batch(2, 1, 10), batch(3, 2, 10)].concat();
+    let info = log.append(&bytes, 0, None).expect("append");
     assert_eq!((info.base_offset, info.last_offset), (0, 4));
     let hs = headers(&log.read(0, 1 << 20, i64::MAX).expect("read"));
     assert_eq!(
@@ -230,11 +230,11 @@ fn multi_batch_append_and_invalid_input() {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     assert!(matches!(
-        log.append(&mut corrupt, 0, None),
+        log.append(&corrupt, 0, None),
         Err(LogError::InvalidBatches(_))
     ));
     assert!(matches!(
-        log.append(&mut [], 0, None),
+        log.append(&[], 0, None),
         Err(LogError::InvalidBatches(_))
     ));
     assert_eq!(log.log_end_offset(), 5);
@@ -429,17 +429,17 @@ fn time_based_roll() {
     let (mut log, _) = PartitionLog::open(dir.path(), cfg, 0).expect("open");
     // An empty segment never rolls by time.
     assert!(!log.maybe_roll(1_000_000).expect("roll check"));
-    let mut b = batch(1, 0, 10);
-    log.append(&mut b, 10_000, None).expect("append");
+    let b = batch(1, 0, 10);
+    log.append(&b, 10_000, None).expect("append");
     assert!(!log.maybe_roll(10_999).expect("roll check"));
     assert!(log.maybe_roll(11_000).expect("roll check"));
     assert_eq!(log.segment_count(), 2);
     assert!(dir.path().join(format!("{:020}.log", 1)).exists());
     // An append after segment.ms rolls first, too.
-    let mut b = batch(1, 0, 10);
-    log.append(&mut b, 20_000, None).expect("append");
-    let mut b = batch(1, 0, 10);
-    log.append(&mut b, 21_500, None).expect("append");
+    let b = batch(1, 0, 10);
+    log.append(&b, 20_000, None).expect("append");
+    let b = batch(1, 0, 10);
+    log.append(&b, 21_500, None).expect("append");
     assert_eq!(log.segment_count(), 3);
     assert_eq!(log.log_end_offset(), 3);
 }

@@ -130,13 +130,16 @@ pub fn produce(
                         .map_err(|code| (code, Some(format!("partition {}-{} is not part of the transaction of producer {} epoch {}", topic.name, data.index, h.producer_id, h.producer_epoch))))?;
                 }
                 let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();
-                let mut bytes = match settings.compression {
-                    Some(target) if headers.iter().any(|h| h.compression() != target) => {
-                        recompress(records, &headers, target, settings.compression_level)?
-                    }
-                    _ => BytesMut::from(&records[..]),
+                // The request's bytes are appended as they are (no copy) unless the topic's
+                // compression.type asks for another codec.
+                let recompressed = match settings.compression {
+                    Some(target) if headers.iter().any(|h| h.compression() != target) => Some(
+                        recompress(records, &headers, target, settings.compression_level)?,
+                    ),
+                    _ => None,
                 };
-                let info = partition.append(&mut bytes, &headers, record_count, now)?;
+                let bytes: &[u8] = recompressed.as_deref().unwrap_or(&records[..]);
+                let info = partition.append(bytes, &headers, record_count, now)?;
                 broker.partitions.flusher.after_append(&partition);
                 if acks == -1 {
                     waiting.push(Waiting {
