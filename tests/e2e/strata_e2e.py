@@ -254,31 +254,49 @@ def assert_dense_offsets(records, start: int = 0, what: str = ""):
     )
 
 
-def segment_batch_codecs(data_dir, topic: str, partition: int) -> list:
-    """The codec of every record batch stored in a partition's segment files.
+def segment_batches(data_dir, topic: str, partition: int) -> list:
+    """The header fields of every record batch stored in a partition's segment files, in
+    offset order: dicts with base_offset, last_offset, codec, records_count, producer_id,
+    base_sequence.
 
     Reads the on-disk layout of docs/on-disk-format.md: `<log.dirs>/<topic>-<partition>/*.log`
-    holding magic-2 batches back to back as the producer sent them.
+    holding magic-2 batches back to back.
     """
     partition_dir = Path(data_dir) / f"{topic}-{partition}"
     assert partition_dir.is_dir(), (
         f"no partition directory {partition_dir} (docs/on-disk-format.md); data dir has "
         f"{sorted(p.name for p in Path(data_dir).iterdir())}"
     )
-    codecs = []
+
+    def field(data, at, size):
+        return int.from_bytes(data[at : at + size], "big", signed=True)
+
+    batches = []
     for segment in sorted(partition_dir.glob("*.log")):
         data = segment.read_bytes()
         pos = 0
         while pos + 61 <= len(data):
-            batch_length = int.from_bytes(data[pos + 8 : pos + 12], "big", signed=True)
+            batch_length = field(data, pos + 8, 4)
             if batch_length <= 0:
                 break  # zero padding (preallocated segment) ends the batches
             magic = data[pos + 16]
             assert magic == 2, f"{segment}: batch at byte {pos} has magic {magic}, expected 2"
-            attributes = int.from_bytes(data[pos + 21 : pos + 23], "big")
-            codecs.append(attributes & 0x7)
+            base_offset = field(data, pos, 8)
+            batches.append(dict(
+                base_offset=base_offset,
+                last_offset=base_offset + field(data, pos + 23, 4),
+                codec=field(data, pos + 21, 2) & 0x7,
+                producer_id=field(data, pos + 43, 8),
+                base_sequence=field(data, pos + 53, 4),
+                records_count=field(data, pos + 57, 4),
+            ))
             pos += 12 + batch_length
-    return codecs
+    return batches
+
+
+def segment_batch_codecs(data_dir, topic: str, partition: int) -> list:
+    """The codec of every record batch stored in a partition's segment files."""
+    return [b["codec"] for b in segment_batches(data_dir, topic, partition)]
 
 
 # ---- confluent-kafka (librdkafka) ------------------------------------------------------------

@@ -5,7 +5,17 @@ of the kept records are the offsets they were written at."""
 
 import time
 
-from strata_e2e import assert_delivered, confluent_consume, confluent_produce, create_topic, wait_until
+from strata_e2e import (
+    assert_delivered,
+    confluent_consume,
+    confluent_produce,
+    confluent_producer,
+    create_topic,
+    kafka_python_consume,
+    kcat,
+    segment_batches,
+    wait_until,
+)
 
 # Two cleaner workers, so the end-to-end tests also run the multi-worker scheduling.
 FAST = ("log.cleaner.backoff.ms=200", "log.retention.check.interval.ms=200", "log.cleaner.threads=2")
@@ -156,3 +166,120 @@ def test_dirty_ratio_defers_cleaning_until_max_compaction_lag(broker_factory, to
                what=lambda: f"cleaning forced by max.compaction.lag.ms; read {len(latest(broker, topic))}")
     values = {k: v for _, k, v in latest(broker, topic)}
     assert all(values[b"k%d" % k] == b"v%d-new" % k for k in range(keys))
+
+
+def test_batches_of_idempotent_producers_are_compacted(broker_factory, topic):
+    """Idempotent producers (confluent-kafka with enable.idempotence, kafka-python with
+    enable_idempotence) write many overwrites of a few keys: the cleaner compacts their batches.
+    The first producer's last batch, entirely superseded by the second producer, stays as an
+    empty batch (its producer id and sequence range, no records); confluent-kafka, kafka-python
+    and kcat all read only the latest value per key past it. After a restart that rebuilds the
+    producer state from the log alone, both producers go on producing without errors."""
+    from kafka import KafkaProducer
+
+    broker = broker_factory(*FAST)
+    create_topic(broker.bootstrap, topic, config={
+        "cleanup.policy": "compact",
+        "segment.ms": "100",
+        "segment.bytes": "4096",
+        "min.compaction.lag.ms": "0",
+        "min.cleanable.dirty.ratio": "0.01",
+    })
+    keys = [b"k%d" % k for k in range(5)]
+    rounds = 8
+
+    def confluent_round(producer, values):
+        reports = []
+        for key, value in values:
+            producer.produce(topic, key=key, value=value,
+                             on_delivery=lambda err, msg: reports.append((err, msg.partition(), msg.offset())))
+        assert producer.flush(30) == 0, "undelivered records"
+        assert_delivered(reports)
+        return [offset for _, _, offset in reports]
+
+    def kafka_python_round(producer, values):
+        futures = [producer.send(topic, key=key, value=value) for key, value in values]
+        producer.flush(timeout=30)
+        return [f.get(timeout=30).offset for f in futures]
+
+    written = {}  # offset -> (key, value)
+    confluent = confluent_producer(broker.bootstrap, **{"enable.idempotence": True, "linger.ms": 0})
+    python = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, linger_ms=0,
+                           client_id="strata-e2e")
+    try:
+        assert python.config["enable_idempotence"]
+        # A batch or a few per round; the pause lets the next append roll the segment.
+        for writer, produce in ((confluent, confluent_round), (python, kafka_python_round)):
+            for round_ in range(rounds):
+                values = [(k, b"%s-%d" % (k, round_)) for k in keys]
+                for offset, (k, v) in zip(produce(writer, values), values):
+                    written[offset] = (k, v)
+                time.sleep(0.15)
+        # A plain record closes the segment holding the last round.
+        roll = confluent_produce(broker.bootstrap, topic, [dict(key=b"roll", value=b"r")])
+        assert_delivered(roll)
+        written[roll[0][2]] = (b"roll", b"r")
+
+        latest_offset = {}
+        for offset, (k, _) in sorted(written.items()):
+            latest_offset[k] = offset
+        want = sorted((o, k, written[o][1]) for k, o in latest_offset.items())
+        assert len(written) == 2 * rounds * len(keys) + 1
+        wait_until(lambda: latest(broker, topic) == want, timeout_s=30,
+                   what=lambda: f"compaction of the idempotent batches; read {len(latest(broker, topic))} records")
+
+        # On disk: the first producer's batches are gone but its last one, kept empty with its
+        # sequence range; no other batch is empty, every batch carries a producer id but the
+        # plain one.
+        def empty_batches():
+            return [b for b in segment_batches(broker.data_dir, topic, 0) if b["records_count"] == 0]
+
+        first_batch = [b for b in segment_batches(broker.data_dir, topic, 0) if b["base_offset"] == 0]
+        wait_until(lambda: len(empty_batches()) == 1, timeout_s=15,
+                   what=lambda: f"one empty batch; batches {segment_batches(broker.data_dir, topic, 0)}")
+        [empty] = empty_batches()
+        # The first producer wrote offsets 0 to rounds * len(keys) - 1 with sequences equal to
+        # the offsets (librdkafka may split a round into several batches).
+        assert empty["last_offset"] == rounds * len(keys) - 1, empty
+        assert empty["base_offset"] >= (rounds - 1) * len(keys), empty
+        assert empty["base_sequence"] == empty["base_offset"], empty
+        assert empty["codec"] == 0 and empty["producer_id"] >= 0, empty
+        assert first_batch == [], "the first batch of the first producer went"
+        stored = sum(b["records_count"] for b in segment_batches(broker.data_dir, topic, 0))
+        assert stored == len(want), stored
+
+        # Every client reads past the empty batch: the latest values, in offset order, from
+        # earliest, without errors.
+        for name, got in (
+            ("confluent-kafka", latest(broker, topic)),
+            ("kafka-python", [(r.offset, r.key, r.value) for r in kafka_python_consume(broker.bootstrap, topic)]),
+        ):
+            assert got == want, f"{name}: {got}"
+        out = kcat("-b", broker.bootstrap, "-C", "-t", topic, "-e", "-q", "-o", "beginning",
+                   "-f", "%o %k %s\n").stdout
+        assert out.splitlines() == [f"{o} {k.decode()} {v.decode()}" for o, k, v in want], out
+        # Reading from an offset inside the empty batch starts at the next record.
+        inside = confluent_consume(broker.bootstrap, topic, [0], start=empty["base_offset"] + 1)
+        assert [r.offset for r in inside] == [o for o, _, _ in want if o > empty["base_offset"]]
+
+        # Restart with the producer state rebuilt from the log (no snapshot): both producers
+        # continue their sequences. A wrong sequence range in the kept batch header would fail
+        # the first producer with OUT_OF_ORDER_SEQUENCE.
+        broker.stop()
+        for snapshot in (broker.data_dir / f"{topic}-0").glob("producer-state.snapshot*"):
+            snapshot.unlink()
+        broker.restart()
+        more = [(k, b"%s-after" % k) for k in keys[:2]]
+        for offset, (k, v) in zip(confluent_round(confluent, more), more):
+            written[offset] = (k, v)
+        more = [(k, b"%s-after" % k) for k in keys[2:]]
+        for offset, (k, v) in zip(kafka_python_round(python, more), more):
+            written[offset] = (k, v)
+        got = latest(broker, topic)
+        assert [(k, v) for _, k, v in got if v.endswith(b"-after")] == [(k, b"%s-after" % k) for k in keys]
+        offsets = [o for o, _, _ in got]
+        assert offsets == sorted(set(offsets)), offsets
+        assert all(written[o] == (k, v) for o, k, v in got)
+    finally:
+        python.close(timeout=10)
+        confluent.flush(10)

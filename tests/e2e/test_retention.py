@@ -49,19 +49,44 @@ def test_retention_by_time_empties_an_idle_topic(broker_factory, topic):
 
 
 def test_retention_by_size_keeps_the_newest_segments(broker_factory, topic):
+    """retention.bytes deletes the oldest segments, and only while the rest is still at least
+    retention.bytes large. The records are all written before the limit is set, so that one
+    retention pass does all the deleting at once (the log start offset moves in one step) and
+    nothing moves while the test reads: a pass between appends would let the test see an
+    intermediate log start."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    from strata_e2e import admin_client
+
     broker = broker_factory(FAST)
-    create_topic(broker.bootstrap, topic,
-                 config={"retention.bytes": "3000", "segment.bytes": "1024"})
+    create_topic(broker.bootstrap, topic, config={"segment.bytes": "1024"})
     values = [b"%04d-" % i + b"x" * 150 for i in range(60)]
     # One record per batch (no linger), so segments fill one batch at a time.
     for v in values:
         assert_delivered(confluent_produce(broker.bootstrap, topic, [dict(value=v)], **{"linger.ms": 0}))
+    segments = sorted((broker.data_dir / f"{topic}-0").glob("*.log"))
+    sizes = [s.stat().st_size for s in segments]
+    assert len(sizes) > 5 and sum(sizes) > 3000 + 1024, sizes
+    assert watermarks(broker.bootstrap, topic) == (0, 60), "no limit yet, nothing deleted"
+
+    admin = admin_client(broker.bootstrap)
+    resource = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry("retention.bytes", "3000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource], request_timeout=15)[resource].result(timeout=15)
     wait_until(lambda: watermarks(broker.bootstrap, topic)[0] > 0, timeout_s=15,
                what="size retention to advance the log start")
     low, high = watermarks(broker.bootstrap, topic)
     assert high == 60
-    # What is left fits the limit plus at most the active segment.
-    assert (high - low) * 220 < 3000 + 1024 + 2 * 220, (low, high)
+    # Exactly the oldest segments went: the log start is a segment boundary, what is left is
+    # at least retention.bytes, and without its oldest closed segment it would be less.
+    bases = [int(s.name.split(".")[0]) for s in segments]
+    assert low in bases, (low, bases)
+    kept = sizes[bases.index(low):]
+    assert sum(kept) >= 3000, (low, sizes)
+    assert sum(kept) - kept[0] < 3000, (low, sizes)
+    assert sorted(int(s.name.split(".")[0]) for s in (broker.data_dir / f"{topic}-0").glob("*.log")) == bases[bases.index(low):]
     got = confluent_consume(broker.bootstrap, topic, [0], start=None)
     assert [r.offset for r in got] == list(range(low, high)), "reading from earliest starts at the log start"
     assert [r.value for r in got] == values[low:]
+    time.sleep(1)
+    assert watermarks(broker.bootstrap, topic) == (low, high), "one pass did all the deleting"

@@ -23,8 +23,8 @@ use std::path::Path;
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use strata_protocol::batch::{
-    BatchHeader, Compression, BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, CRC_OFFSET, CRC_START_OFFSET,
-    LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
+    BatchHeader, Compression, ATTRIBUTES_OFFSET, BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, CRC_OFFSET,
+    CRC_START_OFFSET, LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
 };
 
 use crate::segment::{io_err, parse_segment_name, segment_path};
@@ -213,17 +213,21 @@ pub(crate) fn record_keys(
 
 /// What filtering did to one batch.
 pub(crate) enum Filtered {
-    /// Every record stays: copy the batch as it is.
+    /// The batch stays as it is: copy it unchanged.
     Unchanged,
-    /// Some records go (how many): the rewritten batch, or `None` if none is left.
+    /// Some records go (how many), or an empty batch goes (0): the rewritten batch, or
+    /// `None` if the batch is dropped.
     Rewritten(u64, Option<Vec<u8>>),
 }
 
-/// Keeps the records of `batch` for which `keep` says so.
+/// Keeps the records of `batch` for which `keep` says so. A batch left with no record (or
+/// one that had none) is dropped, unless `keep_empty`: then its header stays as an empty
+/// batch (see [`empty_batch`]).
 pub(crate) fn filter_batch(
     batch: &[u8],
     header: &BatchHeader,
     keep: impl Fn(&RawRecord<'_>) -> bool,
+    keep_empty: bool,
 ) -> Result<Filtered, String> {
     let kept = with_records(batch, header, |data| {
         let records = walk_records(data, header)?;
@@ -240,13 +244,18 @@ pub(crate) fn filter_batch(
         Some((total, count, out, max_timestamp))
     })?;
     let (total, count, records, max_timestamp) = kept;
+    let removed = (total - count) as u64;
+    let Some(max_timestamp) = max_timestamp else {
+        // Nothing left. An empty batch that stays empty is copied as it is.
+        return Ok(match (keep_empty, total) {
+            (true, 0) if header.compression() == Compression::None => Filtered::Unchanged,
+            (true, _) => Filtered::Rewritten(removed, Some(empty_batch(batch))),
+            (false, _) => Filtered::Rewritten(removed, None),
+        });
+    };
     if count == total {
         return Ok(Filtered::Unchanged);
     }
-    let removed = (total - count) as u64;
-    let Some(max_timestamp) = max_timestamp else {
-        return Ok(Filtered::Rewritten(removed, None));
-    };
     // Under LogAppendTime the batch's maxTimestamp is the append time: it stays.
     let max_timestamp = if header.timestamp_type_log_append() {
         header.max_timestamp
@@ -254,19 +263,53 @@ pub(crate) fn filter_batch(
         max_timestamp
     };
     let compressed = compress(header.compression(), &records)?;
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + compressed.len());
+    let count = i32::try_from(count).expect("at most the original i32 count");
+    with_body(batch, &compressed, header.attributes, max_timestamp, count)
+        .map(|out| Filtered::Rewritten(removed, Some(out)))
+}
+
+/// The header of the whole batch `batch` alone, as a batch with no records: same base
+/// offset, `lastOffsetDelta` (so the same offset and sequence range), timestamps, timestamp
+/// type and producer fields; `recordsCount` 0, no codec (an empty body is not a valid
+/// compressed stream for every reader), `batchLength` 49 and a new CRC.
+pub(crate) fn empty_batch(batch: &[u8]) -> Vec<u8> {
+    let header = strata_protocol::batch::parse_header(batch).expect("a whole batch");
+    with_body(
+        batch,
+        &[],
+        header.attributes & !COMPRESSION_CODEC_BITS,
+        header.max_timestamp,
+        0,
+    )
+    .expect("a header fits")
+}
+
+/// The codec bits of the batch attributes.
+const COMPRESSION_CODEC_BITS: i16 = 0x7;
+
+/// The header of `batch` followed by `body`, with the given attributes, `maxTimestamp` and
+/// `recordsCount`; `batchLength` and the CRC are recomputed.
+fn with_body(
+    batch: &[u8],
+    body: &[u8],
+    attributes: i16,
+    max_timestamp: i64,
+    records_count: i32,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
-    out.extend_from_slice(&compressed);
+    out.extend_from_slice(body);
     let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
         .map_err(|_| "the rewritten batch is too large".to_string())?;
-    let count = i32::try_from(count).expect("at most the original i32 count");
     out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     out[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
         .copy_from_slice(&max_timestamp.to_be_bytes());
-    out[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&count.to_be_bytes());
+    out[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+        .copy_from_slice(&records_count.to_be_bytes());
     let crc = crc32c::crc32c(&out[CRC_START_OFFSET..]);
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(Filtered::Rewritten(removed, Some(out)))
+    Ok(out)
 }
 
 /// The whole batch `batch` with its records compressed by `codec` instead (the broker's
@@ -286,11 +329,6 @@ pub fn recompress_batch(
         Some(level) => compress_with_level(codec, &records, level)?,
         None => compress(codec, &records)?,
     };
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + compressed.len());
-    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
-    out.extend_from_slice(&compressed);
-    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
-        .map_err(|_| "the recompressed batch is too large".to_string())?;
     let code: i16 = match codec {
         Compression::None => 0,
         Compression::Gzip => 1,
@@ -299,13 +337,14 @@ pub fn recompress_batch(
         Compression::Zstd => 4,
         Compression::Unknown(c) => return Err(format!("unknown codec {c}")),
     };
-    let attributes = (header.attributes & !0x7) | code;
-    out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
-    out[strata_protocol::batch::ATTRIBUTES_OFFSET..strata_protocol::batch::ATTRIBUTES_OFFSET + 2]
-        .copy_from_slice(&attributes.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_START_OFFSET..]);
-    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    let attributes = (header.attributes & !COMPRESSION_CODEC_BITS) | code;
+    with_body(
+        batch,
+        &compressed,
+        attributes,
+        header.max_timestamp,
+        header.records_count,
+    )
 }
 
 /// `<base>.log.cleaned`: a segment being rewritten (incomplete until renamed).

@@ -807,8 +807,10 @@ impl PartitionLog {
             return Ok(report);
         }
 
-        // The offset of the latest record of every key below the high watermark.
+        // The offset of the latest record of every key below the high watermark, and the base
+        // offset of the last batch of every producer there.
         let mut latest: HashMap<u128, i64> = HashMap::new();
+        let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
         'segments: for segment in self.segments.values() {
             if segment.base_offset >= high_watermark {
                 break;
@@ -819,6 +821,9 @@ impl PartitionLog {
                 let len = header.total_len();
                 if header.last_offset() >= high_watermark {
                     break 'segments;
+                }
+                if header.producer_id >= 0 && !header.is_control() {
+                    last_of_producer.insert(header.producer_id, header.base_offset);
                 }
                 if !header.is_control() && !header.is_transactional() {
                     let bytes = segment.read_bytes(position, len)?;
@@ -857,7 +862,16 @@ impl PartitionLog {
                 }
                 keep
             };
-            if let Some((removed, before, after)) = self.rewrite_segment(base, keep, &mut crash)? {
+            // An idempotent batch left with no record keeps its header while it is the last
+            // batch of its producer, so that the producer state rebuilt from the log still
+            // knows the producer's epoch and last sequence.
+            let keep_empty = |header: &BatchHeader| {
+                header.producer_id >= 0
+                    && last_of_producer.get(&header.producer_id) == Some(&header.base_offset)
+            };
+            if let Some((removed, before, after)) =
+                self.rewrite_segment(base, keep, keep_empty, &mut crash)?
+            {
                 report.segments_cleaned += 1;
                 report.records_removed += removed;
                 report.bytes_before += before;
@@ -893,13 +907,15 @@ impl PartitionLog {
         Ok(report)
     }
 
-    /// Rewrites the closed segment `base` keeping the records `keep` accepts; returns
-    /// (records removed, bytes before, bytes after), or `None` if nothing was removed (then
-    /// nothing changed).
+    /// Rewrites the closed segment `base` keeping the records `keep` accepts, and the batches
+    /// left with no record that `keep_empty` accepts (as empty batches); returns (records
+    /// removed, bytes before, bytes after), or `None` if no batch changed (then neither did
+    /// the segment). Transactional and control batches are copied as they are.
     fn rewrite_segment(
         &mut self,
         base: i64,
         keep: impl Fn(&compaction::RawRecord<'_>) -> bool,
+        keep_empty: impl Fn(&BatchHeader) -> bool,
         crash: &mut CrashBudget,
     ) -> Result<Option<(u64, u64, u64)>, LogError> {
         let dir = self.dir.clone();
@@ -911,8 +927,9 @@ impl PartitionLog {
             .expect("a candidate segment exists");
         let (before, end_offset) = (segment.size, segment.end_offset);
         let (mut writer, file) = compaction::create_cleaned(&dir, base)?;
-        let written = (|| -> Result<(u64, u64), LogError> {
+        let written = (|| -> Result<(u64, u64, bool), LogError> {
             let mut removed = 0u64;
+            let mut changed = false;
             let mut after = 0u64;
             let mut position = 0u64;
             while position < segment.size {
@@ -920,18 +937,20 @@ impl PartitionLog {
                 let len = header.total_len();
                 let bytes = segment.read_bytes(position, len)?;
                 position += len as u64;
-                let filtered = if header.is_control() || header.producer_id >= 0 {
+                let filtered = if header.is_control() || header.is_transactional() {
                     Filtered::Unchanged
                 } else {
-                    compaction::filter_batch(&bytes, &header, &keep).unwrap_or_else(|error| {
-                        tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot rewrite a batch; it is left as it is");
-                        Filtered::Unchanged
-                    })
+                    compaction::filter_batch(&bytes, &header, &keep, keep_empty(&header))
+                        .unwrap_or_else(|error| {
+                            tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot rewrite a batch; it is left as it is");
+                            Filtered::Unchanged
+                        })
                 };
                 let out = match &filtered {
                     Filtered::Unchanged => Some(&bytes[..]),
                     Filtered::Rewritten(n, batch) => {
                         removed += n;
+                        changed = true;
                         batch.as_deref()
                     }
                 };
@@ -942,9 +961,9 @@ impl PartitionLog {
                     after += out.len() as u64;
                 }
             }
-            Ok((removed, after))
+            Ok((removed, after, changed))
         })();
-        let (removed, after) = match written {
+        let (removed, after, changed) = match written {
             Ok(done) => done,
             Err(error) => {
                 drop(writer);
@@ -952,7 +971,7 @@ impl PartitionLog {
                 return Err(error);
             }
         };
-        if removed == 0 {
+        if !changed {
             drop(writer);
             compaction::remove_if_exists(&cleaned_path, "remove unneeded cleaned segment")?;
             return Ok(None);

@@ -10,7 +10,7 @@ use kafka_protocol::records::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata_log::{CleanOptions, LogConfig, PartitionLog};
+use strata_log::{CleanOptions, LogConfig, PartitionLog, ProducerStateManager};
 use strata_protocol::batch;
 
 const CODECS: [Compression; 5] = [
@@ -31,13 +31,26 @@ struct Rec {
     headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// One appended batch: its records (offsets assigned) and codec.
+/// One appended batch: its records (offsets assigned) and producer id (-1: none).
 #[derive(Debug, Clone)]
 struct Appended {
     records: Vec<Rec>,
+    producer_id: i64,
 }
 
+/// A batch as a producer sends it: without a producer id (`producer_id` -1), or from an
+/// idempotent producer with sequence numbers from 0.
 fn encode(records: &[Rec], codec: Compression, producer_id: i64) -> Vec<u8> {
+    encode_seq(records, codec, producer_id, 0)
+}
+
+/// [`encode`] with the first sequence number `base_sequence` (for `producer_id >= 0`).
+fn encode_seq(
+    records: &[Rec],
+    codec: Compression,
+    producer_id: i64,
+    base_sequence: i32,
+) -> Vec<u8> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -56,7 +69,7 @@ fn encode(records: &[Rec], codec: Compression, producer_id: i64) -> Vec<u8> {
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 sequence: if producer_id >= 0 {
-                    i as i32
+                    base_sequence + i as i32
                 } else {
                     i as i32 - 1
                 },
@@ -89,11 +102,10 @@ fn config(segment_bytes: u64) -> LogConfig {
     }
 }
 
-/// Every batch of the log, read with `PartitionLog::read`, as (base, last, count, codec
-/// bits, producer id) and decoded records.
 /// (base offset, last offset, records count, codec bits, producer id) of a batch.
 type BatchSummary = (i64, i64, i32, i16, i64);
 
+/// Every batch of the log, read with `PartitionLog::read`, and the decoded records.
 fn read_all(log: &PartitionLog) -> (Vec<BatchSummary>, Vec<Rec>) {
     let mut batches = Vec::new();
     let mut records = Vec::new();
@@ -137,7 +149,8 @@ fn read_all(log: &PartitionLog) -> (Vec<BatchSummary>, Vec<Rec>) {
 }
 
 /// Builds a log of `batches` random batches (keys overwritten many times, tombstones,
-/// keyless records, headers, every codec) in `dir`; returns what was appended.
+/// keyless records, headers, every codec, with and without a producer id) in `dir`; returns
+/// what was appended.
 fn build(
     dir: &Path,
     seed: u64,
@@ -192,12 +205,18 @@ fn append_random(
             })
             .collect();
         let codec = CODECS[rng.gen_range(0..CODECS.len())];
-        let bytes = encode(&records, codec, -1);
+        // Half the batches come from two idempotent producers. Batch numbers only grow, so
+        // `6 * b` gives increasing sequence numbers (the log does not check them).
+        let producer_id = [-1, -1, 7, 8][rng.gen_range(0..4)];
+        let bytes = encode_seq(&records, codec, producer_id, 6 * b as i32);
         let info = log.append(&bytes, 0, None).expect("append");
         for (i, r) in records.iter_mut().enumerate() {
             r.offset = info.base_offset + i as i64;
         }
-        appended.push(Appended { records });
+        appended.push(Appended {
+            records,
+            producer_id,
+        });
     }
     appended
 }
@@ -205,11 +224,24 @@ fn append_random(
 /// A record of the model with the last offset of the batch it was appended in.
 type ModelRec = (Rec, i64);
 
-/// The model's log: its records and the delete horizons of its segments (by index).
+/// An appended batch as the model sees it: base and last offset, producer id, largest
+/// timestamp.
+#[derive(Debug, Clone, Copy)]
+struct ModelBatch {
+    base: i64,
+    last: i64,
+    producer_id: i64,
+    max_ts: i64,
+}
+
+/// The model's log: its records, the delete horizons of its segments (by index), every
+/// appended batch and the base offsets of the batches kept with no record.
 #[derive(Debug, Clone)]
 struct Model {
     records: Vec<ModelRec>,
     horizons: BTreeMap<usize, i64>,
+    batches: Vec<ModelBatch>,
+    empty: std::collections::BTreeSet<i64>,
 }
 
 impl Model {
@@ -217,6 +249,8 @@ impl Model {
         let mut model = Model {
             records: Vec::new(),
             horizons: BTreeMap::new(),
+            batches: Vec::new(),
+            empty: Default::default(),
         };
         model.append(appended);
         model
@@ -227,10 +261,25 @@ impl Model {
             let last = a.records.last().expect("non-empty").offset;
             a.records.iter().map(move |r| (r.clone(), last))
         }));
+        self.batches.extend(appended.iter().map(|a| ModelBatch {
+            base: a.records[0].offset,
+            last: a.records.last().expect("non-empty").offset,
+            producer_id: a.producer_id,
+            max_ts: a.records.iter().map(|r| r.ts).max().expect("non-empty"),
+        }));
     }
 
     fn records(&self) -> Vec<Rec> {
         self.records.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// (base, last offset, producer id) of the batches kept with no record.
+    fn empty_batches(&self) -> Vec<(i64, i64, i64)> {
+        self.batches
+            .iter()
+            .filter(|b| self.empty.contains(&b.base))
+            .map(|b| (b.base, b.last, b.producer_id))
+            .collect()
     }
 
     /// The horizons as `PartitionLog::delete_horizons` reports them.
@@ -250,11 +299,18 @@ impl Model {
                 .expect("in a segment")
         };
         let seg_end = |i: usize| bases.get(i + 1).copied().unwrap_or(end);
-        // A segment's largest timestamp is that of the records it still holds.
+        // A segment's largest timestamp is that of the records it still holds and of its
+        // empty batches (which keep their batch's largest timestamp).
         let mut max_ts: HashMap<usize, i64> = HashMap::new();
-        for (r, _) in &self.records {
-            let e = max_ts.entry(seg_of(r.offset)).or_insert(i64::MIN);
-            *e = (*e).max(r.ts);
+        let empties = self.batches.iter().filter(|b| self.empty.contains(&b.base));
+        for (offset, ts) in self
+            .records
+            .iter()
+            .map(|(r, _)| (r.offset, r.ts))
+            .chain(empties.map(|b| (b.base, b.max_ts)))
+        {
+            let e = max_ts.entry(seg_of(offset)).or_insert(i64::MIN);
+            *e = (*e).max(ts);
         }
         let mut candidate = vec![false; bases.len()];
         let mut drop_ok = vec![false; bases.len()];
@@ -287,6 +343,26 @@ impl Model {
             let Some(k) = &r.key else { return true };
             latest[k] == r.offset && !(r.value.is_none() && drop_ok[seg])
         });
+        // A producer's batch left with no record stays, empty, while it is the last batch of
+        // its producer below the high watermark; otherwise it goes.
+        let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
+        for b in self.batches.iter().filter(|b| b.last < hw) {
+            last_of_producer.insert(b.producer_id, b.base);
+        }
+        for b in &self.batches {
+            let holds_records = self
+                .records
+                .iter()
+                .any(|(r, _)| (b.base..=b.last).contains(&r.offset));
+            if b.producer_id < 0 || !candidate[seg_of(b.base)] || holds_records {
+                continue;
+            }
+            if last_of_producer.get(&b.producer_id) == Some(&b.base) {
+                self.empty.insert(b.base);
+            } else {
+                self.empty.remove(&b.base);
+            }
+        }
         for (seg, _) in candidate.iter().enumerate().filter(|(_, c)| **c) {
             let keeps_tombstone = self
                 .records
@@ -301,6 +377,15 @@ impl Model {
             }
         }
     }
+}
+
+/// (base, last offset, producer id) of the batches with no record.
+fn empty_batches(batches: &[BatchSummary]) -> Vec<(i64, i64, i64)> {
+    batches
+        .iter()
+        .filter(|b| b.2 == 0)
+        .map(|b| (b.0, b.1, b.4))
+        .collect()
 }
 
 fn all_records(appended: &[Appended]) -> Vec<Rec> {
@@ -338,6 +423,11 @@ fn check_case(seed: u64, now: i64, opts: CleanOptions, hw_fraction: Option<f64>)
         model.records(),
         "seed {seed}: contents after cleaning"
     );
+    assert_eq!(
+        empty_batches(&batches_after),
+        model.empty_batches(),
+        "seed {seed}: empty batches after cleaning"
+    );
     assert_eq!(log.delete_horizons(), model.horizons_by_base(&bases));
     let retention = opts.delete_retention_ms;
     let has_horizons = !model.horizons.is_empty();
@@ -349,13 +439,20 @@ fn check_case(seed: u64, now: i64, opts: CleanOptions, hw_fraction: Option<f64>)
         "seed {seed}: {report:?}"
     );
     assert!(report.bytes_after <= report.bytes_before || report.segments_cleaned == 0);
-    // Every batch keeps its offset range and codec; the active segment is untouched.
-    let ranges: BTreeMap<i64, (i64, i16)> = batches_before
+    // Every batch keeps its offset range, producer and codec (an empty batch has none); the
+    // active segment is untouched.
+    let ranges: BTreeMap<i64, (i64, i16, i64)> = batches_before
         .iter()
-        .map(|(b, l, _, c, _)| (*b, (*l, *c)))
+        .map(|(b, l, _, c, p)| (*b, (*l, *c, *p)))
         .collect();
-    for (b, l, _, c, _) in &batches_after {
-        assert_eq!(ranges.get(b), Some(&(*l, *c)), "seed {seed}: batch {b}");
+    for (b, l, n, c, p) in &batches_after {
+        let (last, codec, producer) = ranges[b];
+        let codec = if *n == 0 { 0 } else { codec };
+        assert_eq!(
+            (*l, *c, *p),
+            (last, codec, producer),
+            "seed {seed}: batch {b}"
+        );
     }
     let active_before: Vec<_> = batches_before
         .iter()
@@ -376,7 +473,7 @@ fn check_case(seed: u64, now: i64, opts: CleanOptions, hw_fraction: Option<f64>)
     }
     later.push(now.saturating_add(retention));
     for t in later {
-        let previous = model.records();
+        let previous = (model.records(), model.empty_batches());
         if retention > 0 && t == now + retention - 1 {
             assert!(
                 !log.delete_horizon_due(t),
@@ -387,8 +484,10 @@ fn check_case(seed: u64, now: i64, opts: CleanOptions, hw_fraction: Option<f64>)
         }
         let again = log.clean(t, opts, hw).expect("clean again");
         model.clean(&bases, end, t, opts, hw);
-        let got = read_all(&log).1;
-        assert_eq!(got, model.records(), "seed {seed}: pass at {t}");
+        let (batches, records) = read_all(&log);
+        let got = (records, empty_batches(&batches));
+        assert_eq!(got.0, model.records(), "seed {seed}: pass at {t}");
+        assert_eq!(got.1, model.empty_batches(), "seed {seed}: pass at {t}");
         assert_eq!(log.delete_horizons(), model.horizons_by_base(&bases));
         if got == previous {
             assert_eq!(again.segments_cleaned, 0, "seed {seed}: {again:?}");
@@ -396,15 +495,13 @@ fn check_case(seed: u64, now: i64, opts: CleanOptions, hw_fraction: Option<f64>)
         assert!(!log.delete_horizon_due(t), "seed {seed}: a pass at {t} ran");
     }
 
-    // Reopen: the records and the horizons stay.
+    // Reopen: the records, the empty batches and the horizons stay.
     drop(log);
     let (log, report) = PartitionLog::open(dir.path(), config(700), 0).expect("reopen");
     assert_eq!(report.truncated_bytes, 0);
-    assert_eq!(
-        read_all(&log).1,
-        model.records(),
-        "seed {seed}: after reopen"
-    );
+    let (batches, records) = read_all(&log);
+    assert_eq!(records, model.records(), "seed {seed}: after reopen");
+    assert_eq!(empty_batches(&batches), model.empty_batches());
     assert_eq!(log.delete_horizons(), model.horizons_by_base(&bases));
     assert_eq!(log.log_end_offset(), end);
 }
@@ -478,7 +575,11 @@ fn min_compaction_lag_is_respected() {
 
 #[test]
 fn one_batch_stays_one_batch_with_its_codec() {
-    for (i, codec) in CODECS.into_iter().enumerate() {
+    let cases = CODECS
+        .into_iter()
+        .enumerate()
+        .flat_map(|c| [(c, -1), (c, 7)]);
+    for ((i, codec), producer_id) in cases {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut log, _) = PartitionLog::open(dir.path(), config(1 << 20), 0).expect("open");
         let rec = |k: &str, v: Option<&str>, ts: i64| Rec {
@@ -497,17 +598,18 @@ fn one_batch_stays_one_batch_with_its_codec() {
                 rec("e", Some("1"), 50),
             ],
             codec,
-            -1,
+            producer_id,
         );
         log.append(&first, 0, None).expect("append");
         // Supersede b and e (the last record) in a second batch, then roll.
-        let second = encode(
+        let second = encode_seq(
             &[rec("b", Some("2"), 60), rec("e", Some("2"), 70)],
             codec,
-            -1,
+            producer_id,
+            5,
         );
         log.append(&second, 0, None).expect("append");
-        let third = encode(&[rec("z", Some("z"), 80)], codec, -1);
+        let third = encode_seq(&[rec("z", Some("z"), 80)], codec, producer_id, 7);
         // Force a roll so that the first two batches are in a closed segment.
         log.set_config(config(1));
         log.append(&third, 0, None).expect("append");
@@ -523,7 +625,10 @@ fn one_batch_stays_one_batch_with_its_codec() {
                 8,
             )
             .expect("clean");
-        assert_eq!(report.segments_cleaned, 1, "codec {i}");
+        assert_eq!(
+            report.segments_cleaned, 1,
+            "codec {i}, producer {producer_id}"
+        );
         assert_eq!(report.records_removed, 2);
         let (batches, records) = read_all(&log);
         assert_eq!(
@@ -536,7 +641,7 @@ fn one_batch_stays_one_batch_with_its_codec() {
                 (5, 6, 2, i as i16),
                 (7, 7, 1, i as i16)
             ],
-            "codec {i}"
+            "codec {i}, producer {producer_id}"
         );
         let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![0, 2, 3, 5, 6, 7]);
@@ -552,112 +657,241 @@ fn one_batch_stays_one_batch_with_its_codec() {
     }
 }
 
+/// Idempotent batches of every codec are compacted like others. A batch left with no record
+/// stays as an empty batch (no codec, the same offsets, producer fields and sequence range)
+/// while it is its producer's last batch below the high watermark, and goes once the producer
+/// has written a later one. Empty batches are read, reopened, indexed and replayed into the
+/// producer state.
 #[test]
-fn producer_batches_stay_unchanged_and_emptied_segments_remain_readable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut log, _) = PartitionLog::open(dir.path(), config(1), 0).expect("open");
-    let rec = |k: &str, v: &str, ts: i64| Rec {
-        offset: 0,
-        key: Some(Bytes::from(k.to_string())),
-        value: Some(Bytes::from(v.to_string())),
-        ts,
-        headers: Vec::new(),
-    };
-    // Segment 0: an idempotent batch (kept whole although superseded).
-    log.append(
-        &encode(&[rec("a", "1", 1), rec("b", "1", 2)], Compression::None, 7),
-        0,
-        None,
-    )
-    .expect("append");
-    // Segment 2: a plain batch, entirely superseded.
-    log.append(
-        &encode(&[rec("a", "2", 3), rec("b", "2", 4)], Compression::Gzip, -1),
-        0,
-        None,
-    )
-    .expect("append");
-    // Segment 4: the latest values (active after the next append).
-    log.append(
-        &encode(&[rec("a", "3", 5), rec("b", "3", 6)], Compression::Zstd, -1),
-        0,
-        None,
-    )
-    .expect("append");
-    log.append(&encode(&[rec("c", "1", 7)], Compression::None, -1), 0, None)
-        .expect("append");
-    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
-    let report = log.clean(100, KEEP_TOMBSTONES, 7).expect("clean");
-    assert_eq!((report.segments_cleaned, report.records_removed), (1, 2));
-    let (batches, records) = read_all(&log);
-    assert_eq!(
-        batches.iter().map(|b| (b.0, b.4)).collect::<Vec<_>>(),
-        vec![(0, 7), (4, -1), (6, -1)]
-    );
-    assert_eq!(
-        records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        vec![0, 1, 4, 5, 6]
-    );
-    // Reading at an offset of an emptied segment moves on to the next batch.
-    let bytes = log.read(2, 1 << 20, i64::MAX).expect("read");
-    let first = batch::iter_batches(&bytes)
-        .next()
-        .expect("a batch")
-        .expect("valid")
-        .0;
-    assert_eq!(first.base_offset, 4);
-    drop(log);
-    let (log, _) = PartitionLog::open(dir.path(), config(1), 0).expect("reopen");
-    assert_eq!(
-        read_all(&log)
-            .1
-            .iter()
-            .map(|r| r.offset)
-            .collect::<Vec<_>>(),
-        vec![0, 1, 4, 5, 6]
-    );
-    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
+fn idempotent_batches_are_compacted_and_the_last_one_stays_empty() {
+    for (i, codec) in CODECS.into_iter().enumerate() {
+        let what = format!("codec {i}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Every append rolls: one batch per segment.
+        let (mut log, _) = PartitionLog::open(dir.path(), config(1), 0).expect("open");
+        let rec = |k: &str, v: &str, ts: i64| Rec {
+            offset: 0,
+            key: Some(Bytes::from(k.to_string())),
+            value: Some(Bytes::from(v.to_string())),
+            ts,
+            headers: vec![("h".to_string(), Some(Bytes::from_static(b"x")))],
+        };
+        let mut append = |records: &[Rec], producer_id: i64, base_sequence: i32| {
+            let bytes = encode_seq(records, codec, producer_id, base_sequence);
+            log.append(&bytes, 0, None).expect("append").base_offset
+        };
+        // 0-1: producer 7, sequences 0-1, both superseded and not its last batch: goes.
+        append(&[rec("a", "1", 10), rec("b", "1", 20)], 7, 0);
+        // 2-3: producer 7, sequences 2-3, both superseded, its last batch: stays empty.
+        append(&[rec("a", "2", 30), rec("b", "2", 40)], 7, 2);
+        // 4-5: producer 8, c superseded, d the latest: rewritten with d only.
+        append(&[rec("c", "1", 50), rec("d", "1", 60)], 8, 0);
+        // 6-8: no producer id, the latest a, b, c.
+        append(
+            &[rec("a", "3", 70), rec("b", "3", 80), rec("c", "2", 90)],
+            -1,
+            0,
+        );
+        // 9: the active segment after the next append.
+        append(&[rec("z", "1", 100)], -1, 0);
+        assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6, 9], "{what}");
+
+        let report = log.clean(1_000, KEEP_TOMBSTONES, 10).expect("clean");
+        assert_eq!(
+            (report.segments_cleaned, report.records_removed),
+            (3, 5),
+            "{what}"
+        );
+        let summary = |log: &PartitionLog| {
+            let (batches, records) = read_all(log);
+            let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+            (batches, offsets)
+        };
+        let cleaned = (
+            vec![
+                (2, 3, 0, 0, 7),
+                (4, 5, 1, i as i16, 8),
+                (6, 8, 3, 0, -1),
+                (9, 9, 1, i as i16, -1),
+            ],
+            vec![5, 6, 7, 8, 9],
+        );
+        let (batches, offsets) = summary(&log);
+        assert_eq!(
+            (batches[..1].to_vec(), &offsets),
+            (cleaned.0[..1].to_vec(), &cleaned.1),
+            "{what}"
+        );
+        assert_eq!(
+            batches[1..].iter().map(|b| b.0).collect::<Vec<_>>(),
+            vec![4, 6, 9]
+        );
+
+        // The empty batch is what a fetch at 0 to 3 starts with: its header is the
+        // original one but for the count, codec, length and CRC.
+        for at in [0, 2, 3] {
+            let bytes = log.read(at, 1 << 20, i64::MAX).expect("read");
+            let (first, range) = batch::iter_batches(&bytes)
+                .next()
+                .expect("a batch")
+                .expect("valid");
+            assert_eq!(range.len(), batch::BATCH_HEADER_LEN, "{what}");
+            assert_eq!(
+                (
+                    first.base_offset,
+                    first.last_offset(),
+                    first.records_count,
+                    first.producer_id,
+                    first.producer_epoch,
+                    first.base_sequence,
+                    first.base_timestamp,
+                    first.max_timestamp,
+                    first.compression(),
+                    first.is_transactional(),
+                ),
+                (2, 3, 0, 7, 0, 2, 30, 40, batch::Compression::None, false),
+                "{what}"
+            );
+            batch::validate_batches(&bytes[range], 1 << 20).expect("a valid produce batch");
+        }
+        // The time index skips the empty batch to the first record at or after the time.
+        assert_eq!(log.offset_for_timestamp(25).expect("lookup"), Some((5, 60)));
+
+        // Reopen (indexes rebuilt from the rewritten segments), then replay the producer
+        // state as the broker does at start-up.
+        drop(log);
+        for ext in ["index", "timeindex"] {
+            std::fs::remove_file(dir.path().join(format!("{:020}.{ext}", 2))).expect("remove");
+        }
+        let (mut log, report) = PartitionLog::open(dir.path(), config(1), 0).expect("reopen");
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(summary(&log).1, cleaned.1, "{what}");
+        assert_eq!(summary(&log).0.len(), 4, "{what}");
+        let mut state = ProducerStateManager::new();
+        log.scan_batches(0, |h, _| state.on_batch(h, 0))
+            .expect("scan");
+        let entry = state.entry(7).expect("producer 7 is known");
+        let last = entry.batches.back().expect("a batch");
+        assert_eq!(
+            (
+                entry.epoch,
+                last.first_seq,
+                last.last_seq,
+                last.first_offset,
+                last.last_offset
+            ),
+            (0, 2, 3, 2, 3),
+            "{what}"
+        );
+        // The next batch of producer 7 continues its sequence; a retry of the empty batch is
+        // recognized as a duplicate of offsets 2-3.
+        let next =
+            batch::parse_header(&encode_seq(&[rec("q", "1", 110)], codec, 7, 4)).expect("header");
+        assert_eq!(state.check(&next), Ok(strata_log::Check::Append), "{what}");
+        let retry = batch::parse_header(&encode_seq(
+            &[rec("a", "2", 30), rec("b", "2", 40)],
+            codec,
+            7,
+            2,
+        ))
+        .expect("header");
+        assert!(
+            matches!(state.check(&retry), Ok(strata_log::Check::Duplicate(b)) if b.first_offset == 2),
+            "{what}"
+        );
+
+        // Producer 7 writes again: its empty batch is no longer its last, and the next pass
+        // drops it although no record goes.
+        log.append(&encode_seq(&[rec("q", "1", 110)], codec, 7, 4), 0, None)
+            .expect("append");
+        log.append(&encode_seq(&[rec("r", "1", 120)], codec, -1, 0), 0, None)
+            .expect("append");
+        let report = log.clean(1_000, KEEP_TOMBSTONES, 12).expect("clean");
+        assert_eq!(
+            (report.segments_cleaned, report.records_removed),
+            (1, 0),
+            "{what}"
+        );
+        let (batches, offsets) = summary(&log);
+        assert_eq!(batches[0].0, 4, "{what}: the empty batch went");
+        assert!(batches.iter().all(|b| b.2 > 0), "{what}");
+        assert_eq!(offsets, vec![5, 6, 7, 8, 9, 10, 11], "{what}");
+        assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6, 9, 10, 11]);
+        // A pass with nothing to do changes nothing.
+        let report = log.clean(1_000, KEEP_TOMBSTONES, 12).expect("clean");
+        assert_eq!(report.segments_cleaned, 0, "{what}");
+    }
 }
 
 /// A crash after every step of a cleaning pass leaves each segment either as it was or
 /// cleaned (earlier segments are cleaned first) and the delete horizons either all recorded
 /// or none; reopening then cleaning again gives the fully cleaned log, and a pass after the
 /// horizons removes the same tombstones as without the crash.
+///
+/// Every run crashes after each step of the pass (every step of a segment rewrite and of the
+/// horizon checkpoint). By default it runs two small logs (fast); `STRATA_CLEANER_SEEDS=<n>`
+/// runs `n` seeds of larger logs (about 25 segments each), `STRATA_COMPACTION_SEED=<seed>`
+/// one larger log.
 #[test]
 fn crash_at_every_step_leaves_old_or_new_segments() {
-    let seeds: Vec<u64> = match std::env::var("STRATA_COMPACTION_SEED") {
-        Ok(s) => vec![s.parse().expect("a u64 seed")],
-        // Seeds whose cleaned segments keep tombstones (so horizons are written).
-        Err(_) => vec![101, 102, 112],
+    let env_number = |name: &str| {
+        std::env::var(name).ok().map(|s| {
+            s.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}: a number"))
+        })
+    };
+    // (first seed, how many seeds, batches per log)
+    let explicit = env_number("STRATA_COMPACTION_SEED");
+    let (first, count, batches) = match (explicit, env_number("STRATA_CLEANER_SEEDS")) {
+        (Some(seed), _) => (seed, 1, 60),
+        (None, Some(n)) => (100, n, 60),
+        (None, None) => (100, 2, 20),
     };
     let now = 1_000_000;
     let opts = CleanOptions {
         delete_retention_ms: 1_000,
         min_compaction_lag_ms: 0,
     };
-    for seed in seeds {
-        let result = std::panic::catch_unwind(|| crash_case(seed, now, opts));
-        if let Err(panic) = result {
-            eprintln!(
-                "crash test failed with seed {seed} (rerun with STRATA_COMPACTION_SEED={seed})"
-            );
-            std::panic::resume_unwind(panic);
+    let mut ran = 0;
+    // Seeds whose log does not exercise every step (fewer than three segments cleaned, no
+    // tombstone kept, so no horizon checkpoint) are skipped.
+    for seed in first.. {
+        if ran == count || seed >= first + 50 * count {
+            break;
+        }
+        let result = std::panic::catch_unwind(|| crash_case(seed, batches, now, opts));
+        match result {
+            Ok(true) => ran += 1,
+            Ok(false) => assert!(
+                explicit.is_none(),
+                "seed {seed} does not exercise every step"
+            ),
+            Err(panic) => {
+                eprintln!(
+                    "crash test failed with seed {seed} (rerun with STRATA_COMPACTION_SEED={seed})"
+                );
+                std::panic::resume_unwind(panic);
+            }
         }
     }
+    assert_eq!(ran, count, "usable seeds");
 }
 
-fn crash_case(seed: u64, now: i64, opts: CleanOptions) {
+/// The crash test on the log of `seed`; false (nothing checked) if that log does not exercise
+/// every step.
+fn crash_case(seed: u64, batches: usize, now: i64, opts: CleanOptions) -> bool {
     let reference = tempfile::tempdir().expect("tempdir");
-    let (mut clean_log, appended) = build(reference.path(), seed, 60, 600);
+    let (mut clean_log, appended) = build(reference.path(), seed, batches, 600);
     let bases = clean_log.segment_base_offsets();
     let end = clean_log.log_end_offset();
     let old = all_records(&appended);
     let full = clean_log.clean(now, opts, end).expect("clean");
-    assert!(full.segments_cleaned >= 3, "seed {seed}: {full:?}");
+    if full.segments_cleaned < 3 || full.horizons_recorded == 0 {
+        return false;
+    }
     let new = read_all(&clean_log).1;
     let mut model = Model::new(&appended);
     model.clean(&bases, end, now, opts, end);
-    assert!(full.horizons_recorded > 0, "seed {seed}: {full:?}");
     assert_eq!(new, model.records());
     let horizons = clean_log.delete_horizons();
     let after_horizon = now + opts.delete_retention_ms;
@@ -667,7 +901,9 @@ fn crash_case(seed: u64, now: i64, opts: CleanOptions) {
     let newer = read_all(&clean_log).1;
     model.clean(&bases, end, after_horizon, opts, end);
     assert_eq!(newer, model.records());
-    assert!(newer.len() < new.len(), "seed {seed}: tombstones went");
+    if newer.len() == new.len() {
+        return false; // no tombstone went
+    }
     let seg_of = |offset: i64| {
         bases
             .iter()
@@ -692,7 +928,7 @@ fn crash_case(seed: u64, now: i64, opts: CleanOptions) {
     let mut completed = false;
     for steps in 0..10_000u32 {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut log, _) = build(dir.path(), seed, 60, 600);
+        let (mut log, _) = build(dir.path(), seed, batches, 600);
         match log.clean_with_simulated_crash(now, opts, end, steps) {
             Ok(_) => {
                 // 8 steps a rewritten segment, 4 for the horizon checkpoint.
@@ -780,6 +1016,7 @@ fn crash_case(seed: u64, now: i64, opts: CleanOptions) {
         );
     }
     assert!(completed);
+    true
 }
 
 /// A log of three segments (every append rolls): `a=1` at offset 0; a tombstone for `a` with
@@ -971,7 +1208,9 @@ fn passes_between_appends_follow_the_model() {
             log.clean(now, opts, end).expect("clean");
             model.clean(&bases, end, now, opts, end);
             let what = format!("seed {seed}, round {round}, now {now}");
-            assert_eq!(read_all(&log).1, model.records(), "{what}");
+            let (batches, records) = read_all(&log);
+            assert_eq!(records, model.records(), "{what}");
+            assert_eq!(empty_batches(&batches), model.empty_batches(), "{what}");
             assert_eq!(
                 log.delete_horizons(),
                 model.horizons_by_base(&bases),
