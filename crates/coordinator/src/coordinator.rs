@@ -560,6 +560,10 @@ mod tests {
         let out = c.tick(22 + 10_001);
         assert!(out.iter().any(|o| matches!(o, Output::Persist(_))));
         assert_eq!(c.describe("g").state, GroupState::Empty);
+        // An empty group keeps its protocol type, as Kafka's ListGroups shows it.
+        let listed = c.list();
+        let (_, protocol_type, _) = listed.iter().find(|(id, _, _)| id == "g").expect("listed");
+        assert_eq!(protocol_type, &join_req("").protocol_type);
     }
 
     #[test]

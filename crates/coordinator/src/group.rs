@@ -369,6 +369,9 @@ impl Group {
 
     fn add_member(&mut self, now: i64, token: Token, member_id: String, req: JoinRequest) {
         self.next_join_order += 1;
+        // The first member of an empty group sets its protocol type (an empty group keeps the
+        // last one, as Kafka's ListGroups shows it).
+        let first = self.members.is_empty();
         self.members.insert(
             member_id.clone(),
             Member {
@@ -387,7 +390,7 @@ impl Group {
                 join_order: self.next_join_order,
             },
         );
-        if self.protocol_type.is_none() {
+        if first || self.protocol_type.is_none() {
             self.protocol_type = Some(req.protocol_type);
         }
     }
@@ -484,7 +487,6 @@ impl Group {
             self.empty_since_ms = now;
             self.protocol = None;
             self.leader = None;
-            self.protocol_type = None;
             return;
         }
         self.protocol = self.select_protocol();
