@@ -21,6 +21,7 @@ this only reports. Environment: STRATA_BIN, BENCH_QUICK=1 (smaller runs, for a s
 """
 
 import datetime
+import shutil
 import json
 import os
 import socket
@@ -155,6 +156,8 @@ class Broker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        # The runs write gigabytes: give the space back at once.
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def strata(binary, bootstrap, *args, timeout=600):
@@ -179,7 +182,7 @@ def perf(binary, bootstrap, kind, *args):
 def records_for(size):
     if QUICK:
         return 20_000 if size >= 1024 else 100_000
-    return 1_000_000 if size >= 1024 else 4_000_000
+    return 500_000 if size >= 1024 else 2_000_000
 
 
 def third_party_produce(bootstrap, topic, size, n, acks):
@@ -291,6 +294,7 @@ def main():
         finally:
             broker.stop()
 
+    shutil.rmtree(work, ignore_errors=True)
     base = RESULTS / f"perf-{stamp}"
     base.with_suffix(".json").write_text(json.dumps(results, indent=2))
     base.with_suffix(".md").write_text(markdown(results))
