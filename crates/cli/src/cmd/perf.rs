@@ -8,7 +8,9 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use strata_client::producer::DeliveryFuture;
-use strata_client::{Consumer, ConsumerConfig, OffsetReset, Producer, ProducerRecord, Seek};
+use strata_client::{
+    Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, Seek,
+};
 
 use super::produce::ProducerOpts;
 use super::table::Table;
@@ -101,6 +103,8 @@ struct Report {
     elapsed: Duration,
     latency: Histogram<u64>,
     latency_name: &'static str,
+    /// The client settings the run used, printed with the figures.
+    settings: Option<serde_json::Value>,
 }
 
 impl Report {
@@ -112,6 +116,7 @@ impl Report {
             elapsed: Duration::ZERO,
             latency: histogram(),
             latency_name,
+            settings: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl Report {
                 "records_per_sec": rate,
                 "mb_per_sec": mb,
                 "latency": self.latency_name,
+                "settings": self.settings,
                 "latency_ms": {
                     "avg": avg, "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
                     "p99_9": q(0.999), "max": max,
@@ -168,7 +174,24 @@ impl Report {
             f(max),
         ]);
         println!("{} in {:.2} s ({})", self.records, secs, self.latency_name);
+        if let Some(serde_json::Value::Object(settings)) = &self.settings {
+            let list: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("settings: {}", list.join(" ").replace('"', ""));
+        }
         t.print();
+    }
+}
+
+/// The producer settings of `strata perf produce` where no option says otherwise: batches
+/// of 1 MiB (as big as a broker takes by default, like librdkafka's batch.size) and larger
+/// requests and buffer than the library's defaults, so that the run measures the broker and
+/// not the client's request rate.
+fn perf_defaults() -> ProducerConfig {
+    ProducerConfig {
+        batch_size: 1024 * 1024,
+        max_request_size: 8 * 1024 * 1024,
+        buffer_memory: 64 * 1024 * 1024,
+        ..ProducerConfig::default()
     }
 }
 
@@ -176,7 +199,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     if a.producers == 0 {
         anyhow::bail!("--producers must be at least 1");
     }
-    let config = a.producer.config()?;
+    let config = a.producer.config_over(perf_defaults())?;
     let client = common.connect().await?;
     client.fresh_topic(&a.topic).await?;
     let value = Bytes::from(
@@ -267,6 +290,15 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     }
     report.elapsed = started.elapsed();
     report.bytes = report.records * a.record_size as u64;
+    report.settings = Some(json!({
+        "acks": config.acks,
+        "batch_size": config.batch_size,
+        "linger_ms": config.linger.as_millis() as u64,
+        "max_in_flight": config.max_in_flight,
+        "max_request_size": config.max_request_size,
+        "compression": format!("{:?}", config.compression).to_lowercase(),
+        "producers": a.producers,
+    }));
     report.print(a.run.json || common.json());
     if report.errors > 0 {
         let e = first_error.map(|e| e.to_string()).unwrap_or_default();
