@@ -68,7 +68,9 @@ impl Connection {
             })?
             .map_err(|e| failed(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (mut read, write) = stream.into_split();
+        let (read, write) = stream.into_split();
+        // Small answers come in few reads; large ones are read past the buffer.
+        let mut read = tokio::io::BufReader::with_capacity(64 * 1024, read);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let reader_pending = pending.clone();
         let reader = tokio::spawn(async move {
@@ -81,11 +83,27 @@ impl Connection {
                 if len < 4 || len as usize > MAX_FRAME {
                     break format!("bad response frame length {len}");
                 }
-                let mut frame = vec![0u8; len as usize];
-                if let Err(e) = read.read_exact(&mut frame).await {
-                    break format!("connection closed ({e})");
+                // Read into spare capacity: a large fetch answer is not zeroed first.
+                let mut frame = BytesMut::with_capacity(len as usize);
+                let mut body = (&mut read).take(len as u64);
+                let mut failed = None;
+                while frame.len() < len as usize {
+                    match body.read_buf(&mut frame).await {
+                        Ok(0) => {
+                            failed = Some("connection closed mid-frame".to_string());
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed = Some(format!("connection closed ({e})"));
+                            break;
+                        }
+                    }
                 }
-                let frame = Bytes::from(frame);
+                if let Some(reason) = failed {
+                    break reason;
+                }
+                let frame = frame.freeze();
                 let correlation = (&frame[..4]).get_i32();
                 let waiter = reader_pending
                     .lock()

@@ -210,6 +210,113 @@ impl BatchBuilder {
     }
 }
 
+/// One record read from a batch; key, value and header values share the fetched bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Calls `f` on every record at or after offset `from` of the whole batch `batch` (header
+/// included), decompressing it if needed; control batches give nothing. Under
+/// LogAppendTime every record carries the batch's max timestamp, as Kafka's readers do.
+///
+/// Keys and values are slices of `batch` (or of the decompressed records), not copies. The
+/// record count in the header is not trusted to size anything.
+pub fn read_batch(batch: &Bytes, from: i64, mut f: impl FnMut(ReadRecord)) -> Result<()> {
+    use strata_protocol::batch::Compression as Codec;
+    let header = strata_protocol::batch::check_batch(batch, 0)
+        .map_err(|e| Error::Protocol(format!("a bad record batch: {e}")))?;
+    if header.is_control() || header.next_offset() <= from {
+        return Ok(());
+    }
+    let mut body = batch.slice(HEADER_LEN..header.total_len());
+    let whole = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(b.clone()) };
+    use kafka_protocol::compression::{self as c, Decompressor};
+    // Decompressors are third-party code fed the broker's bytes: a panic is an error here.
+    let data = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match header.compression() {
+            Codec::None => Ok(body.clone()),
+            Codec::Gzip => c::Gzip::decompress(&mut body, whole),
+            Codec::Snappy => c::Snappy::decompress(&mut body, whole),
+            Codec::Lz4 => c::Lz4::decompress(&mut body, whole),
+            Codec::Zstd => c::Zstd::decompress(&mut body, whole),
+            Codec::Unknown(n) => Err(anyhow::anyhow!("unknown codec {n}")),
+        }
+    }))
+    .map_err(|_| Error::Protocol("cannot decompress a record batch".into()))?
+    .map_err(|e| Error::Protocol(format!("cannot decompress a record batch: {e}")))?;
+    let malformed = || Error::Protocol("a malformed record in a batch".into());
+    let log_append = header.timestamp_type_log_append();
+    let mut pos = 0usize;
+    for _ in 0..header.records_count.max(0) {
+        let mut cur = &data[pos..];
+        let len = varint(&mut cur, 5)?;
+        let start = data.len() - cur.len();
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|e| *e <= data.len())
+            .ok_or_else(malformed)?;
+        let mut rec = &data[start..end];
+        rec = rec.get(1..).ok_or_else(malformed)?; // attributes
+        let timestamp_delta = varint(&mut rec, 10)?;
+        let offset_delta = varint(&mut rec, 5)?;
+        let key = bytes_at(&data, end, &mut rec)?;
+        let value = bytes_at(&data, end, &mut rec)?;
+        let count = varint(&mut rec, 5)?;
+        let mut headers = Vec::new();
+        for _ in 0..count.max(0) {
+            let k = bytes_at(&data, end, &mut rec)?.ok_or_else(malformed)?;
+            let v = bytes_at(&data, end, &mut rec)?;
+            headers.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        pos = end;
+        let offset = header.base_offset.wrapping_add(offset_delta);
+        if offset < from {
+            continue;
+        }
+        f(ReadRecord {
+            offset,
+            timestamp: if log_append {
+                header.max_timestamp
+            } else {
+                header.base_timestamp.wrapping_add(timestamp_delta)
+            },
+            key,
+            value,
+            headers,
+        });
+    }
+    Ok(())
+}
+
+fn varint(buf: &mut &[u8], max_bytes: usize) -> Result<i64> {
+    strata_protocol::records::read_zigzag(buf, max_bytes)
+        .ok_or_else(|| Error::Protocol("a malformed varint in a record".into()))
+}
+
+/// A length-prefixed byte string of the record `rec`, which ends at `end` in `data`: a
+/// slice of `data` (no copy), or `None` for length -1.
+fn bytes_at(data: &Bytes, end: usize, rec: &mut &[u8]) -> Result<Option<Bytes>> {
+    let len = varint(rec, 5)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if len > rec.len() {
+        return Err(Error::Protocol(
+            "a record field runs past its record".into(),
+        ));
+    }
+    let start = end - rec.len();
+    *rec = &rec[len..];
+    Ok(Some(data.slice(start..start + len)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +389,15 @@ mod tests {
                     .collect();
                 assert_eq!(hs, want.headers.to_vec(), "{codec:?}");
             }
+            let mut read = Vec::new();
+            read_batch(&batch, 1, |r| read.push(r)).expect("reads");
+            assert_eq!(read.len(), 2, "from offset 1, {codec:?}");
+            for (got, want) in read.iter().zip(&records[1..]) {
+                assert_eq!(got.timestamp, want.timestamp);
+                assert_eq!(got.key.as_deref(), want.key);
+                assert_eq!(got.value.as_deref(), want.value);
+            }
+            assert_eq!(read[0].offset, 1);
             let stamps = strata_protocol::records::record_timestamps(&batch).expect("walks");
             assert_eq!(stamps[1], (1, 1_699_999_999_000));
         }
@@ -312,6 +428,29 @@ mod tests {
         )
         .expect("encodes");
         assert_eq!(ours, reference);
+    }
+
+    #[test]
+    fn reads_headers_and_refuses_truncated_records() {
+        let headers = vec![("trace".to_string(), Some(Bytes::from_static(b"abc")))];
+        let r = RecordRef {
+            key: Some(b"k"),
+            value: Some(b"v"),
+            timestamp: 5,
+            headers: &headers,
+        };
+        let batch = build(&[r, r], Compression::None);
+        let mut read = Vec::new();
+        read_batch(&batch, 0, |r| read.push(r)).expect("reads");
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1].offset, 1);
+        assert_eq!(read[1].headers, headers);
+        // A record length past the end of the batch (CRC fixed up): an error, not a panic.
+        let mut bad = bytes::BytesMut::from(&batch[..]);
+        bad[HEADER_LEN] = 0x7e;
+        let crc = crc32c::crc32c(&bad[ATTRIBUTES_AT..]);
+        bad[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(read_batch(&bad.freeze(), 0, |_| {}).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `strata perf produce|consume`: throughput and latency tests, like Kafka's perf tools.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,13 +185,12 @@ impl Report {
 
 /// The producer settings of `strata perf produce` where no option says otherwise: batches
 /// of 1 MiB (as big as a broker takes by default, like librdkafka's batch.size) and larger
-/// requests and buffer than the library's defaults, so that the run measures the broker and
+/// requests than the library's defaults, so that the run measures the broker and
 /// not the client's request rate.
 fn perf_defaults() -> ProducerConfig {
     ProducerConfig {
         batch_size: 1024 * 1024,
         max_request_size: 8 * 1024 * 1024,
-        buffer_memory: 64 * 1024 * 1024,
         ..ProducerConfig::default()
     }
 }
@@ -232,12 +232,43 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                 let mut latency = histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
                 let mut first_error = None;
-                while let Some((sent, delivery)) = rx.recv().await {
-                    match delivery.await {
+                // The clock is read after every wait and every 64 records, not per record:
+                // the records of a batch are acknowledged together.
+                let mut now = Instant::now();
+                let mut since = 0u32;
+                loop {
+                    let (sent, delivery) = match rx.try_recv() {
+                        Ok(next) => next,
+                        Err(_) => match rx.recv().await {
+                            Some(next) => {
+                                since = 64;
+                                next
+                            }
+                            None => break,
+                        },
+                    };
+                    let mut delivery = std::pin::pin!(delivery);
+                    let ready = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(delivery.as_mut().poll(cx))
+                    })
+                    .await;
+                    let result = match ready {
+                        std::task::Poll::Ready(r) => r,
+                        std::task::Poll::Pending => {
+                            since = 64;
+                            delivery.await
+                        }
+                    };
+                    since += 1;
+                    if since >= 64 {
+                        now = Instant::now();
+                        since = 0;
+                    }
+                    match result {
                         Ok(_) => {
                             ok += 1;
                             acked.fetch_add(1, Ordering::Relaxed);
-                            let us = (Instant::now() - sent).as_micros() as u64;
+                            let us = now.saturating_duration_since(sent).as_micros() as u64;
                             latency.saturating_record(us.max(1));
                         }
                         Err(e) => {
