@@ -212,9 +212,20 @@ impl Consumer {
             if !self.buffered.is_empty() {
                 let records: Vec<ConsumerRecord> = self.buffered.drain(..).collect();
                 if self.config.auto_offset_store {
+                    // One store per partition, after its last record.
+                    let mut ends: Vec<(&str, i32, i64)> = Vec::new();
                     for r in &records {
-                        self.consumed
-                            .insert((r.topic.clone(), r.partition), r.offset + 1);
+                        match ends
+                            .iter_mut()
+                            .rev()
+                            .find(|(t, p, _)| *p == r.partition && *t == r.topic)
+                        {
+                            Some(end) => end.2 = r.offset + 1,
+                            None => ends.push((&r.topic, r.partition, r.offset + 1)),
+                        }
+                    }
+                    for (topic, partition, next) in ends {
+                        self.consumed.insert((topic.to_string(), partition), next);
                     }
                 }
                 return Ok(records);

@@ -403,8 +403,10 @@ async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
             last = Instant::now();
         }
         let now = strata_client::producer::now_ms();
-        for r in records {
+        if !records.is_empty() {
             last = Instant::now();
+        }
+        for r in records {
             report.records += 1;
             report.bytes += (r.value.as_ref().map_or(0, |v| v.len())
                 + r.key.as_ref().map_or(0, |k| k.len())) as u64;
