@@ -450,8 +450,16 @@ impl Producer {
     /// Sends every queued record and waits until every batch is answered (records sent
     /// meanwhile by other tasks are waited for too).
     pub async fn flush(&self) {
+        /// Ends this flush's claim on the open batches, also when the flush is dropped.
+        struct Flushing<'a>(&'a Shared);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                self.0.acc.lock().expect("accumulator lock").flushing -= 1;
+            }
+        }
         let shared = &*self.shared;
         shared.acc.lock().expect("accumulator lock").flushing += 1;
+        let _flushing = Flushing(shared);
         shared.wake.notify_one();
         loop {
             let idle = shared.idle.notified();
@@ -462,7 +470,6 @@ impl Producer {
             }
             idle.await;
         }
-        shared.acc.lock().expect("accumulator lock").flushing -= 1;
     }
 }
 
