@@ -227,7 +227,11 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             // Deliveries complete in order per producer; a collector times each one.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, DeliveryFuture)>(100_000);
+            // Handed over in chunks (one channel message per 256 records; one each when
+            // rate-capped, so the collector sees each record at once).
+            type Sent = Vec<(Instant, DeliveryFuture)>;
+            let chunk = if rate.is_some() { 1 } else { 256 };
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Sent>(100_000 / chunk);
             let collector = tokio::spawn(async move {
                 let mut latency = histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
@@ -237,7 +241,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                 let mut now = Instant::now();
                 let mut since = 0u32;
                 loop {
-                    let (sent, delivery) = match rx.try_recv() {
+                    let sent_chunk = match rx.try_recv() {
                         Ok(next) => next,
                         Err(_) => match rx.recv().await {
                             Some(next) => {
@@ -247,39 +251,42 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                             None => break,
                         },
                     };
-                    let mut delivery = std::pin::pin!(delivery);
-                    let ready = std::future::poll_fn(|cx| {
-                        std::task::Poll::Ready(delivery.as_mut().poll(cx))
-                    })
-                    .await;
-                    let result = match ready {
-                        std::task::Poll::Ready(r) => r,
-                        std::task::Poll::Pending => {
-                            since = 64;
-                            delivery.await
+                    for (sent, delivery) in sent_chunk {
+                        let mut delivery = std::pin::pin!(delivery);
+                        let ready = std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(delivery.as_mut().poll(cx))
+                        })
+                        .await;
+                        let result = match ready {
+                            std::task::Poll::Ready(r) => r,
+                            std::task::Poll::Pending => {
+                                since = 64;
+                                delivery.await
+                            }
+                        };
+                        since += 1;
+                        if since >= 64 {
+                            now = Instant::now();
+                            since = 0;
                         }
-                    };
-                    since += 1;
-                    if since >= 64 {
-                        now = Instant::now();
-                        since = 0;
-                    }
-                    match result {
-                        Ok(_) => {
-                            ok += 1;
-                            acked.fetch_add(1, Ordering::Relaxed);
-                            let us = now.saturating_duration_since(sent).as_micros() as u64;
-                            latency.saturating_record(us.max(1));
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(e);
+                        match result {
+                            Ok(_) => {
+                                ok += 1;
+                                acked.fetch_add(1, Ordering::Relaxed);
+                                let us = now.saturating_duration_since(sent).as_micros() as u64;
+                                latency.saturating_record(us.max(1));
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert(e);
+                            }
                         }
                     }
                 }
                 (ok, errors, latency, first_error)
             });
             let mut n = 0u64;
+            let mut batch: Sent = Vec::with_capacity(chunk);
             let begin = Instant::now();
             loop {
                 if share.is_some_and(|s| n >= s) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -295,10 +302,17 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                 record.value = Some(value.clone());
                 let sent = Instant::now();
                 let delivery = producer.send(record).await?;
-                if tx.send((sent, delivery)).await.is_err() {
-                    break;
+                batch.push((sent, delivery));
+                if batch.len() >= chunk {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
+                    if tx.send(full).await.is_err() {
+                        break;
+                    }
                 }
                 n += 1;
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch).await;
             }
             producer.flush().await;
             drop(tx);
