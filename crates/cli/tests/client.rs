@@ -42,6 +42,13 @@ async fn create(client: &Client, topic: &str, partitions: i32) {
     results[0].1.as_ref().expect("created");
 }
 
+/// A client of `b`, with `topic` created.
+async fn connect_with_topic(b: &TestBroker, topic: &str, partitions: i32) -> Client {
+    let client = connect(b).await;
+    create(&client, topic, partitions).await;
+    client
+}
+
 /// Polls until `n` records arrived (or 20 s pass).
 async fn read(consumer: &mut Consumer, n: usize) -> Vec<strata_client::ConsumerRecord> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -61,8 +68,7 @@ async fn read(consumer: &mut Consumer, n: usize) -> Vec<strata_client::ConsumerR
 fn producer_acknowledges_in_order_and_consumer_seeks() {
     let b = TestBroker::start(&[]);
     runtime().block_on(async {
-        let client = connect(&b).await;
-        create(&client, "orders", 3).await;
+        let client = connect_with_topic(&b, "orders", 3).await;
         let producer = Producer::new(
             client.clone(),
             ProducerConfig {
@@ -234,5 +240,66 @@ fn two_members_share_a_group_and_hand_over_on_leave() {
         first.close().await.expect("close");
         let group = client.describe_group("workers").await.expect("describe");
         assert_eq!(group.state, "Empty");
+    });
+}
+
+/// Many small batches with several requests in flight at once: every record is acknowledged
+/// exactly once, at consecutive offsets in send order within its partition, and the consumer
+/// reads them back in that order.
+#[test]
+fn pipelined_requests_keep_every_partition_in_order() {
+    // Tiny batches and requests: hundreds of requests, five at a time.
+    let config = ProducerConfig {
+        batch_size: 512,
+        max_request_size: 1024,
+        linger: Duration::ZERO,
+        max_in_flight: 5,
+        ..Default::default()
+    };
+    let b = TestBroker::start(&[]);
+    runtime().block_on(async {
+        let client = connect_with_topic(&b, "pipelined", 3).await;
+        let producer = Producer::new(client.clone(), config);
+        const N: usize = 6_000;
+        let mut deliveries = Vec::with_capacity(N);
+        for i in 0..N {
+            let mut r = ProducerRecord::new("pipelined", None, Some(format!("{i:08}").as_bytes()));
+            r.partition = Some((i % 3) as i32);
+            deliveries.push((i, producer.send(r).await.expect("queued")));
+        }
+        producer.flush().await;
+        let mut next = [0i64; 3];
+        for (i, d) in deliveries {
+            let m = d.await.expect("acknowledged");
+            assert_eq!(m.partition, (i % 3) as i32);
+            assert_eq!(m.offset, next[i % 3], "record {i}");
+            next[i % 3] += 1;
+        }
+        let tps: Vec<(String, i32)> = (0..3).map(|p| ("pipelined".to_string(), p)).collect();
+        let ends = client
+            .list_offsets(&tps, OffsetSpec::Latest)
+            .await
+            .expect("ends");
+        for tp in &tps {
+            assert_eq!(ends[tp], (N / 3) as i64, "nothing written twice to {tp:?}");
+        }
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                ..Default::default()
+            },
+        );
+        consumer.assign(&tps);
+        let got = read(&mut consumer, N).await;
+        assert_eq!(got.len(), N);
+        let mut seen = [0usize; 3];
+        for r in got {
+            let p = r.partition as usize;
+            let want = format!("{:08}", seen[p] * 3 + p);
+            assert_eq!(r.value.as_deref(), Some(want.as_bytes()), "partition {p}");
+            assert_eq!(r.offset, seen[p] as i64);
+            seen[p] += 1;
+        }
     });
 }

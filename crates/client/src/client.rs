@@ -212,6 +212,12 @@ impl Client {
         &self.inner.config
     }
 
+    /// Reads the cached metadata in place, without copying it (the producer's per-record
+    /// and per-request lookups).
+    pub(crate) fn with_metadata<T>(&self, f: impl FnOnce(&Metadata) -> T) -> T {
+        f(&self.inner.metadata.read().expect("metadata lock"))
+    }
+
     /// The last metadata read.
     pub fn cached_metadata(&self) -> Metadata {
         self.inner.metadata.read().expect("metadata lock").clone()

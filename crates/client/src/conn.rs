@@ -68,7 +68,9 @@ impl Connection {
             })?
             .map_err(|e| failed(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (mut read, write) = stream.into_split();
+        let (read, write) = stream.into_split();
+        // Small answers come in few reads; large ones are read past the buffer.
+        let mut read = tokio::io::BufReader::with_capacity(64 * 1024, read);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let reader_pending = pending.clone();
         let reader = tokio::spawn(async move {
@@ -81,11 +83,27 @@ impl Connection {
                 if len < 4 || len as usize > MAX_FRAME {
                     break format!("bad response frame length {len}");
                 }
-                let mut frame = vec![0u8; len as usize];
-                if let Err(e) = read.read_exact(&mut frame).await {
-                    break format!("connection closed ({e})");
+                // Read into spare capacity: a large fetch answer is not zeroed first.
+                let mut frame = BytesMut::with_capacity(len as usize);
+                let mut body = (&mut read).take(len as u64);
+                let mut failed = None;
+                while frame.len() < len as usize {
+                    match body.read_buf(&mut frame).await {
+                        Ok(0) => {
+                            failed = Some("connection closed mid-frame".to_string());
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed = Some(format!("connection closed ({e})"));
+                            break;
+                        }
+                    }
                 }
-                let frame = Bytes::from(frame);
+                if let Some(reason) = failed {
+                    break reason;
+                }
+                let frame = frame.freeze();
                 let correlation = (&frame[..4]).get_i32();
                 let waiter = reader_pending
                     .lock()
@@ -174,10 +192,14 @@ impl Connection {
 
     fn frame<R: Request>(&self, version: i16, request: &R) -> Result<(i32, Bytes)> {
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let mut buf = BytesMut::with_capacity(64);
-        buf.put_i32(0);
         let encode_err =
             |e: String| Error::Protocol(format!("cannot encode {}: {e}", api_name(R::KEY)));
+        // Sized up front: a Produce frame of a megabyte is not grown by doubling.
+        let body = request
+            .compute_size(version)
+            .map_err(|e| encode_err(e.to_string()))?;
+        let mut buf = BytesMut::with_capacity(64 + self.client_id.len() + body);
+        buf.put_i32(0);
         RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
@@ -235,6 +257,17 @@ impl Connection {
         request: &R,
         timeout: Duration,
     ) -> Result<R::Response> {
+        self.start(version, request)
+            .await?
+            .wait_within(timeout)
+            .await
+    }
+
+    /// Writes `request` at `version` and returns at once, without waiting for the answer:
+    /// several requests can be in flight on one connection, and the broker answers them in
+    /// the order they were written. Callers that need an order between requests (the
+    /// producer, per partition) write them from one task, one `start` after the other.
+    pub async fn start<R: Request>(&self, version: i16, request: &R) -> Result<Reply<R>> {
         let (correlation, frame) = self.frame(version, request)?;
         let (tx, rx) = oneshot::channel();
         {
@@ -255,24 +288,64 @@ impl Connection {
                 .remove(&correlation);
             return Err(e);
         }
+        Ok(Reply {
+            addr: self.addr.clone(),
+            pending: self.pending.clone(),
+            correlation,
+            version,
+            timeout: self.request_timeout,
+            rx,
+            request: std::marker::PhantomData,
+        })
+    }
+}
+
+/// The answer to a request written by [`Connection::start`].
+pub struct Reply<R> {
+    addr: String,
+    pending: Arc<Mutex<Pending>>,
+    correlation: i32,
+    version: i16,
+    timeout: Duration,
+    rx: oneshot::Receiver<Bytes>,
+    request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> Reply<R> {
+    /// Waits for the answer up to the connection's request timeout.
+    pub async fn wait(self) -> Result<R::Response> {
+        let timeout = self.timeout;
+        self.wait_within(timeout).await
+    }
+
+    /// Waits for the answer up to `timeout`.
+    pub async fn wait_within(self, timeout: Duration) -> Result<R::Response> {
+        let Reply {
+            addr,
+            pending,
+            correlation,
+            version,
+            rx,
+            ..
+        } = self;
         let mut body = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(body)) => body,
             Ok(Err(_)) => {
-                let reason = self.pending.lock().expect("pending lock").closed.clone();
+                let reason = pending.lock().expect("pending lock").closed.clone();
                 return Err(Error::Connection {
-                    addr: self.addr.clone(),
+                    addr,
                     reason: reason.unwrap_or_else(|| "connection closed".into()),
                 });
             }
             Err(_) => {
-                self.pending
+                pending
                     .lock()
                     .expect("pending lock")
                     .waiting
                     .remove(&correlation);
                 return Err(Error::Timeout {
                     api: api_name(R::KEY),
-                    addr: self.addr.clone(),
+                    addr,
                     ms: timeout.as_millis(),
                 });
             }

@@ -12,7 +12,6 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use tokio::sync::mpsc;
 
@@ -99,6 +98,9 @@ struct Membership {
 }
 
 type FetchResult = (i32, Vec<(Tp, i64)>, Result<FetchResponse>);
+
+/// A partition's fetched records and the offset they were asked from.
+type Fetched = (Tp, Bytes, i64);
 
 /// A consumer. Not shared between tasks: call it from one place.
 pub struct Consumer {
@@ -210,9 +212,20 @@ impl Consumer {
             if !self.buffered.is_empty() {
                 let records: Vec<ConsumerRecord> = self.buffered.drain(..).collect();
                 if self.config.auto_offset_store {
+                    // One store per partition, after its last record.
+                    let mut ends: Vec<(&str, i32, i64)> = Vec::new();
                     for r in &records {
-                        self.consumed
-                            .insert((r.topic.clone(), r.partition), r.offset + 1);
+                        match ends
+                            .iter_mut()
+                            .rev()
+                            .find(|(t, p, _)| *p == r.partition && *t == r.topic)
+                        {
+                            Some(end) => end.2 = r.offset + 1,
+                            None => ends.push((&r.topic, r.partition, r.offset + 1)),
+                        }
+                    }
+                    for (topic, partition, next) in ends {
+                        self.consumed.insert((topic.to_string(), partition), next);
                     }
                 }
                 return Ok(records);
@@ -233,9 +246,10 @@ impl Consumer {
                 tokio::time::timeout(wait, self.results.recv()).await
             {
                 self.in_flight.remove(&leader);
-                self.handle_fetch(leader, asked, result).await?;
-                // Pipelining: the next fetch leaves before the records are handed out.
+                let fetched = self.handle_fetch(leader, asked, result).await?;
+                // Pipelining: the next fetch leaves before the records are decoded.
                 self.send_fetches().await?;
+                self.decode(fetched)?;
             }
         }
     }
@@ -351,14 +365,15 @@ impl Consumer {
         leader: i32,
         asked: Vec<(Tp, i64)>,
         result: Result<FetchResponse>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Fetched>> {
+        let mut fetched = Vec::new();
         let response = match result {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 tracing::debug!(leader, error = %e, "fetch failed; retrying");
                 self.client.forget_broker(leader).await;
                 tokio::time::sleep(self.client.config().retry_backoff).await;
-                return Ok(());
+                return Ok(fetched);
             }
             Err(e) => return Err(e),
         };
@@ -399,19 +414,21 @@ impl Consumer {
                     }
                 }
                 let records = p.records.unwrap_or_default();
-                let mut next = fetched_at;
-                for r in decode_records(&tp, &records, fetched_at)? {
-                    next = r.offset + 1;
-                    self.buffered.push_back(r);
+                // The next fetch starts after the last whole batch (records skipped, control
+                // batches and compacted-away offsets included); decoding comes after it left.
+                if let Some(end) = last_batch_end(&records) {
+                    self.positions.insert(tp.clone(), Some(end.max(fetched_at)));
+                    fetched.push((tp, records, fetched_at));
                 }
-                if next == fetched_at {
-                    // Only skipped records (control batches, older offsets): move past them.
-                    if let Some(end) = last_batch_end(&records) {
-                        next = next.max(end);
-                    }
-                }
-                self.positions.insert(tp, Some(next));
             }
+        }
+        Ok(fetched)
+    }
+
+    /// Decodes fetched batches into the buffer of records to hand out.
+    fn decode(&mut self, fetched: Vec<Fetched>) -> Result<()> {
+        for (tp, records, from) in fetched {
+            decode_records(&tp, &records, from, &mut self.buffered)?;
         }
         Ok(())
     }
@@ -759,38 +776,30 @@ fn last_batch_end(records: &[u8]) -> Option<i64> {
         .last()
 }
 
-/// The records at or after `from` in whole batches (a trailing partial batch is ignored).
-fn decode_records(tp: &Tp, records: &Bytes, from: i64) -> Result<Vec<ConsumerRecord>> {
-    let mut out = Vec::new();
-    for batch in strata_protocol::batch::iter_batches(records).map_while(|b| b.ok()) {
-        let (header, range) = batch;
-        if header.is_control() || header.next_offset() <= from {
-            continue;
-        }
-        let mut bytes = records.slice(range);
-        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-            Error::Protocol(format!("cannot decode a batch of {}-{}: {e}", tp.0, tp.1))
-        })?;
-        let log_append = header.timestamp_type_log_append();
-        for r in set.records {
-            if r.offset < from || r.control {
-                continue;
-            }
-            out.push(ConsumerRecord {
+/// Appends the records at or after `from` in whole batches to `out` (a trailing partial
+/// batch is ignored).
+fn decode_records(
+    tp: &Tp,
+    records: &Bytes,
+    from: i64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<()> {
+    for (header, range) in strata_protocol::batch::iter_batches(records).map_while(|b| b.ok()) {
+        let log_append_time = header.timestamp_type_log_append();
+        let batch = records.slice(range);
+        crate::records::read_batch(&batch, from, |r| {
+            out.push_back(ConsumerRecord {
                 topic: tp.0.clone(),
                 partition: tp.1,
                 offset: r.offset,
                 timestamp: r.timestamp,
-                log_append_time: log_append,
+                log_append_time,
                 key: r.key,
                 value: r.value,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            });
-        }
+                headers: r.headers,
+            })
+        })
+        .map_err(|e| Error::Protocol(format!("cannot decode a batch of {}-{}: {e}", tp.0, tp.1)))?;
     }
-    Ok(out)
+    Ok(())
 }

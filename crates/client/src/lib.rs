@@ -2,7 +2,8 @@
 //!
 //! - [`Client`]: bootstrap, metadata, one connection per broker, retries; admin calls
 //!   (topics, offsets, configs, log dirs, cluster, groups) are methods on it.
-//! - [`Producer`]: batching by partition with linger and batch size, acks, compression, and
+//! - [`Producer`]: records written straight into per-partition batches (linger, batch size),
+//!   up to `max_in_flight` pipelined Produce requests per broker, acks, compression, and
 //!   the murmur2 partitioner the Java client and librdkafka (`murmur2_random`) use.
 //! - [`Consumer`]: manual assignment or group subscription (classic protocol, range
 //!   assignor), with fetches pipelined per leader.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod records;
 
 pub use admin::{ConfigOp, NewTopic, OffsetSpec, ResourceType, Tp};
 pub use client::{Client, ClientConfig, Metadata};

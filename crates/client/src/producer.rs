@@ -1,26 +1,44 @@
-//! A batching producer.
+//! A batching, pipelining producer.
 //!
 //! `send` picks the partition (explicit, by key with murmur2, or sticky for keyless records)
-//! and hands the record to a background task. That task collects records per partition into
-//! batches, seals a batch when it reaches `batch_size` bytes or has waited `linger`, and sends
-//! the sealed batches of each leader in one Produce request, with up to `max_in_flight`
-//! requests outstanding. Retriable errors refresh metadata and resend to the new leader.
+//! and writes the record straight into its partition's open batch (see [`crate::records`]),
+//! on the caller's task: no per-record message to another task and no intermediate record
+//! structs. A batch closes when the next record would take it past `batch_size` bytes.
+//!
+//! A background sender takes the batches that are ready — full, or open for `linger`, or
+//! all of them during a flush — and sends one Produce request per leader holding one batch
+//! of every ready partition of that leader (up to `max_request_size` bytes). It keeps up to
+//! `max_in_flight` requests outstanding per leader connection, written in order from this
+//! one task; the broker answers them in order. While every slot is taken the open batches
+//! keep filling, so a slow acknowledgement (acks=all with an fsync) makes the next requests
+//! bigger instead of the producer slower.
+//!
+//! Ordering: records of one partition are written, and so appended, in the order `send`
+//! was called. A retried batch (after a retriable error) is sent again at the front of its
+//! partition's queue, but with more than one request in flight the batches sent after it
+//! may already have been appended: with `max_in_flight > 1` and `retries > 0` a retry can
+//! reorder a partition's records (this producer is not idempotent). Set `max_in_flight` to
+//! 1 where that matters.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::ProduceRequest;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::client::{name, Client};
 use crate::error::{check, Error, Result};
 use crate::partitioner::partition_for_key;
+use crate::records::{BatchBuilder, RecordRef, HEADER_LEN};
 
 /// Producer settings; the defaults follow the Java client's.
 #[derive(Debug, Clone)]
@@ -32,10 +50,14 @@ pub struct ProducerConfig {
     pub batch_size: usize,
     pub compression: Compression,
     pub retries: u32,
-    /// Produce requests outstanding at once.
+    /// Produce requests outstanding at once per broker connection.
     pub max_in_flight: usize,
     /// The broker's wait for replication (Produce `timeout_ms`).
     pub ack_timeout_ms: i32,
+    /// Bytes of records buffered (queued or in flight) before `send` waits.
+    pub buffer_memory: usize,
+    /// Bytes of batches per Produce request (a single larger batch still goes alone).
+    pub max_request_size: usize,
 }
 
 impl Default for ProducerConfig {
@@ -48,6 +70,8 @@ impl Default for ProducerConfig {
             retries: 5,
             max_in_flight: 5,
             ack_timeout_ms: 30_000,
+            buffer_memory: 32 * 1024 * 1024,
+            max_request_size: 1024 * 1024,
         }
     }
 }
@@ -90,18 +114,6 @@ impl ProducerRecord {
             ..Default::default()
         }
     }
-
-    fn size(&self) -> usize {
-        let h: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 4)
-            .sum();
-        self.key.as_ref().map_or(0, |k| k.len())
-            + self.value.as_ref().map_or(0, |v| v.len())
-            + h
-            + 16
-    }
 }
 
 /// Where a record was written.
@@ -114,60 +126,211 @@ pub struct RecordMetadata {
     pub timestamp: i64,
 }
 
-/// Resolves when the record is acknowledged (or has failed).
-pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
+/// How a batch ended: (base offset, log append time or -1), or the error.
+type Outcome = Result<(i64, i64)>;
 
-impl std::future::Future for DeliveryFuture {
-    type Output = Result<RecordMetadata>;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err(Error::Invalid("the producer was closed".into()))))
+/// The completion of one batch, shared by the delivery futures of its records.
+struct BatchDone {
+    topic: String,
+    partition: i32,
+    state: Mutex<DoneState>,
+}
+
+#[derive(Default)]
+struct DoneState {
+    outcome: Option<Outcome>,
+    wakers: Vec<Waker>,
+}
+
+impl BatchDone {
+    fn complete(&self, outcome: Outcome) {
+        let wakers = {
+            let mut s = self.state.lock().expect("batch state lock");
+            if s.outcome.is_some() {
+                return;
+            }
+            s.outcome = Some(outcome);
+            std::mem::take(&mut s.wakers)
+        };
+        for w in wakers {
+            w.wake();
+        }
     }
 }
 
-struct Pending {
-    record: ProducerRecord,
-    partition: i32,
+/// Resolves when the record is acknowledged (or has failed).
+pub struct DeliveryFuture {
+    done: Arc<BatchDone>,
+    index: i32,
     timestamp: i64,
-    done: oneshot::Sender<Result<RecordMetadata>>,
+    /// This future's slot in the batch's waker list, once it has waited.
+    slot: Option<usize>,
 }
 
-enum Command {
-    Record(Pending),
-    Flush(oneshot::Sender<()>),
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut s = this.done.state.lock().expect("batch state lock");
+        match &s.outcome {
+            Some(Ok((base, append_time))) => Poll::Ready(Ok(RecordMetadata {
+                topic: this.done.topic.clone(),
+                partition: this.done.partition,
+                offset: if *base < 0 {
+                    -1
+                } else {
+                    base + i64::from(this.index)
+                },
+                timestamp: if *append_time >= 0 {
+                    *append_time
+                } else {
+                    this.timestamp
+                },
+            })),
+            Some(Err(e)) => Poll::Ready(Err(e.clone())),
+            None => {
+                match this.slot {
+                    Some(i) if !s.wakers[i].will_wake(cx.waker()) => {
+                        s.wakers[i] = cx.waker().clone();
+                    }
+                    Some(_) => {}
+                    None => {
+                        this.slot = Some(s.wakers.len());
+                        s.wakers.push(cx.waker().clone());
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
-/// A batching producer; cheap to clone.
+/// A batch closed for new records, waiting to be sent (or sent again).
+struct Sealed {
+    builder: Option<BatchBuilder>,
+    /// The finished bytes, once encoded (kept for retries).
+    bytes: Option<Bytes>,
+    done: Arc<BatchDone>,
+    /// Bytes of `buffer_memory` this batch holds.
+    reserved: usize,
+    attempts: u32,
+    not_before: Option<Instant>,
+}
+
+struct Open {
+    builder: BatchBuilder,
+    done: Arc<BatchDone>,
+    reserved: usize,
+    created: Instant,
+}
+
+impl Open {
+    fn seal(self) -> Sealed {
+        Sealed {
+            builder: Some(self.builder),
+            bytes: None,
+            done: self.done,
+            reserved: self.reserved,
+            attempts: 0,
+            not_before: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<Open>,
+    sealed: VecDeque<Sealed>,
+}
+
+struct TopicQueues {
+    partitions: Vec<PartitionQueue>,
+    sticky: i32,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    topics: HashMap<String, TopicQueues>,
+    /// Flushes under way: open batches are ready at once.
+    flushing: usize,
+}
+
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    acc: Mutex<Accumulator>,
+    /// Wakes the sender: a batch was opened or sealed, a flush began, the producer closed.
+    wake: Notify,
+    /// `buffer_memory`, in bytes.
+    memory: Semaphore,
+    /// Batches opened and not yet completed.
+    pending: AtomicUsize,
+    idle: Notify,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn finish(&self, batch: &Arc<BatchDone>, reserved: usize, outcome: Outcome) {
+        batch.complete(outcome);
+        self.memory.add_permits(reserved);
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// Tells the sender to finish up when the last handle on the producer goes.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
+}
+
+/// A batching producer; cheap to clone. Dropping the last clone sends what is queued (the
+/// delivery futures still resolve) and stops the background sender.
 #[derive(Clone)]
 pub struct Producer {
-    client: Client,
-    tx: mpsc::Sender<Command>,
-}
-
-/// A batch with its topic-partition.
-type Keyed = ((String, i32), Batch);
-
-struct Batch {
-    records: Vec<Pending>,
-    bytes: usize,
-    created: Instant,
+    shared: Arc<Shared>,
+    _close: Arc<CloseOnDrop>,
 }
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
-        let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(run(client.clone(), config, rx));
-        Producer { client, tx }
+        let memory = config.buffer_memory.clamp(1, Semaphore::MAX_PERMITS);
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            acc: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            memory: Semaphore::new(memory),
+            pending: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(Sender::new(shared.clone()).run());
+        Producer {
+            _close: Arc::new(CloseOnDrop(shared.clone())),
+            shared,
+        }
     }
 
-    /// Queues a record; the returned future resolves when it is acknowledged.
+    /// Adds a record to its partition's batch; the returned future resolves when it is
+    /// acknowledged. Waits while `buffer_memory` bytes are queued or in flight.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let topic = self.client.topic(&record.topic).await?;
-        let count = topic.partitions.len() as i32;
+        let shared = &*self.shared;
+        let known = shared.client.with_metadata(|m| {
+            m.topics
+                .get(&record.topic)
+                .filter(|t| t.error == 0 && !t.partitions.is_empty())
+                .map(|t| t.partitions.len() as i32)
+        });
+        let count = match known {
+            Some(c) => c,
+            None => shared.client.topic(&record.topic).await?.partitions.len() as i32,
+        };
         let partition = match (record.partition, &record.key) {
             (Some(p), _) => {
                 if p < 0 || p >= count {
@@ -177,30 +340,135 @@ impl Producer {
                         count - 1
                     )));
                 }
-                p
+                Some(p)
             }
-            (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => -1,
+            (None, Some(key)) => Some(partition_for_key(key, count)),
+            (None, None) => None,
         };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Record(Pending {
-                record,
-                partition,
-                timestamp,
-                done,
-            }))
-            .await
-            .map_err(|_| Error::Invalid("the producer was closed".into()))?;
-        Ok(DeliveryFuture(rx))
+        let r = RecordRef {
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            timestamp,
+            headers: &record.headers,
+        };
+        // An upper bound of the record's bytes in any batch (varints at their longest).
+        let estimate = BatchBuilder::new(0).size_of(&r) + 16;
+        let reserve = estimate.min(shared.config.buffer_memory.max(1));
+        match shared.memory.try_acquire_many(reserve as u32) {
+            Ok(p) => p.forget(),
+            Err(_) => shared
+                .memory
+                .acquire_many(reserve as u32)
+                .await
+                .map_err(|_| Error::Invalid("the producer was closed".into()))?
+                .forget(),
+        }
+        let (future, wake) = self.append(&record.topic, count, partition, &r, reserve);
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(future)
     }
 
-    /// Sends every queued record and waits for all answers.
+    /// Writes the record into its partition's open batch, sealing the batch before it if
+    /// the record does not fit. Returns whether the sender should look again.
+    fn append(
+        &self,
+        topic: &str,
+        count: i32,
+        partition: Option<i32>,
+        r: &RecordRef<'_>,
+        reserve: usize,
+    ) -> (DeliveryFuture, bool) {
+        let shared = &*self.shared;
+        let batch_size = shared.config.batch_size;
+        let mut acc = shared.acc.lock().expect("accumulator lock");
+        if !acc.topics.contains_key(topic) {
+            acc.topics.insert(
+                topic.to_string(),
+                TopicQueues {
+                    partitions: Vec::new(),
+                    sticky: rand::random::<u32>() as i32 & 0x7fff_ffff,
+                },
+            );
+        }
+        let t = acc.topics.get_mut(topic).expect("topic queues");
+        if t.partitions.len() < count as usize {
+            t.partitions.resize_with(count as usize, Default::default);
+        }
+        let p = partition.unwrap_or(t.sticky % count.max(1));
+        let q = &mut t.partitions[p as usize];
+        let mut wake = false;
+        if let Some(open) = &q.open {
+            if !open.builder.is_empty() && open.builder.len() + open.builder.size_of(r) > batch_size
+            {
+                let full = q.open.take().expect("open batch");
+                q.sealed.push_back(full.seal());
+                wake = true;
+                if partition.is_none() {
+                    // A full batch moves keyless records of this topic to another partition.
+                    t.sticky = t.sticky.wrapping_add(1) & 0x7fff_ffff;
+                }
+            }
+        }
+        let q = &mut t.partitions[p as usize];
+        let open = q.open.get_or_insert_with(|| {
+            wake = true;
+            shared.pending.fetch_add(1, Ordering::AcqRel);
+            let size = HEADER_LEN + BatchBuilder::new(0).size_of(r);
+            Open {
+                builder: BatchBuilder::new(batch_size.max(size)),
+                done: Arc::new(BatchDone {
+                    topic: topic.to_string(),
+                    partition: p,
+                    state: Mutex::default(),
+                }),
+                reserved: 0,
+                created: Instant::now(),
+            }
+        });
+        let index = open.builder.push(r);
+        open.reserved += reserve;
+        let future = DeliveryFuture {
+            done: open.done.clone(),
+            index,
+            timestamp: r.timestamp,
+            slot: None,
+        };
+        if open.builder.len() >= batch_size {
+            let full = q.open.take().expect("open batch");
+            q.sealed.push_back(full.seal());
+            wake = true;
+            if partition.is_none() {
+                t.sticky = t.sticky.wrapping_add(1) & 0x7fff_ffff;
+            }
+        }
+        (future, wake)
+    }
+
+    /// Sends every queued record and waits until every batch is answered (records sent
+    /// meanwhile by other tasks are waited for too).
     pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
+        /// Ends this flush's claim on the open batches, also when the flush is dropped.
+        struct Flushing<'a>(&'a Shared);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                self.0.acc.lock().expect("accumulator lock").flushing -= 1;
+            }
+        }
+        let shared = &*self.shared;
+        shared.acc.lock().expect("accumulator lock").flushing += 1;
+        let _flushing = Flushing(shared);
+        shared.wake.notify_one();
+        loop {
+            let idle = shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if shared.pending.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
         }
     }
 }
@@ -213,354 +481,352 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-struct State {
-    client: Client,
-    config: Arc<ProducerConfig>,
-    batches: HashMap<(String, i32), Batch>,
-    /// Full batches waiting to be sent.
-    sealed: Vec<Keyed>,
-    sticky: HashMap<String, i32>,
-    in_flight: JoinSet<()>,
-    permits: Arc<Semaphore>,
+/// A batch in a request, with where it goes.
+struct InFlight {
+    topic: String,
+    partition: i32,
+    batch: Sealed,
 }
 
-async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Command>) {
-    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let mut state = State {
-        client,
-        config: Arc::new(config),
-        batches: HashMap::new(),
-        sealed: Vec::new(),
-        sticky: HashMap::new(),
-        in_flight: JoinSet::new(),
-        permits,
-    };
-    loop {
-        let deadline = state
-            .batches
-            .values()
-            .map(|b| b.created + state.config.linger)
-            .min();
-        let command = match deadline {
-            Some(d) => tokio::select! {
-                c = rx.recv() => Some(c),
-                _ = tokio::time::sleep_until(d.into()) => None,
-            },
-            None => Some(rx.recv().await),
-        };
-        match command {
-            Some(Some(c)) => {
-                let mut next = Some(c);
-                // Take everything already queued before deciding what to send.
-                while let Some(c) = next.take() {
-                    match c {
-                        Command::Record(p) => state.add(p).await,
-                        Command::Flush(done) => {
-                            state.send_ready(true).await;
-                            while state.in_flight.join_next().await.is_some() {}
-                            let _ = done.send(());
-                        }
-                    }
-                    // Send as soon as a batch is full, even while more records wait.
-                    if state.sealed.is_empty() {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                state.send_ready(false).await;
-            }
-            Some(None) => {
-                state.send_ready(true).await;
-                while state.in_flight.join_next().await.is_some() {}
+type Answer = (i32, Vec<InFlight>, Result<ProduceResponse>);
+
+/// The background task that sends ready batches and handles the answers.
+struct Sender {
+    shared: Arc<Shared>,
+    /// Requests outstanding per leader.
+    in_flight: HashMap<i32, usize>,
+    answers: JoinSet<Answer>,
+}
+
+impl Sender {
+    fn new(shared: Arc<Shared>) -> Self {
+        Sender {
+            shared,
+            in_flight: HashMap::new(),
+            answers: JoinSet::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let closing = self.shared.closed.load(Ordering::Acquire);
+            let next = self.send_ready(closing).await;
+            if closing && self.answers.is_empty() && self.is_drained() {
                 return;
             }
-            None => state.send_ready(false).await,
-        }
-        while state.in_flight.try_join_next().is_some() {}
-    }
-}
-
-impl State {
-    async fn add(&mut self, mut p: Pending) {
-        if p.partition < 0 {
-            let count = match self.client.topic(&p.record.topic).await {
-                Ok(t) => t.partitions.len() as i32,
-                Err(e) => {
-                    let _ = p.done.send(Err(e));
-                    return;
-                }
-            };
-            let sticky = *self
-                .sticky
-                .entry(p.record.topic.clone())
-                .or_insert_with(|| rand::random::<u32>() as i32 & 0x7fff_ffff)
-                % count.max(1);
-            p.partition = sticky;
-        }
-        let key = (p.record.topic.clone(), p.partition);
-        let size = p.record.size();
-        // A batch never grows past batch_size (a single larger record is a batch of its own).
-        if let Some(full) = self
-            .batches
-            .get(&key)
-            .is_some_and(|b| b.bytes + size > self.config.batch_size)
-            .then(|| self.batches.remove(&key))
-            .flatten()
-        {
-            self.sealed.push((key.clone(), full));
-        }
-        let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
-            records: Vec::new(),
-            bytes: 0,
-            created: Instant::now(),
-        });
-        batch.bytes += size;
-        batch.records.push(p);
-        if batch.bytes >= self.config.batch_size {
-            // A full batch moves keyless records of this topic to another partition.
-            if let Some(s) = self.sticky.get_mut(&key.0) {
-                *s = s.wrapping_add(1) & 0x7fff_ffff;
-            }
-        }
-    }
-
-    /// Sends full or lingered batches (all with `all`).
-    async fn send_ready(&mut self, all: bool) {
-        let now = Instant::now();
-        let ready: Vec<(String, i32)> = self
-            .batches
-            .iter()
-            .filter(|(_, b)| {
-                all || b.bytes >= self.config.batch_size || b.created + self.config.linger <= now
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut batches: Vec<Keyed> = std::mem::take(&mut self.sealed);
-        for key in ready {
-            let batch = self.batches.remove(&key).expect("ready batch");
-            batches.push((key, batch));
-        }
-        // One request per leader and round; a round holds at most one batch per partition,
-        // and rounds go out in order on the leader's connection.
-        let mut requests: BTreeMap<(usize, i32), Vec<Keyed>> = BTreeMap::new();
-        let mut rounds: HashMap<(String, i32), usize> = HashMap::new();
-        for (key, batch) in batches {
-            match self.client.leader(&key.0, key.1).await {
-                Ok(leader) => {
-                    let round = rounds.entry(key.clone()).or_insert(0);
-                    requests
-                        .entry((*round, leader))
-                        .or_default()
-                        .push((key, batch));
-                    *round += 1;
-                }
-                Err(e) => fail(batch, &e),
-            }
-        }
-        for ((_, leader), batches) in requests {
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore open");
-            let client = self.client.clone();
-            let config = self.config.clone();
-            self.in_flight.spawn(async move {
-                deliver(client, config, leader, batches).await;
-                drop(permit);
-            });
-        }
-    }
-}
-
-fn fail(batch: Batch, e: &Error) {
-    for p in batch.records {
-        let _ = p.done.send(Err(e.clone()));
-    }
-}
-
-fn encode(batch: &Batch, compression: Compression) -> Result<Bytes> {
-    strata_protocol::records::encode_records(
-        batch.records.iter().map(|p| {
-            let headers = p
-                .record
-                .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
-                .collect();
-            (
-                p.record.key.clone(),
-                p.record.value.clone(),
-                p.timestamp,
-                headers,
-            )
-        }),
-        compression,
-    )
-    .map_err(|e| Error::Protocol(e.to_string()))
-}
-
-/// Sends batches to `leader`, retrying retriable failures against the current leader.
-async fn deliver(client: Client, config: Arc<ProducerConfig>, leader: i32, batches: Vec<Keyed>) {
-    let mut todo: Vec<(i32, (String, i32), Batch)> =
-        batches.into_iter().map(|(k, b)| (leader, k, b)).collect();
-    let mut attempt = 0;
-    while !todo.is_empty() {
-        let mut groups: BTreeMap<i32, Vec<Keyed>> = BTreeMap::new();
-        for (l, k, b) in todo.drain(..) {
-            groups.entry(l).or_default().push((k, b));
-        }
-        let mut retry = Vec::new();
-        for (leader, batches) in groups {
-            for (key, batch, error) in send_once(&client, &config, leader, batches).await {
-                if error.is_retriable() && attempt < config.retries {
-                    retry.push((key, batch, error));
-                } else {
-                    fail(batch, &error);
-                }
-            }
-        }
-        if retry.is_empty() {
-            break;
-        }
-        attempt += 1;
-        tokio::time::sleep(client.config().retry_backoff * attempt).await;
-        for (key, batch, error) in retry {
-            tracing::debug!(topic = key.0, partition = key.1, %error, "retrying produce");
-            match client.fresh_topic(&key.0).await {
-                Ok(t) => match t.partitions.iter().find(|p| p.id == key.1) {
-                    Some(p) if p.leader >= 0 => todo.push((p.leader, key, batch)),
-                    _ => fail(batch, &error),
-                },
-                Err(e) => fail(batch, &e),
-            }
-        }
-    }
-}
-
-/// One Produce request; returns the batches that failed, with their error.
-async fn send_once(
-    client: &Client,
-    config: &ProducerConfig,
-    leader: i32,
-    batches: Vec<Keyed>,
-) -> Vec<((String, i32), Batch, Error)> {
-    let mut failed = Vec::new();
-    let mut encoded: BTreeMap<String, Vec<(i32, Bytes)>> = BTreeMap::new();
-    let mut by_key: HashMap<(String, i32), Batch> = HashMap::new();
-    for (key, batch) in batches {
-        match encode(&batch, config.compression) {
-            Ok(bytes) => {
-                encoded
-                    .entry(key.0.clone())
-                    .or_default()
-                    .push((key.1, bytes));
-                by_key.insert(key, batch);
-            }
-            Err(e) => fail(batch, &e),
-        }
-    }
-    let request = ProduceRequest::default()
-        .with_acks(config.acks)
-        .with_timeout_ms(config.ack_timeout_ms)
-        .with_topic_data(
-            encoded
-                .iter()
-                .map(|(t, parts)| {
-                    TopicProduceData::default()
-                        .with_name(name(t))
-                        .with_partition_data(
-                            parts
-                                .iter()
-                                .map(|(p, b)| {
-                                    PartitionProduceData::default()
-                                        .with_index(*p)
-                                        .with_records(Some(b.clone()))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        );
-    let conn = match client.broker_connection(leader).await {
-        Ok(c) => c,
-        Err(e) => return by_key.into_iter().map(|(k, b)| (k, b, e.clone())).collect(),
-    };
-    let version = match conn.version::<ProduceRequest>(9) {
-        Ok(v) => v,
-        Err(e) => {
-            for (_, b) in by_key {
-                fail(b, &e);
-            }
-            return failed;
-        }
-    };
-    if config.acks == 0 {
-        let result = conn.send_no_response(version, &request).await;
-        for ((topic, partition), batch) in by_key {
-            match &result {
-                Ok(()) => {
-                    for p in batch.records {
-                        let _ = p.done.send(Ok(RecordMetadata {
-                            topic: topic.clone(),
-                            partition,
-                            offset: -1,
-                            timestamp: p.timestamp,
-                        }));
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                Some(joined) = self.answers.join_next(), if !self.answers.is_empty() => {
+                    match joined {
+                        Ok(answer) => self.handle(answer).await,
+                        Err(e) => tracing::error!(error = %e, "a produce task failed"),
                     }
                 }
-                Err(e) => failed.push(((topic, partition), batch, e.clone())),
+                _ = sleep_until(next), if next.is_some() => {}
             }
         }
-        return failed;
     }
-    let response = match conn.send_at(version, &request).await {
-        Ok(r) => r,
-        Err(e) => {
-            if matches!(e, Error::Connection { .. }) {
-                client.forget_broker(leader).await;
-            }
-            return by_key.into_iter().map(|(k, b)| (k, b, e.clone())).collect();
-        }
-    };
-    for t in response.responses {
-        let topic = t.name.0.to_string();
-        for p in t.partition_responses {
-            let key = (topic.clone(), p.index);
-            let Some(batch) = by_key.remove(&key) else {
-                continue;
-            };
-            let message = p.error_message.map(|m| m.to_string());
-            match check(
-                || format!("producing to {}-{}", key.0, key.1),
-                p.error_code,
-                message,
-            ) {
-                Ok(()) => {
-                    for (i, r) in batch.records.into_iter().enumerate() {
-                        let timestamp = if p.log_append_time_ms >= 0 {
-                            p.log_append_time_ms
-                        } else {
-                            r.timestamp
+
+    fn is_drained(&self) -> bool {
+        let acc = self.shared.acc.lock().expect("accumulator lock");
+        acc.topics.values().all(|t| {
+            t.partitions
+                .iter()
+                .all(|q| q.open.is_none() && q.sealed.is_empty())
+        })
+    }
+
+    /// Sends the ready batches of every leader with a free slot; returns when to look
+    /// again for batches that are not ready yet (linger, retry backoff).
+    async fn send_ready(&mut self, closing: bool) -> Option<Instant> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let max_in_flight = config.max_in_flight.max(1);
+        loop {
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            let mut requests: HashMap<i32, (usize, Vec<InFlight>)> = HashMap::new();
+            let mut unknown: Vec<String> = Vec::new();
+            {
+                let mut acc = self.shared.acc.lock().expect("accumulator lock");
+                let all = closing || acc.flushing > 0;
+                let client = &self.shared.client;
+                for (topic, t) in acc.topics.iter_mut() {
+                    let leaders: Option<Vec<i32>> = client.with_metadata(|m| {
+                        m.topics
+                            .get(topic)
+                            .map(|ti| ti.partitions.iter().map(|p| p.leader).collect())
+                    });
+                    for (p, q) in t.partitions.iter_mut().enumerate() {
+                        if q.open.is_none() && q.sealed.is_empty() {
+                            continue;
+                        }
+                        let leader = leaders.as_ref().and_then(|l| l.get(p)).copied();
+                        let Some(leader) = leader.filter(|l| *l >= 0) else {
+                            if !unknown.contains(topic) {
+                                unknown.push(topic.clone());
+                            }
+                            continue;
                         };
-                        let _ = r.done.send(Ok(RecordMetadata {
+                        let busy = self.in_flight.get(&leader).copied().unwrap_or(0);
+                        let slots = max_in_flight.saturating_sub(busy);
+                        let request = requests.entry(leader).or_insert((0, Vec::new()));
+                        if slots == 0 {
+                            // Every slot taken: the open batch keeps filling.
+                            continue;
+                        }
+                        let ready = match q.sealed.front() {
+                            Some(s) => match s.not_before {
+                                Some(t) if t > now => {
+                                    next = Some(next.map_or(t, |n| n.min(t)));
+                                    false
+                                }
+                                _ => true,
+                            },
+                            None => {
+                                let open = q.open.as_ref().expect("open batch");
+                                let due = open.created + config.linger;
+                                if all || due <= now {
+                                    q.sealed.push_back(q.open.take().expect("open").seal());
+                                    true
+                                } else {
+                                    next = Some(next.map_or(due, |n| n.min(due)));
+                                    false
+                                }
+                            }
+                        };
+                        if !ready {
+                            continue;
+                        }
+                        let size = q.sealed.front().map_or(0, |s| {
+                            s.bytes.as_ref().map_or_else(
+                                || s.builder.as_ref().map_or(0, |b| b.len()),
+                                |b| b.len(),
+                            )
+                        });
+                        if !request.1.is_empty() && request.0 + size > config.max_request_size {
+                            // Goes in the next request.
+                            next = Some(now);
+                            continue;
+                        }
+                        request.0 += size;
+                        request.1.push(InFlight {
                             topic: topic.clone(),
-                            partition: p.index,
-                            offset: p.base_offset + i as i64,
-                            timestamp,
-                        }));
+                            partition: p as i32,
+                            batch: q.sealed.pop_front().expect("ready batch"),
+                        });
                     }
                 }
-                Err(e) => failed.push((key, batch, e)),
+            }
+            for topic in unknown {
+                if let Err(e) = self.shared.client.fresh_topic(&topic).await {
+                    self.fail_topic(&topic, &e);
+                }
+                next = Some(Instant::now());
+            }
+            let mut sent = false;
+            for (leader, (_, batches)) in requests {
+                if !batches.is_empty() {
+                    self.send(leader, batches).await;
+                    sent = true;
+                }
+            }
+            // A request left: there may be more ready batches for a free slot.
+            if !sent {
+                return next;
             }
         }
     }
-    for (key, batch) in by_key {
-        failed.push((
-            key,
-            batch,
-            Error::Protocol("the Produce response left out a partition".into()),
-        ));
+
+    /// Fails every queued batch of `topic` (its metadata cannot be had).
+    fn fail_topic(&self, topic: &str, e: &Error) {
+        let batches: Vec<Sealed> = {
+            let mut acc = self.shared.acc.lock().expect("accumulator lock");
+            let Some(t) = acc.topics.get_mut(topic) else {
+                return;
+            };
+            t.partitions
+                .iter_mut()
+                .flat_map(|q| {
+                    let open = q.open.take().map(Open::seal);
+                    q.sealed.drain(..).chain(open).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        for b in batches {
+            self.shared.finish(&b.done, b.reserved, Err(e.clone()));
+        }
     }
-    failed
+
+    /// Encodes and writes one Produce request; its answer arrives in `answers`.
+    async fn send(&mut self, leader: i32, mut batches: Vec<InFlight>) {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let mut topics: Vec<TopicProduceData> = Vec::new();
+        let mut i = 0;
+        while i < batches.len() {
+            let b = &mut batches[i].batch;
+            if b.bytes.is_none() {
+                let builder = b.builder.take().expect("unencoded batch");
+                match builder.finish(config.compression) {
+                    Ok(bytes) => b.bytes = Some(bytes),
+                    Err(e) => {
+                        let failed = batches.remove(i);
+                        self.shared
+                            .finish(&failed.batch.done, failed.batch.reserved, Err(e));
+                        continue;
+                    }
+                }
+            }
+            let f = &batches[i];
+            let data = PartitionProduceData::default()
+                .with_index(f.partition)
+                .with_records(f.batch.bytes.clone());
+            match topics.last_mut() {
+                Some(t) if t.name.0.as_str() == f.topic => t.partition_data.push(data),
+                _ => topics.push(
+                    TopicProduceData::default()
+                        .with_name(name(&f.topic))
+                        .with_partition_data(vec![data]),
+                ),
+            }
+            i += 1;
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let request = ProduceRequest::default()
+            .with_acks(config.acks)
+            .with_timeout_ms(config.ack_timeout_ms)
+            .with_topic_data(topics);
+        let client = &self.shared.client;
+        let conn = match client.broker_connection(leader).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.answers.spawn(async move { (leader, batches, Err(e)) });
+                *self.in_flight.entry(leader).or_default() += 1;
+                return;
+            }
+        };
+        let version = match conn.version::<ProduceRequest>(9) {
+            Ok(v) => v,
+            Err(e) => {
+                for f in batches {
+                    self.shared
+                        .finish(&f.batch.done, f.batch.reserved, Err(e.clone()));
+                }
+                return;
+            }
+        };
+        if config.acks == 0 {
+            let result = conn.send_no_response(version, &request).await;
+            self.answers.spawn(async move {
+                (leader, batches, result.map(|()| ProduceResponse::default()))
+            });
+            *self.in_flight.entry(leader).or_default() += 1;
+            return;
+        }
+        let reply = conn.start(version, &request).await;
+        *self.in_flight.entry(leader).or_default() += 1;
+        self.answers.spawn(async move {
+            let response = match reply {
+                Ok(r) => r.wait().await,
+                Err(e) => Err(e),
+            };
+            (leader, batches, response)
+        });
+    }
+
+    /// Completes the batches of one answer, or queues them again for a retry.
+    async fn handle(&mut self, (leader, batches, response): Answer) {
+        if let Some(n) = self.in_flight.get_mut(&leader) {
+            *n = n.saturating_sub(1);
+        }
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, Error::Connection { .. }) {
+                    shared.client.forget_broker(leader).await;
+                }
+                for f in batches {
+                    self.retry_or_fail(f, e.clone()).await;
+                }
+                return;
+            }
+        };
+        let mut batches: Vec<Option<InFlight>> = batches.into_iter().map(Some).collect();
+        if config.acks == 0 {
+            for f in batches.into_iter().flatten() {
+                shared.finish(&f.batch.done, f.batch.reserved, Ok((-1, -1)));
+            }
+            return;
+        }
+        for t in response.responses {
+            for p in t.partition_responses {
+                let Some(f) = batches
+                    .iter_mut()
+                    .find(|f| {
+                        f.as_ref().is_some_and(|f| {
+                            f.partition == p.index && f.topic.as_str() == t.name.0.as_str()
+                        })
+                    })
+                    .and_then(Option::take)
+                else {
+                    continue;
+                };
+                let message = p.error_message.map(|m| m.to_string());
+                match check(
+                    || format!("producing to {}-{}", f.topic, f.partition),
+                    p.error_code,
+                    message,
+                ) {
+                    Ok(()) => shared.finish(
+                        &f.batch.done,
+                        f.batch.reserved,
+                        Ok((p.base_offset, p.log_append_time_ms)),
+                    ),
+                    Err(e) => self.retry_or_fail(f, e).await,
+                }
+            }
+        }
+        for f in batches.into_iter().flatten() {
+            let e = Error::Protocol("the Produce response left out a partition".into());
+            shared.finish(&f.batch.done, f.batch.reserved, Err(e));
+        }
+    }
+
+    async fn retry_or_fail(&mut self, mut f: InFlight, error: Error) {
+        let shared = self.shared.clone();
+        if !error.is_retriable() || f.batch.attempts >= shared.config.retries {
+            shared.finish(&f.batch.done, f.batch.reserved, Err(error));
+            return;
+        }
+        tracing::debug!(topic = f.topic, partition = f.partition, %error, "retrying produce");
+        f.batch.attempts += 1;
+        f.batch.not_before =
+            Some(Instant::now() + shared.client.config().retry_backoff * f.batch.attempts);
+        // New leaders, if they moved; a failed refresh is tried again at the next attempt.
+        let _ = shared.client.fresh_topic(&f.topic).await;
+        let mut acc = shared.acc.lock().expect("accumulator lock");
+        let q = acc
+            .topics
+            .get_mut(&f.topic)
+            .and_then(|t| t.partitions.get_mut(f.partition as usize));
+        match q {
+            Some(q) => q.sealed.push_front(f.batch),
+            None => {
+                drop(acc);
+                shared.finish(&f.batch.done, f.batch.reserved, Err(error));
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,5 +1,6 @@
 //! `strata perf produce|consume`: throughput and latency tests, like Kafka's perf tools.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,9 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use strata_client::producer::DeliveryFuture;
-use strata_client::{Consumer, ConsumerConfig, OffsetReset, Producer, ProducerRecord, Seek};
+use strata_client::{
+    Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, Seek,
+};
 
 use super::produce::ProducerOpts;
 use super::table::Table;
@@ -101,6 +104,8 @@ struct Report {
     elapsed: Duration,
     latency: Histogram<u64>,
     latency_name: &'static str,
+    /// The client settings the run used, printed with the figures.
+    settings: Option<serde_json::Value>,
 }
 
 impl Report {
@@ -112,6 +117,7 @@ impl Report {
             elapsed: Duration::ZERO,
             latency: histogram(),
             latency_name,
+            settings: None,
         }
     }
 
@@ -135,6 +141,7 @@ impl Report {
                 "records_per_sec": rate,
                 "mb_per_sec": mb,
                 "latency": self.latency_name,
+                "settings": self.settings,
                 "latency_ms": {
                     "avg": avg, "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
                     "p99_9": q(0.999), "max": max,
@@ -168,7 +175,23 @@ impl Report {
             f(max),
         ]);
         println!("{} in {:.2} s ({})", self.records, secs, self.latency_name);
+        if let Some(serde_json::Value::Object(settings)) = &self.settings {
+            let list: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("settings: {}", list.join(" ").replace('"', ""));
+        }
         t.print();
+    }
+}
+
+/// The producer settings of `strata perf produce` where no option says otherwise: batches
+/// of 1 MiB (as big as a broker takes by default, like librdkafka's batch.size) and larger
+/// requests than the library's defaults, so that the run measures the broker and
+/// not the client's request rate.
+fn perf_defaults() -> ProducerConfig {
+    ProducerConfig {
+        batch_size: 1024 * 1024,
+        max_request_size: 8 * 1024 * 1024,
+        ..ProducerConfig::default()
     }
 }
 
@@ -176,7 +199,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     if a.producers == 0 {
         anyhow::bail!("--producers must be at least 1");
     }
-    let config = a.producer.config()?;
+    let config = a.producer.config_over(perf_defaults())?;
     let client = common.connect().await?;
     client.fresh_topic(&a.topic).await?;
     let value = Bytes::from(
@@ -204,28 +227,66 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             // Deliveries complete in order per producer; a collector times each one.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, DeliveryFuture)>(100_000);
+            // Handed over in chunks (one channel message per 256 records; one each when
+            // rate-capped, so the collector sees each record at once).
+            type Sent = Vec<(Instant, DeliveryFuture)>;
+            let chunk = if rate.is_some() { 1 } else { 256 };
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Sent>(100_000 / chunk);
             let collector = tokio::spawn(async move {
                 let mut latency = histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
                 let mut first_error = None;
-                while let Some((sent, delivery)) = rx.recv().await {
-                    match delivery.await {
-                        Ok(_) => {
-                            ok += 1;
-                            acked.fetch_add(1, Ordering::Relaxed);
-                            let us = (Instant::now() - sent).as_micros() as u64;
-                            latency.saturating_record(us.max(1));
+                // The clock is read after every wait and every 64 records, not per record:
+                // the records of a batch are acknowledged together.
+                let mut now = Instant::now();
+                let mut since = 0u32;
+                loop {
+                    let sent_chunk = match rx.try_recv() {
+                        Ok(next) => next,
+                        Err(_) => match rx.recv().await {
+                            Some(next) => {
+                                since = 64;
+                                next
+                            }
+                            None => break,
+                        },
+                    };
+                    for (sent, delivery) in sent_chunk {
+                        let mut delivery = std::pin::pin!(delivery);
+                        let ready = std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(delivery.as_mut().poll(cx))
+                        })
+                        .await;
+                        let result = match ready {
+                            std::task::Poll::Ready(r) => r,
+                            std::task::Poll::Pending => {
+                                since = 64;
+                                delivery.await
+                            }
+                        };
+                        since += 1;
+                        if since >= 64 {
+                            now = Instant::now();
+                            since = 0;
                         }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(e);
+                        match result {
+                            Ok(_) => {
+                                ok += 1;
+                                acked.fetch_add(1, Ordering::Relaxed);
+                                let us = now.saturating_duration_since(sent).as_micros() as u64;
+                                latency.saturating_record(us.max(1));
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert(e);
+                            }
                         }
                     }
                 }
                 (ok, errors, latency, first_error)
             });
             let mut n = 0u64;
+            let mut batch: Sent = Vec::with_capacity(chunk);
             let begin = Instant::now();
             loop {
                 if share.is_some_and(|s| n >= s) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -241,10 +302,17 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
                 record.value = Some(value.clone());
                 let sent = Instant::now();
                 let delivery = producer.send(record).await?;
-                if tx.send((sent, delivery)).await.is_err() {
-                    break;
+                batch.push((sent, delivery));
+                if batch.len() >= chunk {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
+                    if tx.send(full).await.is_err() {
+                        break;
+                    }
                 }
                 n += 1;
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch).await;
             }
             producer.flush().await;
             drop(tx);
@@ -267,6 +335,15 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     }
     report.elapsed = started.elapsed();
     report.bytes = report.records * a.record_size as u64;
+    report.settings = Some(json!({
+        "acks": config.acks,
+        "batch_size": config.batch_size,
+        "linger_ms": config.linger.as_millis() as u64,
+        "max_in_flight": config.max_in_flight,
+        "max_request_size": config.max_request_size,
+        "compression": format!("{:?}", config.compression).to_lowercase(),
+        "producers": a.producers,
+    }));
     report.print(a.run.json || common.json());
     if report.errors > 0 {
         let e = first_error.map(|e| e.to_string()).unwrap_or_default();
@@ -340,8 +417,10 @@ async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
             last = Instant::now();
         }
         let now = strata_client::producer::now_ms();
-        for r in records {
+        if !records.is_empty() {
             last = Instant::now();
+        }
+        for r in records {
             report.records += 1;
             report.bytes += (r.value.as_ref().map_or(0, |v| v.len())
                 + r.key.as_ref().map_or(0, |k| k.len())) as u64;

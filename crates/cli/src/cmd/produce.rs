@@ -49,23 +49,37 @@ pub struct ProducerOpts {
     /// Compression: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
-    /// How long a batch waits for more records, in milliseconds.
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
-    /// Bytes per partition batch.
-    #[arg(long, default_value_t = 16384)]
-    batch_size: usize,
+    /// How long a batch waits for more records, in milliseconds [default: 5].
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Bytes per partition batch [default: 16384; strata perf: 1048576].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Produce requests in flight per broker connection [default: 5].
+    #[arg(long)]
+    max_in_flight: Option<usize>,
 }
 
 impl ProducerOpts {
-    pub fn config(&self) -> anyhow::Result<ProducerConfig> {
+    /// The settings given, the rest from `defaults`.
+    pub fn config_over(&self, defaults: ProducerConfig) -> anyhow::Result<ProducerConfig> {
+        if self.max_in_flight == Some(0) {
+            anyhow::bail!("--max-in-flight must be at least 1");
+        }
         Ok(ProducerConfig {
             acks: self.acks,
-            linger: Duration::from_millis(self.linger_ms),
-            batch_size: self.batch_size,
+            linger: self
+                .linger_ms
+                .map_or(defaults.linger, Duration::from_millis),
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
             compression: parse_compression(&self.compression)?,
-            ..Default::default()
+            ..defaults
         })
+    }
+
+    pub fn config(&self) -> anyhow::Result<ProducerConfig> {
+        self.config_over(ProducerConfig::default())
     }
 }
 
