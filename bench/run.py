@@ -266,23 +266,15 @@ def main():
                 add({"kind": "produce", "client": "confluent-kafka (librdkafka)", "record_size": 1024,
                      "partitions": 1, "acks": acks, "fsync_before_ack": fsync, **r}, ceiling)
             if not fsync:
-                # End-to-end latency at half of the peak rate.
+                # End-to-end latency at half of the peak rate (no linger: latency, not batching).
                 for size in (1024, 100):
                     topic = f"e2e-{size}"
                     create_topic(binary, broker.bootstrap, topic, 1)
                     rate = int(peak_rate[(size, 1)] / 2)
                     seconds = 5 if QUICK else 15
-                    consumer = subprocess.Popen(
-                        [str(binary), "--bootstrap-server", broker.bootstrap, "perf", "consume",
-                         "--topic", topic, "--num-records", str(rate * seconds), "--json",
-                         "--timeout-ms", "20000"],
-                        stdout=subprocess.PIPE, text=True)
-                    time.sleep(1)
-                    perf(binary, broker.bootstrap, "produce", "--topic", topic,
-                         "--num-records", str(rate * seconds), "--record-size", str(size),
-                         "--acks", "1", "--throughput", str(rate), "--linger-ms", "0")
-                    out, _ = consumer.communicate(timeout=120)
-                    c = json.loads(out)
+                    c = perf(binary, broker.bootstrap, "e2e", "--topic", topic,
+                             "--num-records", str(rate * seconds), "--record-size", str(size),
+                             "--throughput", str(rate), "--acks", "1", "--linger-ms", "0")
                     add({"kind": "e2e-latency", "client": "strata perf", "record_size": size,
                          "partitions": 1, "rate": rate, "fsync_before_ack": fsync, **c}, None)
                 # Memory when idle with 1,000 partitions.

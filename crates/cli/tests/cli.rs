@@ -609,6 +609,30 @@ fn perf_counts_every_record() {
     assert!(text.contains("RECORDS  ERRORS  RECORDS/S"), "{text}");
     let e = fails(&b, &["perf", "produce", "-t", "nope", "-n", "1"]);
     assert!(e.contains("does not exist"), "{e}");
+    // End to end: every record sent at the rate is received once, timed send to receive.
+    let e2e = json(&ok_words(
+        &b,
+        "perf e2e -t bench -n 2000 --throughput 4000 --record-size 32 --linger-ms 0 --json",
+    ));
+    assert_eq!(e2e["records"], 2000);
+    assert_eq!(e2e["errors"], 0);
+    assert!(e2e["latency_ms"]["p50"].as_f64().expect("number") > 0.0);
+    let e = fails(
+        &b,
+        &[
+            "perf",
+            "e2e",
+            "-t",
+            "bench",
+            "-n",
+            "1",
+            "--throughput",
+            "1",
+            "--record-size",
+            "4",
+        ],
+    );
+    assert!(e.contains("at least 8"), "{e}");
 }
 
 #[test]

@@ -34,6 +34,35 @@ pub enum PerfCommand {
     ///   strata perf consume --topic bench --duration-secs 10 --group perf
     #[command(verbatim_doc_comment)]
     Consume(ConsumeArgs),
+    /// Produce at a fixed rate while consuming; report end-to-end latency (send to receive)
+    ///
+    /// Each record carries its send time in microseconds in its first 8 bytes; the consumer
+    /// (all partitions, from the end) records receive time minus send time.
+    ///
+    /// Examples:
+    ///   strata perf e2e --topic lat --throughput 10000 --duration-secs 30
+    ///   strata perf e2e --topic lat --throughput 50000 --num-records 500000 --linger-ms 0 --json
+    #[command(verbatim_doc_comment)]
+    E2e(E2eArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct E2eArgs {
+    #[arg(long, short = 't')]
+    topic: String,
+    #[command(flatten)]
+    run: RunOpts,
+    /// Value size in bytes (at least 8: the send time).
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Records per second to send (latency is measured below saturation).
+    #[arg(long)]
+    throughput: u64,
+    /// Give up when no record arrives for this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    producer: ProducerOpts,
 }
 
 /// How much to run, and how to report it.
@@ -88,6 +117,7 @@ pub async fn run(common: &Common, command: PerfCommand) -> anyhow::Result<()> {
     match command {
         PerfCommand::Produce(a) => produce(common, a).await,
         PerfCommand::Consume(a) => consume(common, a).await,
+        PerfCommand::E2e(a) => e2e(common, a).await,
     }
 }
 
@@ -431,5 +461,113 @@ async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
     report.elapsed = started.elapsed();
     consumer.close().await?;
     report.print(a.run.json || common.json());
+    Ok(())
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn e2e(common: &Common, a: E2eArgs) -> anyhow::Result<()> {
+    if a.record_size < 8 {
+        anyhow::bail!("--record-size must be at least 8 (the send time)");
+    }
+    if a.throughput == 0 {
+        anyhow::bail!("--throughput must be at least 1 record per second");
+    }
+    let total = match (a.run.num_records, a.run.duration_secs) {
+        (Some(n), _) => n,
+        (None, Some(secs)) => a.throughput.saturating_mul(secs),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let config = a.producer.config_over(perf_defaults())?;
+    let client = common.connect().await?;
+    let topic = client.fresh_topic(&a.topic).await?;
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Latest,
+            ..Default::default()
+        },
+    );
+    let tps: Vec<(String, i32)> = topic
+        .partitions
+        .iter()
+        .map(|p| (a.topic.clone(), p.id))
+        .collect();
+    consumer.assign(&tps);
+    for tp in tps {
+        consumer.seek(tp, Seek::Latest);
+    }
+    // Resolve the end offsets before the first record is sent.
+    consumer.poll(Duration::from_millis(200)).await?;
+
+    let producer = Producer::new(client, config.clone());
+    let topic_name = a.topic.clone();
+    let padding = Bytes::from(vec![b'x'; a.record_size - 8]);
+    let rate = a.throughput as f64;
+    let sender = tokio::spawn(async move {
+        let begin = Instant::now();
+        for n in 0..total {
+            let due = begin + Duration::from_secs_f64(n as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let mut value = Vec::with_capacity(8 + padding.len());
+            value.extend_from_slice(&now_micros().to_be_bytes());
+            value.extend_from_slice(&padding);
+            let mut record = ProducerRecord::new(&topic_name, None, None);
+            record.value = Some(Bytes::from(value));
+            drop(producer.send(record).await?);
+        }
+        producer.flush().await;
+        anyhow::Ok(())
+    });
+
+    let started = Instant::now();
+    let mut report = Report::new("end-to-end latency (send to receive)");
+    report.settings = Some(json!({
+        "throughput": a.throughput,
+        "linger_ms": config.linger.as_millis() as u64,
+        "batch_size": config.batch_size,
+        "acks": config.acks,
+    }));
+    let mut last = Instant::now();
+    while report.records < total {
+        if last.elapsed() >= Duration::from_millis(a.timeout_ms) {
+            eprintln!(
+                "no record for {} ms; stopping after {} of {total} records",
+                a.timeout_ms, report.records
+            );
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(100)).await?;
+        if records.is_empty() {
+            continue;
+        }
+        last = Instant::now();
+        let now = now_micros();
+        for r in records {
+            let Some(value) = r.value.as_ref().filter(|v| v.len() >= 8) else {
+                continue; // not one of ours
+            };
+            let sent = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+            report.records += 1;
+            report.bytes += value.len() as u64;
+            report
+                .latency
+                .saturating_record(now.saturating_sub(sent).max(1));
+        }
+    }
+    report.elapsed = started.elapsed();
+    sender.await??;
+    consumer.close().await?;
+    report.errors = total.saturating_sub(report.records);
+    report.print(a.run.json || common.json());
+    if report.errors > 0 {
+        anyhow::bail!("{} of {total} records were not received", report.errors);
+    }
     Ok(())
 }
