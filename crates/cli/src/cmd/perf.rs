@@ -243,7 +243,13 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         .duration_secs
         .map(|s| started + Duration::from_secs(s));
     let acked = Arc::new(AtomicU64::new(0));
-    let progress = (!(a.run.json || common.json())).then(|| tokio::spawn(progress(acked.clone())));
+    let progress = (!(a.run.json || common.json())).then(|| {
+        tokio::spawn(progress(
+            acked.clone(),
+            a.run.num_records,
+            a.run.duration_secs.map(Duration::from_secs),
+        ))
+    });
     let mut tasks = Vec::new();
     for i in 0..a.producers as u64 {
         let share = a
@@ -362,6 +368,9 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     }
     if let Some(p) = progress {
         p.abort();
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!();
+        }
     }
     report.elapsed = started.elapsed();
     report.bytes = report.records * a.record_size as u64;
@@ -382,20 +391,48 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints how many records were acknowledged every 5 seconds, on stderr.
-async fn progress(acked: Arc<AtomicU64>) {
-    let mut last = 0;
-    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+/// Shows progress on stderr while records are acknowledged: on a terminal, a bar redrawn in
+/// place 5 times a second (by records when `total` is known, else by `duration`); otherwise
+/// (logs, pipes) a line every 5 seconds.
+async fn progress(acked: Arc<AtomicU64>, total: Option<u64>, duration: Option<Duration>) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let every = if tty {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
+    let started = Instant::now();
+    let (mut last, mut last_at) = (0u64, Instant::now());
+    let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let now = acked.load(Ordering::Relaxed);
-        eprintln!(
-            "{now} records acknowledged, {:.1} records/s",
-            (now - last) as f64 / 5.0
-        );
-        last = now;
+        let rate = (now - last) as f64 / last_at.elapsed().as_secs_f64().max(1e-9);
+        (last, last_at) = (now, Instant::now());
+        if !tty {
+            eprintln!("{now} records acknowledged, {rate:.1} records/s");
+            continue;
+        }
+        let done = match (total, duration) {
+            (Some(t), _) if t > 0 => now as f64 / t as f64,
+            (_, Some(d)) => started.elapsed().as_secs_f64() / d.as_secs_f64().max(1e-9),
+            _ => 0.0,
+        }
+        .clamp(0.0, 1.0);
+        eprint!("\r{} {now} records, {rate:.0} records/s   ", bar(done, 30));
     }
+}
+
+/// `[#########.....] 45%` for a fraction done.
+fn bar(done: f64, width: usize) -> String {
+    let filled = ((done * width as f64).round() as usize).min(width);
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        done * 100.0
+    )
 }
 
 async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
@@ -570,4 +607,14 @@ async fn e2e(common: &Common, a: E2eArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} of {total} records were not received", report.errors);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_bar() {
+        assert_eq!(super::bar(0.0, 4), "[....]   0%");
+        assert_eq!(super::bar(0.5, 4), "[##..]  50%");
+        assert_eq!(super::bar(1.0, 4), "[####] 100%");
+    }
 }
