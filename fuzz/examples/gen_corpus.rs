@@ -10,7 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
@@ -59,7 +61,10 @@ fn record(i: i64, ts_type: TimestampType, transactional: bool, headers: bool) ->
         sequence: if transactional { i as i32 } else { -1 },
         timestamp: 1_700_000_000_000 + i,
         key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
-        value: Some(Bytes::from(format!("value-{i}-{}", "x".repeat(i as usize * 3)))),
+        value: Some(Bytes::from(format!(
+            "value-{i}-{}",
+            "x".repeat(i as usize * 3)
+        ))),
         headers: h,
     }
 }
@@ -115,12 +120,22 @@ fn bodies(key: ApiKey, records: &Bytes) -> Vec<RequestKind> {
                 .with_index(0)
                 .with_records(Some(records.clone()))];
             vec![
-                RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
-                    TopicProduceData::default().with_name(t("topic")).with_partition_data(parts.clone()),
-                ])),
-                RequestKind::Produce(ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![
-                    TopicProduceData::default().with_topic_id(id).with_partition_data(parts),
-                ])),
+                RequestKind::Produce(
+                    ProduceRequest::default()
+                        .with_acks(-1)
+                        .with_timeout_ms(5000)
+                        .with_topic_data(vec![TopicProduceData::default()
+                            .with_name(t("topic"))
+                            .with_partition_data(parts.clone())]),
+                ),
+                RequestKind::Produce(
+                    ProduceRequest::default()
+                        .with_acks(1)
+                        .with_timeout_ms(5000)
+                        .with_topic_data(vec![TopicProduceData::default()
+                            .with_topic_id(id)
+                            .with_partition_data(parts)]),
+                ),
             ]
         }
         ApiKey::Fetch => {
@@ -129,20 +144,41 @@ fn bodies(key: ApiKey, records: &Bytes) -> Vec<RequestKind> {
                 .with_fetch_offset(3)
                 .with_partition_max_bytes(1 << 20)];
             vec![
-                RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(500).with_min_bytes(1).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![
-                    FetchTopic::default().with_topic(t("topic")).with_partitions(parts.clone()),
-                ])),
-                RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(500).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![
-                    FetchTopic::default().with_topic_id(id).with_partitions(parts),
-                ])),
+                RequestKind::Fetch(
+                    FetchRequest::default()
+                        .with_max_wait_ms(500)
+                        .with_min_bytes(1)
+                        .with_max_bytes(1 << 20)
+                        .with_session_epoch(-1)
+                        .with_topics(vec![FetchTopic::default()
+                            .with_topic(t("topic"))
+                            .with_partitions(parts.clone())]),
+                ),
+                RequestKind::Fetch(
+                    FetchRequest::default()
+                        .with_max_wait_ms(500)
+                        .with_min_bytes(1)
+                        .with_max_bytes(1 << 20)
+                        .with_topics(vec![FetchTopic::default()
+                            .with_topic_id(id)
+                            .with_partitions(parts)]),
+                ),
             ]
         }
-        ApiKey::ListOffsets => vec![RequestKind::ListOffsets(ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-            ListOffsetsTopic::default().with_name(t("topic")).with_partitions(vec![
-                ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1),
-                ListOffsetsPartition::default().with_partition_index(1).with_timestamp(1_700_000_000_000),
-            ]),
-        ]))],
+        ApiKey::ListOffsets => vec![RequestKind::ListOffsets(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(t("topic"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                        ListOffsetsPartition::default()
+                            .with_partition_index(1)
+                            .with_timestamp(1_700_000_000_000),
+                    ])]),
+        )],
         ApiKey::Metadata => vec![
             RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
             RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
@@ -151,59 +187,97 @@ fn bodies(key: ApiKey, records: &Bytes) -> Vec<RequestKind> {
         ],
         ApiKey::FindCoordinator => vec![
             RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("group"))),
-            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_coordinator_keys(vec![s("group")])),
+            RequestKind::FindCoordinator(
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s("group")]),
+            ),
         ],
         ApiKey::ApiVersions => vec![RequestKind::ApiVersions(
             ApiVersionsRequest::default()
                 .with_client_software_name(s("strata-fuzz"))
                 .with_client_software_version(s("1.0")),
         )],
-        ApiKey::CreateTopics => vec![RequestKind::CreateTopics(CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
-            CreatableTopic::default().with_name(t("topic")).with_num_partitions(3).with_replication_factor(1).with_configs(vec![
-                CreatableTopicConfig::default().with_name(s("cleanup.policy")).with_value(Some(s("delete"))),
-            ]),
-        ]))],
+        ApiKey::CreateTopics => vec![RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(t("topic"))
+                    .with_num_partitions(3)
+                    .with_replication_factor(1)
+                    .with_configs(vec![CreatableTopicConfig::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_value(Some(s("delete")))])]),
+        )],
         ApiKey::DeleteTopics => vec![
-            RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topic_names(vec![t("topic")])),
+            RequestKind::DeleteTopics(
+                DeleteTopicsRequest::default().with_topic_names(vec![t("topic")]),
+            ),
             RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topics(vec![
                 DeleteTopicState::default().with_name(Some(t("topic"))),
             ])),
         ],
-        ApiKey::DeleteRecords => vec![RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
-            DeleteRecordsTopic::default().with_name(t("topic")).with_partitions(vec![
-                DeleteRecordsPartition::default().with_partition_index(0).with_offset(2),
-            ]),
-        ]))],
+        ApiKey::DeleteRecords => vec![RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(t("topic"))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(2)])]),
+        )],
         ApiKey::InitProducerId => vec![RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
         )],
-        ApiKey::DescribeConfigs => vec![RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("topic")).with_configuration_keys(None),
-        ]))],
-        ApiKey::AlterConfigs => {
-            use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
-            vec![RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
-                AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("topic")).with_configs(vec![
-                    AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1000"))),
-                ]),
-            ]))]
-        }
-        ApiKey::CreatePartitions => vec![RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_timeout_ms(5000).with_topics(vec![
-            CreatePartitionsTopic::default().with_name(t("topic")).with_count(4).with_assignments(None),
-        ]))],
-        ApiKey::IncrementalAlterConfigs => {
-            use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-            vec![RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
-                AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("topic")).with_configs(vec![
-                    AlterableConfig::default().with_name(s("retention.ms")).with_config_operation(0).with_value(Some(s("1000"))),
-                ]),
-            ]))]
-        }
-        ApiKey::DescribeCluster => vec![RequestKind::DescribeCluster(DescribeClusterRequest::default())],
-        ApiKey::DescribeTopicPartitions => vec![RequestKind::DescribeTopicPartitions(
-            DescribeTopicPartitionsRequest::default().with_response_partition_limit(100).with_topics(vec![
-                TopicRequest::default().with_name(t("topic")),
+        ApiKey::DescribeConfigs => vec![RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("topic"))
+                    .with_configuration_keys(None),
             ]),
+        )],
+        ApiKey::AlterConfigs => {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            vec![RequestKind::AlterConfigs(
+                AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default(
+                )
+                .with_resource_type(2)
+                .with_resource_name(s("topic"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("1000")))])]),
+            )]
+        }
+        ApiKey::CreatePartitions => vec![RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(t("topic"))
+                    .with_count(4)
+                    .with_assignments(None)]),
+        )],
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            vec![RequestKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("topic"))
+                        .with_configs(vec![AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("1000")))]),
+                ]),
+            )]
+        }
+        ApiKey::DescribeCluster => vec![RequestKind::DescribeCluster(
+            DescribeClusterRequest::default(),
+        )],
+        ApiKey::DescribeTopicPartitions => vec![RequestKind::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default()
+                .with_response_partition_limit(100)
+                .with_topics(vec![TopicRequest::default().with_name(t("topic"))]),
         )],
         _ => Vec::new(),
     }
@@ -218,12 +292,15 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 fn main() {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "corpus".to_string());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "corpus".to_string());
     let out = Path::new(&out);
     let requests = out.join("decode_request");
     let batches_dir = out.join("batches");
     let log_dir = out.join("log_append_read");
-    for d in [&requests, &batches_dir, &log_dir] {
+    let internal_dir = out.join("internal_records");
+    for d in [&requests, &batches_dir, &log_dir, &internal_dir] {
         std::fs::create_dir_all(d).expect("create a corpus directory");
     }
 
@@ -231,10 +308,15 @@ fn main() {
     let records = Bytes::from(batch(2, Compression::None, TimestampType::Creation, false));
     let mut n_req = 0;
     for key in SUPPORTED_APIS {
-        let Some(range) = supported_versions(*key) else { continue };
+        let Some(range) = supported_versions(*key) else {
+            continue;
+        };
         for version in range.min..=range.max {
             let mut kept = Vec::new();
-            for body in std::iter::once(default_body(*key)).flatten().chain(bodies(*key, &records)) {
+            for body in std::iter::once(default_body(*key))
+                .flatten()
+                .chain(bodies(*key, &records))
+            {
                 if let Some(f) = frame(*key, version, &body) {
                     if !kept.contains(&f) {
                         kept.push(f);
@@ -273,8 +355,41 @@ fn main() {
         write(&batches_dir, &format!("seed-seq-{i}"), &seq);
     }
 
+    // Internal records: batches, transaction markers, a group record as <split><key><value>.
+    for (i, b) in all.iter().enumerate() {
+        write(&internal_dir, &format!("seed-batch-{i}"), b);
+    }
+    for (i, commit) in [false, true].into_iter().enumerate() {
+        let marker = strata_protocol::records::ControlMarker {
+            commit,
+            coordinator_epoch: 3,
+        };
+        let m = strata_protocol::records::encode_marker(7, 1, marker, 1_700_000_000_000)
+            .expect("marker encodes");
+        write(&internal_dir, &format!("seed-marker-{i}"), &m);
+    }
+    let (key, value) = strata_coordinator::GroupRecord::Offset {
+        group: "g".into(),
+        topic: "t".into(),
+        partition: 0,
+        value: Some(strata_coordinator::CommittedOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_ms: 1_700_000_000_000,
+        }),
+    }
+    .encode();
+    let mut input = vec![u8::try_from(key.len()).unwrap_or(u8::MAX)];
+    input.extend_from_slice(&key);
+    input.extend_from_slice(value.as_deref().unwrap_or_default());
+    write(&internal_dir, "seed-group-offset", &input);
+
     // Log: config byte + batches.
-    for (i, cfg) in [0x03u8, 0x00, 0x15, 0x26, 0x7f, 0x80, 0xe1].iter().enumerate() {
+    for (i, cfg) in [0x03u8, 0x00, 0x15, 0x26, 0x7f, 0x80, 0xe1]
+        .iter()
+        .enumerate()
+    {
         let mut input = vec![*cfg];
         for b in all.iter().skip(i % 3).step_by(2).take(6) {
             input.extend_from_slice(b);

@@ -19,7 +19,8 @@
 /// The broker binary's allocator: a hostile element count makes a reservation (released when
 /// decoding fails) instead of aborting, so the fuzzer sees what the broker would.
 #[global_allocator]
-static ALLOCATOR: strata_protocol::alloc::ReservingAllocator = strata_protocol::alloc::ReservingAllocator;
+static ALLOCATOR: strata_protocol::alloc::ReservingAllocator =
+    strata_protocol::alloc::ReservingAllocator;
 
 use libfuzzer_sys::fuzz_target;
 use strata_fuzz::{assert_header_invariants, fix_batches, mix};
@@ -34,7 +35,9 @@ const DEFAULT_MAX: usize = 1_048_588;
 fn check(buf: &[u8]) {
     let derived_max = (mix(buf) % (buf.len() as u64 + 64)) as usize;
     let unlimited = validate_batches(buf, usize::MAX);
-    let _ = unlimited.as_ref().map_err(|e| (e.to_string(), e.kafka_error_code()));
+    let _ = unlimited
+        .as_ref()
+        .map_err(|e| (e.to_string(), e.kafka_error_code()));
 
     if let Ok(headers) = &unlimited {
         assert!(!headers.is_empty());
@@ -48,7 +51,10 @@ fn check(buf: &[u8]) {
         let mut it = iter_batches(buf);
         let mut position = 0;
         for h in headers {
-            let (h2, range) = it.next().expect("iter_batches stopped early").expect("iter_batches refused");
+            let (h2, range) = it
+                .next()
+                .expect("iter_batches stopped early")
+                .expect("iter_batches refused");
             assert_eq!(*h, h2);
             assert_eq!(range, position..position + h.total_len());
             position = range.end;
@@ -60,7 +66,10 @@ fn check(buf: &[u8]) {
         for max in [DEFAULT_MAX, derived_max, largest, largest - 1] {
             match validate_batches(buf, max) {
                 Ok(h) => {
-                    assert!(largest <= max, "a batch of {largest} bytes passed max {max}");
+                    assert!(
+                        largest <= max,
+                        "a batch of {largest} bytes passed max {max}"
+                    );
                     assert_eq!(&h, headers);
                 }
                 Err(BatchError::TooLarge { size, .. }) => assert!(size > max && largest > max),
@@ -72,7 +81,11 @@ fn check(buf: &[u8]) {
         for h in headers {
             let one = &buf[position..position + h.total_len()];
             if let Ok(ts) = record_timestamps(one) {
-                assert_eq!(ts.len(), h.records_count as usize, "one timestamp per record");
+                assert_eq!(
+                    ts.len(),
+                    h.records_count as usize,
+                    "one timestamp per record"
+                );
             }
             position += h.total_len();
         }

@@ -11,7 +11,8 @@
 /// The broker binary's allocator: a hostile element count makes a reservation (released when
 /// decoding fails) instead of aborting, so the fuzzer sees what the broker would.
 #[global_allocator]
-static ALLOCATOR: strata_protocol::alloc::ReservingAllocator = strata_protocol::alloc::ReservingAllocator;
+static ALLOCATOR: strata_protocol::alloc::ReservingAllocator =
+    strata_protocol::alloc::ReservingAllocator;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -32,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(req.header.request_api_key, raw_key);
             assert_eq!(req.version(), version);
             assert_eq!(req.correlation_id(), correlation_id);
-            assert!(is_supported(req.api_key, version), "decoded an unsupported {:?} v{version}", req.api_key);
+            assert!(
+                is_supported(req.api_key, version),
+                "decoded an unsupported {:?} v{version}",
+                req.api_key
+            );
         }
         Err(err) => {
             let _ = err.to_string();

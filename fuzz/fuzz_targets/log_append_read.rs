@@ -19,7 +19,8 @@
 /// The broker binary's allocator: a hostile element count makes a reservation (released when
 /// decoding fails) instead of aborting, so the fuzzer sees what the broker would.
 #[global_allocator]
-static ALLOCATOR: strata_protocol::alloc::ReservingAllocator = strata_protocol::alloc::ReservingAllocator;
+static ALLOCATOR: strata_protocol::alloc::ReservingAllocator =
+    strata_protocol::alloc::ReservingAllocator;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -56,7 +57,14 @@ struct Stored {
     bytes: Vec<u8>,
 }
 
-fn check_read(log: &PartitionLog, model: &[Stored], i: usize, offset: i64, max_bytes: usize, hw: i64) {
+fn check_read(
+    log: &PartitionLog,
+    model: &[Stored],
+    i: usize,
+    offset: i64,
+    max_bytes: usize,
+    hw: i64,
+) {
     let got = log
         .read(offset, max_bytes, hw)
         .unwrap_or_else(|e| panic!("read({offset}, {max_bytes}, {hw}) failed: {e}"));
@@ -65,15 +73,29 @@ fn check_read(log: &PartitionLog, model: &[Stored], i: usize, offset: i64, max_b
     let mut n = 0;
     for item in &mut it {
         let (h, range) = item.unwrap_or_else(|e| panic!("read returned a bad batch: {e}"));
-        let expect = model.get(i + n).expect("read returned more batches than were appended");
-        assert_eq!(&got[range], &expect.bytes[..], "batch {} differs from what was appended", i + n);
-        assert!(h.last_offset() < hw, "read returned offset {} at or past the high watermark {hw}", h.last_offset());
+        let expect = model
+            .get(i + n)
+            .expect("read returned more batches than were appended");
+        assert_eq!(
+            &got[range],
+            &expect.bytes[..],
+            "batch {} differs from what was appended",
+            i + n
+        );
+        assert!(
+            h.last_offset() < hw,
+            "read returned offset {} at or past the high watermark {hw}",
+            h.last_offset()
+        );
         n += 1;
     }
     assert_eq!(it.position(), got.len(), "read returned a partial batch");
     let first = &model[i];
     if first.last < hw {
-        assert!(n >= 1, "read({offset}, {max_bytes}, {hw}) returned nothing below the high watermark");
+        assert!(
+            n >= 1,
+            "read({offset}, {max_bytes}, {hw}) returned nothing below the high watermark"
+        );
         assert!(first.base <= offset && offset <= first.last);
         assert!(
             got.len() <= max_bytes.max(first.bytes.len()),
@@ -98,7 +120,10 @@ fn check_all_reads(log: &PartitionLog, model: &[Stored]) {
             check_read(log, model, i, offset, DEFAULT_MAX, s.last);
         }
     }
-    assert!(log.read(end, DEFAULT_MAX, end).expect("read at the log end").is_empty());
+    assert!(log
+        .read(end, DEFAULT_MAX, end)
+        .expect("read at the log end")
+        .is_empty());
     assert!(matches!(
         log.read(end + 1, DEFAULT_MAX, i64::MAX),
         Err(LogError::OffsetOutOfRange { .. })
@@ -129,7 +154,11 @@ fuzz_target!(|data: &[u8]| {
 
     let config = LogConfig {
         segment_bytes: [200, 1000, 4096, 1 << 30][usize::from(cfg & 3)],
-        segment_ms: if cfg & 0x80 != 0 { 1000 } else { 7 * 24 * 3600 * 1000 },
+        segment_ms: if cfg & 0x80 != 0 {
+            1000
+        } else {
+            7 * 24 * 3600 * 1000
+        },
         index_interval_bytes: [0, 100, 4096, 1 << 20][usize::from((cfg >> 2) & 3)],
     };
     let log_append_time = (cfg & 0x10 != 0).then_some(T0 + 5);
@@ -161,7 +190,10 @@ fuzz_target!(|data: &[u8]| {
                     let bytes = slice[at..at + h.total_len()].to_vec();
                     at += h.total_len();
                     let stored = parse_header(&bytes).unwrap();
-                    assert_eq!(stored.base_offset, next, "offsets are assigned contiguously");
+                    assert_eq!(
+                        stored.base_offset, next,
+                        "offsets are assigned contiguously"
+                    );
                     assert_eq!(stored.last_offset_delta, h.last_offset_delta);
                     if let Some(ts) = log_append_time {
                         assert_eq!(stored.max_timestamp, ts);
@@ -178,7 +210,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(log.log_end_offset(), next);
             }
             Err(LogError::AppendTooLarge { .. }) => {
-                assert_eq!(log.log_end_offset(), end_before, "a refused append moved the log end");
+                assert_eq!(
+                    log.log_end_offset(),
+                    end_before,
+                    "a refused append moved the log end"
+                );
             }
             Err(e) => panic!("append of validated batches failed: {e}"),
         }
@@ -192,7 +228,10 @@ fuzz_target!(|data: &[u8]| {
     let end = log.log_end_offset();
     drop(log);
     let (log, report) = PartitionLog::open(&dir, config, now).expect("reopen");
-    assert_eq!(report.truncated_bytes, 0, "recovery cut a log that was written whole: {report:?}");
+    assert_eq!(
+        report.truncated_bytes, 0,
+        "recovery cut a log that was written whole: {report:?}"
+    );
     assert_eq!(log.log_end_offset(), end, "recovery changed the log end");
     check_all_reads(&log, &model);
     drop(log);

@@ -1,8 +1,8 @@
 //! Helpers shared by the fuzz targets and the seed-corpus generator.
 
 use strata_protocol::batch::{
-    BatchHeader, BATCH_LENGTH_OFFSET, CRC_OFFSET, CRC_START_OFFSET, CURRENT_MAGIC,
-    LOG_OVERHEAD, MAGIC_OFFSET, MIN_BATCH_LENGTH,
+    BatchHeader, BATCH_LENGTH_OFFSET, CRC_OFFSET, CRC_START_OFFSET, CURRENT_MAGIC, LOG_OVERHEAD,
+    MAGIC_OFFSET, MIN_BATCH_LENGTH,
 };
 
 /// Makes random bytes look like record batches so that the fuzzer gets past the CRC check:
@@ -35,11 +35,27 @@ pub fn fix_batches(buf: &mut [u8]) -> usize {
 
 /// The invariants every header accepted by `validate_batches` / `check_batch` must satisfy.
 pub fn assert_header_invariants(h: &BatchHeader) {
-    assert_eq!(h.magic, CURRENT_MAGIC, "accepted a batch with magic {}", h.magic);
-    assert!(h.batch_length >= MIN_BATCH_LENGTH, "accepted batchLength {}", h.batch_length);
+    assert_eq!(
+        h.magic, CURRENT_MAGIC,
+        "accepted a batch with magic {}",
+        h.magic
+    );
+    assert!(
+        h.batch_length >= MIN_BATCH_LENGTH,
+        "accepted batchLength {}",
+        h.batch_length
+    );
     assert_eq!(h.total_len(), LOG_OVERHEAD + h.batch_length as usize);
-    assert!(h.records_count >= 0, "accepted recordsCount {}", h.records_count);
-    assert!(h.last_offset_delta >= 0, "accepted lastOffsetDelta {}", h.last_offset_delta);
+    assert!(
+        h.records_count >= 0,
+        "accepted recordsCount {}",
+        h.records_count
+    );
+    assert!(
+        h.last_offset_delta >= 0,
+        "accepted lastOffsetDelta {}",
+        h.last_offset_delta
+    );
     assert!(
         i64::from(h.last_offset_delta) >= i64::from(h.records_count) - 1,
         "accepted lastOffsetDelta {} < recordsCount {} - 1",

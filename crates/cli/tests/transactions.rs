@@ -239,6 +239,27 @@ fn coordinator_errors_and_produce_verification() {
     );
     // Ending a transaction that never started is an invalid state.
     assert_eq!(end(&mut c, "tx", pid2, epoch2, true), INVALID_TXN_STATE);
+    // A client may not write transaction markers itself: INVALID_RECORD.
+    let marker = strata_protocol::records::encode_marker(
+        pid2,
+        epoch2,
+        strata_protocol::records::ControlMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        },
+        1_700_000_000_000,
+    )
+    .expect("marker");
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s("t1")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(marker))])]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).expect("answer");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 87);
     // The fenced transaction was aborted, then the id re-initialised for the new instance.
     assert_eq!(describe(&mut c, "tx").1, "Empty");
 }

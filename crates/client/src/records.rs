@@ -230,6 +230,12 @@ pub fn read_batch(batch: &Bytes, from: i64, mut f: impl FnMut(ReadRecord)) -> Re
     use strata_protocol::batch::Compression as Codec;
     let header = strata_protocol::batch::check_batch(batch, 0)
         .map_err(|e| Error::Protocol(format!("a bad record batch: {e}")))?;
+    if header.base_offset < 0 {
+        return Err(Error::Protocol(format!(
+            "a record batch with the negative base offset {}",
+            header.base_offset
+        )));
+    }
     if header.is_control() || header.next_offset() <= from {
         return Ok(());
     }
@@ -252,6 +258,7 @@ pub fn read_batch(batch: &Bytes, from: i64, mut f: impl FnMut(ReadRecord)) -> Re
     let malformed = || Error::Protocol("a malformed record in a batch".into());
     let log_append = header.timestamp_type_log_append();
     let mut pos = 0usize;
+    let mut previous_delta = -1i64;
     for _ in 0..header.records_count.max(0) {
         let mut cur = &data[pos..];
         let len = varint(&mut cur, 5)?;
@@ -275,7 +282,20 @@ pub fn read_batch(batch: &Bytes, from: i64, mut f: impl FnMut(ReadRecord)) -> Re
             headers.push((String::from_utf8_lossy(&k).into_owned(), v));
         }
         pos = end;
-        let offset = header.base_offset.wrapping_add(offset_delta);
+        // Offsets must increase within the batch's range; anything else is a corrupt batch,
+        // not records to hand out (they would move the consumer's position backwards or
+        // past the batch).
+        if offset_delta < 0
+            || offset_delta > i64::from(header.last_offset_delta)
+            || offset_delta <= previous_delta
+        {
+            return Err(Error::Protocol(format!(
+                "a record batch at offset {} has a record at offset delta {offset_delta} (last delta {}, previous {previous_delta})",
+                header.base_offset, header.last_offset_delta
+            )));
+        }
+        previous_delta = offset_delta;
+        let offset = header.base_offset + offset_delta;
         if offset < from {
             continue;
         }

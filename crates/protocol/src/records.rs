@@ -278,33 +278,41 @@ pub fn encode_marker(
 }
 
 /// Reads the marker of a control batch; `None` if the batch is not a readable transaction
-/// marker (an unknown control type is skipped, as Kafka's readers do).
+/// marker (an unknown control type is skipped, as Kafka's readers do). Only the first record
+/// is read, with bounded reads: the record count in the header sizes nothing.
 pub fn decode_marker(batch: &[u8]) -> Option<ControlMarker> {
-    use kafka_protocol::records::RecordBatchDecoder;
-    let mut bytes = Bytes::copy_from_slice(batch);
-    let set = RecordBatchDecoder::decode(&mut bytes).ok()?;
-    let record = set.records.first()?;
-    if !record.control {
+    let header = check_batch(batch, 0).ok()?;
+    if !header.is_control() || header.records_count < 1 {
         return None;
     }
-    let key = record.key.as_ref()?;
-    if key.len() < 4 {
-        return None;
-    }
-    let commit = match i16::from_be_bytes([key[2], key[3]]) {
-        0 => false,
-        1 => true,
-        _ => return None,
-    };
-    let coordinator_epoch = record
-        .value
-        .as_ref()
-        .filter(|v| v.len() >= 6)
-        .map_or(0, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
-    Some(ControlMarker {
-        commit,
-        coordinator_epoch,
+    with_records(batch, |data, _| {
+        let mut rec = data;
+        let len = usize::try_from(read_zigzag(&mut rec, 5)?).ok()?;
+        let mut rec = rec.get(..len)?;
+        rec = rec.get(1..)?; // attributes
+        read_zigzag(&mut rec, 10)?; // timestamp delta
+        read_zigzag(&mut rec, 5)?; // offset delta
+        let key_len = usize::try_from(read_zigzag(&mut rec, 5)?).ok()?;
+        let key = rec.get(..key_len)?;
+        rec = &rec[key_len..];
+        let commit = match key.get(2..4)? {
+            [0, 0] => false,
+            [0, 1] => true,
+            _ => return Some(None),
+        };
+        let value_len = read_zigzag(&mut rec, 5)?;
+        let coordinator_epoch = usize::try_from(value_len)
+            .ok()
+            .and_then(|l| rec.get(..l))
+            .and_then(|v| v.get(2..6))
+            .map_or(0, |e| i32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+        Some(Some(ControlMarker {
+            commit,
+            coordinator_epoch,
+        }))
     })
+    .ok()
+    .flatten()
 }
 
 /// A batch that could not be encoded.

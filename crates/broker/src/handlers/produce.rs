@@ -83,6 +83,13 @@ pub fn produce(
                         tracing::info!(peer = %ctx.peer, topic = %topic.name, partition = data.index, error = %e, "refused produce");
                         (ErrorCode::try_from_code(e.kafka_error_code()).unwrap_or(ErrorCode::CorruptMessage), Some(e.to_string()))
                     })?;
+                if headers.iter().any(|h| h.is_control()) {
+                    // Transaction markers are written by the coordinator only.
+                    return Err((
+                        ErrorCode::InvalidRecord,
+                        Some("clients may not write control batches".to_string()),
+                    ));
+                }
                 if !settings.log_append_time {
                     for h in &headers {
                         let too_old = h.base_timestamp.min(h.max_timestamp) >= 0
