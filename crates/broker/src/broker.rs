@@ -191,7 +191,7 @@ impl Broker {
     pub fn flush_all(&self) {
         for p in self.partitions.all() {
             crate::flusher::flush_now(&p);
-            p.snapshot_producer_state();
+            p.snapshot_producer_state(true);
         }
     }
 }
@@ -231,7 +231,7 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
                     p.maybe_roll(now);
                     p.apply_retention(now);
                     p.expire_producers(now, producer_expiration_ms);
-                    p.snapshot_producer_state();
+                    p.snapshot_producer_state(false);
                 }
             })
             .await;

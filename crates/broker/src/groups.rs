@@ -10,7 +10,7 @@
 //! watermark passes it). At start-up every partition of the topic is replayed into the
 //! machine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -221,42 +221,24 @@ impl GroupService {
         records: &[GroupRecord],
         producer: BatchProducer,
     ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
-        let image = broker.image();
-        let topic = image
-            .topic_by_name(OFFSETS_TOPIC)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-        let mut by_partition: HashMap<i32, Vec<&GroupRecord>> = HashMap::new();
-        for r in records {
-            let p = strata_coordinator::offsets_partition_for(r.group(), self.offsets_partitions);
-            by_partition.entry(p).or_default().push(r);
-        }
         let now = now_ms();
-        let mut waits = Vec::new();
-        for (p, recs) in by_partition {
-            let partition = broker
-                .partitions
-                .get(&topic.topic_id, p)
-                .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-            let encoded: Vec<PlainRecord> = recs
-                .iter()
-                .map(|r| {
-                    let (key, value) = r.encode();
+        let keyed = records
+            .iter()
+            .map(|r| {
+                let (key, value) = r.encode();
+                let p =
+                    strata_coordinator::offsets_partition_for(r.group(), self.offsets_partitions);
+                (
+                    p,
                     PlainRecord {
                         key: Some(key),
                         value,
                         timestamp: now,
-                    }
-                })
-                .collect();
-            let buf = encode_batch_as(&encoded, Compression::None, producer).map_err(|e| {
-                tracing::error!(error = %e, "cannot encode a group record batch");
-                ErrorCode::UnknownServerError
-            })?;
-            let info = partition.append_internal(&buf, now)?;
-            broker.partitions.flusher.after_append(&partition);
-            waits.push((partition, info.last_offset() + 1));
-        }
-        Ok(waits)
+                    },
+                )
+            })
+            .collect();
+        append_to_internal_topic(broker, OFFSETS_TOPIC, keyed, producer, now)
     }
 
     /// Replays `__consumer_offsets` into the machine (start-up).
@@ -325,6 +307,41 @@ impl GroupService {
             }
         });
     }
+}
+
+/// Appends `(partition, record)` pairs to an internal topic, one batch per partition with the
+/// producer fields `producer`; returns, per partition, the offset the high watermark must
+/// reach for them to be durable.
+pub fn append_to_internal_topic(
+    broker: &Broker,
+    name: &str,
+    records: Vec<(i32, PlainRecord)>,
+    producer: BatchProducer,
+    now: i64,
+) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+    let image = broker.image();
+    let topic = image
+        .topic_by_name(name)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let mut by_partition: BTreeMap<i32, Vec<PlainRecord>> = BTreeMap::new();
+    for (p, r) in records {
+        by_partition.entry(p).or_default().push(r);
+    }
+    let mut waits = Vec::new();
+    for (p, recs) in by_partition {
+        let partition = broker
+            .partitions
+            .get(&topic.topic_id, p)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        let batch = encode_batch_as(&recs, Compression::None, producer).map_err(|e| {
+            tracing::error!(topic = name, error = %e, "cannot encode an internal record batch");
+            ErrorCode::UnknownServerError
+        })?;
+        let info = partition.append_internal(&batch, now)?;
+        broker.partitions.flusher.after_append(&partition);
+        waits.push((partition, info.last_offset() + 1));
+    }
+    Ok(waits)
 }
 
 /// Calls `f(partition, record)` for every record of every partition of an internal topic,

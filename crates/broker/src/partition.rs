@@ -35,6 +35,9 @@ pub struct Partition {
     producers: Mutex<ProducerStateManager>,
     /// Set when `producers` changed since the last snapshot.
     producers_dirty: AtomicBool,
+    /// The log offset the last producer-state snapshot covers (-1: none), so that shutdown
+    /// writes one whenever the log moved and the next start-up replays only what follows.
+    snapshot_offset: AtomicI64,
     settings: RwLock<Arc<TopicSettings>>,
     leader_epoch: AtomicI32,
     log_start_offset: AtomicI64,
@@ -113,7 +116,7 @@ impl Partition {
         fsync_before_ack: bool,
     ) -> Self {
         let mut log = log;
-        let producers = rebuild_producer_state(&mut log, &topic, index);
+        let (producers, snapshot_offset) = rebuild_producer_state(&mut log, &topic, index);
         let start = log.log_start_offset();
         let end = log.log_end_offset();
         // Everything recovered from disk at start-up is treated as durable: it survived the
@@ -126,6 +129,7 @@ impl Partition {
             log: Mutex::new(log),
             producers: Mutex::new(producers),
             producers_dirty: AtomicBool::new(false),
+            snapshot_offset: AtomicI64::new(snapshot_offset),
             settings: RwLock::new(settings),
             leader_epoch: AtomicI32::new(leader_epoch),
             log_start_offset: AtomicI64::new(start),
@@ -383,10 +387,13 @@ impl Partition {
         }
     }
 
-    /// Writes the producer-state snapshot if it changed (blocking: fsyncs the log first,
-    /// then the snapshot, so the snapshot never describes data a power loss could take).
-    pub fn snapshot_producer_state(&self) {
-        if !self.producers_dirty.swap(false, Ordering::AcqRel) {
+    /// Writes the producer-state snapshot if the state changed, or with `if_log_moved` (at
+    /// shutdown) also if the log grew past the last snapshot. Blocking: fsyncs the log first,
+    /// then the snapshot, so the snapshot never describes data a power loss could take.
+    pub fn snapshot_producer_state(&self, if_log_moved: bool) {
+        let moved =
+            if_log_moved && self.snapshot_offset.load(Ordering::Acquire) != self.log_end_offset();
+        if !self.producers_dirty.swap(false, Ordering::AcqRel) && !moved {
             return;
         }
         crate::flusher::flush_now(self);
@@ -399,9 +406,12 @@ impl Partition {
                 log.dir().to_path_buf(),
             )
         };
-        if let Err(e) = state.write_snapshot(&dir, offset) {
-            self.producers_dirty.store(true, Ordering::Release);
-            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot write the producer state snapshot");
+        match state.write_snapshot(&dir, offset) {
+            Ok(()) => self.snapshot_offset.store(offset, Ordering::Release),
+            Err(e) => {
+                self.producers_dirty.store(true, Ordering::Release);
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot write the producer state snapshot");
+            }
         }
     }
 
@@ -659,17 +669,22 @@ impl Partition {
 /// Rebuilds the producer state of a log just opened: the snapshot, if it matches the log,
 /// then every batch after it (markers included; aborted transactions found on the way are
 /// put back in the transaction index in case a crash lost their entry).
-fn rebuild_producer_state(log: &mut PartitionLog, topic: &str, index: i32) -> ProducerStateManager {
-    let (mut state, from) = match ProducerStateManager::read_snapshot(log.dir()) {
+/// Also returns the offset the snapshot covered (-1 if there was none usable).
+fn rebuild_producer_state(
+    log: &mut PartitionLog,
+    topic: &str,
+    index: i32,
+) -> (ProducerStateManager, i64) {
+    let (mut state, from, snapshot_offset) = match ProducerStateManager::read_snapshot(log.dir()) {
         Some((state, offset)) if offset <= log.log_end_offset() => {
-            (state, offset.max(log.log_start_offset()))
+            (state, offset.max(log.log_start_offset()), offset)
         }
         Some(_) => {
             // Written before a crash lost the log's tail: replay everything instead.
             ProducerStateManager::remove_snapshot(log.dir());
-            (ProducerStateManager::new(), log.log_start_offset())
+            (ProducerStateManager::new(), log.log_start_offset(), -1)
         }
-        None => (ProducerStateManager::new(), log.log_start_offset()),
+        None => (ProducerStateManager::new(), log.log_start_offset(), -1),
     };
     let end = log.log_end_offset();
     let now = now_ms();
@@ -718,7 +733,7 @@ fn rebuild_producer_state(log: &mut PartitionLog, topic: &str, index: i32) -> Pr
             "replayed producer state"
         );
     }
-    state
+    (state, snapshot_offset)
 }
 
 /// The log crate's view of a topic's settings.

@@ -14,21 +14,19 @@
 //! transactions past their `transaction.timeout.ms` (with a bumped epoch, fencing the
 //! producer) and expires idle transactional ids.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::records::Compression;
 use strata_coordinator::txn::{
     decode_record, encode_record, MarkerPlan, TxnConfig, TxnCoordinator, TxnMetadata,
 };
 use strata_log::Marker;
-use strata_protocol::records::{encode_batch, PlainRecord};
+use strata_protocol::records::{BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
 
 use crate::broker::Broker;
-use crate::groups::{replay_topic, wait_durable, OFFSETS_TOPIC};
+use crate::groups::{append_to_internal_topic, replay_topic, wait_durable, OFFSETS_TOPIC};
 use crate::partition::now_ms;
 
 /// The internal topic of transaction state.
@@ -94,41 +92,27 @@ impl TxnService {
         }
         crate::handlers::groups::ensure_internal_topic(broker, TXN_TOPIC, self.state_partitions)
             .await?;
-        let image = broker.image();
-        let topic = image
-            .topic_by_name(TXN_TOPIC)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
         let now = now_ms();
-        let mut by_partition: BTreeMap<i32, Vec<PlainRecord>> = BTreeMap::new();
-        for (id, value) in records {
-            let p = strata_coordinator::offsets_partition_for(&id, self.state_partitions);
-            let (key, value) = match &value {
-                Some(m) => {
-                    let (k, v) = encode_record(m);
-                    (k, Some(Bytes::from(v)))
-                }
-                None => (id.as_bytes().to_vec(), None),
-            };
-            by_partition.entry(p).or_default().push(PlainRecord {
-                key: Some(Bytes::from(key)),
-                value,
-                timestamp: now,
-            });
-        }
-        let mut waits = Vec::new();
-        for (p, recs) in by_partition {
-            let partition = broker
-                .partitions
-                .get(&topic.topic_id, p)
-                .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-            let batch = encode_batch(&recs, Compression::None).map_err(|e| {
-                tracing::error!(error = %e, "cannot encode a transaction state batch");
-                ErrorCode::UnknownServerError
-            })?;
-            let info = partition.append_internal(&batch, now)?;
-            broker.partitions.flusher.after_append(&partition);
-            waits.push((partition, info.last_offset() + 1));
-        }
+        let keyed = records
+            .into_iter()
+            .map(|(id, value)| {
+                let p = strata_coordinator::offsets_partition_for(&id, self.state_partitions);
+                let (key, value) = match &value {
+                    Some(m) => {
+                        let (k, v) = encode_record(m);
+                        (k, Some(Bytes::from(v)))
+                    }
+                    None => (id.into_bytes(), None),
+                };
+                let record = PlainRecord {
+                    key: Some(Bytes::from(key)),
+                    value,
+                    timestamp: now,
+                };
+                (p, record)
+            })
+            .collect();
+        let waits = append_to_internal_topic(broker, TXN_TOPIC, keyed, BatchProducer::NONE, now)?;
         wait_durable(waits, WRITE_TIMEOUT).await
     }
 

@@ -449,15 +449,12 @@ async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
     if a.group.is_some() {
         consumer.subscribe(std::slice::from_ref(&a.topic))?;
     } else {
-        let tps: Vec<(String, i32)> = topic
-            .partitions
-            .iter()
-            .map(|p| (a.topic.clone(), p.id))
-            .collect();
-        consumer.assign(&tps);
-        for tp in tps {
-            consumer.seek(tp, Seek::Earliest);
-        }
+        assign_all(
+            &mut consumer,
+            &a.topic,
+            topic.partitions.iter().map(|p| p.id),
+            Seek::Earliest,
+        );
     }
     let started = Instant::now();
     let deadline = a
@@ -501,6 +498,20 @@ async fn consume(common: &Common, a: ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Assigns every partition of `topic` to `consumer`, positioned by `seek`.
+fn assign_all(
+    consumer: &mut Consumer,
+    topic: &str,
+    partitions: impl Iterator<Item = i32>,
+    seek: Seek,
+) {
+    let tps: Vec<(String, i32)> = partitions.map(|p| (topic.to_string(), p)).collect();
+    consumer.assign(&tps);
+    for tp in tps {
+        consumer.seek(tp, seek);
+    }
+}
+
 fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -529,15 +540,12 @@ async fn e2e(common: &Common, a: E2eArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     );
-    let tps: Vec<(String, i32)> = topic
-        .partitions
-        .iter()
-        .map(|p| (a.topic.clone(), p.id))
-        .collect();
-    consumer.assign(&tps);
-    for tp in tps {
-        consumer.seek(tp, Seek::Latest);
-    }
+    assign_all(
+        &mut consumer,
+        &a.topic,
+        topic.partitions.iter().map(|p| p.id),
+        Seek::Latest,
+    );
     // Resolve the end offsets before the first record is sent.
     consumer.poll(Duration::from_millis(200)).await?;
 
