@@ -63,11 +63,12 @@ def broker_factory(request, tmp_path):
       broker's default listener (`PLAINTEXT://localhost:9092`, used by the snippet test).
     - wait: wait until the port accepts TCP (bounded); False returns at once (for brokers
       that are expected to refuse to start).
+    - env: extra environment variables for the process (e.g. LD_PRELOAD for fault tests).
     """
     binary = strata_binary()
     started = []
 
-    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True):
+    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True, env=None):
         index = len(started)
         if data_dir is None:
             data_dir = tmp_path / f"data-{index}"
@@ -79,6 +80,7 @@ def broker_factory(request, tmp_path):
             cwd=tmp_path,
             overrides=_merge_overrides(overrides),
             listener_host=listener,
+            env=env,
         )
         started.append(broker)
         broker.start(wait=wait)

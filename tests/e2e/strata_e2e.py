@@ -75,7 +75,7 @@ class BrokerStartError(AssertionError):
 class Broker:
     """One `strata serve` process with its own data directory and log file."""
 
-    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host):
+    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host, env=None):
         self.binary = Path(binary)
         self.fixed_port = port is not None
         self.port = port if port is not None else free_port()
@@ -84,6 +84,7 @@ class Broker:
         self.cwd = Path(cwd)
         self.overrides = dict(overrides)
         self.listener_host = listener_host
+        self.env = dict(env or {})
         self.proc = None
         self.starts = 0
 
@@ -115,6 +116,7 @@ class Broker:
         self.starts += 1
         env = dict(os.environ)
         env.setdefault("STRATA_LOG", "info")
+        env.update(self.env)
         args = self.command()
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(args)}\n".encode())

@@ -88,7 +88,11 @@ impl Broker {
             flusher.clone(),
         ));
         partitions.remove_orphans(&image);
-        partitions.sync(&image, &config).map_err(dir_err)?;
+        if let Err(error) = partitions.sync(&image, &config) {
+            // Each failed partition was logged and answers KAFKA_STORAGE_ERROR; the others
+            // serve, and the maintenance task tries again.
+            tracing::error!(%error, "some partitions could not be opened");
+        }
         if !config.fsync_before_ack {
             flusher.start_ticker(Arc::downgrade(&partitions));
         }
@@ -153,10 +157,13 @@ impl Broker {
                 .map_err(|e| CommitError(e.to_string()))?;
             let image = Arc::new(store.image().clone());
             // Open the new partitions before publishing the image: a request that sees a
-            // topic must find its partitions.
-            let synced = broker.partitions.sync(&image, &broker.config);
+            // topic must find its partitions. The change is durable and applied whether or
+            // not they open: one that cannot is logged, answers KAFKA_STORAGE_ERROR and is
+            // retried by the maintenance task (a topic that was created is reported created).
+            if let Err(error) = broker.partitions.sync(&image, &broker.config) {
+                tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
+            }
             *broker.image.write().unwrap_or_else(|p| p.into_inner()) = image;
-            synced.map_err(|e| CommitError(e.to_string()))?;
             Ok(out)
         })
         .await
@@ -224,8 +231,17 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
             tick.tick().await;
             let Some(broker) = weak.upgrade() else { return };
             let partitions = broker.partitions.all();
+            let retry = broker.partitions.has_unopened().then(|| broker.clone());
             drop(broker);
             let _ = tokio::task::spawn_blocking(move || {
+                if let Some(broker) = retry {
+                    // Under the metadata lock, as every other sync, so two never overlap.
+                    let _store = broker.metadata.lock().unwrap_or_else(|p| p.into_inner());
+                    let image = broker.image();
+                    if broker.partitions.sync(&image, &broker.config).is_ok() {
+                        tracing::info!("every partition is open again");
+                    }
+                }
                 let now = crate::partition::now_ms();
                 for p in partitions {
                     p.maybe_roll(now);

@@ -7,6 +7,11 @@
 //! appends queue up and are covered by the next round: one fsync covers every batch appended
 //! meanwhile.
 //!
+//! An fsync error takes the data directory offline (`log_dir.rs`): the partition's high
+//! watermark never passes data written before the error, and every partition the flusher
+//! sees afterwards is woken without an fsync, so that its waiting producers get
+//! KAFKA_STORAGE_ERROR at once.
+//!
 //! With `strata.fsync.before.ack=false` partitions queue themselves only when `flush.messages`
 //! or `flush.ms` say so (a periodic tick checks `flush.ms`), which is Kafka's behaviour.
 
@@ -70,14 +75,29 @@ impl Flusher {
     }
 }
 
-/// Fsyncs one partition now, on the calling thread (used at shutdown).
-pub fn flush_now(partition: &Partition) {
-    if let Some(job) = partition.sync_job() {
-        match job.run() {
-            Ok(durable) => partition.on_flushed(durable),
-            Err(error) => {
-                tracing::error!(topic = %partition.topic, partition = partition.index, %error, "fsync failed")
-            }
+/// Fsyncs one partition now, on the calling thread (used at shutdown and before snapshots).
+/// Returns whether everything written so far is durable.
+pub fn flush_now(partition: &Partition) -> bool {
+    if partition.is_offline() {
+        return false;
+    }
+    match partition.sync_job() {
+        None => true,
+        Some(job) => run_job(partition, job),
+    }
+}
+
+/// Runs one partition's fsync job and publishes the result; a failure takes the directory
+/// offline. Blocking.
+fn run_job(partition: &Partition, job: strata_log::SyncJob) -> bool {
+    match job.run() {
+        Ok(durable) => {
+            partition.on_flushed(durable);
+            true
+        }
+        Err(error) => {
+            partition.fail_storage("fsync", &error);
+            false
         }
     }
 }
@@ -100,27 +120,21 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>) {
             })
             .collect();
         let done = tokio::task::spawn_blocking(move || {
-            jobs.into_iter()
-                .filter_map(|(p, job)| {
-                    let job = job?;
-                    match job.run() {
-                        Ok(durable) => Some((p, durable)),
-                        Err(error) => {
-                            tracing::error!(topic = %p.topic, partition = p.index, %error, "fsync failed; data stays unacknowledged");
-                            None
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        match done {
-            Ok(done) => {
-                for (p, durable) in done {
-                    p.on_flushed(durable);
+            for (p, job) in jobs {
+                if p.is_offline() {
+                    // Never fsync again after an error (a later success would hide lost
+                    // pages); wake the waiters so they answer KAFKA_STORAGE_ERROR.
+                    p.wake();
+                    continue;
+                }
+                if let Some(job) = job {
+                    run_job(&p, job);
                 }
             }
-            Err(error) => tracing::error!(%error, "flusher task failed"),
+        })
+        .await;
+        if let Err(error) = done {
+            tracing::error!(%error, "flusher task failed");
         }
     }
 }

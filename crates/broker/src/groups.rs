@@ -404,6 +404,9 @@ pub async fn wait_durable(
                 if *rx.borrow_and_update() >= needed {
                     return true;
                 }
+                if partition.is_offline() {
+                    return false;
+                }
                 if rx.changed().await.is_err() || partition.is_deleted() {
                     return false;
                 }

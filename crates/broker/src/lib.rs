@@ -25,6 +25,7 @@ pub mod fetch_session;
 pub mod flusher;
 pub mod groups;
 pub mod handlers;
+pub mod log_dir;
 pub mod manager;
 pub mod partition;
 pub mod server;

@@ -5,8 +5,13 @@
 //! Directory per partition: `<log.dirs>/<topic>-<partition>/`, holding the log segments and a
 //! `partition.metadata` file with the topic id, so that a directory left over from a deleted
 //! topic of the same name is never mistaken for the new one.
+//!
+//! A partition that cannot be opened (a full disk, no descriptors left, a damaged directory)
+//! does not stop the others, nor a metadata change that created it: it is logged, answered
+//! with KAFKA_STORAGE_ERROR ([`PartitionManager::lookup`]) and tried again by the next
+//! `sync` (the maintenance task retries while any is pending).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -16,7 +21,9 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, ConfigLayers, TopicSettings};
 use crate::flusher::Flusher;
+use crate::log_dir::LogDirState;
 use crate::partition::{log_config, now_ms, Partition};
+use strata_protocol::ErrorCode;
 
 pub type PartitionKey = (Uuid, i32);
 
@@ -25,6 +32,9 @@ pub struct PartitionManager {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     fsync_before_ack: bool,
     pub flusher: Flusher,
+    pub log_dir: Arc<LogDirState>,
+    /// Partitions of the image that could not be opened yet.
+    unopened: RwLock<HashSet<PartitionKey>>,
 }
 
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -32,11 +42,36 @@ const PARTITION_METADATA: &str = "partition.metadata";
 impl PartitionManager {
     pub fn new(data_dir: PathBuf, fsync_before_ack: bool, flusher: Flusher) -> Self {
         PartitionManager {
+            log_dir: Arc::new(LogDirState::new(&data_dir)),
             data_dir,
             partitions: RwLock::new(HashMap::new()),
             fsync_before_ack,
             flusher,
+            unopened: RwLock::new(HashSet::new()),
         }
+    }
+
+    /// The open partition `partition` of `topic_id`: UNKNOWN_TOPIC_OR_PARTITION if the image
+    /// has no such partition, KAFKA_STORAGE_ERROR if it has but its log could not be opened.
+    pub fn lookup(&self, topic_id: &Uuid, partition: i32) -> Result<Arc<Partition>, ErrorCode> {
+        if let Some(p) = self.get(topic_id, partition) {
+            return Ok(p);
+        }
+        let unopened = self.unopened.read().unwrap_or_else(|p| p.into_inner());
+        if unopened.contains(&(*topic_id, partition)) {
+            Err(ErrorCode::KafkaStorageError)
+        } else {
+            Err(ErrorCode::UnknownTopicOrPartition)
+        }
+    }
+
+    /// Whether some partition of the image is still waiting to be opened.
+    pub fn has_unopened(&self) -> bool {
+        !self
+            .unopened
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     pub fn get(&self, topic_id: &Uuid, partition: i32) -> Option<Arc<Partition>> {
@@ -61,8 +96,12 @@ impl PartitionManager {
     }
 
     /// Brings the open partitions in line with `image`. Blocking (opens files, runs recovery).
+    /// A partition that cannot be opened is left out, remembered and logged; the error of the
+    /// first such partition is returned after every other partition was handled.
     pub fn sync(&self, image: &MetadataImage, config: &BrokerConfig) -> std::io::Result<()> {
         let mut wanted: HashMap<PartitionKey, ()> = HashMap::new();
+        let mut unopened = HashSet::new();
+        let mut first_error = None;
         for topic in image.topics() {
             let settings = Arc::new(topic_settings(image, config, &topic.configs));
             for p in topic.partitions.values() {
@@ -79,9 +118,19 @@ impl PartitionManager {
                     continue;
                 }
                 let dir = self.partition_dir(&topic.name, p.partition);
-                claim_dir(&dir, &topic.topic_id)?;
-                let (log, report) = PartitionLog::open(&dir, log_config(&settings), now_ms())
-                    .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?;
+                let opened = claim_dir(&dir, &topic.topic_id).and_then(|()| {
+                    PartitionLog::open(&dir, log_config(&settings), now_ms())
+                        .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))
+                });
+                let (log, report) = match opened {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        tracing::error!(topic = %topic.name, partition = p.partition, %error, "cannot open partition; it answers KAFKA_STORAGE_ERROR until a retry succeeds");
+                        unopened.insert(key);
+                        first_error.get_or_insert(error);
+                        continue;
+                    }
+                };
                 if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
                     tracing::warn!(
                         topic = %topic.name,
@@ -100,6 +149,7 @@ impl PartitionManager {
                     settings.clone(),
                     p.leader_epoch,
                     self.fsync_before_ack,
+                    self.log_dir.clone(),
                 ));
                 self.partitions
                     .write()
@@ -121,11 +171,17 @@ impl PartitionManager {
             let dir = self.partition_dir(&p.topic, p.index);
             remove_partition_dir(&dir);
         }
-        Ok(())
+        *self.unopened.write().unwrap_or_else(|p| p.into_inner()) = unopened;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
-    /// Removes partition directories that belong to no topic in `image` (left over from a
-    /// deletion interrupted by a crash).
+    /// Deals with partition directories that belong to no partition in `image`: one of a
+    /// topic the metadata says was deleted is removed (a deletion interrupted by a crash);
+    /// any other is renamed `<dir>.<random>-stray` and kept, never deleted, because its
+    /// records may have been acknowledged (the metadata that named it could have been lost).
     pub fn remove_orphans(&self, image: &MetadataImage) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
@@ -146,9 +202,26 @@ impl PartitionManager {
                     .keys()
                     .any(|p| format!("{}-{p}", t.name) == name)
             });
-            if !belongs {
+            if belongs {
+                continue;
+            }
+            if image.was_removed(&id) {
                 tracing::warn!(dir = %path.display(), "removing partition directory of a deleted topic");
                 remove_partition_dir(&path);
+            } else {
+                let stray = PathBuf::from(format!(
+                    "{}.{}-stray",
+                    path.display(),
+                    Uuid::new_v4().simple()
+                ));
+                match std::fs::rename(&path, &stray) {
+                    Ok(()) => {
+                        tracing::error!(dir = %path.display(), kept_as = %stray.display(), "partition directory of a topic the metadata does not know; kept aside, not deleted")
+                    }
+                    Err(error) => {
+                        tracing::error!(dir = %path.display(), %error, "partition directory of a topic the metadata does not know; could not set it aside")
+                    }
+                }
             }
         }
     }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::TopicSettings;
+use crate::log_dir::LogDirState;
 
 pub struct Partition {
     pub topic: String,
@@ -53,6 +54,9 @@ pub struct Partition {
     unflushed_since_ms: AtomicI64,
     /// Set once the partition is deleted: appends fail, waiters give up.
     deleted: AtomicBool,
+    /// The data directory's health: once it is offline, this partition refuses reads and
+    /// writes with KAFKA_STORAGE_ERROR and its high watermark never moves (`log_dir.rs`).
+    log_dir: Arc<LogDirState>,
     /// The cleaner's position: records before it were cleaned in the last pass (not kept
     /// across restarts, so the first pass after a start sees everything as dirty).
     clean_point: AtomicI64,
@@ -106,6 +110,9 @@ pub fn producer_error_code(e: &ProducerError) -> ErrorCode {
 }
 
 impl Partition {
+    // Every argument is a distinct part of the replica's identity or environment; a builder
+    // would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         topic: String,
         topic_id: Uuid,
@@ -114,6 +121,7 @@ impl Partition {
         settings: Arc<TopicSettings>,
         leader_epoch: i32,
         fsync_before_ack: bool,
+        log_dir: Arc<LogDirState>,
     ) -> Self {
         let mut log = log;
         let (producers, snapshot_offset) = rebuild_producer_state(&mut log, &topic, index);
@@ -141,6 +149,7 @@ impl Partition {
             unflushed_messages: AtomicI64::new(0),
             unflushed_since_ms: AtomicI64::new(0),
             deleted: AtomicBool::new(false),
+            log_dir,
             clean_point: AtomicI64::new(start),
             dirty_since_ms: AtomicI64::new(0),
         }
@@ -202,8 +211,54 @@ impl Partition {
 
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
-        // Wake waiters so they notice.
+        self.wake();
+    }
+
+    /// Whether the data directory holding this partition is offline after a storage error.
+    pub fn is_offline(&self) -> bool {
+        self.log_dir.is_offline()
+    }
+
+    /// Wakes everything waiting on the high watermark, so that it notices a deletion or an
+    /// offline directory.
+    pub(crate) fn wake(&self) {
         self.hw_tx.send_modify(|_| {});
+    }
+
+    /// Takes the data directory offline after `error` (see `log_dir.rs`) and wakes this
+    /// partition's waiters; other partitions' waiters are woken by the flusher.
+    pub(crate) fn fail_storage(&self, what: &str, error: &dyn std::fmt::Display) {
+        let what = format!("{what} {}-{}", self.topic, self.index);
+        self.log_dir.fail(&what, error);
+        self.wake();
+    }
+
+    /// Maps an append error to Kafka's code. A write that was cut back cleanly (a full disk)
+    /// fails only this request; any other I/O error leaves the log in an unknown state and
+    /// takes the directory offline.
+    fn append_error(&self, e: LogError) -> ErrorCode {
+        match e {
+            LogError::WriteRolledBack { .. } => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "append failed; nothing was written");
+            }
+            LogError::Io { .. } | LogError::Corrupt { .. } => self.fail_storage("append to", &e),
+            LogError::InvalidBatches(_)
+            | LogError::AppendTooLarge { .. }
+            | LogError::OffsetOutOfRange { .. } => {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append refused");
+            }
+        }
+        ErrorCode::KafkaStorageError
+    }
+
+    fn offline_error(&self) -> (ErrorCode, Option<String>) {
+        (
+            ErrorCode::KafkaStorageError,
+            Some(format!(
+                "the log directory {} is offline after a storage error",
+                self.log_dir.path().display()
+            )),
+        )
     }
 
     fn lock_producers(&self) -> MutexGuard<'_, ProducerStateManager> {
@@ -226,6 +281,9 @@ impl Partition {
     ) -> Result<Appended, (ErrorCode, Option<String>)> {
         if self.is_deleted() {
             return Err((ErrorCode::UnknownTopicOrPartition, None));
+        }
+        if self.is_offline() {
+            return Err(self.offline_error());
         }
         let settings = self.settings();
         let log_append_time = settings.log_append_time.then_some(now_ms);
@@ -257,10 +315,9 @@ impl Partition {
         }
         let info = {
             let mut log = self.lock_log();
-            let info = log.append(batches, now_ms, log_append_time).map_err(|e| {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
-                (ErrorCode::KafkaStorageError, None)
-            })?;
+            let info = log
+                .append(batches, now_ms, log_append_time)
+                .map_err(|e| (self.append_error(e), None))?;
             debug_assert_eq!(info.last_offset + 1, log.log_end_offset());
             self.log_end_offset
                 .store(log.log_end_offset(), Ordering::Release);
@@ -304,6 +361,9 @@ impl Partition {
         if self.is_deleted() {
             return Err(ErrorCode::UnknownTopicOrPartition);
         }
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
         let mut producers = self.lock_producers();
         producers
             .check_marker(producer_id, producer_epoch)
@@ -318,10 +378,9 @@ impl Partition {
         let settings = self.settings();
         let log_append_time = settings.log_append_time.then_some(now_ms);
         let mut log = self.lock_log();
-        let info = log.append(&bytes, now_ms, log_append_time).map_err(|e| {
-            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "marker append failed");
-            ErrorCode::KafkaStorageError
-        })?;
+        let info = log
+            .append(&bytes, now_ms, log_append_time)
+            .map_err(|e| self.append_error(e))?;
         self.log_end_offset
             .store(log.log_end_offset(), Ordering::Release);
         let record = MarkerRecord {
@@ -334,7 +393,9 @@ impl Partition {
         };
         if let Some(aborted) = producers.on_marker(&record, self.high_watermark()) {
             if let Err(e) = log.add_aborted_txn(aborted) {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot index an aborted transaction");
+                // The marker is in the log but its index entry is not: read_committed readers
+                // would see aborted records. Stop serving; recovery rebuilds the entry.
+                self.fail_storage("index an aborted transaction of", &e);
                 return Err(ErrorCode::KafkaStorageError);
             }
         }
@@ -346,7 +407,7 @@ impl Partition {
     }
 
     fn after_write(&self, last_offset: i64, record_count: i64, now_ms: i64) {
-        if !self.fsync_before_ack {
+        if !self.fsync_before_ack && !self.is_offline() {
             self.advance_high_watermark(last_offset + 1);
         }
         let _ = self.unflushed_since_ms.compare_exchange(
@@ -396,7 +457,11 @@ impl Partition {
         if !self.producers_dirty.swap(false, Ordering::AcqRel) && !moved {
             return;
         }
-        crate::flusher::flush_now(self);
+        if !crate::flusher::flush_now(self) {
+            // The snapshot must never describe data that is not durable.
+            self.producers_dirty.store(true, Ordering::Release);
+            return;
+        }
         let (state, offset, dir) = {
             let producers = self.lock_producers();
             let log = self.lock_log();
@@ -434,7 +499,9 @@ impl Partition {
 
     /// Called by the flusher once everything below `durable_offset` is on stable storage.
     pub(crate) fn on_flushed(&self, durable_offset: i64) {
-        if self.fsync_before_ack {
+        // After a storage error nothing more is acknowledged, even if a later fsync works:
+        // Linux may have dropped the pages that failed.
+        if self.fsync_before_ack && !self.is_offline() {
             self.advance_high_watermark(durable_offset);
         }
     }
@@ -459,6 +526,9 @@ impl Partition {
         max_bytes: usize,
         read_committed: bool,
     ) -> Result<ReadResult, ErrorCode> {
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
         let last_stable_offset = self.last_stable_offset();
         let log = self.lock_log();
         let high_watermark = self.high_watermark();
@@ -514,6 +584,10 @@ impl Partition {
     fn read_error(&self, e: LogError) -> ErrorCode {
         match e {
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            other @ (LogError::Io { .. } | LogError::WriteRolledBack { .. }) => {
+                self.fail_storage("read or checkpoint", &other);
+                ErrorCode::KafkaStorageError
+            }
             other => {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %other, "read failed");
                 ErrorCode::KafkaStorageError
@@ -545,6 +619,9 @@ impl Partition {
         if offset > hw || offset < 0 {
             return Err(ErrorCode::OffsetOutOfRange);
         }
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
         let mut log = self.lock_log();
         let start = log
             .delete_records_before(offset)
@@ -557,7 +634,7 @@ impl Partition {
     /// `delete`; advances the log start offset. Blocking (deletes files).
     pub fn apply_retention(&self, now_ms: i64) {
         let settings = self.settings();
-        if !settings.delete {
+        if !settings.delete || self.is_offline() {
             return;
         }
         let hw = self.high_watermark();
@@ -565,6 +642,7 @@ impl Partition {
         match log.apply_retention(now_ms, settings.retention_ms, settings.retention_bytes, hw) {
             Ok(Some(start)) => self.log_start_offset.store(start, Ordering::Release),
             Ok(None) => {}
+            Err(e @ LogError::Io { .. }) => self.fail_storage("apply retention to", &e),
             Err(e) => {
                 tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "retention failed")
             }
@@ -578,7 +656,7 @@ impl Partition {
     /// horizon passed so tombstones can go. The cleaner picks the highest.
     pub fn cleaning_priority(&self, now_ms: i64) -> Option<f64> {
         let settings = self.settings();
-        if !settings.compact || self.is_deleted() {
+        if !settings.compact || self.is_deleted() || self.is_offline() {
             return None;
         }
         let hw = self.high_watermark();
@@ -799,7 +877,16 @@ mod tests {
         }));
         let (log, _) =
             PartitionLog::open(&dir.path().join("t-0"), log_config(&settings), 0).expect("open");
-        let p = Partition::new("t".into(), Uuid::nil(), 0, log, settings, 0, false);
+        let p = Partition::new(
+            "t".into(),
+            Uuid::nil(),
+            0,
+            log,
+            settings,
+            0,
+            false,
+            Arc::new(LogDirState::new(dir.path())),
+        );
         // One segment each (segment.bytes is tiny): a=1, a tombstone with an ancient
         // timestamp, z=1 in the active segment.
         for (key, value) in [(b"a", Some(&b"1"[..])), (b"a", None), (b"z", Some(b"1"))] {

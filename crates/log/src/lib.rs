@@ -127,6 +127,15 @@ pub enum LogError {
     /// `strata_protocol::batch::validate_batches`).
     #[error("refusing to append: {0}")]
     InvalidBatches(#[from] BatchError),
+    /// A write failed (for example ENOSPC) and the segment was cut back to where it was, so
+    /// the log is as it was before the append: the append can be retried later. Any other
+    /// I/O error from an append leaves the log in an unknown state.
+    #[error("could not write {path} (nothing of the append was kept): {source}")]
+    WriteRolledBack {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `append` was given more than one segment can hold (2^32 bytes or offsets).
     #[error("refusing to append: {reason}")]
     AppendTooLarge { reason: String },

@@ -373,25 +373,40 @@ impl PartitionLog {
     }
 
     fn start_new_segment(&mut self, base_offset: i64) -> Result<(), LogError> {
-        let active_unsynced = std::mem::take(&mut self.active_unsynced);
-        let active = self.active_mut();
         assert!(
-            base_offset > active.base_offset,
+            base_offset > self.active().base_offset,
             "a new segment starts after the active one"
         );
-        let index_files = active.seal()?;
+        // Create the new segment before sealing the old one: if creating fails (a full disk,
+        // no descriptors left), the log is unchanged and the old segment stays active.
+        let segment = match Segment::create(&self.dir, base_offset) {
+            Ok(segment) => segment,
+            Err(e @ LogError::Corrupt { .. }) => return Err(e),
+            Err(e) => {
+                // Leave no empty files behind to be mistaken for a segment at restart.
+                let _ = Segment::remove_files(&self.dir, base_offset);
+                return Err(e);
+            }
+        };
+        let active_unsynced = std::mem::take(&mut self.active_unsynced);
+        let active = self.active_mut();
+        // Sealing takes the index writers whatever happens, so the new segment becomes the
+        // active one even if it fails (a seal error is an I/O error the caller must treat as
+        // fatal for the log; the old segment's indexes are rebuilt at open if incomplete).
+        let sealed = active.seal();
         let log_file = active.log.clone();
         // The old segment's data still has to be fsynced: move the obligation, with its index
         // files (which become trusted once the segment is closed).
         if active_unsynced {
             self.unsynced_files.push(log_file);
         }
-        self.unsynced_files.extend(index_files);
-        let segment = Segment::create(&self.dir, base_offset)?;
+        if let Ok(index_files) = &sealed {
+            self.unsynced_files.extend(index_files.iter().cloned());
+        }
         self.segments.insert(base_offset, segment);
         self.log_end_offset = base_offset;
         self.dir_unsynced = true;
-        Ok(())
+        sealed.map(|_| ())
     }
 
     /// Everything written since the previous job, to fsync off the caller's lock; `None` if

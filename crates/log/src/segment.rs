@@ -421,9 +421,16 @@ impl Segment {
             Some(self.end_offset)
         );
         if let Err(e) = write_all_vectored(&self.log, &mut slices) {
-            // Best effort: if this fails too, recovery will cut the torn tail on restart.
-            let _ = self.log.set_len(self.size);
-            return Err(io_err("write segment", &self.log_path)(e));
+            // Cut back what was written of the batches. If that fails too, the file's tail is
+            // unknown: the caller must stop using the log (recovery cuts the torn tail on
+            // restart).
+            return match self.log.set_len(self.size) {
+                Ok(()) => Err(LogError::WriteRolledBack {
+                    path: self.log_path.clone(),
+                    source: e,
+                }),
+                Err(_) => Err(io_err("write segment", &self.log_path)(e)),
+            };
         }
         let index_path = &self.log_path;
         for (header, at) in headers {

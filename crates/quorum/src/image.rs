@@ -1,6 +1,6 @@
 //! The metadata state machine: the current picture of topics, partitions and configs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
@@ -36,6 +36,9 @@ pub struct MetadataImage {
     pub applied_records: u64,
     /// Producer ids below this have been handed out.
     pub next_producer_id: i64,
+    /// Ids of deleted topics: a partition directory of one of them may be removed, while a
+    /// directory of an id the metadata never saw is kept aside (see the partition manager).
+    removed_topic_ids: BTreeSet<Uuid>,
 }
 
 impl MetadataImage {
@@ -112,6 +115,7 @@ impl MetadataImage {
                 if let Some(topic) = self.topics.remove(topic_id) {
                     self.topic_ids_by_name.remove(&topic.name);
                 }
+                self.removed_topic_ids.insert(*topic_id);
             }
         }
     }
@@ -131,6 +135,11 @@ impl MetadataImage {
         self.topic_ids_by_name
             .values()
             .filter_map(|id| self.topics.get(id))
+    }
+
+    /// Whether a topic with this id existed and was deleted.
+    pub fn was_removed(&self, id: &Uuid) -> bool {
+        self.removed_topic_ids.contains(id)
     }
 
     pub fn topic_count(&self) -> usize {
@@ -181,6 +190,8 @@ mod tests {
         image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
         assert!(image.topic_by_name("orders").is_none());
         assert_eq!(image.topic_count(), 0);
+        assert!(image.was_removed(&id));
+        assert!(!image.was_removed(&Uuid::new_v4()));
     }
 
     #[test]

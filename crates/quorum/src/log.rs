@@ -9,6 +9,13 @@
 //! Appends are one write followed by fsync. On open, replay stops at the first frame whose
 //! length runs past the end or whose CRC is wrong, and the file is truncated there: a torn tail
 //! was never acknowledged, because commit returns only after the fsync.
+//!
+//! A failed append must not leave a partial frame for later appends to follow (they would be
+//! cut off with it at the next open). A failed write is cut back to the last whole frame and
+//! fsynced, and the log goes on. A failed fsync, or a cut that fails, leaves the file in an
+//! unknown state (Linux forgets a failed writeback after reporting it once), so the log
+//! refuses every later append until the process restarts and recovery reads what is really
+//! on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,6 +32,8 @@ pub enum MetadataLogError {
     Io { path: PathBuf, source: io::Error },
     #[error("metadata record cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("metadata log {path} is unusable after an earlier storage error ({reason}); restart the broker once the disk is fixed")]
+    Failed { path: PathBuf, reason: String },
 }
 
 /// A durable, ordered sequence of metadata records.
@@ -36,6 +45,10 @@ pub trait MetadataLog: Send {
 pub struct LocalMetadataLog {
     path: PathBuf,
     file: File,
+    /// Bytes of whole, durable frames: the file's length after the last good append.
+    len: u64,
+    /// Set after an error that leaves the file's content unknown; no append succeeds after.
+    failed: Option<String>,
 }
 
 impl LocalMetadataLog {
@@ -65,7 +78,15 @@ impl LocalMetadataLog {
             file.set_len(valid_len as u64).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
         }
-        Ok((Self { path, file }, records))
+        Ok((
+            Self {
+                path,
+                file,
+                len: valid_len as u64,
+                failed: None,
+            },
+            records,
+        ))
     }
 }
 
@@ -80,12 +101,33 @@ impl MetadataLog for LocalMetadataLog {
             buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
             buf.extend_from_slice(&payload);
         }
-        let io_err = |source| MetadataLogError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&buf).map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)
+        if let Some(reason) = &self.failed {
+            return Err(MetadataLogError::Failed {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let path = self.path.clone();
+        if let Err(source) = self.file.write_all(&buf) {
+            let cut = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            if let Err(cut_error) = cut {
+                self.failed = Some(format!("{source}; then cutting back failed: {cut_error}"));
+                tracing::error!(path = %path.display(), error = %source, %cut_error, "metadata log write failed and could not be cut back; refusing further metadata changes");
+            } else {
+                tracing::warn!(path = %path.display(), error = %source, "metadata log write failed; nothing of it was kept");
+            }
+            return Err(MetadataLogError::Io { path, source });
+        }
+        if let Err(source) = self.file.sync_data() {
+            self.failed = Some(format!("fsync failed: {source}"));
+            tracing::error!(path = %path.display(), error = %source, "metadata log fsync failed; refusing further metadata changes until a restart");
+            return Err(MetadataLogError::Io { path, source });
+        }
+        self.len += buf.len() as u64;
+        Ok(())
     }
 }
 

@@ -229,10 +229,7 @@ fn resolve(
         Some(t) if !authorize(ctx, Operation::Read, Resource::Topic(&t.name)) => {
             Err(ErrorCode::TopicAuthorizationFailed)
         }
-        Some(t) => broker
-            .partitions
-            .get(&t.topic_id, key.partition)
-            .ok_or(ErrorCode::UnknownTopicOrPartition),
+        Some(t) => broker.partitions.lookup(&t.topic_id, key.partition),
     };
     let lookup = lookup.and_then(|p| {
         let ours = p.leader_epoch();

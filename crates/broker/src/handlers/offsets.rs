@@ -38,10 +38,7 @@ fn lookup(
     if !authorize(ctx, op, Resource::Topic(topic)) {
         return Err(ErrorCode::TopicAuthorizationFailed);
     }
-    broker
-        .partitions
-        .get(&t.topic_id, partition)
-        .ok_or(ErrorCode::UnknownTopicOrPartition)
+    broker.partitions.lookup(&t.topic_id, partition)
 }
 
 pub fn list_offsets(

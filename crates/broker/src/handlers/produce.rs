@@ -71,8 +71,8 @@ pub fn produce(
                 }
                 let partition = broker
                     .partitions
-                    .get(&topic.topic_id, data.index)
-                    .ok_or((ErrorCode::UnknownTopicOrPartition, None))?;
+                    .lookup(&topic.topic_id, data.index)
+                    .map_err(|code| (code, None))?;
                 let records = data
                     .records
                     .as_ref()
@@ -209,7 +209,10 @@ pub fn produce(
                 let mut rx = w.partition.subscribe();
                 let reached = tokio::time::timeout_at(deadline, async {
                     loop {
-                        if *rx.borrow_and_update() >= w.needed_hw || w.partition.is_deleted() {
+                        if *rx.borrow_and_update() >= w.needed_hw
+                            || w.partition.is_deleted()
+                            || w.partition.is_offline()
+                        {
                             return;
                         }
                         if rx.changed().await.is_err() {
@@ -220,6 +223,10 @@ pub fn produce(
                 .await;
                 let code = if w.partition.is_deleted() {
                     Some(ErrorCode::UnknownTopicOrPartition)
+                } else if w.partition.high_watermark() < w.needed_hw && w.partition.is_offline() {
+                    // Written, but the directory failed before it was durable: never
+                    // acknowledged (the producer may retry once the broker is back).
+                    Some(ErrorCode::KafkaStorageError)
                 } else if reached.is_err() {
                     Some(ErrorCode::RequestTimedOut)
                 } else {
