@@ -17,6 +17,8 @@ pub enum StartError {
     DataDir { dir: String, source: std::io::Error },
     #[error("data directory {dir} is in use by another broker (lock on {lock} is held); stop that broker or choose another log.dirs")]
     Locked { dir: String, lock: String },
+    #[error("{0}")]
+    Format(#[from] crate::data_dir::FormatError),
     #[error("cannot load metadata: {0}")]
     Metadata(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -68,6 +70,8 @@ impl Broker {
                 lock: lock_path.display().to_string(),
             });
         }
+        let previous = crate::data_dir::check(&dir, config.node_id)?;
+        let had_data = dir.join("meta").exists();
         let mut store = MetadataStore::open_local(&dir.join("meta"))
             .map_err(|e| StartError::Metadata(e.to_string()))?;
         if store.image().cluster_id.is_none() {
@@ -81,12 +85,31 @@ impl Broker {
                 .map_err(|e| StartError::Metadata(e.to_string()))?;
         }
         let image = Arc::new(store.image().clone());
+        let found_version = previous.as_ref().map(|m| m.format_version);
+        if found_version != Some(crate::data_dir::FORMAT_VERSION) {
+            if had_data {
+                tracing::info!(
+                    dir = %dir.display(),
+                    from = found_version.unwrap_or(1),
+                    to = crate::data_dir::FORMAT_VERSION,
+                    "upgrading the data directory format"
+                );
+            }
+            let meta = crate::data_dir::MetaProperties {
+                cluster_id: image.cluster_id.clone(),
+                node_id: Some(config.node_id),
+                directory_id: previous
+                    .and_then(|m| m.directory_id)
+                    .or_else(|| Some(new_cluster_id())),
+                format_version: crate::data_dir::FORMAT_VERSION,
+            };
+            crate::data_dir::write(&dir, &meta).map_err(dir_err)?;
+        }
         let flusher = Flusher::start();
-        let partitions = Arc::new(PartitionManager::new(
-            dir.clone(),
-            config.fsync_before_ack,
-            flusher.clone(),
-        ));
+        let partitions = Arc::new(
+            PartitionManager::new(dir.clone(), config.fsync_before_ack, flusher.clone())
+                .map_err(dir_err)?,
+        );
         partitions.remove_orphans(&image);
         if let Err(error) = partitions.sync(&image, &config) {
             // Each failed partition was logged and answers KAFKA_STORAGE_ERROR; the others
@@ -120,6 +143,7 @@ impl Broker {
         broker.txns.load(&broker);
         crate::txn::TxnService::start_ticker(&broker);
         start_log_maintenance(&broker);
+        start_checkpoints(&broker);
         crate::cleaner::start(&broker);
         Ok(broker)
     }
@@ -194,12 +218,14 @@ impl Broker {
         Ok(id)
     }
 
-    /// Fsyncs every partition (shutdown).
+    /// Fsyncs every partition, writes the checkpoints and marks the shutdown clean (unless
+    /// the directory went offline). Called once, at shutdown.
     pub fn flush_all(&self) {
         for p in self.partitions.all() {
             crate::flusher::flush_now(&p);
             p.snapshot_producer_state(true);
         }
+        self.partitions.mark_clean_shutdown();
     }
 }
 
@@ -207,6 +233,29 @@ impl Broker {
 fn new_cluster_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+/// Every `log.flush.offset.checkpoint.interval.ms` (Kafka's default: a minute): write the
+/// recovery-point and high-watermark checkpoints, on the blocking pool.
+fn start_checkpoints(broker: &Arc<Broker>) {
+    let interval_ms = broker
+        .config
+        .value("log.flush.offset.checkpoint.interval.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(60_000)
+        .max(10);
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(broker) = weak.upgrade() else { return };
+            let partitions = broker.partitions.clone();
+            drop(broker);
+            let _ = tokio::task::spawn_blocking(move || partitions.write_checkpoints()).await;
+        }
+    });
 }
 
 /// Every `log.retention.check.interval.ms`: roll segments older than `segment.ms` and apply

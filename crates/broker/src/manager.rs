@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use strata_log::offset_checkpoint::{self, OffsetCheckpoint};
 use strata_log::PartitionLog;
 use strata_quorum::MetadataImage;
 use uuid::Uuid;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use crate::config::{BrokerConfig, ConfigLayers, TopicSettings};
 use crate::flusher::Flusher;
 use crate::log_dir::LogDirState;
-use crate::partition::{log_config, now_ms, Partition};
+use crate::partition::{log_config, now_ms, Partition, PartitionInit};
 use strata_protocol::ErrorCode;
 
 pub type PartitionKey = (Uuid, i32);
@@ -35,19 +36,97 @@ pub struct PartitionManager {
     pub log_dir: Arc<LogDirState>,
     /// Partitions of the image that could not be opened yet.
     unopened: RwLock<HashSet<PartitionKey>>,
+    /// After an unclean stop: each partition's recovery point from the checkpoint (a
+    /// partition directory that existed before is opened with `open_after_crash`). `None`
+    /// after a clean shutdown.
+    recovery_points: Option<OffsetCheckpoint>,
+    /// High watermarks from `replication-offset-checkpoint`, read at start-up.
+    checkpointed_hws: OffsetCheckpoint,
 }
+
+/// Written at the end of a clean shutdown, removed at start-up: its absence means the broker
+/// stopped uncleanly and recovery must validate every batch after the recovery points.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 const PARTITION_METADATA: &str = "partition.metadata";
 
 impl PartitionManager {
-    pub fn new(data_dir: PathBuf, fsync_before_ack: bool, flusher: Flusher) -> Self {
-        PartitionManager {
+    /// A manager for `data_dir`. Reads the offset checkpoints and consumes the clean-shutdown
+    /// marker (so a crash from now on is seen as unclean at the next start).
+    pub fn new(
+        data_dir: PathBuf,
+        fsync_before_ack: bool,
+        flusher: Flusher,
+    ) -> std::io::Result<Self> {
+        let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let read = |name| {
+            offset_checkpoint::read_offsets(&data_dir, name)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        let recovery_points = if clean {
+            std::fs::remove_file(&marker)?;
+            std::fs::File::open(&data_dir)?.sync_all()?;
+            None
+        } else {
+            let points = read(offset_checkpoint::RECOVERY_POINT_FILE)?;
+            if data_dir.join("meta").exists() {
+                tracing::warn!(dir = %data_dir.display(), checkpointed = points.len(), "the broker did not shut down cleanly; validating every batch after each partition's recovery point");
+            }
+            Some(points)
+        };
+        let checkpointed_hws = read(offset_checkpoint::HIGH_WATERMARK_FILE)?;
+        Ok(PartitionManager {
             log_dir: Arc::new(LogDirState::new(&data_dir)),
             data_dir,
             partitions: RwLock::new(HashMap::new()),
             fsync_before_ack,
             flusher,
             unopened: RwLock::new(HashSet::new()),
+            recovery_points,
+            checkpointed_hws,
+        })
+    }
+
+    /// Writes `recovery-point-offset-checkpoint` and `replication-offset-checkpoint` for
+    /// every open partition. A failure takes the directory offline (as Kafka does). Blocking.
+    pub fn write_checkpoints(&self) {
+        if self.log_dir.is_offline() {
+            return;
+        }
+        let mut recovery = Vec::new();
+        let mut hws = Vec::new();
+        for p in self.all() {
+            recovery.push((p.topic.clone(), p.index, p.recovery_point()));
+            hws.push((p.topic.clone(), p.index, p.high_watermark()));
+        }
+        for (name, entries) in [
+            (offset_checkpoint::RECOVERY_POINT_FILE, recovery),
+            (offset_checkpoint::HIGH_WATERMARK_FILE, hws),
+        ] {
+            if let Err(error) = offset_checkpoint::write_offsets(&self.data_dir, name, &entries) {
+                self.log_dir.fail("write the offset checkpoint", &error);
+                for p in self.all() {
+                    p.wake();
+                }
+                return;
+            }
+        }
+    }
+
+    /// Ends a clean shutdown: checkpoints, then the marker that lets the next start skip
+    /// validating closed segments. Nothing is marked clean once the directory is offline.
+    pub fn mark_clean_shutdown(&self) {
+        self.write_checkpoints();
+        if self.log_dir.is_offline() {
+            return;
+        }
+        let marker = self.data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let written = std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::File::open(&self.data_dir)?.sync_all());
+        if let Err(error) = written {
+            tracing::warn!(%error, "could not mark the shutdown clean; the next start validates the logs");
         }
     }
 
@@ -118,9 +197,23 @@ impl PartitionManager {
                     continue;
                 }
                 let dir = self.partition_dir(&topic.name, p.partition);
+                let name_key = (topic.name.clone(), p.partition);
+                // After an unclean stop, a directory that existed before is recovered from
+                // its recovery point (0 when the checkpoint does not know it).
+                let recover_from = self
+                    .recovery_points
+                    .as_ref()
+                    .filter(|_| dir.join(PARTITION_METADATA).exists())
+                    .map(|points| points.get(&name_key).copied().unwrap_or(0));
                 let opened = claim_dir(&dir, &topic.topic_id).and_then(|()| {
-                    PartitionLog::open(&dir, log_config(&settings), now_ms())
-                        .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))
+                    let config = log_config(&settings);
+                    match recover_from {
+                        Some(point) => {
+                            PartitionLog::open_after_crash(&dir, config, now_ms(), point)
+                        }
+                        None => PartitionLog::open(&dir, config, now_ms()),
+                    }
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))
                 });
                 let (log, report) = match opened {
                     Ok(opened) => opened,
@@ -147,9 +240,12 @@ impl PartitionManager {
                     p.partition,
                     log,
                     settings.clone(),
-                    p.leader_epoch,
-                    self.fsync_before_ack,
-                    self.log_dir.clone(),
+                    PartitionInit {
+                        leader_epoch: p.leader_epoch,
+                        fsync_before_ack: self.fsync_before_ack,
+                        log_dir: self.log_dir.clone(),
+                        checkpointed_hw: self.checkpointed_hws.get(&name_key).copied(),
+                    },
                 ));
                 self.partitions
                     .write()

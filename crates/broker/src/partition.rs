@@ -44,6 +44,9 @@ pub struct Partition {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     high_watermark: AtomicI64,
+    /// Every offset below this is known to be fsynced (Kafka's recovery point); checkpointed
+    /// to `recovery-point-offset-checkpoint` so an unclean start validates only what follows.
+    recovery_point: AtomicI64,
     hw_tx: watch::Sender<i64>,
     fsync_before_ack: bool,
     /// Set while the partition waits in the flusher's queue, so it is queued at most once.
@@ -109,27 +112,41 @@ pub fn producer_error_code(e: &ProducerError) -> ErrorCode {
     }
 }
 
+/// How a partition replica starts, besides its identity and log.
+pub struct PartitionInit {
+    pub leader_epoch: i32,
+    pub fsync_before_ack: bool,
+    pub log_dir: Arc<LogDirState>,
+    /// The high watermark from `replication-offset-checkpoint`, if it had one.
+    pub checkpointed_hw: Option<i64>,
+}
+
 impl Partition {
-    // Every argument is a distinct part of the replica's identity or environment; a builder
-    // would only rename them.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         topic: String,
         topic_id: Uuid,
         index: i32,
         log: PartitionLog,
         settings: Arc<TopicSettings>,
-        leader_epoch: i32,
-        fsync_before_ack: bool,
-        log_dir: Arc<LogDirState>,
+        init: PartitionInit,
     ) -> Self {
+        let PartitionInit {
+            leader_epoch,
+            fsync_before_ack,
+            log_dir,
+            checkpointed_hw,
+        } = init;
         let mut log = log;
         let (producers, snapshot_offset) = rebuild_producer_state(&mut log, &topic, index);
         let start = log.log_start_offset();
         let end = log.log_end_offset();
-        // Everything recovered from disk at start-up is treated as durable: it survived the
-        // restart, and recovery fsynced anything it truncated.
-        let (hw_tx, _) = watch::channel(end);
+        // The high watermark starts at its checkpoint (within the log). A replica that is
+        // the whole ISR (a single node) then advances it to the log end: everything recovered
+        // is durable (a clean shutdown fsynced it; an unclean start's recovery fsyncs what
+        // it kept).
+        let checkpointed = checkpointed_hw.map_or(end, |hw| hw.clamp(start, end));
+        let hw = checkpointed.max(end);
+        let (hw_tx, _) = watch::channel(hw);
         Partition {
             topic,
             topic_id,
@@ -142,7 +159,8 @@ impl Partition {
             leader_epoch: AtomicI32::new(leader_epoch),
             log_start_offset: AtomicI64::new(start),
             log_end_offset: AtomicI64::new(end),
-            high_watermark: AtomicI64::new(end),
+            high_watermark: AtomicI64::new(hw),
+            recovery_point: AtomicI64::new(end),
             hw_tx,
             fsync_before_ack,
             flush_queued: AtomicBool::new(false),
@@ -194,6 +212,11 @@ impl Partition {
 
     pub fn log_end_offset(&self) -> i64 {
         self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Every offset below this is known to be on stable storage.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point.load(Ordering::Acquire)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -499,6 +522,8 @@ impl Partition {
 
     /// Called by the flusher once everything below `durable_offset` is on stable storage.
     pub(crate) fn on_flushed(&self, durable_offset: i64) {
+        self.recovery_point
+            .fetch_max(durable_offset, Ordering::AcqRel);
         // After a storage error nothing more is acknowledged, even if a later fsync works:
         // Linux may have dropped the pages that failed.
         if self.fsync_before_ack && !self.is_offline() {
@@ -883,9 +908,12 @@ mod tests {
             0,
             log,
             settings,
-            0,
-            false,
-            Arc::new(LogDirState::new(dir.path())),
+            PartitionInit {
+                leader_epoch: 0,
+                fsync_before_ack: false,
+                log_dir: Arc::new(LogDirState::new(dir.path())),
+                checkpointed_hw: None,
+            },
         );
         // One segment each (segment.bytes is tiny): a=1, a tombstone with an ancient
         // timestamp, z=1 in the active segment.

@@ -36,6 +36,7 @@ mod checkpoint;
 mod compaction;
 mod horizon;
 mod index;
+pub mod offset_checkpoint;
 mod partition_log;
 pub mod producer_state;
 mod segment;

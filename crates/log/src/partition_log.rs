@@ -95,10 +95,51 @@ impl PartitionLog {
     /// - the `log-start-offset` checkpoint is applied: segments entirely below it are removed.
     ///
     /// Truncations are logged with `tracing::warn!` and described in the [`RecoveryReport`].
+    ///
+    /// This is the open after a clean shutdown; [`PartitionLog::open_after_crash`] is the
+    /// one after an unclean stop.
     pub fn open(
         dir: &Path,
         config: LogConfig,
         now_ms: i64,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        Self::open_recovering(dir, config, now_ms, None)
+    }
+
+    /// Opens the log after an unclean stop (a crash or a power loss). Closed segments are not
+    /// assumed whole: every batch of every segment that holds offsets at or above
+    /// `recovery_point` (the offset below which everything was known to be fsynced; 0 when
+    /// unknown) is validated, and the log is cut at the first bad batch, later segments
+    /// included. The recovered log is then fsynced, so that everything it holds is durable.
+    pub fn open_after_crash(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        recovery_point: i64,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        let (mut log, report) = Self::open_recovering(dir, config, now_ms, Some(recovery_point))?;
+        // Whatever survived the crash may still be only in the page cache (a process crash
+        // keeps it there): make it durable before anyone is told about it.
+        let unflushed: Vec<Arc<File>> = log
+            .segments
+            .values()
+            .filter(|s| s.end_offset > recovery_point && s.writers_closed())
+            .map(|s| s.log.clone())
+            .collect();
+        log.unsynced_files.extend(unflushed);
+        log.active_unsynced = true;
+        log.dir_unsynced = true;
+        if let Some(job) = log.sync_job() {
+            job.run().map_err(io_err("fsync recovered log", dir))?;
+        }
+        Ok((log, report))
+    }
+
+    fn open_recovering(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        recovery_point: Option<i64>,
     ) -> Result<(Self, RecoveryReport), LogError> {
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io_err("create partition directory", dir))?;
@@ -115,9 +156,12 @@ impl PartitionLog {
             Arc::new(File::open(dir).map_err(io_err("open partition directory", dir))?);
         let checkpointed_start = checkpoint::read(dir)?;
         compaction::recover_cleaner_files(dir, &dir_handle)?;
-        let bases = list_segments(dir)?;
+        let mut bases = list_segments(dir)?;
 
         let mut report = RecoveryReport::default();
+        if let Some(recovery_point) = recovery_point {
+            validate_unflushed_segments(dir, &mut bases, recovery_point, &mut report)?;
+        }
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
             let base = checkpointed_start.unwrap_or(0);
@@ -136,7 +180,7 @@ impl PartitionLog {
             let (segment, recovery) =
                 Segment::recover_active(dir, last, config.index_interval_bytes, now_ms)?;
             if let Some(stop) = &recovery.stop {
-                report.truncated_bytes = recovery.truncated_bytes;
+                report.truncated_bytes += recovery.truncated_bytes;
                 report.truncated_at_offset = Some(segment.end_offset);
                 tracing::warn!(
                     dir = %dir.display(),
@@ -1186,6 +1230,46 @@ fn whole_batches_below(buf: &[u8], max_offset_exclusive: i64) -> usize {
         position += header.total_len();
     }
     position
+}
+
+/// After an unclean stop: checks every batch (framing, CRC, increasing offsets) of each closed
+/// segment that holds offsets at or above `recovery_point`, in order. At the first segment with
+/// a bad batch, every later segment is deleted, so that segment becomes the last one and
+/// `Segment::recover_active` cuts it at the bad batch. (The last segment is always checked by
+/// `recover_active`.)
+fn validate_unflushed_segments(
+    dir: &Path,
+    bases: &mut Vec<i64>,
+    recovery_point: i64,
+    report: &mut RecoveryReport,
+) -> Result<(), LogError> {
+    let closed = bases.len().saturating_sub(1);
+    for i in 0..closed {
+        // A segment holds offsets below the next one's base: wholly below the recovery point
+        // means known durable.
+        if bases[i + 1] <= recovery_point {
+            continue;
+        }
+        let Some(stop) = Segment::validate(dir, bases[i])? else {
+            continue;
+        };
+        tracing::warn!(
+            dir = %dir.display(),
+            segment = bases[i],
+            position = stop.position,
+            reason = %stop.reason,
+            later_segments = closed - i,
+            "a closed segment past the recovery point is damaged; cutting the log there"
+        );
+        for base in bases.drain(i + 1..) {
+            report.truncated_bytes += std::fs::metadata(segment_path(dir, base, "log"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            Segment::remove_files(dir, base)?;
+        }
+        break;
+    }
+    Ok(())
 }
 
 /// Base offsets of the `.log` files in `dir`, sorted. Removes a leftover checkpoint temp file

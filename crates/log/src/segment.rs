@@ -332,6 +332,18 @@ impl Segment {
         ))
     }
 
+    /// Checks every batch of a closed segment (framing, CRC32C, counts, increasing offsets)
+    /// through to the end of its file; where and why it stopped, if it found a bad one.
+    pub fn validate(dir: &Path, base_offset: i64) -> Result<Option<ScanStop>, LogError> {
+        let log_path = segment_path(dir, base_offset, "log");
+        let log = File::open(&log_path).map_err(io_err("open segment", &log_path))?;
+        let size = log
+            .metadata()
+            .map_err(io_err("stat segment", &log_path))?
+            .len();
+        scan(&log, size, base_offset, true, |_, _| {}).map_err(io_err("read segment", &log_path))
+    }
+
     /// Opens the last segment after a restart: validates every batch (framing, CRC32C,
     /// counts, increasing offsets), truncates the file at the first bad one (then fsyncs
     /// it), and rebuilds both indexes, rewriting the files if they differ.
@@ -395,6 +407,11 @@ impl Segment {
                 index_rewritten,
             },
         ))
+    }
+
+    /// Whether this is a closed segment (no index writers: never appended to again).
+    pub fn writers_closed(&self) -> bool {
+        self.writers.is_none()
     }
 
     pub fn is_empty(&self) -> bool {

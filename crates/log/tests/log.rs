@@ -450,3 +450,75 @@ fn cleaning_keeps_control_batches_byte_for_byte() {
         "the marker is untouched"
     );
 }
+
+/// Base offsets of the segment files in `dir`, sorted.
+fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// Power loss can damage a closed segment (its pages were never fsynced): after an unclean
+/// stop, every segment past the recovery point is validated and the log is cut at the first
+/// bad batch, later segments included; segments wholly below the recovery point, and every
+/// closed segment after a clean shutdown, are trusted as they are.
+#[test]
+fn unclean_open_validates_closed_segments_from_the_recovery_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    let expected = fill(&mut log, 50);
+    drop(log);
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 4, "rolled by size: {bases:?}");
+    // Damage the middle of the second segment (a lost page reads as zeroes).
+    let victim = dir.path().join(format!("{:020}.log", bases[1]));
+    let len = std::fs::metadata(&victim).expect("stat").len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .expect("open");
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0u8; 40], len / 2).expect("zero a page");
+    drop(f);
+
+    // A clean open trusts closed segments (the damage stays unseen until read).
+    let (log, report) = PartitionLog::open(dir.path(), small(), 0).expect("clean open");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.log_end_offset(), 100);
+    drop(log);
+
+    // Recovery point past the damaged segment: it is trusted too.
+    let (log, report) =
+        PartitionLog::open_after_crash(dir.path(), small(), 0, bases[2]).expect("open");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.log_end_offset(), 100);
+    drop(log);
+
+    // Recovery point inside it: cut at the first bad batch, later segments gone.
+    let (mut log, report) =
+        PartitionLog::open_after_crash(dir.path(), small(), 0, bases[1]).expect("recover");
+    assert!(report.truncated_bytes > 0);
+    let end = log.log_end_offset();
+    assert!(
+        end > bases[1] && end < bases[2],
+        "cut inside the damaged segment: {end}"
+    );
+    assert_eq!(segment_bases(dir.path()), bases[..2].to_vec());
+    let kept: Vec<(i64, String)> = expected.iter().filter(|(o, _)| *o < end).cloned().collect();
+    assert_eq!(read_everything(&log), kept);
+    // Appends continue at the cut, and a reopen keeps everything.
+    let info = log
+        .append(&batch(9000, &["after"]), 0, None)
+        .expect("append");
+    assert_eq!(info.base_offset, end);
+    drop(log);
+    let (log, report) = PartitionLog::open_after_crash(dir.path(), small(), 0, 0).expect("reopen");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.log_end_offset(), end + 1);
+}
