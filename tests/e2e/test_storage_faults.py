@@ -138,11 +138,11 @@ def test_full_disk_refuses_promptly_and_serves_again_once_space_is_freed(
 def fill_up(path: Path):
     """Writes `path` until the disk is full (ENOSPC)."""
     chunk = b"\1" * (64 << 10)
-    with open(path, "wb") as f:
+    # Unbuffered, so closing the file has nothing left to write to the full disk.
+    with open(path, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError:
             pass
 

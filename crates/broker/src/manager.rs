@@ -213,6 +213,10 @@ impl PartitionManager {
                         }
                         None => PartitionLog::open(&dir, config, now_ms()),
                     }
+                    .and_then(|(mut log, report)| {
+                        log.set_leader_epoch(p.leader_epoch)?;
+                        Ok((log, report))
+                    })
                     .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))
                 });
                 let (log, report) = match opened {

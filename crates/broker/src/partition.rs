@@ -198,8 +198,59 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
+    /// Sets the leader epoch that Fetch and Produce check and that appends stamp into their
+    /// batches (and record in the epoch cache).
     pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.store(epoch, Ordering::Release);
+        if self.leader_epoch.swap(epoch, Ordering::AcqRel) == epoch {
+            return;
+        }
+        if let Err(e) = self.lock_log().set_leader_epoch(epoch) {
+            self.fail_storage("checkpoint the leader epoch of", &e);
+        }
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `requested` and the offset where
+    /// it ends on this replica; `(-1, -1)` when unknown.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Result<(i32, i64), ErrorCode> {
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        Ok(self.lock_log().end_offset_for_epoch(requested))
+    }
+
+    /// The leader-epoch cache: (epoch, start offset).
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.lock_log().leader_epochs().to_vec()
+    }
+
+    /// Cuts this replica's log at `offset` (see `PartitionLog::truncate_to`): what a follower
+    /// does when its log diverged from the leader's. The high watermark and the producer state
+    /// follow the cut. Never done by a leader, whose high watermark never moves back. Blocking.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, ErrorCode> {
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let mut producers = self.lock_producers();
+        let mut log = self.lock_log();
+        let end = log.truncate_to(offset, now_ms()).map_err(|e| match e {
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            other => {
+                self.fail_storage("truncate", &other);
+                ErrorCode::KafkaStorageError
+            }
+        })?;
+        self.log_end_offset.store(end, Ordering::Release);
+        self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        self.recovery_point.fetch_min(end, Ordering::AcqRel);
+        self.hw_tx.send_replace(self.high_watermark());
+        // The producer state may describe batches that are gone: rebuild it from the log.
+        ProducerStateManager::remove_snapshot(log.dir());
+        let (state, snapshot_offset) = rebuild_producer_state(&mut log, &self.topic, self.index);
+        *producers = state;
+        self.snapshot_offset
+            .store(snapshot_offset, Ordering::Release);
+        self.producers_dirty.store(true, Ordering::Release);
+        Ok(end)
     }
 
     pub fn high_watermark(&self) -> i64 {

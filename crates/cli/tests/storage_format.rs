@@ -211,3 +211,91 @@ fn newer_formats_and_other_nodes_are_refused_and_old_directories_upgraded() {
         "the old record is kept"
     );
 }
+
+/// Every appended batch carries the partition's leader epoch (whatever the producer wrote in
+/// `partitionLeaderEpoch`), `leader-epoch-checkpoint` records it, and OffsetForLeaderEpoch
+/// answers from it as Kafka does.
+#[test]
+fn batches_carry_the_leader_epoch_and_offset_for_leader_epoch_answers() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+
+    let broker = TestBroker::start(&[]);
+    let mut c = broker.client();
+    create(&mut c, "ep", 1);
+    let mut records = batch(&[b"a", b"b", b"c"], Compression::None).to_vec();
+    records[12..16].copy_from_slice(&0x1234_5678i32.to_be_bytes());
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(t("ep"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records.into()))])]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).expect("answer");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(t("ep"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch).expect("fetch");
+    let bytes = f.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(
+        i32::from_be_bytes(bytes[12..16].try_into().expect("4 bytes")),
+        0,
+        "the leader's epoch replaced the producer's"
+    );
+    let checkpoint =
+        std::fs::read_to_string(broker.data_dir().join("ep-0/leader-epoch-checkpoint"))
+            .expect("leader-epoch-checkpoint");
+    assert_eq!(checkpoint, "0\n1\n0 0\n");
+
+    let ask = |c: &mut Client, version: i16, topic: &str, epoch: i32, current: i32| {
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(t(topic))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_leader_epoch(epoch)
+                    .with_current_leader_epoch(current)])]);
+        let r: OffsetForLeaderEpochResponse = c
+            .call(ApiKey::OffsetForLeaderEpoch, version, &req)
+            .expect("answer");
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    for version in [2, 3, 4] {
+        assert_eq!(ask(&mut c, version, "ep", 0, -1), (0, 0, 3), "v{version}");
+        assert_eq!(ask(&mut c, version, "ep", 0, 0), (0, 0, 3), "v{version}");
+        assert_eq!(
+            ask(&mut c, version, "ep", 4, 0),
+            (0, -1, -1),
+            "above the latest epoch"
+        );
+        assert_eq!(
+            ask(&mut c, version, "ep", 0, 2),
+            (75, -1, -1),
+            "UNKNOWN_LEADER_EPOCH"
+        );
+        assert_eq!(
+            ask(&mut c, version, "nope", 0, -1),
+            (3, -1, -1),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+    }
+}

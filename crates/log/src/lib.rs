@@ -34,6 +34,7 @@
 
 mod checkpoint;
 mod compaction;
+pub mod epoch_cache;
 mod horizon;
 mod index;
 pub mod offset_checkpoint;

@@ -16,6 +16,7 @@ use strata_protocol::batch::{self, BatchHeader};
 
 use crate::checkpoint;
 use crate::compaction::{self, CleanOptions, CleanReport, CrashBudget, Filtered};
+use crate::epoch_cache::EpochCache;
 use crate::horizon::{self, Horizons};
 use crate::producer_state::AbortedTxn;
 use crate::segment::{io_err, parse_segment_name, segment_path, Segment};
@@ -70,6 +71,10 @@ pub struct PartitionLog {
     /// The earliest delete horizon no cleaning pass has applied yet: a horizon recorded by
     /// the last pass, or later than it (after `open`, the earliest of all).
     next_horizon: Option<i64>,
+    /// The leader epoch stamped into every appended batch (`partitionLeaderEpoch`).
+    leader_epoch: i32,
+    /// Epoch → start offset, as checkpointed in `leader-epoch-checkpoint` (`epoch_cache.rs`).
+    epochs: EpochCache,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -217,6 +222,8 @@ impl PartitionLog {
             aborted: BTreeMap::new(),
             horizons: horizon::read(dir)?,
             next_horizon: None,
+            leader_epoch: 0,
+            epochs: EpochCache::read(dir)?,
         };
         log.load_txn_indexes()?;
         if let Some(start) = checkpointed_start.filter(|s| *s > first_base) {
@@ -236,6 +243,12 @@ impl PartitionLog {
         log.horizons
             .retain(|base, _| *base < active_base && log.segments.contains_key(base));
         log.next_horizon = log.horizons.values().min().copied();
+        // Epochs that started in a tail recovery cut, or before the log start, go.
+        let end = log.log_end_offset;
+        let start = log.log_start_offset;
+        if log.epochs.truncate_from_end(end) | log.epochs.truncate_from_start(start) {
+            log.epochs.write(&log.dir, &log.dir_handle)?;
+        }
         report.segments = log.segments.len();
         log.check_invariants();
         Ok((log, report))
@@ -252,6 +265,34 @@ impl PartitionLog {
     /// Applies new settings; they take effect from the next append or roll check.
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
+    }
+
+    /// Sets the leader epoch that appends stamp into their batches (and record in the epoch
+    /// cache when it is new). A non-empty log without any epoch entry (written before epochs
+    /// were recorded) is attributed to this epoch from its start, so that OffsetForLeaderEpoch
+    /// never reports a truncation that did not happen.
+    pub fn set_leader_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        self.leader_epoch = epoch;
+        if self.epochs.is_empty() && self.log_end_offset > self.log_start_offset {
+            self.epochs.assign(epoch, self.log_start_offset);
+            self.epochs.write(&self.dir, &self.dir_handle)?;
+        }
+        Ok(())
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// The epoch cache's entries: (epoch, start offset).
+    pub fn leader_epochs(&self) -> &[(i32, i64)] {
+        self.epochs.entries()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `requested` and where it ends
+    /// (see [`EpochCache::end_offset_for`]); `(-1, -1)` when unknown.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(requested, self.log_end_offset)
     }
 
     /// The first offset that can be read.
@@ -341,7 +382,14 @@ impl PartitionLog {
             self.roll()?;
         }
 
-        // Assign offsets (and stamp the time on a copy), then write.
+        // A new leader epoch starts at this append: checkpoint it first, so no batch of the
+        // epoch is on disk before its entry.
+        if self.epochs.assign(self.leader_epoch, self.log_end_offset) {
+            self.epochs.write(&self.dir, &self.dir_handle)?;
+        }
+
+        // Assign offsets and stamp the leader epoch (and the time, on a copy), then write.
+        let epoch_bytes = self.leader_epoch.to_be_bytes();
         let mut stamped = log_append_time.map(|_| batches.to_vec());
         let mut base_offsets: Vec<[u8; 8]> = Vec::with_capacity(headers.len());
         let mut next_offset = self.log_end_offset;
@@ -352,6 +400,7 @@ impl PartitionLog {
             if let (Some(ts), Some(copy)) = (log_append_time, stamped.as_mut()) {
                 let range = *start..*start + header.total_len();
                 batch::set_base_offset(&mut copy[range.clone()], next_offset);
+                copy[range.start + 12..range.start + 16].copy_from_slice(&epoch_bytes);
                 batch::set_log_append_time(&mut copy[range], ts);
                 header.max_timestamp = ts;
                 header.attributes |= 0x08;
@@ -363,13 +412,16 @@ impl PartitionLog {
         }
         let slices: Vec<IoSlice<'_>> = match &stamped {
             Some(copy) => vec![IoSlice::new(copy)],
+            // Bytes 0..8 are the base offset and 12..16 the leader epoch, both outside the CRC.
             None => headers
                 .iter()
                 .zip(&base_offsets)
                 .flat_map(|((header, start), base)| {
                     [
                         IoSlice::new(base),
-                        IoSlice::new(&batches[*start + 8..*start + header.total_len()]),
+                        IoSlice::new(&batches[*start + 8..*start + 12]),
+                        IoSlice::new(&epoch_bytes),
+                        IoSlice::new(&batches[*start + 16..*start + header.total_len()]),
                     ]
                 })
                 .collect(),
@@ -646,8 +698,96 @@ impl PartitionLog {
             self.roll()?;
         }
         self.remove_segments_below_start()?;
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs.write(&self.dir, &self.dir_handle)?;
+        }
         self.check_invariants();
         Ok(self.log_start_offset)
+    }
+
+    /// Cuts the log so that it ends at the start of the batch holding `offset` (or at `offset`
+    /// when that is a batch boundary): what a replica does when its history diverged from the
+    /// leader's. Later segments are deleted, the cut segment becomes the active one (fsynced,
+    /// indexes rebuilt), and the aborted-transaction index, the epoch cache and the cleaner's
+    /// horizons forget what was cut. Returns the new log end offset. Offsets below the log
+    /// start cannot be cut to (`OffsetOutOfRange`).
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        if offset >= self.log_end_offset {
+            return Ok(self.log_end_offset);
+        }
+        if offset < self.log_start_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: self.log_end_offset,
+            });
+        }
+        let base = *self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(base, _)| base)
+            .unwrap_or_else(|| self.segments.keys().next().expect("a log has a segment"));
+        let later: Vec<i64> = self.segments.range(base + 1..).map(|(b, _)| *b).collect();
+        let mut horizons_changed = false;
+        for b in later {
+            self.segments.remove(&b);
+            self.aborted.remove(&b);
+            horizons_changed |= self.horizons.remove(&b).is_some();
+            Segment::remove_files(&self.dir, b)?;
+        }
+        let segment = self
+            .segments
+            .remove(&base)
+            .expect("the segment holding the offset");
+        let mut position = segment.index.lookup_offset(offset);
+        // Bounded by the segment size: each step advances by at least one header.
+        while position < segment.size {
+            let header = segment.header_at(position)?;
+            if header.last_offset() >= offset {
+                break;
+            }
+            position += header.total_len() as u64;
+        }
+        let path = segment.log_path.clone();
+        drop(segment);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open segment", &path))?;
+        file.set_len(position)
+            .map_err(io_err("truncate segment", &path))?;
+        file.sync_all().map_err(io_err("fsync segment", &path))?;
+        drop(file);
+        let (segment, _) =
+            Segment::recover_active(&self.dir, base, self.config.index_interval_bytes, now_ms)?;
+        self.log_end_offset = segment.end_offset;
+        self.segments.insert(base, segment);
+        self.active_unsynced = false;
+        self.dir_unsynced = true;
+        horizons_changed |= self.horizons.remove(&base).is_some();
+        if horizons_changed {
+            horizon::write(
+                &self.dir,
+                &self.dir_handle,
+                &self.horizons,
+                &mut CrashBudget(None),
+            )?;
+        }
+        self.next_horizon = self.horizons.values().min().copied();
+        if let Some(entries) = self.aborted.get_mut(&base) {
+            let before = entries.len();
+            entries.retain(|t| t.last_offset < self.log_end_offset);
+            if entries.len() != before {
+                txn_index::rewrite(&self.dir, base, entries)?;
+            }
+        }
+        if self.epochs.truncate_from_end(self.log_end_offset) {
+            self.epochs.write(&self.dir, &self.dir_handle)?;
+        }
+        self.check_invariants();
+        tracing::info!(dir = %self.dir.display(), requested = offset, log_end_offset = self.log_end_offset, "truncated the log");
+        Ok(self.log_end_offset)
     }
 
     /// Bytes of the closed segments that lie wholly below `high_watermark`: those whose

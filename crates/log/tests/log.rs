@@ -522,3 +522,110 @@ fn unclean_open_validates_closed_segments_from_the_recovery_point() {
     assert_eq!(report.truncated_bytes, 0);
     assert_eq!(log.log_end_offset(), end + 1);
 }
+
+/// The `partitionLeaderEpoch` of every batch, read from the segment files.
+fn stamped_epochs(dir: &std::path::Path) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    for base in segment_bases(dir) {
+        let bytes = std::fs::read(dir.join(format!("{base:020}.log"))).expect("read");
+        let mut at = 0;
+        while at < bytes.len() {
+            let base_offset = i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8"));
+            let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4"));
+            let epoch = i32::from_be_bytes(bytes[at + 12..at + 16].try_into().expect("4"));
+            out.push((base_offset, epoch));
+            at += 12 + len as usize;
+        }
+    }
+    out
+}
+
+/// Every appended batch carries the leader epoch; the epoch cache records where each epoch
+/// starts, survives a reopen, answers OffsetForLeaderEpoch, and follows truncation.
+#[test]
+fn leader_epochs_are_stamped_checkpointed_and_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    log.set_leader_epoch(0).expect("epoch");
+    fill(&mut log, 10); // offsets 0..20, epoch 0
+    log.set_leader_epoch(3).expect("epoch");
+    fill(&mut log, 10); // 20..40, epoch 3
+    log.set_leader_epoch(5).expect("epoch");
+    let b = batch(5000, &["x"]);
+    let with_time = log.append(&b, 0, Some(77)).expect("append"); // LogAppendTime copy path
+    assert_eq!(with_time.base_offset, 40);
+    fill(&mut log, 5); // 41..51
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 20), (5, 40)]);
+    let stamped = stamped_epochs(dir.path());
+    assert!(
+        stamped.iter().all(|(o, e)| *e
+            == if *o < 20 {
+                0
+            } else if *o < 40 {
+                3
+            } else {
+                5
+            }),
+        "{stamped:?}"
+    );
+    assert_eq!(log.end_offset_for_epoch(5), (5, 51));
+    assert_eq!(log.end_offset_for_epoch(4), (3, 40));
+    assert_eq!(log.end_offset_for_epoch(0), (0, 20));
+    assert_eq!(log.end_offset_for_epoch(9), (-1, -1));
+    drop(log);
+
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 20), (5, 40)]);
+    let expected = read_everything(&log);
+    // Cut inside a batch (offset 31 is the second record of the batch at 30): the whole batch
+    // goes, later segments too.
+    let end = log.truncate_to(31, 0).expect("truncate");
+    assert_eq!(end, 30);
+    assert_eq!(log.log_end_offset(), 30);
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 20)]);
+    let kept: Vec<(i64, String)> = expected.into_iter().filter(|(o, _)| *o < 30).collect();
+    assert_eq!(read_everything(&log), kept);
+    // Appends go on at the cut, in a new epoch.
+    log.set_leader_epoch(7).expect("epoch");
+    assert_eq!(
+        log.append(&batch(6000, &["y"]), 0, None)
+            .expect("append")
+            .base_offset,
+        30
+    );
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 20), (7, 30)]);
+    drop(log);
+    let (log, report) = PartitionLog::open_after_crash(dir.path(), small(), 0, 0).expect("reopen");
+    assert_eq!(report.truncated_bytes, 0, "the truncation left a valid log");
+    assert_eq!(log.log_end_offset(), 31);
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 20), (7, 30)]);
+    assert!(matches!(
+        PartitionLog::open(dir.path(), small(), 0)
+            .expect("open")
+            .0
+            .truncate_to(-1, 0),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+
+    // DeleteRecords moves the first epoch's start with the log start.
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    log.delete_records_before(25).expect("delete");
+    assert_eq!(log.leader_epochs(), &[(3, 25), (7, 30)]);
+}
+
+/// A log written before epochs were recorded (no checkpoint) is attributed to the current
+/// epoch from its start, so it never reads as truncated.
+#[test]
+fn a_log_without_epochs_is_attributed_to_the_current_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("open");
+    fill(&mut log, 5);
+    drop(log);
+    std::fs::remove_file(dir.path().join("leader-epoch-checkpoint")).expect("remove");
+    let (mut log, _) = PartitionLog::open(dir.path(), small(), 0).expect("reopen");
+    assert!(log.leader_epochs().is_empty());
+    assert_eq!(log.end_offset_for_epoch(2), (-1, -1));
+    log.set_leader_epoch(2).expect("epoch");
+    assert_eq!(log.leader_epochs(), &[(2, 0)]);
+    assert_eq!(log.end_offset_for_epoch(2), (2, 10));
+}

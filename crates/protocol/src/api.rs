@@ -28,6 +28,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::DeleteTopics,
     ApiKey::DeleteRecords,
     ApiKey::InitProducerId,
+    ApiKey::OffsetForLeaderEpoch,
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
@@ -103,6 +104,9 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::DeleteTopics => both::<DeleteTopicsRequest, DeleteTopicsResponse>(),
         ApiKey::DeleteRecords => both::<DeleteRecordsRequest, DeleteRecordsResponse>(),
         ApiKey::InitProducerId => both::<InitProducerIdRequest, InitProducerIdResponse>(),
+        ApiKey::OffsetForLeaderEpoch => {
+            both::<OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse>()
+        }
         ApiKey::DescribeConfigs => both::<DescribeConfigsRequest, DescribeConfigsResponse>(),
         ApiKey::AlterConfigs => both::<AlterConfigsRequest, AlterConfigsResponse>(),
         ApiKey::CreatePartitions => both::<CreatePartitionsRequest, CreatePartitionsResponse>(),

@@ -85,6 +85,9 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
         RequestKind::DeleteRecords(req) => Reply::now(ResponseKind::DeleteRecords(
             offsets::delete_records(broker, ctx, req),
         )),
+        RequestKind::OffsetForLeaderEpoch(req) => Reply::now(ResponseKind::OffsetForLeaderEpoch(
+            offsets::offset_for_leader_epoch(broker, ctx, req),
+        )),
         RequestKind::FindCoordinator(req) => Reply::now(ResponseKind::FindCoordinator(
             metadata::find_coordinator(broker, ctx, req, version).await,
         )),

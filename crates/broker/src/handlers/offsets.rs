@@ -8,8 +8,12 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use strata_protocol::ErrorCode;
 
@@ -155,4 +159,53 @@ pub fn delete_records(
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// OffsetForLeaderEpoch (KIP-101, KIP-320): for each partition, the largest epoch at or below
+/// the requested one and the offset where it ends in this replica's log (the start of the
+/// next epoch, or the log end for the current one). Consumers use it to detect a truncated
+/// log after a leader change, followers to find where their log diverged. A
+/// `current_leader_epoch` other than -1 is checked against this replica's epoch
+/// (FENCED_LEADER_EPOCH if older, UNKNOWN_LEADER_EPOCH if newer).
+pub fn offset_for_leader_epoch(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let answer = lookup(broker, ctx, &t.topic, p.partition, Operation::Describe)
+                        .and_then(|partition| {
+                            let ours = partition.leader_epoch();
+                            match p.current_leader_epoch {
+                                e if e < 0 || e == ours => {}
+                                e if e < ours => return Err(ErrorCode::FencedLeaderEpoch),
+                                _ => return Err(ErrorCode::UnknownLeaderEpoch),
+                            }
+                            partition.end_offset_for_epoch(p.leader_epoch)
+                        });
+                    let base = EpochEndOffset::default().with_partition(p.partition);
+                    match answer {
+                        Ok((epoch, end_offset)) => {
+                            base.with_leader_epoch(epoch).with_end_offset(end_offset)
+                        }
+                        Err(code) => base
+                            .with_error_code(code.code())
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
