@@ -266,11 +266,12 @@ impl PartitionManager {
                 .collect();
             gone.iter().filter_map(|k| map.remove(k)).collect()
         };
+        let mut doomed = Vec::with_capacity(removed.len());
         for p in removed {
             p.mark_deleted();
-            let dir = self.partition_dir(&p.topic, p.index);
-            remove_partition_dir(&dir);
+            doomed.push(set_aside(&self.partition_dir(&p.topic, p.index)));
         }
+        remove_in_background(doomed);
         *self.unopened.write().unwrap_or_else(|p| p.into_inner()) = unopened;
         match first_error {
             Some(error) => Err(error),
@@ -291,7 +292,8 @@ impl PartitionManager {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if !path.join(PARTITION_METADATA).exists() {
+            if name.ends_with("-stray") || !path.join(PARTITION_METADATA).exists() {
+                // Set aside at an earlier start: left for the operator.
                 continue;
             }
             let Some(id) = read_topic_id(&path) else {
@@ -307,7 +309,7 @@ impl PartitionManager {
             }
             if image.was_removed(&id) {
                 tracing::warn!(dir = %path.display(), "removing partition directory of a deleted topic");
-                remove_partition_dir(&path);
+                remove_in_background(vec![set_aside(&path)]);
             } else {
                 let stray = PathBuf::from(format!(
                     "{}.{}-stray",
@@ -367,21 +369,36 @@ fn claim_dir(dir: &Path, topic_id: &Uuid) -> std::io::Result<()> {
     Ok(())
 }
 
-fn remove_partition_dir(dir: &Path) {
-    // Rename first so that a crash halfway through removal leaves a directory that is plainly
-    // not a partition, then remove in the background.
+/// Renames a partition directory that is to be removed, so that a crash halfway through the
+/// removal leaves a directory that is plainly not a partition. Returns the path to remove.
+fn set_aside(dir: &Path) -> PathBuf {
     let doomed = PathBuf::from(format!(
         "{}.{}-delete",
         dir.display(),
         Uuid::new_v4().simple()
     ));
-    let target = match std::fs::rename(dir, &doomed) {
+    match std::fs::rename(dir, &doomed) {
         Ok(()) => doomed,
         Err(_) => dir.to_path_buf(),
-    };
-    std::thread::spawn(move || {
-        if let Err(error) = std::fs::remove_dir_all(&target) {
-            tracing::warn!(dir = %target.display(), %error, "could not remove deleted partition");
-        }
-    });
+    }
+}
+
+/// Removes directories on one background thread (however many partitions a deleted topic
+/// had), so that a deletion returns without waiting for the files to go.
+fn remove_in_background(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("strata-remove".into())
+        .spawn(move || {
+            for dir in dirs {
+                if let Err(error) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), %error, "could not remove deleted partition");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start removing deleted partitions; they stay as *-delete directories");
+    }
 }

@@ -271,10 +271,18 @@ impl PartitionLog {
     /// cache when it is new). A non-empty log without any epoch entry (written before epochs
     /// were recorded) is attributed to this epoch from its start, so that OffsetForLeaderEpoch
     /// never reports a truncation that did not happen.
+    ///
+    /// A new epoch is recorded here, starting at the log end, rather than by the first append
+    /// in it: the checkpoint's fsync then happens when leadership changes (off the request
+    /// path), not inside a produce request.
     pub fn set_leader_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
         self.leader_epoch = epoch;
-        if self.epochs.is_empty() && self.log_end_offset > self.log_start_offset {
-            self.epochs.assign(epoch, self.log_start_offset);
+        let changed = if self.epochs.is_empty() && self.log_end_offset > self.log_start_offset {
+            self.epochs.assign(epoch, self.log_start_offset)
+        } else {
+            self.epochs.assign(epoch, self.log_end_offset)
+        };
+        if changed {
             self.epochs.write(&self.dir, &self.dir_handle)?;
         }
         Ok(())

@@ -82,9 +82,21 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
         RequestKind::DescribeProducers(req) => Reply::now(ResponseKind::DescribeProducers(
             txn::describe_producers(broker, ctx, req),
         )),
-        RequestKind::DeleteRecords(req) => Reply::now(ResponseKind::DeleteRecords(
-            offsets::delete_records(broker, ctx, req),
-        )),
+        RequestKind::DeleteRecords(req) => {
+            // Checkpoints (fsync) and file deletions: on the blocking pool, not a worker.
+            let (broker, ctx) = (broker.clone(), ctx.clone());
+            Reply::Later(Box::pin(async move {
+                let response = tokio::task::spawn_blocking(move || {
+                    offsets::delete_records(&broker, &ctx, req)
+                })
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "DeleteRecords task failed");
+                    Default::default()
+                });
+                ResponseKind::DeleteRecords(response)
+            }))
+        }
         RequestKind::OffsetForLeaderEpoch(req) => Reply::now(ResponseKind::OffsetForLeaderEpoch(
             offsets::offset_for_leader_epoch(broker, ctx, req),
         )),
