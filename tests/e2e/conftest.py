@@ -63,11 +63,13 @@ def broker_factory(request, tmp_path):
       broker's default listener (`PLAINTEXT://localhost:9092`, used by the snippet test).
     - wait: wait until the port accepts TCP (bounded); False returns at once (for brokers
       that are expected to refuse to start).
+    - kraft: start from the Kafka KRaft server.properties (tests/e2e/data); None follows
+      STRATA_E2E_KRAFT_PROPERTIES.
     """
     binary = strata_binary()
     started = []
 
-    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True):
+    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True, kraft=None):
         index = len(started)
         if data_dir is None:
             data_dir = tmp_path / f"data-{index}"
@@ -79,6 +81,7 @@ def broker_factory(request, tmp_path):
             cwd=tmp_path,
             overrides=_merge_overrides(overrides),
             listener_host=listener,
+            kraft=kraft,
         )
         started.append(broker)
         broker.start(wait=wait)
