@@ -765,6 +765,17 @@ fn check_single_node(
             ));
         }
     }
+    if listeners
+        .iter()
+        .all(|l| controller_listener_names.contains(&l.name))
+    {
+        return Err(bad(
+            "listeners",
+            &set.get("listeners").cloned().unwrap_or_default(),
+            "every listener is a controller listener; clients need at least one other listener"
+                .into(),
+        ));
+    }
     if let Some(name) = set.get("inter.broker.listener.name") {
         let name = name.trim();
         if controller_listener_names.iter().any(|c| c == name)
@@ -776,17 +787,6 @@ fn check_single_node(
                 "must name one of the listeners that is not a controller listener".into(),
             ));
         }
-    }
-    if listeners
-        .iter()
-        .all(|l| controller_listener_names.contains(&l.name))
-    {
-        return Err(bad(
-            "listeners",
-            &set.get("listeners").cloned().unwrap_or_default(),
-            "every listener is a controller listener; clients need at least one other listener"
-                .into(),
-        ));
     }
     Ok(())
 }
@@ -1236,5 +1236,115 @@ mod tests {
         let r = resolve_topic_config(def, &layers);
         assert_eq!(r.value.as_deref(), Some("604800000"));
         assert_eq!(r.source, ConfigSource::DefaultConfig);
+    }
+
+    /// The server.properties of a one-node Kafka 4.x in KRaft combined mode.
+    const KRAFT_FILE: &str = "process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9093
+listeners=CLIENT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+advertised.listeners=CLIENT://127.0.0.1:9092
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT
+num.network.threads=3
+num.io.threads=8
+socket.send.buffer.bytes=102400
+socket.receive.buffer.bytes=102400
+socket.request.max.bytes=104857600
+log.dirs=/some/dir
+num.partitions=1
+num.recovery.threads.per.data.dir=1
+offsets.topic.replication.factor=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+log.retention.hours=168
+log.segment.bytes=1073741824
+log.retention.check.interval.ms=300000
+";
+
+    fn kraft(changes: &[(&str, &str)]) -> Result<BrokerConfig, InvalidConfig> {
+        let mut m = BrokerConfig::parse_properties(KRAFT_FILE).expect("parses");
+        for (k, v) in changes {
+            m.insert(k.to_string(), v.to_string());
+        }
+        BrokerConfig::from_map(m).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn kafkas_kraft_single_node_file_is_accepted_unchanged() {
+        let mut m = BrokerConfig::parse_properties(KRAFT_FILE).expect("parses");
+        let (c, unknown) = BrokerConfig::from_map(m.clone()).expect("accepted");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c.listeners.len(), 2);
+        assert!(c.is_controller_listener("CONTROLLER"));
+        assert_eq!(c.advertised_listeners.len(), 1);
+        assert_eq!(c.advertised_for("CLIENT").port, 9092);
+        assert_eq!(c.advertised_for("CONTROLLER").port, 9092);
+        assert_eq!(c.data_dir, PathBuf::from("/some/dir"));
+        let ignored = c.set_but_not_in_effect();
+        assert!(
+            ignored.contains(&"num.io.threads".to_string()),
+            "{ignored:?}"
+        );
+        assert!(!ignored.contains(&"socket.send.buffer.bytes".to_string()));
+        // Kafka 4.0's own default file: PLAINTEXT/CONTROLLER on every interface, the
+        // controller advertised too, the quorum given by bootstrap servers.
+        m.remove("controller.quorum.voters");
+        m.insert(
+            "controller.quorum.bootstrap.servers".into(),
+            "localhost:9093".into(),
+        );
+        m.insert(
+            "listeners".into(),
+            "PLAINTEXT://:9092,CONTROLLER://:9093".into(),
+        );
+        m.insert(
+            "advertised.listeners".into(),
+            "PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093".into(),
+        );
+        m.insert("inter.broker.listener.name".into(), "PLAINTEXT".into());
+        m.insert(
+            "listener.security.protocol.map".into(),
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL".into(),
+        );
+        let (c, unknown) = BrokerConfig::from_map(m).expect("accepted");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c.advertised_listeners.len(), 1);
+        assert_eq!(c.advertised_for("PLAINTEXT").host, "localhost");
+    }
+
+    #[test]
+    fn what_a_single_node_cannot_be_is_explained() {
+        for roles in ["broker", "controller"] {
+            let err = kraft(&[("process.roles", roles)]).expect_err(roles);
+            assert_eq!(err.key, "process.roles");
+            assert!(err.reason.contains("broker,controller"), "{err}");
+        }
+        kraft(&[("process.roles", "controller, broker")]).expect("either order");
+        let err = kraft(&[("controller.quorum.voters", "1@a:9093,2@b:9093")]).expect_err("two");
+        assert!(err.reason.contains("not supported yet"), "{err}");
+        let err = kraft(&[("node.id", "2")]).expect_err("not a voter");
+        assert_eq!(err.key, "controller.quorum.voters");
+        let err = kraft(&[(
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,CLIENT:SASL_SSL",
+        )])
+        .expect_err("sasl");
+        assert!(err.reason.contains("not supported yet"), "{err}");
+        let err = kraft(&[("listener.security.protocol.map", "CONTROLLER:PLAINTEXT")])
+            .expect_err("no protocol for CLIENT");
+        assert!(err.reason.contains("CLIENT:PLAINTEXT"), "{err}");
+        let err = kraft(&[("inter.broker.listener.name", "CONTROLLER")]).expect_err("ctl");
+        assert_eq!(err.key, "inter.broker.listener.name");
+        let err = kraft(&[("listeners", "CONTROLLER://127.0.0.1:9093")]).expect_err("no client");
+        assert_eq!(err.key, "listeners");
+        let err = kraft(&[("broker.id", "5")]).expect_err("broker.id");
+        assert_eq!(err.key, "broker.id");
+        // A listener named after no protocol is fine when the map names it.
+        let c = kraft(&[]).expect("accepted");
+        assert_eq!(c.listeners[0].security_protocol, "PLAINTEXT");
     }
 }

@@ -175,7 +175,7 @@ pub async fn serve(
             s = broker.request_slots.clone().acquire_owned() => s,
             _ = shutdown.changed() => break,
         };
-        let Ok(_slot) = slot else { break };
+        let Ok(slot) = slot else { break };
         let pending: Pending = match decode_request(frame.freeze()) {
             Ok(request) => {
                 let correlation_id = request.correlation_id();
@@ -205,6 +205,9 @@ pub async fn serve(
                 }
             },
         };
+        // The slot covers handling only: waiting for room in this connection's own queue
+        // (a client not reading, a long poll ahead) must not hold up other connections.
+        drop(slot);
         activity.owed.fetch_add(1, Ordering::Relaxed);
         if tx.send(pending).await.is_err() {
             break;

@@ -55,6 +55,9 @@ pub struct FetchSession {
     last_used: Instant,
 }
 
+/// Sessions one connection may hold at once (clients use one per connection).
+pub const MAX_SESSIONS_PER_CONNECTION: usize = 4;
+
 pub struct FetchSessionCache {
     sessions: HashMap<i32, FetchSession>,
     capacity: usize,
@@ -145,6 +148,20 @@ impl FetchSessionCache {
         owner: ConnectionId,
         requested: &[(FetchKey, SessionPartition)],
     ) -> SessionAction {
+        // A client needs one session per connection; a connection that keeps opening sessions
+        // without closing them recycles its own, and cannot flush everyone else's out of the
+        // cache.
+        let own: Vec<(Instant, i32)> = self
+            .sessions
+            .values()
+            .filter(|s| s.owner == owner)
+            .map(|s| (s.last_used, s.id))
+            .collect();
+        if own.len() >= MAX_SESSIONS_PER_CONNECTION {
+            if let Some((_, oldest)) = own.iter().min() {
+                self.sessions.remove(oldest);
+            }
+        }
         if self.sessions.len() >= self.capacity {
             if let Some(oldest) = self
                 .sessions
@@ -296,10 +313,20 @@ mod tests {
     #[test]
     fn capacity_evicts_least_recently_used() {
         let mut cache = FetchSessionCache::new(2);
-        for _ in 0..5 {
-            cache.begin(OWNER, 0, 0, &[], &[]).expect("opens");
+        for owner in 0..5 {
+            cache.begin(owner, 0, 0, &[], &[]).expect("opens");
         }
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn one_connection_cannot_flush_the_cache() {
+        let mut cache = FetchSessionCache::new(10);
+        cache.begin(OWNER + 1, 0, 0, &[], &[]).expect("opens");
+        for _ in 0..100 {
+            cache.begin(OWNER, 0, 0, &[], &[]).expect("opens");
+        }
+        assert_eq!(cache.len(), MAX_SESSIONS_PER_CONNECTION + 1);
     }
 
     #[test]
@@ -336,7 +363,7 @@ mod tests {
     fn ids_are_random() {
         let mut cache = FetchSessionCache::new(100);
         let ids: Vec<i32> = (0..50)
-            .map(|_| match cache.begin(OWNER, 0, 0, &[], &[]) {
+            .map(|i| match cache.begin(i, 0, 0, &[], &[]) {
                 Ok(SessionAction::Full { session_id }) => session_id,
                 _ => panic!("opens"),
             })

@@ -434,3 +434,28 @@ fn min_insync_replicas_above_the_replica_count_refuses_acks_all() {
     assert_eq!(produce(&mut c, "inherited", -1), Some(NOT_ENOUGH_REPLICAS));
     assert_eq!(produce(&mut c, "inherited", 1), Some(0));
 }
+
+#[test]
+fn queued_max_requests_of_one_still_serves_pipelined_requests_in_order() {
+    // One request handled at a time broker-wide, one pending response per connection: a
+    // client that pipelines long polls and quick requests is slowed, never stuck.
+    let broker = TestBroker::start(&["queued.max.requests=1"]);
+    let mut c = broker.client();
+    create_topic(&mut c, "queued", 1, &[]);
+    let mut other = broker.client();
+    let started = Instant::now();
+    // Three long polls (300 ms each) sent back to back, then answered in order.
+    for _ in 0..3 {
+        c.send_only(
+            ApiKey::Fetch,
+            12,
+            &fetch_request("queued", &[0]).with_max_wait_ms(300),
+        );
+    }
+    // Meanwhile another connection is served.
+    assert_eq!(api_versions(&mut other), Some(0));
+    for _ in 0..3 {
+        assert!(c.read_frame().is_some(), "a pipelined fetch was answered");
+    }
+    assert!(started.elapsed() < DEADLINE);
+}
