@@ -111,6 +111,19 @@ impl Broker {
                 .map_err(|e| StartError::Config(e.to_string()))?,
         );
         let request_slots = Arc::new(tokio::sync::Semaphore::new(config.queued_max_requests));
+        let topics_with_ignored: Vec<String> = image
+            .topics()
+            .filter_map(|t| {
+                let ignored = crate::config::topic_configs_not_in_effect(t.configs.keys());
+                (!ignored.is_empty()).then(|| format!("{}({})", t.name, ignored.join(",")))
+            })
+            .collect();
+        if !topics_with_ignored.is_empty() {
+            tracing::warn!(
+                topics = topics_with_ignored.join(" "),
+                "topic configuration keys accepted but not in effect yet"
+            );
+        }
         let groups = crate::groups::GroupService::new(&config);
         let txns = crate::txn::TxnService::new(&config);
         let broker = Arc::new(Broker {

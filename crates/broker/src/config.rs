@@ -632,6 +632,30 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
+/// Topic configs accepted (with Kafka's defaults, listed by DescribeConfigs) that have no
+/// effect yet; a topic created or altered with one of them is named in a WARN line, and so
+/// are existing topics with them at start-up.
+pub const TOPIC_NOT_IN_EFFECT: &[&str] = &[
+    "file.delete.delay.ms",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "preallocate",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
+];
+
+/// The keys of `configs` that are accepted but not in effect ([`TOPIC_NOT_IN_EFFECT`]).
+pub fn topic_configs_not_in_effect<'a>(
+    configs: impl IntoIterator<Item = &'a String>,
+) -> Vec<&'a str> {
+    configs
+        .into_iter()
+        .map(String::as_str)
+        .filter(|k| TOPIC_NOT_IN_EFFECT.contains(k))
+        .collect()
+}
+
 /// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
 fn parse_protocol_map(value: &str) -> Result<BTreeMap<String, String>, InvalidConfig> {
     let mut map = BTreeMap::new();
@@ -1346,5 +1370,20 @@ log.retention.check.interval.ms=300000
         // A listener named after no protocol is fine when the map names it.
         let c = kraft(&[]).expect("accepted");
         assert_eq!(c.listeners[0].security_protocol, "PLAINTEXT");
+    }
+
+    #[test]
+    fn topic_keys_without_effect_are_named() {
+        let configs = map(&[("preallocate", "true"), ("retention.ms", "5")]);
+        assert_eq!(
+            topic_configs_not_in_effect(configs.keys()),
+            vec!["preallocate"]
+        );
+        for key in TOPIC_NOT_IN_EFFECT.iter().chain(NOT_IN_EFFECT) {
+            assert!(
+                topic_config_def(key).is_some() || broker_config_def(key).is_some(),
+                "{key} is not an accepted key"
+            );
+        }
     }
 }

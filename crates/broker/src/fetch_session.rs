@@ -217,10 +217,13 @@ impl FetchSessionCache {
 
     /// Drops partitions that no longer exist (their topic was deleted) from a session.
     pub fn forget(&mut self, session_id: i32, gone: &[FetchKey]) {
+        if gone.is_empty() {
+            return;
+        }
         if let Some(session) = self.sessions.get_mut(&session_id) {
-            for key in gone {
-                session.partitions.shift_remove(key);
-            }
+            // One pass, keeping the order (removing one by one would be quadratic).
+            let gone: HashSet<&FetchKey> = gone.iter().collect();
+            session.partitions.retain(|k, _| !gone.contains(k));
         }
     }
 
