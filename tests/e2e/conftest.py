@@ -64,11 +64,13 @@ def broker_factory(request, tmp_path):
     - wait: wait until the port accepts TCP (bounded); False returns at once (for brokers
       that are expected to refuse to start).
     - env: extra environment variables for the process (e.g. LD_PRELOAD for fault tests).
+    - kraft: start from the Kafka KRaft server.properties (tests/e2e/data); None follows
+      STRATA_E2E_KRAFT_PROPERTIES.
     """
     binary = strata_binary()
     started = []
 
-    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True, env=None):
+    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True, env=None, kraft=None):
         index = len(started)
         if data_dir is None:
             data_dir = tmp_path / f"data-{index}"
@@ -81,6 +83,7 @@ def broker_factory(request, tmp_path):
             overrides=_merge_overrides(overrides),
             listener_host=listener,
             env=env,
+            kraft=kraft,
         )
         started.append(broker)
         broker.start(wait=wait)

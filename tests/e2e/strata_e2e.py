@@ -22,6 +22,48 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# STRATA_E2E_KRAFT_PROPERTIES=1 starts every broker from a Kafka 4.x single-node KRaft
+# server.properties (tests/e2e/data/kraft-server.properties) instead of `--set listeners=...`:
+# its ports and log.dirs are substituted, every other line is used as it is, and a test's
+# overrides still go on top as `--set` (PLAINTEXT listener names become the file's CLIENT).
+KRAFT_PROPERTIES_ENV = "STRATA_E2E_KRAFT_PROPERTIES"
+KRAFT_PROPERTIES_FILE = Path(__file__).resolve().parent / "data" / "kraft-server.properties"
+
+
+def kraft_mode() -> bool:
+    """Whether brokers start from the KRaft server.properties (STRATA_E2E_KRAFT_PROPERTIES)."""
+    return os.environ.get(KRAFT_PROPERTIES_ENV, "").strip() not in ("", "0", "false", "no")
+
+
+def kraft_properties(client_host: str, client_port: int, controller_port: int, log_dirs) -> str:
+    """The KRaft server.properties with this broker's addresses and data directory: the client
+    listener on client_host:client_port, the controller listener on 127.0.0.1:controller_port."""
+    out = []
+    for line in KRAFT_PROPERTIES_FILE.read_text().splitlines():
+        if line.startswith("log.dirs="):
+            line = f"log.dirs={log_dirs}"
+        else:
+            line = line.replace("CLIENT://127.0.0.1:9092", f"CLIENT://{client_host}:{client_port}")
+            line = line.replace("127.0.0.1:9093", f"127.0.0.1:{controller_port}")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# Topic configs whose broker synonyms the KRaft server.properties sets (log.retention.hours,
+# log.segment.bytes): there, as in Kafka, their source is STATIC_BROKER_CONFIG.
+KRAFT_STATIC_TOPIC_CONFIGS = frozenset({"retention.ms", "segment.bytes"})
+
+
+def unset_topic_config_source(name: str):
+    """The DescribeConfigs source of topic config `name` when no test set it: DEFAULT_CONFIG,
+    or STATIC_BROKER_CONFIG for the ones the KRaft file sets (in KRaft mode)."""
+    from confluent_kafka.admin import ConfigSource
+
+    if kraft_mode() and name in KRAFT_STATIC_TOPIC_CONFIGS:
+        return ConfigSource.STATIC_BROKER_CONFIG
+    return ConfigSource.DEFAULT_CONFIG
+
+
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 15
 
@@ -75,7 +117,7 @@ class BrokerStartError(AssertionError):
 class Broker:
     """One `strata serve` process with its own data directory and log file."""
 
-    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host, env=None):
+    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host, env=None, kraft=None):
         self.binary = Path(binary)
         self.fixed_port = port is not None
         self.port = port if port is not None else free_port()
@@ -85,6 +127,8 @@ class Broker:
         self.overrides = dict(overrides)
         self.listener_host = listener_host
         self.env = dict(env or {})
+        self.kraft = kraft_mode() if kraft is None else kraft
+        self.controller_port = free_port() if self.kraft else None
         self.proc = None
         self.starts = 0
 
@@ -104,11 +148,33 @@ class Broker:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def properties_path(self) -> Path:
+        """Where a KRaft-mode broker's server.properties is written."""
+        return self.data_dir.parent / f"{self.data_dir.name}-server.properties"
+
     def command(self) -> list:
+        if self.kraft:
+            return self._kraft_command()
         args = [str(self.binary), "serve", "--set", f"log.dirs={self.data_dir}"]
         if self.listener_host is not None:
             args += ["--set", f"listeners=PLAINTEXT://{self.listener_host}:{self.port}"]
         for key, value in self.overrides.items():
+            args += ["--set", f"{key}={value}"]
+        return args
+
+    def _kraft_command(self) -> list:
+        host = self.listener_host or "localhost"
+        self.properties_path.write_text(
+            kraft_properties(host, self.port, self.controller_port, self.data_dir)
+        )
+        args = [str(self.binary), "serve", "--config", str(self.properties_path)]
+        for key, value in self.overrides.items():
+            if key in ("listeners", "advertised.listeners"):
+                # The file names its client listener CLIENT.
+                value = value.replace("PLAINTEXT://", "CLIENT://")
+                if key == "listeners" and "CONTROLLER://" not in value:
+                    value += f",CONTROLLER://127.0.0.1:{self.controller_port}"
             args += ["--set", f"{key}={value}"]
         return args
 
@@ -151,6 +217,8 @@ class Broker:
                 # Lost a race for the port (ephemeral pick) or TIME_WAIT after a kill: retry.
                 if not self.fixed_port:
                     self.port = free_port()
+                if self.kraft:
+                    self.controller_port = free_port()
                 time.sleep(0.5)
                 continue
             raise BrokerStartError(

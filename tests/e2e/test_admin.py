@@ -26,6 +26,7 @@ from strata_e2e import (
     confluent_produce,
     create_topic,
     list_topic_names,
+    unset_topic_config_source,
     wait_for_topic,
 )
 
@@ -87,7 +88,7 @@ def test_create_topic_with_partitions_and_config(broker, topic):
             f"{name} set at creation must have source DYNAMIC_TOPIC_CONFIG, got {source_of(configs[name])}"
         )
     assert configs["segment.bytes"].value == "1073741824"
-    assert source_of(configs["segment.bytes"]) == ConfigSource.DEFAULT_CONFIG
+    assert source_of(configs["segment.bytes"]) == unset_topic_config_source("segment.bytes")
 
     # The topic is usable on every partition.
     sent = [dict(partition=p, value=f"p{p}".encode()) for p in range(3)]
@@ -234,8 +235,9 @@ def test_describe_topic_configs_lists_every_default(broker, topic):
     for name, value in KAFKA_TOPIC_DEFAULTS.items():
         entry = configs[name]
         assert entry.value == value, f"{name} = {entry.value!r}, Kafka's default is {value!r}"
-        assert source_of(entry) == ConfigSource.DEFAULT_CONFIG, (
-            f"{name} is not set anywhere: source must be DEFAULT_CONFIG, got {source_of(entry)}"
+        assert source_of(entry) == unset_topic_config_source(name), (
+            f"{name} is not set by the test: source must be {unset_topic_config_source(name)}, "
+            f"got {source_of(entry)}"
         )
         assert not entry.is_sensitive, f"{name} is not sensitive"
     assert len(configs) >= 20, f"Kafka describes ~30 topic configs; got only {sorted(configs)}"
@@ -283,7 +285,7 @@ def test_alter_configs_legacy(broker, topic):
     assert configs["max.message.bytes"].value == "300000"
     assert source_of(configs["max.message.bytes"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG
     assert (configs["retention.ms"].value, source_of(configs["retention.ms"])) == (
-        "604800000", ConfigSource.DEFAULT_CONFIG,
+        "604800000", unset_topic_config_source("retention.ms"),
     ), "AlterConfigs (non-incremental) must drop overrides it does not name"
 
 
@@ -308,7 +310,7 @@ def test_incremental_alter_configs(broker, topic):
     alter(ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)).result(timeout=TIMEOUT_S)
     configs = describe_topic_config(admin, topic)
     assert (configs["retention.ms"].value, source_of(configs["retention.ms"])) == (
-        "604800000", ConfigSource.DEFAULT_CONFIG,
+        "604800000", unset_topic_config_source("retention.ms"),
     ), "DELETE must restore the default"
     assert configs["segment.bytes"].value == "10485760", "DELETE of one key must keep the others"
 

@@ -103,3 +103,22 @@ def test_timestamps_outside_the_topic_limits_are_refused(broker, topic):
     confluent_produce(broker.bootstrap, stamped, [dict(value=b"x", timestamp=1234)])
     got = kafka_python_consume(broker.bootstrap, stamped, [0])
     assert got and got[0].timestamp >= before, f"LogAppendTime stamps the append time: {got}"
+
+
+def test_acks_all_refused_below_min_insync_replicas(broker, topic):
+    # Replication factor 1 (a single node) and min.insync.replicas=2: Kafka refuses acks=all
+    # writes with NOT_ENOUGH_REPLICAS and accepts acks=1 and acks=0.
+    create_topic(broker.bootstrap, topic, partitions=1, config={"min.insync.replicas": "2"})
+    reports = confluent_produce(
+        broker.bootstrap, topic, [dict(value=b"needs two replicas")],
+        **{"acks": "all", "retries": 0, "linger.ms": 0, "message.timeout.ms": 20000},
+    )
+    err = reports[0][0]
+    assert err is not None, "acks=all below min.insync.replicas must be refused"
+    assert err.code() == KafkaError.NOT_ENOUGH_REPLICAS, (
+        f"expected NOT_ENOUGH_REPLICAS, got {err.name()}: {err.str()}"
+    )
+    assert_delivered(confluent_produce(broker.bootstrap, topic, [dict(value=b"one")], acks="1"))
+    assert_delivered(confluent_produce(broker.bootstrap, topic, [dict(value=b"zero")], acks="0"))
+    received = confluent_consume(broker.bootstrap, topic, [0], min_count=2)
+    assert [r.value for r in received] == [b"one", b"zero"]

@@ -29,6 +29,9 @@ pub struct ConnectionContext {
     /// metadata).
     pub listener: String,
     pub principal: Principal,
+    /// Unique per connection for the broker's lifetime; what connection-bound state (fetch
+    /// sessions) is tied to.
+    pub connection_id: u64,
 }
 
 /// Kafka's ACL operations, as far as requests need them.

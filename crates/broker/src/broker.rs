@@ -19,6 +19,8 @@ pub enum StartError {
     Locked { dir: String, lock: String },
     #[error("{0}")]
     Format(#[from] crate::data_dir::FormatError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot load metadata: {0}")]
     Metadata(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -34,6 +36,12 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub partitions: Arc<PartitionManager>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
+    /// `max.connections` and `max.connections.per.ip`, counted by the accept loop.
+    pub connection_limits: Arc<crate::connection_limits::ConnectionLimits>,
+    /// `queued.max.requests`: requests read from sockets and not yet handled, broker-wide.
+    pub request_slots: Arc<tokio::sync::Semaphore>,
+    /// Source of `ConnectionContext::connection_id`.
+    next_connection_id: std::sync::atomic::AtomicU64,
     pub groups: crate::groups::GroupService,
     pub txns: crate::txn::TxnService,
     /// The block of producer ids this broker hands out: `[next, end)`.
@@ -125,6 +133,24 @@ impl Broker {
             partitions = partitions.all().len(),
             "metadata loaded"
         );
+        let connection_limits = Arc::new(
+            crate::connection_limits::ConnectionLimits::from_config(&config)
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let request_slots = Arc::new(tokio::sync::Semaphore::new(config.queued_max_requests));
+        let topics_with_ignored: Vec<String> = image
+            .topics()
+            .filter_map(|t| {
+                let ignored = crate::config::topic_configs_not_in_effect(t.configs.keys());
+                (!ignored.is_empty()).then(|| format!("{}({})", t.name, ignored.join(",")))
+            })
+            .collect();
+        if !topics_with_ignored.is_empty() {
+            tracing::warn!(
+                topics = topics_with_ignored.join(" "),
+                "topic configuration keys accepted but not in effect yet"
+            );
+        }
         let groups = crate::groups::GroupService::new(&config);
         let txns = crate::txn::TxnService::new(&config);
         let broker = Arc::new(Broker {
@@ -135,6 +161,9 @@ impl Broker {
             image: RwLock::new(image),
             partitions,
             fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
+            connection_limits,
+            request_slots,
+            next_connection_id: std::sync::atomic::AtomicU64::new(1),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             _dir_lock: lock,
         });
@@ -146,6 +175,12 @@ impl Broker {
         start_checkpoints(&broker);
         crate::cleaner::start(&broker);
         Ok(broker)
+    }
+
+    /// A new connection's id, never reused while the broker runs.
+    pub fn new_connection_id(&self) -> u64 {
+        self.next_connection_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn node_id(&self) -> i32 {

@@ -109,6 +109,10 @@ const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "g
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
 const LONG_MAX: &str = "9223372036854775807";
 
+/// Kafka's default `listener.security.protocol.map`.
+const DEFAULT_PROTOCOL_MAP: &str =
+    "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL";
+
 /// Strata's own switch: acknowledge acks=all produce requests only after an fsync.
 pub const FSYNC_BEFORE_ACK: &str = "strata.fsync.before.ack";
 
@@ -116,11 +120,12 @@ pub const FSYNC_BEFORE_ACK: &str = "strata.fsync.before.ack";
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("listeners", T::List, Some("PLAINTEXT://localhost:9092"), "Comma-separated listener URIs NAME://host:port. A host of 'localhost' binds both loopback addresses."),
     def("advertised.listeners", T::List, None, "Listener addresses given to clients in metadata; defaults to 'listeners'."),
-    def("listener.security.protocol.map", T::String, Some("PLAINTEXT:PLAINTEXT"), "Security protocol of each listener name."),
+    def("listener.security.protocol.map", T::String, Some(DEFAULT_PROTOCOL_MAP), "Security protocol of each listener name (NAME:PROTOCOL,...). Only PLAINTEXT is served so far."),
     def("log.dirs", T::String, None, "Data directory (one). Defaults to log.dir."),
     def("log.dir", T::String, Some("./strata-data"), "Data directory used when log.dirs is not set."),
     num("node.id", T::Int, "1", 0, "This broker's node id."),
-    def("process.roles", T::List, Some("broker,controller"), "Roles of this node; a single node is both broker and controller."),
+    num("broker.id", T::Int, "-1", -1, "Older name of node.id; when set, it must equal node.id."),
+    one_of(def("process.roles", T::List, Some("broker,controller"), "Roles of this node; a single node is both broker and controller (KRaft combined mode)."), &["broker", "controller"]),
     dynamic(num("num.partitions", T::Int, "1", 1, "Default number of partitions of new topics.")),
     num("default.replication.factor", T::Short, "1", 1, "Default replication factor of new topics."),
     def("auto.create.topics.enable", T::Boolean, Some("true"), "Create a topic when a client asks for its metadata."),
@@ -130,6 +135,12 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     dynamic(num("log.roll.jitter.ms", T::Long, "0", 0, "Random jitter subtracted from the roll time.")),
     dynamic(num("message.max.bytes", T::Int, "1048588", 0, "Largest record batch the broker accepts.")),
     num("socket.request.max.bytes", T::Int, "104857600", 1, "Largest request frame the broker reads."),
+    num("socket.send.buffer.bytes", T::Int, "102400", -1, "SO_SNDBUF of client connections; -1 is the OS default. Applied only when set (unset keeps the OS's automatic sizing)."),
+    num("socket.receive.buffer.bytes", T::Int, "102400", -1, "SO_RCVBUF of client connections; -1 is the OS default. Applied only when set (unset keeps the OS's automatic sizing)."),
+    num("max.connections", T::Int, "2147483647", 0, "Most client connections the broker holds; more are closed at once."),
+    num("max.connections.per.ip", T::Int, "2147483647", 0, "Most connections from one address; more are closed at once."),
+    def("max.connections.per.ip.overrides", T::String, Some(""), "Per-address limits overriding max.connections.per.ip: ip:count,..."),
+    num("connections.max.idle.ms", T::Long, "600000", 1, "Close a connection that sent nothing and is owed nothing for this long."),
     dynamic(num("log.flush.interval.messages", T::Long, LONG_MAX, 1, "Fsync a partition after this many messages.")),
     dynamic(def("log.flush.interval.ms", T::Long, None, "Fsync a partition after this long (ms).")),
     num("log.flush.scheduler.interval.ms", T::Long, LONG_MAX, 0, "How often the flusher checks log.flush.interval.ms."),
@@ -182,12 +193,17 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num("transactional.id.expiration.ms", T::Int, "604800000", 1, "Transactional ids idle this long (no transaction in progress) are forgotten."),
     num("producer.id.expiration.ms", T::Int, "86400000", 1, "Producer state idle this long is dropped from a partition."),
     num("request.timeout.ms", T::Int, "30000", 0, "Timeout of internal requests."),
-    num("queued.max.requests", T::Int, "500", 1, "Requests queued before the network stops reading."),
+    num("queued.max.requests", T::Int, "500", 1, "Requests read and not yet handled, broker-wide, before connections stop reading (also caps each connection's pending responses)."),
     num("num.network.threads", T::Int, "3", 1, "Accepted for compatibility; Strata uses its async runtime."),
     num("num.io.threads", T::Int, "8", 1, "Accepted for compatibility; Strata uses its async runtime."),
-    def("controller.listener.names", T::List, None, "Accepted for compatibility (single node)."),
-    def("controller.quorum.voters", T::List, None, "Accepted for compatibility (single node)."),
-    def("inter.broker.listener.name", T::String, None, "Accepted for compatibility (single node)."),
+    num("num.recovery.threads.per.data.dir", T::Int, "2", 1, "Accepted for compatibility; logs are recovered on one thread."),
+    def("controller.listener.names", T::List, None, "Listeners of the controller quorum: bound, but they serve no client requests (the quorum is local to the single node)."),
+    def("controller.quorum.voters", T::List, None, "The controller quorum as id@host:port,...; with a single node it may name only this node."),
+    def("controller.quorum.bootstrap.servers", T::List, None, "Controller addresses (KIP-853); with a single node, this node's controller listener."),
+    def("inter.broker.listener.name", T::String, None, "Listener brokers use among themselves; must be a client listener (single node: not used)."),
+    def("security.inter.broker.protocol", T::String, Some("PLAINTEXT"), "Protocol brokers use among themselves (single node: not used)."),
+    num("share.coordinator.state.topic.replication.factor", T::Short, "3", 1, "Accepted for compatibility; share groups are not implemented."),
+    num("share.coordinator.state.topic.min.isr", T::Short, "2", 1, "Accepted for compatibility; share groups are not implemented."),
     def("broker.rack", T::String, None, "Rack of this broker."),
     def("cluster.id", T::String, None, "Cluster id to format a new data directory with."),
 ];
@@ -579,9 +595,13 @@ fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, InvalidConfi
         if name.is_empty() {
             return Err(bad("listener name is empty"));
         }
+        if listeners.iter().any(|l: &Listener| l.name == name) {
+            return Err(bad(&format!("listener name {name} appears twice")));
+        }
         listeners.push(Listener {
             name: name.to_string(),
-            security_protocol: name.to_string(),
+            // Filled in from listener.security.protocol.map by the caller.
+            security_protocol: String::new(),
             host: host.to_string(),
             port,
         });
@@ -592,13 +612,223 @@ fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, InvalidConfi
     Ok(listeners)
 }
 
+/// Keys Strata accepts (so a Kafka `server.properties` starts it unchanged) that have no
+/// effect yet. When any is set, start-up names them in one WARN line.
+pub const NOT_IN_EFFECT: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.recovery.threads.per.data.dir",
+    "request.timeout.ms",
+    "security.inter.broker.protocol",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "log.roll.jitter.ms",
+    "log.index.size.max.bytes",
+    "log.segment.delete.delay.ms",
+    "log.preallocate",
+    "log.flush.scheduler.interval.ms",
+    "unclean.leader.election.enable",
+];
+
+/// Topic configs accepted (with Kafka's defaults, listed by DescribeConfigs) that have no
+/// effect yet; a topic created or altered with one of them is named in a WARN line, and so
+/// are existing topics with them at start-up.
+pub const TOPIC_NOT_IN_EFFECT: &[&str] = &[
+    "file.delete.delay.ms",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "preallocate",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
+];
+
+/// The keys of `configs` that are accepted but not in effect ([`TOPIC_NOT_IN_EFFECT`]).
+pub fn topic_configs_not_in_effect<'a>(
+    configs: impl IntoIterator<Item = &'a String>,
+) -> Vec<&'a str> {
+    configs
+        .into_iter()
+        .map(String::as_str)
+        .filter(|k| TOPIC_NOT_IN_EFFECT.contains(k))
+        .collect()
+}
+
+/// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
+fn parse_protocol_map(value: &str) -> Result<BTreeMap<String, String>, InvalidConfig> {
+    let mut map = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, protocol) = item.split_once(':').ok_or_else(|| InvalidConfig {
+            key: "listener.security.protocol.map".into(),
+            value: value.to_string(),
+            reason: format!("expected NAME:PROTOCOL entries, got {item:?}"),
+        })?;
+        let protocol = protocol.trim().to_ascii_uppercase();
+        if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&protocol.as_str()) {
+            return Err(InvalidConfig {
+                key: "listener.security.protocol.map".into(),
+                value: value.to_string(),
+                reason: format!(
+                    "unknown security protocol {protocol} (expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
+                ),
+            });
+        }
+        map.insert(name.trim().to_string(), protocol);
+    }
+    Ok(map)
+}
+
+/// Gives each listener its security protocol from the map; refuses names the map lacks and
+/// protocols not served yet.
+fn assign_protocols(
+    key: &str,
+    listeners: &mut [Listener],
+    map: &BTreeMap<String, String>,
+) -> Result<(), InvalidConfig> {
+    for l in listeners.iter_mut() {
+        let protocol = map.get(&l.name).ok_or_else(|| InvalidConfig {
+            key: key.into(),
+            value: l.name.clone(),
+            reason: format!(
+                "listener {} has no security protocol: add {}:PLAINTEXT to listener.security.protocol.map",
+                l.name, l.name
+            ),
+        })?;
+        if protocol != "PLAINTEXT" {
+            return Err(InvalidConfig {
+                key: "listener.security.protocol.map".into(),
+                value: format!("{}:{protocol}", l.name),
+                reason: format!(
+                    "listener {} uses {protocol}, which is not supported yet; only PLAINTEXT listeners are served so far",
+                    l.name
+                ),
+            });
+        }
+        l.security_protocol = protocol.clone();
+    }
+    Ok(())
+}
+
+/// Checks what a single node can be: both broker and controller, and the only voter of its
+/// controller quorum.
+fn check_single_node(
+    set: &BTreeMap<String, String>,
+    node_id: i32,
+    listeners: &[Listener],
+    controller_listener_names: &[String],
+) -> Result<(), InvalidConfig> {
+    let bad = |key: &str, value: &str, reason: String| InvalidConfig {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    if let Some(roles) = set.get("process.roles") {
+        let mut roles: Vec<&str> = roles
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        if roles != ["broker", "controller"] {
+            return Err(bad(
+                "process.roles",
+                &roles.join(","),
+                "Strata runs as a single node that is both broker and controller (Kafka's KRaft combined mode); \
+                 separate broker-only and controller-only nodes need a multi-node cluster, which is not supported yet. \
+                 Set process.roles=broker,controller or leave it out"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(broker_id) = set.get("broker.id") {
+        if broker_id
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .is_some_and(|b| b >= 0 && b != node_id)
+        {
+            return Err(bad(
+                "broker.id",
+                broker_id,
+                format!("must equal node.id ({node_id}) when both are set"),
+            ));
+        }
+    }
+    if let Some(voters) = set.get("controller.quorum.voters") {
+        for voter in voters.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let id = voter
+                .split_once('@')
+                .and_then(|(id, addr)| addr.rsplit_once(':').and(id.trim().parse::<i32>().ok()))
+                .ok_or_else(|| {
+                    bad(
+                        "controller.quorum.voters",
+                        voters,
+                        format!("expected id@host:port entries, got {voter:?}"),
+                    )
+                })?;
+            if id != node_id {
+                return Err(bad(
+                    "controller.quorum.voters",
+                    voters,
+                    format!(
+                        "names node {id}, but this is node {node_id}: a controller quorum of several nodes is not supported yet; a single node must be the only voter ({node_id}@host:port)"
+                    ),
+                ));
+            }
+        }
+    }
+    for name in controller_listener_names {
+        if !listeners.iter().any(|l| &l.name == name) {
+            return Err(bad(
+                "controller.listener.names",
+                name,
+                format!("{name} is not one of the listeners; a single node must listen on its controller listener"),
+            ));
+        }
+    }
+    if listeners
+        .iter()
+        .all(|l| controller_listener_names.contains(&l.name))
+    {
+        return Err(bad(
+            "listeners",
+            &set.get("listeners").cloned().unwrap_or_default(),
+            "every listener is a controller listener; clients need at least one other listener"
+                .into(),
+        ));
+    }
+    if let Some(name) = set.get("inter.broker.listener.name") {
+        let name = name.trim();
+        if controller_listener_names.iter().any(|c| c == name)
+            || !listeners.iter().any(|l| l.name == name)
+        {
+            return Err(bad(
+                "inter.broker.listener.name",
+                name,
+                "must name one of the listeners that is not a controller listener".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The broker's static configuration: what was set, on top of [`BROKER_CONFIGS`] defaults.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Keys set in the file or with `--set`, known or not.
     pub set: BTreeMap<String, String>,
+    /// Every listener, controller listeners included (all are bound).
     pub listeners: Vec<Listener>,
+    /// Client listeners' advertised addresses (controller listeners never appear here).
     pub advertised_listeners: Vec<Listener>,
+    /// `controller.listener.names`: bound, but they serve no client requests.
+    pub controller_listener_names: Vec<String>,
+    pub connections_max_idle: std::time::Duration,
+    pub queued_max_requests: usize,
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub num_partitions: i32,
@@ -649,23 +879,45 @@ impl BrokerConfig {
                 .unwrap_or_default()
         };
         let int = |key: &str| -> i64 { get(key).trim().parse().unwrap_or(0) };
-        let listeners = parse_listeners("listeners", &get("listeners"))?;
-        let advertised_listeners = match set.get("advertised.listeners") {
+        let protocol_map = parse_protocol_map(&get("listener.security.protocol.map"))?;
+        let mut listeners = parse_listeners("listeners", &get("listeners"))?;
+        assign_protocols("listeners", &mut listeners, &protocol_map)?;
+        let controller_listener_names: Vec<String> = get("controller.listener.names")
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let node_id = int("node.id") as i32;
+        check_single_node(&set, node_id, &listeners, &controller_listener_names)?;
+        let is_client = |l: &Listener| !controller_listener_names.contains(&l.name);
+        // Each client listener is advertised at its advertised.listeners address, or at its
+        // own address when advertised.listeners leaves it out (as Kafka does).
+        let advertised = match set.get("advertised.listeners") {
             Some(v) => parse_listeners("advertised.listeners", v)?,
-            None => listeners.clone(),
+            None => Vec::new(),
         };
-        for l in &listeners {
-            if l.security_protocol != "PLAINTEXT" {
+        for a in &advertised {
+            if !listeners.iter().any(|l| l.name == a.name) {
                 return Err(InvalidConfig {
-                    key: "listeners".into(),
-                    value: get("listeners"),
-                    reason: format!(
-                        "listener {} uses security protocol {}; only PLAINTEXT is supported so far",
-                        l.name, l.security_protocol
-                    ),
+                    key: "advertised.listeners".into(),
+                    value: get("advertised.listeners"),
+                    reason: format!("{} is not one of the listeners", a.name),
                 });
             }
         }
+        let advertised_listeners: Vec<Listener> = listeners
+            .iter()
+            .filter(|l| is_client(l))
+            .map(|l| {
+                let mut a = advertised
+                    .iter()
+                    .find(|a| a.name == l.name)
+                    .cloned()
+                    .unwrap_or_else(|| l.clone());
+                a.security_protocol = l.security_protocol.clone();
+                a
+            })
+            .collect();
         let data_dir = set
             .get("log.dirs")
             .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
@@ -680,8 +932,13 @@ impl BrokerConfig {
         let config = BrokerConfig {
             listeners,
             advertised_listeners,
+            controller_listener_names,
+            connections_max_idle: std::time::Duration::from_millis(
+                int("connections.max.idle.ms").max(1) as u64,
+            ),
+            queued_max_requests: int("queued.max.requests").clamp(1, 1 << 20) as usize,
             data_dir: PathBuf::from(data_dir),
-            node_id: int("node.id") as i32,
+            node_id,
             num_partitions: int("num.partitions") as i32,
             default_replication_factor: int("default.replication.factor") as i16,
             auto_create_topics: get("auto.create.topics.enable").eq_ignore_ascii_case("true"),
@@ -711,12 +968,27 @@ impl BrokerConfig {
         self.value(key).and_then(|v| v.trim().parse().ok())
     }
 
-    /// The listener advertised for connections that arrived on listener `name`.
+    /// The listener advertised for connections that arrived on listener `name` (a client
+    /// listener; the first client listener otherwise).
     pub fn advertised_for(&self, name: &str) -> &Listener {
         self.advertised_listeners
             .iter()
             .find(|l| l.name == name)
             .unwrap_or(&self.advertised_listeners[0])
+    }
+
+    /// Whether connections on listener `name` belong to the controller quorum.
+    pub fn is_controller_listener(&self, name: &str) -> bool {
+        self.controller_listener_names.iter().any(|n| n == name)
+    }
+
+    /// Keys that were set and are accepted but have no effect yet ([`NOT_IN_EFFECT`]).
+    pub fn set_but_not_in_effect(&self) -> Vec<String> {
+        self.set
+            .keys()
+            .filter(|k| NOT_IN_EFFECT.contains(&k.as_str()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -847,6 +1119,8 @@ pub struct TopicSettings {
     pub min_compaction_lag_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
     pub max_compaction_lag_ms: i64,
+    /// `min.insync.replicas`: acks=all produce needs at least this many in-sync replicas.
+    pub min_insync_replicas: usize,
     /// `compression.type`: `None` keeps the producer's codec.
     pub compression: Option<strata_protocol::batch::Compression>,
     /// The level for that codec (`compression.<codec>.level`), if it has one.
@@ -885,6 +1159,7 @@ impl TopicSettings {
                 .parse()
                 .unwrap_or(0.5),
             max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            min_insync_replicas: long("min.insync.replicas").clamp(1, i64::from(i32::MAX)) as usize,
             compression: {
                 use strata_protocol::batch::Compression as C;
                 match get("compression.type").trim() {
@@ -986,5 +1261,130 @@ mod tests {
         let r = resolve_topic_config(def, &layers);
         assert_eq!(r.value.as_deref(), Some("604800000"));
         assert_eq!(r.source, ConfigSource::DefaultConfig);
+    }
+
+    /// The server.properties of a one-node Kafka 4.x in KRaft combined mode.
+    const KRAFT_FILE: &str = "process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9093
+listeners=CLIENT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+advertised.listeners=CLIENT://127.0.0.1:9092
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT
+num.network.threads=3
+num.io.threads=8
+socket.send.buffer.bytes=102400
+socket.receive.buffer.bytes=102400
+socket.request.max.bytes=104857600
+log.dirs=/some/dir
+num.partitions=1
+num.recovery.threads.per.data.dir=1
+offsets.topic.replication.factor=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+log.retention.hours=168
+log.segment.bytes=1073741824
+log.retention.check.interval.ms=300000
+";
+
+    fn kraft(changes: &[(&str, &str)]) -> Result<BrokerConfig, InvalidConfig> {
+        let mut m = BrokerConfig::parse_properties(KRAFT_FILE).expect("parses");
+        for (k, v) in changes {
+            m.insert(k.to_string(), v.to_string());
+        }
+        BrokerConfig::from_map(m).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn kafkas_kraft_single_node_file_is_accepted_unchanged() {
+        let mut m = BrokerConfig::parse_properties(KRAFT_FILE).expect("parses");
+        let (c, unknown) = BrokerConfig::from_map(m.clone()).expect("accepted");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c.listeners.len(), 2);
+        assert!(c.is_controller_listener("CONTROLLER"));
+        assert_eq!(c.advertised_listeners.len(), 1);
+        assert_eq!(c.advertised_for("CLIENT").port, 9092);
+        assert_eq!(c.advertised_for("CONTROLLER").port, 9092);
+        assert_eq!(c.data_dir, PathBuf::from("/some/dir"));
+        let ignored = c.set_but_not_in_effect();
+        assert!(
+            ignored.contains(&"num.io.threads".to_string()),
+            "{ignored:?}"
+        );
+        assert!(!ignored.contains(&"socket.send.buffer.bytes".to_string()));
+        // Kafka 4.0's own default file: PLAINTEXT/CONTROLLER on every interface, the
+        // controller advertised too, the quorum given by bootstrap servers.
+        m.remove("controller.quorum.voters");
+        m.insert(
+            "controller.quorum.bootstrap.servers".into(),
+            "localhost:9093".into(),
+        );
+        m.insert(
+            "listeners".into(),
+            "PLAINTEXT://:9092,CONTROLLER://:9093".into(),
+        );
+        m.insert(
+            "advertised.listeners".into(),
+            "PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093".into(),
+        );
+        m.insert("inter.broker.listener.name".into(), "PLAINTEXT".into());
+        m.insert(
+            "listener.security.protocol.map".into(),
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL".into(),
+        );
+        let (c, unknown) = BrokerConfig::from_map(m).expect("accepted");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c.advertised_listeners.len(), 1);
+        assert_eq!(c.advertised_for("PLAINTEXT").host, "localhost");
+    }
+
+    #[test]
+    fn what_a_single_node_cannot_be_is_explained() {
+        for roles in ["broker", "controller"] {
+            let err = kraft(&[("process.roles", roles)]).expect_err(roles);
+            assert_eq!(err.key, "process.roles");
+            assert!(err.reason.contains("broker,controller"), "{err}");
+        }
+        kraft(&[("process.roles", "controller, broker")]).expect("either order");
+        let err = kraft(&[("controller.quorum.voters", "1@a:9093,2@b:9093")]).expect_err("two");
+        assert!(err.reason.contains("not supported yet"), "{err}");
+        let err = kraft(&[("node.id", "2")]).expect_err("not a voter");
+        assert_eq!(err.key, "controller.quorum.voters");
+        let err = kraft(&[(
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,CLIENT:SASL_SSL",
+        )])
+        .expect_err("sasl");
+        assert!(err.reason.contains("not supported yet"), "{err}");
+        let err = kraft(&[("listener.security.protocol.map", "CONTROLLER:PLAINTEXT")])
+            .expect_err("no protocol for CLIENT");
+        assert!(err.reason.contains("CLIENT:PLAINTEXT"), "{err}");
+        let err = kraft(&[("inter.broker.listener.name", "CONTROLLER")]).expect_err("ctl");
+        assert_eq!(err.key, "inter.broker.listener.name");
+        let err = kraft(&[("listeners", "CONTROLLER://127.0.0.1:9093")]).expect_err("no client");
+        assert_eq!(err.key, "listeners");
+        let err = kraft(&[("broker.id", "5")]).expect_err("broker.id");
+        assert_eq!(err.key, "broker.id");
+        // A listener named after no protocol is fine when the map names it.
+        let c = kraft(&[]).expect("accepted");
+        assert_eq!(c.listeners[0].security_protocol, "PLAINTEXT");
+    }
+
+    #[test]
+    fn topic_keys_without_effect_are_named() {
+        let configs = map(&[("preallocate", "true"), ("retention.ms", "5")]);
+        assert_eq!(
+            topic_configs_not_in_effect(configs.keys()),
+            vec!["preallocate"]
+        );
+        for key in TOPIC_NOT_IN_EFFECT.iter().chain(NOT_IN_EFFECT) {
+            assert!(
+                topic_config_def(key).is_some() || broker_config_def(key).is_some(),
+                "{key} is not an accepted key"
+            );
+        }
     }
 }

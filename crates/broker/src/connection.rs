@@ -16,24 +16,99 @@
 //! the connection after one log line, as Kafka does.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use strata_protocol::request::{decode_request, encode_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::auth::{ConnectionContext, Principal};
 use crate::broker::Broker;
+use crate::connection_limits::ConnectionPermit;
 use crate::handlers::{self, Reply};
 
-/// Requests whose responses may be pending at once on one connection.
+/// Requests whose responses may be pending at once on one connection (lowered to
+/// `queued.max.requests` when that is smaller).
 pub const MAX_IN_FLIGHT: usize = 64;
 
 type Pending = BoxFuture<'static, Option<Bytes>>;
+
+/// When the connection last did something (a request read or a response written), in ms
+/// since it opened, and how many responses are still owed: `connections.max.idle.ms` closes
+/// a connection only when it owes nothing and nothing happened for that long (a long-polling
+/// fetch is not idleness).
+struct Activity {
+    opened: Instant,
+    last_ms: AtomicU64,
+    owed: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has been idle for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = last + idle;
+            let now = Instant::now();
+            if now < due {
+                tokio::time::sleep_until(due).await;
+            } else if self.owed.load(Ordering::Relaxed) == 0 {
+                return;
+            } else {
+                // Responses are owed (a long poll): look again a little later.
+                tokio::time::sleep_until(now + idle.min(Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
+/// Why the reader stopped.
+enum FrameRead {
+    Frame(BytesMut),
+    Closed,
+    TooLarge(i32),
+}
+
+async fn read_frame(reader: &mut OwnedReadHalf, max_frame: usize) -> FrameRead {
+    let mut len_buf = [0u8; 4];
+    if reader.read_exact(&mut len_buf).await.is_err() {
+        return FrameRead::Closed;
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 0 || len as usize > max_frame {
+        return FrameRead::TooLarge(len);
+    }
+    let mut frame = BytesMut::zeroed(len as usize);
+    if reader.read_exact(&mut frame).await.is_err() {
+        return FrameRead::Closed;
+    }
+    FrameRead::Frame(frame)
+}
+
+/// A connection on a controller listener (`controller.listener.names`). The controller
+/// quorum is not served yet and, as in Kafka, a controller listener never serves clients'
+/// requests: the connection is closed with a line that points at the client listeners.
+pub async fn refuse_on_controller_listener(stream: TcpStream, peer: SocketAddr, listener: String) {
+    tracing::info!(
+        %peer,
+        %listener,
+        "closing a connection on the controller listener: clients must use the listeners in advertised.listeners"
+    );
+    drop(stream);
+}
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -41,17 +116,29 @@ pub async fn serve(
     peer: SocketAddr,
     listener: String,
     mut shutdown: watch::Receiver<bool>,
+    _permit: ConnectionPermit,
 ) {
     let _ = stream.set_nodelay(true);
+    crate::server::apply_socket_buffers(&stream, &broker.config);
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let in_flight = MAX_IN_FLIGHT.min(broker.config.queued_max_requests).max(1);
+    let (tx, mut rx) = mpsc::channel::<Pending>(in_flight);
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        owed: AtomicUsize::new(0),
+    });
+    let writer_activity = activity.clone();
     let writer_task = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
-            if let Some(bytes) = pending.await {
+            let answer = pending.await;
+            if let Some(bytes) = answer {
                 if writer.write_all(&bytes).await.is_err() {
                     return;
                 }
             }
+            writer_activity.touch();
+            writer_activity.owed.fetch_sub(1, Ordering::Relaxed);
         }
         let _ = writer.shutdown().await;
     });
@@ -59,26 +146,36 @@ pub async fn serve(
         peer,
         listener,
         principal: Principal::anonymous(),
+        connection_id: broker.new_connection_id(),
     };
     let max_frame = broker.config.socket_request_max_bytes;
+    let idle = broker.config.connections_max_idle;
     loop {
-        let mut len_buf = [0u8; 4];
         let read = tokio::select! {
-            r = reader.read_exact(&mut len_buf) => r,
+            r = read_frame(&mut reader, max_frame) => r,
+            _ = shutdown.changed() => break,
+            _ = activity.idle_for(idle) => {
+                tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "closing connection idle longer than connections.max.idle.ms");
+                break;
+            }
+        };
+        let frame = match read {
+            FrameRead::Frame(frame) => frame,
+            FrameRead::Closed => break,
+            FrameRead::TooLarge(len) => {
+                tracing::warn!(%peer, frame_bytes = len, limit = max_frame, "closing connection: request frame larger than socket.request.max.bytes");
+                break;
+            }
+        };
+        activity.touch();
+        // queued.max.requests: at most that many requests are being decoded and handled at
+        // once, broker-wide; a connection that finds none free stops reading (one request
+        // read ahead), as Kafka's network threads stop reading when the request queue is full.
+        let slot = tokio::select! {
+            s = broker.request_slots.clone().acquire_owned() => s,
             _ = shutdown.changed() => break,
         };
-        if read.is_err() {
-            break;
-        }
-        let len = i32::from_be_bytes(len_buf);
-        if len < 0 || len as usize > max_frame {
-            tracing::warn!(%peer, frame_bytes = len, limit = max_frame, "closing connection: request frame larger than socket.request.max.bytes");
-            break;
-        }
-        let mut frame = BytesMut::zeroed(len as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
-            break;
-        }
+        let Ok(slot) = slot else { break };
         let pending: Pending = match decode_request(frame.freeze()) {
             Ok(request) => {
                 let correlation_id = request.correlation_id();
@@ -108,12 +205,22 @@ pub async fn serve(
                 }
             },
         };
+        // The slot covers handling only: waiting for room in this connection's own queue
+        // (a client not reading, a long poll ahead) must not hold up other connections.
+        drop(slot);
+        activity.owed.fetch_add(1, Ordering::Relaxed);
         if tx.send(pending).await.is_err() {
             break;
         }
     }
     drop(tx);
     let _ = writer_task.await;
+    // Sessions are tied to this connection; nobody else may use them now.
+    broker
+        .fetch_sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .release_connection(ctx.connection_id);
 }
 
 fn log_encode(encoded: Result<Bytes, strata_protocol::request::EncodeError>) -> Option<Bytes> {

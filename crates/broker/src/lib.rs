@@ -21,6 +21,7 @@ pub mod broker;
 pub mod cleaner;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod data_dir;
 pub mod fetch_session;
 pub mod flusher;

@@ -85,8 +85,13 @@ pub async fn serve(
         let broker = broker.clone();
         let stop_rx = stop_rx.clone();
         let connections = connections.clone();
+        let controller = broker.config.is_controller_listener(&name);
         if let Ok(addr) = socket.local_addr() {
-            tracing::info!(listener = %name, %addr, "listening");
+            if controller {
+                tracing::info!(listener = %name, %addr, "listening (controller listener: reserved for the controller quorum, serves no client requests)");
+            } else {
+                tracing::info!(listener = %name, %addr, "listening");
+            }
         }
         accept_tasks.spawn(async move {
             loop {
@@ -98,12 +103,31 @@ pub async fn serve(
                         continue;
                     }
                 };
+                if controller {
+                    tokio::spawn(crate::connection::refuse_on_controller_listener(
+                        stream,
+                        peer,
+                        name.clone(),
+                    ));
+                    continue;
+                }
+                // max.connections / max.connections.per.ip: over a limit, the connection is
+                // closed at once, as Kafka does.
+                let permit = match broker.connection_limits.acquire(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(refused) => {
+                        tracing::info!(%peer, reason = %refused, "refusing a connection");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let task = crate::connection::serve(
                     broker.clone(),
                     stream,
                     peer,
                     name.clone(),
                     stop_rx.clone(),
+                    permit,
                 );
                 let mut set = connections.lock().await;
                 // Reap finished connections so the set stays bounded by live ones.
@@ -128,4 +152,41 @@ pub async fn serve(
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
     tracing::info!("shutdown complete");
+}
+
+/// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes`, when set to something other
+/// than -1 (the OS default). Unset, the OS's automatic buffer sizing is kept (Kafka's
+/// defaults of 100 KiB would switch it off).
+pub fn apply_socket_buffers(stream: &tokio::net::TcpStream, config: &crate::config::BrokerConfig) {
+    use std::os::fd::AsRawFd;
+    for (key, option) in [
+        ("socket.send.buffer.bytes", libc::SO_SNDBUF),
+        ("socket.receive.buffer.bytes", libc::SO_RCVBUF),
+    ] {
+        let Some(bytes) = config
+            .set
+            .get(key)
+            .and_then(|v| v.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if bytes < 0 {
+            continue;
+        }
+        let value: libc::c_int = bytes;
+        // Safety: the fd belongs to `stream`, which outlives the call; the option value is a
+        // c_int whose size is passed along.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::addr_of!(value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(key, bytes, error = %std::io::Error::last_os_error(), "cannot set socket buffer size");
+        }
+    }
 }

@@ -134,8 +134,18 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
     let (config, unknown) = BrokerConfig::from_map(map)?;
-    for key in unknown {
-        tracing::warn!(key, "unknown configuration key; ignoring it");
+    if !unknown.is_empty() {
+        tracing::warn!(
+            keys = unknown.join(","),
+            "unknown configuration keys; ignoring them"
+        );
+    }
+    let not_in_effect = config.set_but_not_in_effect();
+    if !not_in_effect.is_empty() {
+        tracing::warn!(
+            keys = not_in_effect.join(","),
+            "configuration keys accepted but not in effect yet"
+        );
     }
     Ok(config)
 }

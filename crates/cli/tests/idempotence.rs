@@ -112,10 +112,14 @@ fn retries_are_deduplicated_and_gaps_and_stale_epochs_refused() {
     // An older retry still inside the last five batches is a duplicate too.
     assert_eq!(produce(&mut c, batch(id, epoch, 0, 3)), (0, 0));
     assert_eq!(log_end(&mut c), 5);
-    // KIP-360: the producer bumps its epoch and starts again at sequence 0; the old epoch
-    // is then refused.
-    let (same_id, new_epoch) = init_producer_id(&mut c, Some((id, epoch)));
-    assert_eq!((same_id, new_epoch), (id, epoch + 1));
+    // InitProducerId presenting the id and epoch without a transactional id gets a new id
+    // (as Kafka answers): the presented producer is left alone, whoever asks.
+    let (other_id, other_epoch) = init_producer_id(&mut c, Some((id, epoch)));
+    assert_ne!(other_id, id);
+    assert_eq!(other_epoch, 0);
+    // KIP-360: the producer bumps its epoch itself and starts again at sequence 0; the old
+    // epoch is then refused.
+    let new_epoch = epoch + 1;
     assert_eq!(produce(&mut c, batch(id, new_epoch, 0, 1)), (0, 5));
     assert_eq!(
         produce(&mut c, batch(id, epoch, 5, 1)).0,

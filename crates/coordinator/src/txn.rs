@@ -189,9 +189,14 @@ impl TxnCoordinator {
         if current.state.is_prepare() {
             return Err(ErrorCode::ConcurrentTransactions);
         }
+        // A producer that presents an id and epoch (KIP-360 recovery) must be the one that holds
+        // the transactional id: its current epoch, or the one just before the last bump that
+        // it caused itself (a retry whose answer was lost, or recovery after a timeout abort).
+        // Anything else would let one client fence another's producer: PRODUCER_FENCED.
         if let Some((id, epoch)) = expected {
             let known = id == current.producer_id
-                && (epoch == current.producer_epoch || epoch == current.last_producer_epoch);
+                && (epoch == current.producer_epoch
+                    || (current.last_producer_epoch >= 0 && epoch == current.last_producer_epoch));
             if !known {
                 return Err(ErrorCode::ProducerFenced);
             }
@@ -199,7 +204,13 @@ impl TxnCoordinator {
         let mut next = current.clone();
         next.timeout_ms = timeout_ms;
         next.last_update_ms = now;
-        next.last_producer_epoch = current.producer_epoch;
+        // A new instance (no id and epoch presented) fences every earlier one, so no earlier
+        // epoch may recover afterwards: as Kafka, the previous epoch is forgotten then.
+        next.last_producer_epoch = if expected.is_some() {
+            current.producer_epoch
+        } else {
+            -1
+        };
         if current.producer_epoch >= i16::MAX - 1 {
             next.producer_id = fresh_producer_id;
             next.producer_epoch = 0;
@@ -559,6 +570,44 @@ mod tests {
             c.init_producer_id("t", 1_000, Some((100, 0)), 101, 1_015),
             Err(ErrorCode::ProducerFenced)
         );
+    }
+
+    #[test]
+    fn no_client_can_fence_another_producer_with_an_old_or_guessed_epoch() {
+        let mut c = coordinator();
+        // Instance A gets epoch 0; instance B (a new instance, no id presented) fences it.
+        ready(c.init_producer_id("t", 10_000, None, 100, 0).unwrap());
+        let b = ready(c.init_producer_id("t", 10_000, None, 101, 1).unwrap());
+        assert_eq!((b.producer_id, b.producer_epoch), (100, 1));
+        // A (a zombie) presenting its old epoch must not bump B's epoch.
+        assert_eq!(
+            c.init_producer_id("t", 10_000, Some((100, 0)), 102, 2),
+            Err(ErrorCode::ProducerFenced)
+        );
+        // Nor may anyone with a guessed epoch or another producer's id.
+        for guess in [(100, 2), (100, 7), (99, 1), (101, 1)] {
+            assert_eq!(
+                c.init_producer_id("t", 10_000, Some(guess), 102, 3),
+                Err(ErrorCode::ProducerFenced),
+                "{guess:?}"
+            );
+        }
+        // Also not while B has a transaction open (no abort happens for the intruder).
+        c.add_partitions("t", 100, 1, &[tp("a", 0)], 4).unwrap();
+        assert_eq!(
+            c.init_producer_id("t", 10_000, Some((100, 0)), 102, 5),
+            Err(ErrorCode::ProducerFenced)
+        );
+        assert_eq!(c.get("t").map(|m| m.state), Some(TxnState::Ongoing));
+        // B itself is still in business, and may recover with its own epoch.
+        c.verify("t", 100, 1, &tp("a", 0)).unwrap();
+        let InitPlan::AbortFirst(m, _) = c
+            .init_producer_id("t", 10_000, Some((100, 1)), 102, 6)
+            .unwrap()
+        else {
+            panic!("B's own open transaction is aborted first");
+        };
+        assert_eq!(m.producer_epoch, 2);
     }
 
     #[test]

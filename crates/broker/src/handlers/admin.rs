@@ -42,6 +42,13 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
         })?;
         validate_value(&def.def, v).map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
     }
+    let ignored = crate::config::topic_configs_not_in_effect(configs.keys());
+    if !ignored.is_empty() {
+        tracing::warn!(
+            keys = ignored.join(","),
+            "topic configuration keys accepted but not in effect yet"
+        );
+    }
     Ok(())
 }
 

@@ -77,12 +77,39 @@ pub fn fetch(
             })
         })
         .collect();
+    // Only partitions that exist are remembered in a session; the others are answered with
+    // their error in this response and forgotten.
+    let image = broker.image();
+    let exists: Vec<bool> = requested
+        .iter()
+        .map(|(key, _)| {
+            let topic = if by_id {
+                image.topic_by_id(&key.topic_id)
+            } else {
+                image.topic_by_name(&key.topic)
+            };
+            topic.is_some_and(|t| t.partitions.contains_key(&key.partition))
+        })
+        .collect();
+    let known: Vec<(FetchKey, SessionPartition)> = requested
+        .iter()
+        .zip(&exists)
+        .filter(|(_, e)| **e)
+        .map(|(r, _)| r.clone())
+        .collect();
+    drop(image);
     let action = {
         let mut cache = broker
             .fetch_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        cache.begin(req.session_id, req.session_epoch, &requested, &forgotten)
+        cache.begin(
+            ctx.connection_id,
+            req.session_id,
+            req.session_epoch,
+            &known,
+            &forgotten,
+        )
     };
     let action = match action {
         Ok(a) => a,
@@ -98,11 +125,19 @@ pub fn fetch(
         SessionAction::Sessionless => (0, false, requested),
         SessionAction::Full { session_id } => (session_id, false, requested),
         SessionAction::Incremental { session_id } => {
-            let parts = broker
+            let mut parts = broker
                 .fetch_sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .partitions(session_id);
+            // Partitions named now that do not exist get their error, once.
+            parts.extend(
+                requested
+                    .into_iter()
+                    .zip(exists)
+                    .filter(|(_, e)| !e)
+                    .map(|(r, _)| r),
+            );
             (session_id, true, parts)
         }
     };
@@ -147,6 +182,20 @@ pub fn fetch(
                 .fetch_sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            if session_id != 0 {
+                // A session never keeps partitions that no longer exist (deleted topics).
+                let gone: Vec<FetchKey> = resolved
+                    .iter()
+                    .filter(|r| {
+                        matches!(
+                            r.error,
+                            Some(ErrorCode::UnknownTopicOrPartition | ErrorCode::UnknownTopicId)
+                        )
+                    })
+                    .map(|r| r.key.clone())
+                    .collect();
+                cache.forget(session_id, &gone);
+            }
             for (r, data) in resolved.iter().zip(results) {
                 let newsworthy = !incremental
                     || data.error_code != 0

@@ -59,7 +59,7 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
             offsets::list_offsets(broker, ctx, req, version),
         )),
         RequestKind::InitProducerId(req) => Reply::now(ResponseKind::InitProducerId(
-            producer::init_producer_id(broker, ctx, req).await,
+            producer::init_producer_id(broker, ctx, req, version).await,
         )),
         RequestKind::AddPartitionsToTxn(req) => Reply::now(ResponseKind::AddPartitionsToTxn(
             txn::add_partitions_to_txn(broker, ctx, req, version).await,

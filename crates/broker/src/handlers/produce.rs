@@ -78,6 +78,20 @@ pub fn produce(
                     .as_ref()
                     .ok_or((ErrorCode::CorruptMessage, Some("no records".to_string())))?;
                 let settings = partition.settings();
+                if acks == -1 {
+                    // As Kafka, before anything is appended: acks=all promises the write
+                    // reached min.insync.replicas replicas.
+                    let in_sync = in_sync_replica_count(topic, data.index);
+                    if in_sync < settings.min_insync_replicas {
+                        return Err((
+                            ErrorCode::NotEnoughReplicas,
+                            Some(format!(
+                                "the partition {}-{} has {in_sync} in-sync replicas, fewer than its min.insync.replicas={}",
+                                topic.name, data.index, settings.min_insync_replicas
+                            )),
+                        ));
+                    }
+                }
                 let headers = validate_batches(records, settings.max_message_bytes)
                     .map_err(|e| {
                         tracing::info!(peer = %ctx.peer, topic = %topic.name, partition = data.index, error = %e, "refused produce");
@@ -243,6 +257,13 @@ pub fn produce(
         }
         .boxed(),
     )
+}
+
+/// The partition's in-sync replicas as the metadata image records them. A single node is the
+/// only replica of every partition and always in sync; a cluster keeps the ISR in the same
+/// partition state, so this count becomes the real one without touching produce.
+fn in_sync_replica_count(topic: &strata_quorum::TopicImage, partition: i32) -> usize {
+    topic.partitions.get(&partition).map_or(0, |p| p.isr.len())
 }
 
 /// A compacted topic keeps the latest value per key, so a record without a key cannot be

@@ -186,6 +186,21 @@ impl Client {
         Some(Resp::decode(&mut body, version).expect("response decodes"))
     }
 
+    /// Sends a request that gets no response (acks=0 produce).
+    pub fn send_only<Req: Encodable>(&mut self, key: ApiKey, version: i16, req: &Req) {
+        self.correlation_id += 1;
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("strata-test")))
+            .encode(&mut buf, key.request_header_version(version))
+            .expect("header encodes");
+        req.encode(&mut buf, version).expect("request encodes");
+        self.send_frame(&buf).expect("request sent");
+    }
+
     pub fn send_frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
         let mut framed = Vec::with_capacity(payload.len() + 4);
         framed.put_i32(payload.len() as i32);
