@@ -232,3 +232,79 @@ def _full_disk_scenario(broker_factory, new_topic, mount_point: Path):
         got = confluent_consume(broker.bootstrap, name, min_count=1)
         assert [r.value for r in got] == [name.encode()], f"topic {name} lost its record"
     broker.stop()
+
+
+@pytest.mark.timeout(180)
+def test_sigstop_while_an_idempotent_producer_writes_loses_and_duplicates_nothing(
+    broker_factory, topic
+):
+    """The broker is frozen (SIGSTOP) for longer than the producer's request timeout while an
+    idempotent acks=all producer writes: requests time out and are retried, some of them
+    already appended. After SIGCONT every acknowledged record is in the log exactly once, in
+    order, and nothing was reported failed."""
+    import signal
+    import threading
+
+    from strata_e2e import confluent_producer
+
+    broker = broker_factory()
+    create_topic(broker.bootstrap, topic, partitions=2)
+    total = 6000
+    acked, failed = [], []
+    lock = threading.Lock()
+    stopped = threading.Event()
+
+    def on_delivery(err, msg):
+        with lock:
+            if err is None:
+                acked.append((msg.partition(), msg.offset(), int(msg.value())))
+            else:
+                failed.append(err)
+            if len(acked) == 1500 and not stopped.is_set():
+                stopped.set()
+
+    producer = confluent_producer(
+        broker.bootstrap,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "request.timeout.ms": 1500,
+            "message.timeout.ms": 60000,
+        },
+    )
+    froze = False
+    for i in range(total):
+        producer.produce(topic, str(i).encode(), key=str(i % 7).encode(), on_delivery=on_delivery)
+        producer.poll(0)
+        if i % 100 == 99 and not froze:
+            # Pace the first records so the freeze lands while the producer is busy.
+            deadline = time.monotonic() + 10
+            while len(acked) < i - 300 and time.monotonic() < deadline:
+                producer.poll(0.01)
+        if stopped.is_set() and not froze:
+            froze = True
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                # The fault lasts twice the request timeout: the client gives up on in-flight
+                # requests and retries them once the broker runs again.
+                deadline = time.monotonic() + 3.0
+                while time.monotonic() < deadline:
+                    producer.poll(0.1)
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+    assert producer.flush(90) == 0, "records still undelivered"
+    assert froze, "the broker was never frozen"
+    assert not failed, f"{len(failed)} records failed, first: {failed[0]}"
+    assert len(acked) == total
+
+    got = confluent_consume(broker.bootstrap, topic, partitions=(0, 1), min_count=total, timeout_s=60)
+    values = [int(r.value) for r in got]
+    assert len(values) == len(set(values)) == total, (
+        f"{len(values)} records in the log for {total} sent, {len(set(values))} distinct"
+    )
+    for p in (0, 1):
+        in_log = [(r.offset, int(r.value)) for r in got if r.partition == p]
+        assert [v for _, v in in_log] == sorted(v for _, v in in_log), "per-partition order kept"
+        acked_here = sorted((o, v) for q, o, v in acked if q == p)
+        assert acked_here == in_log, "every acknowledged offset holds its record"

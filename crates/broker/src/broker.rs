@@ -113,7 +113,12 @@ impl Broker {
             };
             crate::data_dir::write(&dir, &meta).map_err(dir_err)?;
         }
-        let flusher = Flusher::start();
+        let fsync_parallelism = config
+            .value("strata.fsync.parallelism")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(16)
+            .clamp(1, 256);
+        let flusher = Flusher::start(fsync_parallelism);
         let partitions = Arc::new(
             PartitionManager::new(dir.clone(), config.fsync_before_ack, flusher.clone())
                 .map_err(dir_err)?,

@@ -146,6 +146,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num("log.flush.scheduler.interval.ms", T::Long, LONG_MAX, 0, "How often the flusher checks log.flush.interval.ms."),
     num("log.flush.offset.checkpoint.interval.ms", T::Int, "60000", 0, "How often the recovery-point and high-watermark checkpoints are written."),
     def(FSYNC_BEFORE_ACK, T::Boolean, Some("true"), "Strata: acknowledge acks=all produce requests only after the data is fsynced (group commit). false gives Kafka's page-cache behaviour."),
+    num("strata.fsync.parallelism", T::Int, "16", 1, "Strata: fsyncs of different partitions the flusher runs at once (1: one after another)."),
     dynamic(num("log.retention.ms", T::Long, "604800000", -1, "Delete data older than this (overrides minutes and hours).")),
     num("log.retention.minutes", T::Int, "10080", -1, "Retention in minutes (overrides hours)."),
     num("log.retention.hours", T::Int, "168", -1, "Retention in hours."),

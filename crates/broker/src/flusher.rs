@@ -28,10 +28,11 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flusher task; it ends when every `Flusher` handle is dropped.
-    pub fn start() -> Self {
+    /// Starts the flusher task, running up to `parallelism` partitions' fsyncs at once; it
+    /// ends when every `Flusher` handle is dropped.
+    pub fn start(parallelism: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx));
+        tokio::spawn(run(rx, parallelism.max(1)));
         Flusher { tx }
     }
 
@@ -102,7 +103,7 @@ fn run_job(partition: &Partition, job: strata_log::SyncJob) -> bool {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>, parallelism: usize) {
     while let Some(first) = rx.recv().await {
         let mut round = vec![first];
         while let Ok(p) = rx.try_recv() {
@@ -119,10 +120,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>) {
                 (p, job)
             })
             .collect();
-        // The partitions' fsyncs run side by side (at most FSYNC_PARALLELISM at once), so a
-        // round takes about as long as its slowest fsync, not the sum of them: acks=all
-        // latency does not grow with the number of partitions written at once.
-        let lanes = jobs.len().clamp(1, FSYNC_PARALLELISM);
+        // The partitions' fsyncs run side by side (at most `parallelism` at once,
+        // `strata.fsync.parallelism`), so a round takes about as long as its slowest fsync,
+        // not the sum of them: acks=all latency does not grow with the number of partitions
+        // written at once.
+        let lanes = jobs.len().clamp(1, parallelism);
         let mut groups: Vec<Vec<_>> = (0..lanes).map(|_| Vec::new()).collect();
         for (i, item) in jobs.into_iter().enumerate() {
             groups[i % lanes].push(item);
@@ -137,9 +139,6 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>) {
         }
     }
 }
-
-/// How many fsyncs of different partitions may run at once.
-const FSYNC_PARALLELISM: usize = 16;
 
 fn run_group(jobs: Vec<(Arc<Partition>, Option<strata_log::SyncJob>)>) {
     for (p, job) in jobs {
