@@ -481,6 +481,18 @@ impl PartitionLog {
             base_offset > self.active().base_offset,
             "a new segment starts after the active one"
         );
+        // The old segment is made whole on disk before a later segment can hold any data:
+        // otherwise writeback could put the new segment's pages on disk before the old one's
+        // tail, and a power loss would leave a hole in the offsets that recovery could not
+        // tell from a compacted segment's end. The cost is bounded: what was appended since
+        // the last flush (with fsync-before-ack, one group commit's worth), once per roll.
+        if self.active_unsynced {
+            let active = self.active();
+            active
+                .log
+                .sync_data()
+                .map_err(io_err("fsync segment", &active.log_path))?;
+        }
         // Create the new segment before sealing the old one: if creating fails (a full disk,
         // no descriptors left), the log is unchanged and the old segment stays active.
         let segment = match Segment::create(&self.dir, base_offset) {
