@@ -38,7 +38,23 @@ pub struct ErrorCodeFloor {
 /// older ones get INVALID_PRODUCER_EPOCH (47), which their clients treat the same way.
 /// TxnOffsetCommit never carries it: Kafka answers a fenced TxnOffsetCommit with
 /// INVALID_PRODUCER_EPOCH at every version (its spec lists no PRODUCER_FENCED).
+///
+/// KAFKA_STORAGE_ERROR (56, KIP-112) reaches Produce from v4 and Fetch from v6; older versions
+/// get NOT_LEADER_OR_FOLLOWER, so that the client refreshes its metadata and retries instead of
+/// failing on an unknown code.
 pub const ERROR_CODE_FLOORS: &[ErrorCodeFloor] = &[
+    ErrorCodeFloor {
+        api: ApiKey::Produce,
+        code: ErrorCode::KafkaStorageError,
+        since: Some(4),
+        older: ErrorCode::NotLeaderOrFollower,
+    },
+    ErrorCodeFloor {
+        api: ApiKey::Fetch,
+        code: ErrorCode::KafkaStorageError,
+        since: Some(6),
+        older: ErrorCode::NotLeaderOrFollower,
+    },
     ErrorCodeFloor {
         api: ApiKey::InitProducerId,
         code: ErrorCode::ProducerFenced,
@@ -131,7 +147,14 @@ pub fn fit_response(body: &mut ResponseKind, version: i16) {
                 .iter_mut()
                 .flat_map(|t| t.partition_responses.iter_mut())
             {
+                p.error_code = fit_error_code(ApiKey::Produce, version, p.error_code);
                 null_if_ok(p.error_code, &mut p.error_message);
+            }
+        }
+        ResponseKind::Fetch(r) => {
+            r.error_code = fit_error_code(ApiKey::Fetch, version, r.error_code);
+            for p in r.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                p.error_code = fit_error_code(ApiKey::Fetch, version, p.error_code);
             }
         }
         ResponseKind::FindCoordinator(r) => {
@@ -723,6 +746,22 @@ mod tests {
                             .with_error_code(code)]),
                 ]))
             }
+            ApiKey::Produce => {
+                ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
+                produce_response::TopicProduceResponse::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_responses(vec![
+                        produce_response::PartitionProduceResponse::default().with_error_code(code),
+                    ]),
+            ]))
+            }
+            ApiKey::Fetch => ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
+                fetch_response::FetchableTopicResponse::default()
+                    .with_topic(TopicName(s("t")))
+                    .with_partitions(vec![
+                        fetch_response::PartitionData::default().with_error_code(code),
+                    ]),
+            ])),
             other => panic!("no sample for {other:?}"),
         }
     }
@@ -749,6 +788,18 @@ mod tests {
                 .collect(),
             ResponseKind::TxnOffsetCommit(r) => r
                 .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code)
+                .collect(),
+            ResponseKind::Produce(r) => r
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .map(|p| p.error_code)
+                .collect(),
+            ResponseKind::Fetch(r) => r
+                .responses
                 .iter()
                 .flat_map(|t| &t.partitions)
                 .map(|p| p.error_code)
@@ -787,6 +838,25 @@ mod tests {
                 let other = ErrorCode::ConcurrentTransactions.code();
                 let answer = over_the_wire(*api, with_code(*api, other, version), version);
                 assert!(codes(&answer).iter().all(|c| *c == other));
+            }
+        }
+    }
+
+    #[test]
+    fn kafka_storage_error_reaches_only_the_versions_that_know_it() {
+        // (API, first version that gets KAFKA_STORAGE_ERROR): ProduceResponse spec ("Version 4
+        // added KAFKA_STORAGE_ERROR"), Kafka's fetch handler (NOT_LEADER_OR_FOLLOWER up to v5).
+        let table: &[(ApiKey, i16)] = &[(ApiKey::Produce, 4), (ApiKey::Fetch, 6)];
+        let storage = ErrorCode::KafkaStorageError.code();
+        for (api, since) in table {
+            for version in served(*api) {
+                let answer = over_the_wire(*api, with_code(*api, storage, version), version);
+                let want = if version >= *since {
+                    storage
+                } else {
+                    ErrorCode::NotLeaderOrFollower.code()
+                };
+                assert_eq!(codes(&answer), vec![want], "{api:?} v{version}");
             }
         }
     }
