@@ -46,10 +46,11 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 /// as the Java client (2.x+ "uniform sticky") does it.
 ///
 /// Records stick to one partition, so that they batch well, until `batch_size` bytes have gone
-/// to it; then the next record picks a new partition. The switch waits for the partition's
-/// last batch to be closed (full), so that the batches stay whole, but never past twice
-/// `batch_size`: a producer held to a low rate sends linger-sized batches that never fill, and
-/// its records must still spread over every partition.
+/// to it; then the next record picks a new partition. The switch waits for a batch boundary
+/// (the partition's batch closed: full, or sent after `linger`), so that batches stay whole,
+/// but never past twice `batch_size`. A producer held to a low rate sends linger-sized batches
+/// that never fill; its records move on after `batch_size` bytes all the same, at the first
+/// record after a batch was sent.
 #[derive(Debug, Default, Clone)]
 pub struct StickyPartitioner {
     current: Option<i32>,
@@ -80,8 +81,10 @@ impl StickyPartitioner {
     }
 
     /// Counts `bytes` appended to the current partition. Once `batch_size` bytes went to it,
-    /// the next record goes elsewhere if `batch_closed` (the record closed the partition's
-    /// batch), and in any case once twice `batch_size` went. Returns whether it moved on.
+    /// the next record goes elsewhere if `batch_closed` (the partition has no open batch: the
+    /// record filled it, or a batch was sent since), and in any case once twice `batch_size`
+    /// went. Returns whether it moved on. Call it with 0 bytes before a record to complete a
+    /// switch that waited for a batch boundary.
     pub fn appended(&mut self, bytes: usize, batch_size: usize, batch_closed: bool) -> bool {
         self.produced_bytes = self.produced_bytes.saturating_add(bytes);
         let limit = batch_size.max(1);
@@ -131,14 +134,21 @@ mod tests {
         let mut s = StickyPartitioner::default();
         let first = s.partition(&queues, 3);
         assert_eq!(first, 3);
-        // 100-byte records with batches that never fill (a producer held to a low rate):
-        // the partition stays for 2 * 1000 bytes, then moves on.
+        // 100-byte records into a batch that stays open (no batch boundary comes): the
+        // partition stays for 2 * 1000 bytes, then moves on.
         for i in 0..19 {
             assert!(!s.appended(100, 1000, false), "record {i}");
             assert_eq!(s.partition(&queues, 5), first);
         }
         assert!(s.appended(100, 1000, false));
         assert_eq!(s.partition(&queues, 5), 5);
+        // A switch that waited for a batch boundary happens once the batch is sent.
+        for _ in 0..10 {
+            assert!(!s.appended(100, 1000, false));
+        }
+        assert!(!s.appended(0, 1000, false));
+        assert!(s.appended(0, 1000, true));
+        assert_eq!(s.partition(&queues, 12), 4);
         // A record that closes a full batch switches as soon as batch_size bytes went.
         for _ in 0..9 {
             assert!(!s.appended(100, 1000, false));

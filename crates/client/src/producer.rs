@@ -399,6 +399,15 @@ impl Producer {
         if t.partitions.len() < count as usize {
             t.partitions.resize_with(count as usize, Default::default);
         }
+        if partition.is_none() {
+            // KIP-794: a switch that waited for a batch boundary happens once the sticky
+            // partition's batch is closed (full, or sent after linger).
+            if let Some(current) = t.sticky.current(count as usize) {
+                if t.partitions[current as usize].open.is_none() {
+                    t.sticky.appended(0, batch_size, true);
+                }
+            }
+        }
         let p = match (partition, t.sticky.current(count as usize)) {
             (Some(p), _) | (None, Some(p)) => p,
             (None, None) => {
