@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every Strata test: the Rust tests and the end-to-end tests that drive a real `strata`
-# process with kafka-python, confluent-kafka and kcat.
+# Runs every Strata check: rustfmt and clippy (first; a failure stops the run), the Rust tests
+# (release, then the dev profile with debug assertions on) and the end-to-end tests that drive
+# a real `strata` process with kafka-python, confluent-kafka and kcat.
 #
 # Needs a Debian/Ubuntu machine with a Rust toolchain and Python 3 (with venv + pip). It installs
 # kcat with apt-get when missing and keeps the Python test dependencies in .venv/ (reinstalled
@@ -54,6 +55,21 @@ as_root() {
     fi
 }
 
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+# ---- 0. style gate --------------------------------------------------------------------------
+# First and fatal: a formatting or lint failure stops the run before the long steps.
+step "cargo fmt --check"
+cargo fmt --check
+done_step
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+done_step
+
 # ---- 1. system packages ---------------------------------------------------------------------
 step "kcat"
 if command -v kcat >/dev/null 2>&1; then
@@ -97,10 +113,6 @@ fi
 done_step
 
 # ---- 3. build -------------------------------------------------------------------------------
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
 step "cargo build --release --bin strata"
 cargo build --release --bin strata --quiet
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -118,6 +130,18 @@ if cargo test --release --workspace --quiet; then
 else
     FAILED+=("cargo test")
     echo "--- FAILED (cargo test)"
+fi
+
+# ---- 4b. Rust tests with debug assertions ---------------------------------------------------
+# The dev profile keeps debug_assert! and the check_invariants calls that release builds
+# compile out. It is a second build (a few minutes on 2 cores); the whole script stays well
+# under 30 minutes there.
+step "cargo test --workspace (dev profile: debug assertions on)"
+if cargo test --workspace --quiet; then
+    done_step
+else
+    FAILED+=("cargo test (debug assertions)")
+    echo "--- FAILED (cargo test, debug assertions)"
 fi
 
 # ---- 5. end-to-end tests --------------------------------------------------------------------

@@ -181,11 +181,24 @@ def run_scenario(bootstrap, orders=200, topic="orders", partitions=6, timeout_s=
                 break  # report what arrived; check() says what is missing
             time.sleep(0.05)
         time.sleep(0.3)  # let any duplicate show up before stopping
+        # The run ends here: take the results before stopping anything. Stopping instances one
+        # by one rebalances their groups (the last instance of a service running is given the
+        # partitions of the ones that left), which is shutdown, not a rebalance mid-run.
+        snapshot = take_snapshot(instances, before)
     finally:
         for instance in instances:
             instance.stop()
-    results = {s: {i.instance: list(i.handled) for i in instances if i.service == s} for s in SERVICES}
-    health = {i.instance: (i.rebalances - before.get(i.instance, 0), list(i.errors)) for i in instances}
+    return snapshot
+
+
+def take_snapshot(instances, before):
+    """({service: {instance: handled}}, {instance: (assignments since `before`, errors)})."""
+    results = {s: {} for s in SERVICES}
+    health = {}
+    for i in instances:
+        with i.lock:
+            results[i.service][i.instance] = list(i.handled)
+            health[i.instance] = (i.rebalances - before.get(i.instance, 0), list(i.errors))
     return results, health
 
 

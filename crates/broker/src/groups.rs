@@ -19,13 +19,84 @@ use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use strata_coordinator::consumer::{ConsumerConfig, ConsumerGroups, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
-use strata_coordinator::{GroupConfig, GroupCoordinator, GroupRecord, Output, Token};
+use strata_coordinator::{
+    GroupConfig, GroupCoordinator, GroupEvent, GroupProtocol, GroupRecord, Output, Token,
+};
 use strata_protocol::records::{encode_batch_as, BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::partition::{now_ms, Partition};
+
+/// Logs a rebalance milestone at INFO, as Kafka's group coordinator does: the group, why it
+/// rebalances, the generation and the member count, and each generation once stable.
+fn log_group_event(event: &GroupEvent) {
+    match event {
+        GroupEvent::RebalanceStarted {
+            group,
+            protocol: GroupProtocol::Classic,
+            reason,
+            generation,
+            members,
+        } => tracing::info!(
+            %group,
+            %reason,
+            old_generation = generation,
+            members,
+            "preparing to rebalance group"
+        ),
+        GroupEvent::RebalanceStarted {
+            group,
+            protocol: GroupProtocol::Consumer,
+            reason,
+            generation,
+            members,
+        } => tracing::info!(
+            %group,
+            %reason,
+            epoch = generation,
+            members,
+            "rebalancing consumer group (KIP-848)"
+        ),
+        GroupEvent::Stable {
+            group,
+            protocol,
+            generation,
+            members,
+        } => tracing::info!(%group, %protocol, generation, members, "group stable"),
+        GroupEvent::Emptied {
+            group,
+            protocol,
+            generation,
+        } => tracing::info!(%group, %protocol, generation, "group is now empty"),
+    }
+}
+
+/// The KIP-848 groups under their lock; logs the rebalance events of whatever was done with
+/// them when dropped, so that every path through the machine is logged.
+pub struct ConsumerGroupsGuard<'a>(MutexGuard<'a, ConsumerGroups>);
+
+impl std::ops::Deref for ConsumerGroupsGuard<'_> {
+    type Target = ConsumerGroups;
+    fn deref(&self) -> &ConsumerGroups {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ConsumerGroupsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ConsumerGroups {
+        &mut self.0
+    }
+}
+
+impl Drop for ConsumerGroupsGuard<'_> {
+    fn drop(&mut self) {
+        for event in self.0.take_events() {
+            log_group_event(&event);
+        }
+    }
+}
 
 /// The internal topic of committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -73,10 +144,7 @@ impl GroupService {
         };
         GroupService {
             coordinator: Mutex::new(GroupCoordinator::new(group_config)),
-            consumer: Mutex::new(ConsumerGroups {
-                config: Some(consumer_config),
-                ..Default::default()
-            }),
+            consumer: Mutex::new(ConsumerGroups::new(consumer_config)),
             waiting: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             offsets_partitions: config_i64(config, "offsets.topic.num.partitions").max(1) as i32,
@@ -88,8 +156,9 @@ impl GroupService {
         self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn consumer(&self) -> MutexGuard<'_, ConsumerGroups> {
-        self.consumer.lock().unwrap_or_else(|p| p.into_inner())
+    /// The KIP-848 groups; their rebalance events are logged when the guard is dropped.
+    pub fn consumer(&self) -> ConsumerGroupsGuard<'_> {
+        ConsumerGroupsGuard(self.consumer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn token(&self) -> Token {
@@ -135,6 +204,7 @@ impl GroupService {
                         }
                     }
                     Output::Persist(record) => records.push(record),
+                    Output::Event(event) => log_group_event(&event),
                 }
             }
         }

@@ -607,8 +607,6 @@ fn perf_counts_every_record() {
     );
     assert!(text.starts_with("100 in "), "{text}");
     assert!(text.contains("RECORDS  ERRORS  RECORDS/S"), "{text}");
-    let e = fails(&b, &["perf", "produce", "-t", "nope", "-n", "1"]);
-    assert!(e.contains("does not exist"), "{e}");
     // End to end: every record sent at the rate is received once, timed send to receive.
     let e2e = json(&ok_words(
         &b,
@@ -633,6 +631,63 @@ fn perf_counts_every_record() {
         ],
     );
     assert!(e.contains("at least 8"), "{e}");
+}
+
+/// Like Kafka's console producer and perf test, `produce` and `perf produce` create a missing
+/// topic when the broker allows auto-creation, and say so; otherwise they stop with a message
+/// naming the setting and the command that creates the topic.
+#[test]
+fn producing_to_a_missing_topic_creates_it_when_the_broker_allows() {
+    let b = TestBroker::start(&["num.partitions=3"]);
+    let r = strata_at(b.port, &["produce", "fresh"], "one\ntwo\n");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("topic fresh did not exist")
+            && r.stderr.contains("created it with 3 partition(s)"),
+        "{}",
+        r.stderr
+    );
+    let described = json(&ok(&b, &["topics", "describe", "fresh", "-o", "json"]));
+    let partitions = described[0]["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 3);
+    let written: i64 = partitions
+        .iter()
+        .map(|p| p["log_end_offset"].as_i64().expect("offset"))
+        .sum();
+    assert_eq!(written, 2);
+    // A topic that exists is not announced.
+    let r = strata_at(b.port, &["produce", "fresh"], "three\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("did not exist"), "{}", r.stderr);
+    // perf produce does the same.
+    let r = strata_at(
+        b.port,
+        &["perf", "produce", "-t", "bench-new", "-n", "50", "--json"],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("topic bench-new did not exist"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(json(&r.stdout)["records"], 50);
+
+    let refusing = TestBroker::start(&["auto.create.topics.enable=false"]);
+    for args in [
+        &["produce", "absent"][..],
+        &["perf", "produce", "-t", "absent", "-n", "1"][..],
+    ] {
+        let e = fails(&refusing, args);
+        assert!(
+            e.contains("\"absent\" does not exist")
+                && e.contains("auto.create.topics.enable=false")
+                && e.contains("strata topics create absent"),
+            "{args:?}: {e}"
+        );
+    }
+    let e = fails(&refusing, &["topics", "describe", "absent"]);
+    assert!(e.contains("does not exist"), "nothing was created: {e}");
 }
 
 #[test]

@@ -303,3 +303,48 @@ fn pipelined_requests_keep_every_partition_in_order() {
         }
     });
 }
+
+/// A producer held to a low rate sends linger-sized batches that never fill; its keyless
+/// records must still spread over every partition (KIP-794: the sticky partition changes
+/// after `batch_size` bytes, whether or not a batch filled).
+#[test]
+fn keyless_records_at_a_low_rate_spread_over_every_partition() {
+    let b = TestBroker::start(&[]);
+    runtime().block_on(async {
+        let client = connect_with_topic(&b, "spread", 8).await;
+        let batch_size = 1024;
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                linger: Duration::from_millis(5),
+                batch_size,
+                ..Default::default()
+            },
+        );
+        // About 1000 records/s of 100 bytes: some 5 records (~600 bytes) per linger, so no
+        // batch fills; the partition moves on every 2 * batch_size bytes, ~100 times in all.
+        let value = [b'x'; 100];
+        let mut pace = tokio::time::interval(Duration::from_millis(1));
+        let mut deliveries = Vec::new();
+        for _ in 0..2000 {
+            pace.tick().await;
+            let r = ProducerRecord::new("spread", None, Some(&value));
+            deliveries.push(producer.send(r).await.expect("queued"));
+        }
+        producer.flush().await;
+        let mut per_partition = [0u32; 8];
+        for d in deliveries {
+            let m = d.await.expect("acknowledged");
+            per_partition[m.partition as usize] += 1;
+        }
+        assert!(
+            per_partition.iter().all(|n| *n > 0),
+            "every partition gets keyless records: {per_partition:?}"
+        );
+        // The switch is by bytes, not by a full batch: no partition takes the bulk.
+        assert!(
+            per_partition.iter().all(|n| *n < 1000),
+            "no partition takes half: {per_partition:?}"
+        );
+    });
+}

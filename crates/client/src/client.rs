@@ -345,6 +345,16 @@ impl Client {
     /// Reads metadata for `topics` (all topics with `None`, brokers only with an empty list)
     /// and caches it.
     pub async fn refresh_metadata(&self, topics: Option<&[String]>) -> Result<Metadata> {
+        self.metadata_request(topics, false).await
+    }
+
+    /// A Metadata request; with `auto_create` the broker creates missing topics when its
+    /// `auto.create.topics.enable` allows (Metadata v4+; older versions always ask).
+    async fn metadata_request(
+        &self,
+        topics: Option<&[String]>,
+        auto_create: bool,
+    ) -> Result<Metadata> {
         let response = self
             .send_any(12, |version| {
                 let mut r = MetadataRequest::default().with_topics(topics.map(|ts| {
@@ -353,7 +363,7 @@ impl Client {
                         .collect()
                 }));
                 if version >= 4 {
-                    r.allow_auto_topic_creation = false;
+                    r.allow_auto_topic_creation = auto_create;
                 }
                 if topics.is_none() && version < 1 {
                     r.topics = Some(vec![]);
@@ -410,6 +420,34 @@ impl Client {
             Ok(t.clone())
         })
         .await
+    }
+
+    /// Metadata of one topic, created with the broker's defaults if it does not exist and the
+    /// broker allows auto-creation (as Kafka's console producer asks: a Metadata request with
+    /// allow_auto_topic_creation). Says whether the topic had to be created. A broker with
+    /// `auto.create.topics.enable=false` leaves the answer UNKNOWN_TOPIC_OR_PARTITION.
+    pub async fn topic_or_auto_create(&self, topic: &str) -> Result<(TopicInfo, bool)> {
+        match self.fresh_topic(topic).await {
+            Err(e) if e.code() == Some(ResponseError::UnknownTopicOrPartition) => {}
+            other => return other.map(|t| (t, false)),
+        }
+        let names = [topic.to_string()];
+        let info = self
+            .retry(|| async {
+                // Retries (while leaders are elected) ask again, as Kafka's producer does.
+                let m = self.metadata_request(Some(&names), true).await?;
+                let t = m.topic(topic)?;
+                if t.partitions.is_empty() || t.partitions.iter().any(|p| p.leader < 0) {
+                    return Err(Error::kafka(
+                        format!("topic {topic:?}"),
+                        ResponseError::LeaderNotAvailable.code(),
+                        None,
+                    ));
+                }
+                Ok(t.clone())
+            })
+            .await?;
+        Ok((info, true))
     }
 
     /// The leader of one partition.

@@ -1,6 +1,7 @@
 //! A batching, pipelining producer.
 //!
-//! `send` picks the partition (explicit, by key with murmur2, or sticky for keyless records)
+//! `send` picks the partition (explicit, by key with murmur2, or for keyless records sticky
+//! until `batch_size` bytes went to one partition, KIP-794: [`StickyPartitioner`])
 //! and writes the record straight into its partition's open batch (see [`crate::records`]),
 //! on the caller's task: no per-record message to another task and no intermediate record
 //! structs. A batch closes when the next record would take it past `batch_size` bytes.
@@ -37,7 +38,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{name, Client};
 use crate::error::{check, Error, Result};
-use crate::partitioner::partition_for_key;
+use crate::partitioner::{partition_for_key, StickyPartitioner};
 use crate::records::{BatchBuilder, RecordRef, HEADER_LEN};
 
 /// Producer settings; the defaults follow the Java client's.
@@ -245,7 +246,8 @@ struct PartitionQueue {
 
 struct TopicQueues {
     partitions: Vec<PartitionQueue>,
-    sticky: i32,
+    /// Where keyless records go (KIP-794).
+    sticky: StickyPartitioner,
 }
 
 #[derive(Default)]
@@ -389,7 +391,7 @@ impl Producer {
                 topic.to_string(),
                 TopicQueues {
                     partitions: Vec::new(),
-                    sticky: rand::random::<u32>() as i32 & 0x7fff_ffff,
+                    sticky: StickyPartitioner::default(),
                 },
             );
         }
@@ -397,7 +399,26 @@ impl Producer {
         if t.partitions.len() < count as usize {
             t.partitions.resize_with(count as usize, Default::default);
         }
-        let p = partition.unwrap_or(t.sticky % count.max(1));
+        if partition.is_none() {
+            // KIP-794: a switch that waited for a batch boundary happens once the sticky
+            // partition's batch is closed (full, or sent after linger).
+            if let Some(current) = t.sticky.current(count as usize) {
+                if t.partitions[current as usize].open.is_none() {
+                    t.sticky.appended(0, batch_size, true);
+                }
+            }
+        }
+        let p = match (partition, t.sticky.current(count as usize)) {
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => {
+                // Batches waiting per partition weigh the choice of a new sticky partition.
+                let waiting: Vec<usize> = t.partitions[..count.max(1) as usize]
+                    .iter()
+                    .map(|q| q.sealed.len() + usize::from(q.open.is_some()))
+                    .collect();
+                t.sticky.choose(&waiting, rand::random())
+            }
+        };
         let q = &mut t.partitions[p as usize];
         let mut wake = false;
         if let Some(open) = &q.open {
@@ -406,10 +427,6 @@ impl Producer {
                 let full = q.open.take().expect("open batch");
                 q.sealed.push_back(full.seal());
                 wake = true;
-                if partition.is_none() {
-                    // A full batch moves keyless records of this topic to another partition.
-                    t.sticky = t.sticky.wrapping_add(1) & 0x7fff_ffff;
-                }
             }
         }
         let q = &mut t.partitions[p as usize];
@@ -428,7 +445,9 @@ impl Producer {
                 created: Instant::now(),
             }
         });
+        let before = open.builder.len();
         let index = open.builder.push(r);
+        let appended = open.builder.len() - before;
         open.reserved += reserve;
         let future = DeliveryFuture {
             done: open.done.clone(),
@@ -440,9 +459,12 @@ impl Producer {
             let full = q.open.take().expect("open batch");
             q.sealed.push_back(full.seal());
             wake = true;
-            if partition.is_none() {
-                t.sticky = t.sticky.wrapping_add(1) & 0x7fff_ffff;
-            }
+        }
+        if partition.is_none() {
+            // KIP-794: after batch_size bytes the next keyless record goes elsewhere, at a
+            // batch boundary if one comes soon enough (the partition's batch was just closed).
+            let batch_closed = t.partitions[p as usize].open.is_none();
+            t.sticky.appended(appended, batch_size, batch_closed);
         }
         (future, wake)
     }

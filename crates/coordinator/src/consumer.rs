@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use strata_protocol::ErrorCode;
 
+use crate::event::{GroupEvent, GroupProtocol, RebalanceReason};
+
 /// A partition named by topic id.
 pub type TopicPartition = (uuid::Uuid, i32);
 
@@ -112,15 +114,63 @@ impl Default for ConsumerConfig {
 
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
 
+/// Rebalance events kept for the edge to take; older ones are dropped beyond this, so a caller
+/// that never takes them cannot grow memory without bound.
+const MAX_EVENTS: usize = 1024;
+
 #[derive(Default)]
 pub struct ConsumerGroups {
     pub groups: BTreeMap<String, ConsumerGroup>,
     pub config: Option<ConsumerConfig>,
+    events: Vec<GroupEvent>,
 }
 
 impl ConsumerGroups {
     fn cfg(&self) -> ConsumerConfig {
         self.config.unwrap_or_default()
+    }
+
+    pub fn new(config: ConsumerConfig) -> Self {
+        ConsumerGroups {
+            config: Some(config),
+            ..Default::default()
+        }
+    }
+
+    /// The rebalance events since the last call, oldest first (for the log).
+    pub fn take_events(&mut self) -> Vec<GroupEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn report(events: &mut Vec<GroupEvent>, event: GroupEvent) {
+        if events.len() >= MAX_EVENTS {
+            events.remove(0);
+        }
+        events.push(event);
+    }
+
+    /// A bumped group epoch: the rebalance starts (or the group empties).
+    fn report_epoch(events: &mut Vec<GroupEvent>, group: &ConsumerGroup, reason: RebalanceReason) {
+        Self::report(
+            events,
+            GroupEvent::RebalanceStarted {
+                group: group.id.clone(),
+                protocol: GroupProtocol::Consumer,
+                reason,
+                generation: group.group_epoch,
+                members: group.members.len(),
+            },
+        );
+        if group.members.is_empty() {
+            Self::report(
+                events,
+                GroupEvent::Emptied {
+                    group: group.id.clone(),
+                    protocol: GroupProtocol::Consumer,
+                    generation: group.group_epoch,
+                },
+            );
+        }
     }
 
     pub fn heartbeat(
@@ -159,6 +209,8 @@ impl ConsumerGroups {
                 group.target.remove(&req.member_id);
                 group.group_epoch += 1;
                 Self::compute_target(group, topics);
+                let reason = RebalanceReason::MemberLeft(vec![req.member_id.clone()]);
+                Self::report_epoch(&mut self.events, group, reason);
             }
             return HeartbeatResponse {
                 error: None,
@@ -168,7 +220,6 @@ impl ConsumerGroups {
                 assignment: None,
             };
         }
-        let mut changed = false;
         if req.member_epoch == 0 {
             // Joining (or rejoining after a fence): the member brings its own id (v1) or gets one.
             // A rejoin may leave the subscription out when it is unchanged; a new member
@@ -212,10 +263,10 @@ impl ConsumerGroups {
                     last_heartbeat_ms: now,
                 },
             );
-            changed = true;
+            let reason = Some(RebalanceReason::MemberJoined(member_id.clone()));
             let mut req = req;
             req.member_id = member_id;
-            return Self::finish(group, now, req, topics, changed, cfg);
+            return Self::finish(group, &mut self.events, now, req, topics, reason, cfg);
         }
         let Some(member) = group.members.get_mut(&req.member_id) else {
             return fail(ErrorCode::UnknownMemberId, &req);
@@ -227,6 +278,7 @@ impl ConsumerGroups {
         }
         member.last_heartbeat_ms = now;
         member.client_id = req.client_id.clone();
+        let mut changed = false;
         if let Some(s) = &req.subscribed_topic_names {
             if *s != member.subscribed {
                 member.subscribed = s.clone();
@@ -239,26 +291,34 @@ impl ConsumerGroups {
                 changed = true;
             }
         }
-        Self::finish(group, now, req, topics, changed, cfg)
+        let reason = changed.then(|| RebalanceReason::MetadataChanged(req.member_id.clone()));
+        Self::finish(group, &mut self.events, now, req, topics, reason, cfg)
     }
 
+    /// Answers a member's heartbeat; `reason` says why the group epoch moves, if it does.
     fn finish(
         group: &mut ConsumerGroup,
+        events: &mut Vec<GroupEvent>,
         now: i64,
         req: HeartbeatRequest,
         topics: &Topics,
-        changed: bool,
+        reason: Option<RebalanceReason>,
         cfg: ConsumerConfig,
     ) -> HeartbeatResponse {
         let _ = now;
         // Subscribed partitions may have changed (a topic created, partitions added).
         let before = group.target.clone();
-        if changed {
+        if reason.is_some() {
             group.group_epoch += 1;
         }
         Self::compute_target(group, topics);
-        if group.target != before && !changed {
-            group.group_epoch += 1;
+        match reason {
+            Some(reason) => Self::report_epoch(events, group, reason),
+            None if group.target != before => {
+                group.group_epoch += 1;
+                Self::report_epoch(events, group, RebalanceReason::TopicsChanged);
+            }
+            None => {}
         }
         let member_id = req.member_id.clone();
         if let Some(owned) = &req.owned {
@@ -312,8 +372,18 @@ impl ConsumerGroups {
                 .members
                 .values()
                 .all(|x| x.member_epoch == group_epoch)
+            && group.assignment_epoch != group_epoch
         {
             group.assignment_epoch = group_epoch;
+            Self::report(
+                events,
+                GroupEvent::Stable {
+                    group: group.id.clone(),
+                    protocol: GroupProtocol::Consumer,
+                    generation: group_epoch,
+                    members: group.members.len(),
+                },
+            );
         }
         HeartbeatResponse {
             error: None,
@@ -417,12 +487,16 @@ impl ConsumerGroups {
                 continue;
             }
             for id in &expired {
-                tracing::info!(group = %group.id, member = %id, "consumer group session expired; removing member");
                 group.members.remove(id);
                 group.target.remove(id);
             }
             group.group_epoch += 1;
             Self::compute_target(group, topics);
+            Self::report_epoch(
+                &mut self.events,
+                group,
+                RebalanceReason::SessionExpired(expired),
+            );
         }
         self.groups
             .retain(|_, g| !g.members.is_empty() || g.group_epoch == 0);
@@ -510,6 +584,70 @@ mod tests {
         g.heartbeat(6, hb("b", -1, None), &t);
         let group = &g.groups["g"];
         assert_eq!(group.target["a"].len(), 6);
+    }
+
+    #[test]
+    fn rebalances_are_reported_with_reason_epoch_and_members() {
+        let mut g = ConsumerGroups::default();
+        let t = topics();
+        let started = |reason, generation, members| GroupEvent::RebalanceStarted {
+            group: "g".into(),
+            protocol: GroupProtocol::Consumer,
+            reason,
+            generation,
+            members,
+        };
+        let stable = |generation, members| GroupEvent::Stable {
+            group: "g".into(),
+            protocol: GroupProtocol::Consumer,
+            generation,
+            members,
+        };
+        let a = g.heartbeat(0, hb("a", 0, Some(vec![])), &t);
+        assert_eq!(
+            g.take_events(),
+            vec![
+                started(RebalanceReason::MemberJoined("a".into()), 1, 1),
+                stable(1, 1)
+            ]
+        );
+        g.heartbeat(1, hb("b", 0, Some(vec![])), &t);
+        assert_eq!(
+            g.take_events(),
+            vec![started(RebalanceReason::MemberJoined("b".into()), 2, 2)]
+        );
+        // a releases what moved to b; then epoch 2 is stable.
+        let kept: Vec<TopicPartition> = g.groups["g"].target["a"].iter().copied().collect();
+        g.heartbeat(2, hb("a", 1, a.assignment.clone()), &t);
+        assert!(g.take_events().is_empty(), "a still owns b's partitions");
+        g.heartbeat(3, hb("a", 1, Some(kept)), &t);
+        assert_eq!(g.take_events(), vec![stable(2, 2)]);
+        // Subscription change, leave, expiry.
+        let mut change = hb("a", 2, None);
+        change.subscribed_topic_names = Some(vec!["t".into(), "u".into()]);
+        g.heartbeat(4, change, &t);
+        let events = g.take_events();
+        assert_eq!(
+            events[0],
+            started(RebalanceReason::MetadataChanged("a".into()), 3, 2)
+        );
+        g.heartbeat(5, hb("a", -1, None), &t);
+        assert_eq!(
+            g.take_events(),
+            vec![started(RebalanceReason::MemberLeft(vec!["a".into()]), 4, 1)]
+        );
+        g.tick(1_000_000, &t);
+        assert_eq!(
+            g.take_events(),
+            vec![
+                started(RebalanceReason::SessionExpired(vec!["b".into()]), 5, 0),
+                GroupEvent::Emptied {
+                    group: "g".into(),
+                    protocol: GroupProtocol::Consumer,
+                    generation: 5,
+                }
+            ]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use strata_protocol::ErrorCode;
 
+use crate::event::GroupEvent;
 use crate::group::{
     Answer, Group, GroupState, JoinRequest, JoinResponse, SyncRequest, SyncResponse, Timing,
 };
@@ -40,6 +41,8 @@ pub enum Output {
     Sync(Token, SyncResponse),
     /// Append this record to the group's `__consumer_offsets` partition.
     Persist(GroupRecord),
+    /// A rebalance milestone, for the log.
+    Event(GroupEvent),
 }
 
 /// A group as DescribeGroups shows it.
@@ -87,6 +90,7 @@ impl GroupCoordinator {
             .map(|a| match a {
                 Answer::Join(t, r) => Output::Join(t, r),
                 Answer::Sync(t, r) => Output::Sync(t, r),
+                Answer::Event(e) => Output::Event(e),
             })
             .collect();
         if group.dirty && matches!(group.state, GroupState::Stable | GroupState::Empty) {
@@ -362,6 +366,7 @@ impl GroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{GroupProtocol, RebalanceReason};
     use bytes::Bytes;
 
     fn cfg() -> GroupConfig {
@@ -428,6 +433,134 @@ mod tests {
             protocol_name: Some("range".into()),
             assignments,
         }
+    }
+
+    fn events(out: &[Output]) -> Vec<GroupEvent> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started(reason: RebalanceReason, generation: i32, members: usize) -> GroupEvent {
+        GroupEvent::RebalanceStarted {
+            group: "g".into(),
+            protocol: GroupProtocol::Classic,
+            reason,
+            generation,
+            members,
+        }
+    }
+
+    fn stable(generation: i32, members: usize) -> GroupEvent {
+        GroupEvent::Stable {
+            group: "g".into(),
+            protocol: GroupProtocol::Classic,
+            generation,
+            members,
+        }
+    }
+
+    /// Joins `member` (already given its id) and syncs it as leader; returns the events.
+    fn join_and_sync(
+        c: &mut GroupCoordinator,
+        now: i64,
+        member: &str,
+        token: Token,
+    ) -> Vec<GroupEvent> {
+        let out = c.join(
+            now,
+            token,
+            JoinRequest {
+                member_id: member.into(),
+                ..join_req("")
+            },
+        );
+        let generation = join_answer(&out, token).generation_id;
+        let mut all = events(&out);
+        let out = c.sync(now, token + 1, sync("g", generation, member, vec![]));
+        assert_eq!(sync_answer(&out, token + 1).error, None);
+        all.extend(events(&out));
+        all
+    }
+
+    #[test]
+    fn rebalances_are_reported_with_reason_generation_and_members() {
+        let mut c = GroupCoordinator::new(cfg());
+        let a = join(&mut c, 0, 1);
+        // The first join: generation 0 is replaced; generation 1 is stable once synced.
+        assert_eq!(
+            join_and_sync(&mut c, 0, &a, 2),
+            vec![
+                started(RebalanceReason::MemberJoined(a.clone()), 0, 1),
+                stable(1, 1)
+            ]
+        );
+        // The leader rejoins with new metadata.
+        let out = c.join(
+            1,
+            4,
+            JoinRequest {
+                member_id: a.clone(),
+                protocols: vec![("range".into(), Bytes::from_static(b"new"))],
+                ..join_req("")
+            },
+        );
+        assert_eq!(
+            events(&out),
+            vec![started(RebalanceReason::MetadataChanged(a.clone()), 1, 1)]
+        );
+        let out = c.sync(1, 5, sync("g", 2, &a, vec![]));
+        assert_eq!(events(&out), vec![stable(2, 1)]);
+        // A second member; then the first one's session expires.
+        let b = join(&mut c, 2, 6);
+        let out = c.join(
+            2,
+            7,
+            JoinRequest {
+                member_id: b.clone(),
+                ..join_req("")
+            },
+        );
+        assert_eq!(
+            events(&out),
+            vec![started(RebalanceReason::MemberJoined(b.clone()), 2, 2)]
+        );
+        let out = c.join(
+            2,
+            8,
+            JoinRequest {
+                member_id: a.clone(),
+                protocols: vec![("range".into(), Bytes::from_static(b"new"))],
+                ..join_req("")
+            },
+        );
+        assert!(events(&out).is_empty(), "already rebalancing");
+        let out = c.sync(2, 9, sync("g", 3, &a, vec![]));
+        assert_eq!(events(&out), vec![stable(3, 2)]);
+        // b keeps heartbeating; a does not.
+        assert_eq!(c.heartbeat(9_000, "g", 3, &b, None), None);
+        let out = c.tick(12_500);
+        assert_eq!(
+            events(&out),
+            vec![started(
+                RebalanceReason::SessionExpired(vec![a.clone()]),
+                3,
+                1
+            )]
+        );
+        // b leaves while the group rebalances: generation 4 ends with nobody.
+        let (_, out) = c.leave(12_501, "g", &[(b.clone(), None)]);
+        assert_eq!(
+            events(&out),
+            vec![GroupEvent::Emptied {
+                group: "g".into(),
+                protocol: GroupProtocol::Classic,
+                generation: 4,
+            }]
+        );
     }
 
     #[test]
@@ -524,7 +657,10 @@ mod tests {
                 ..join_req("")
             },
         );
-        assert!(out.is_empty(), "b waits for a to rejoin");
+        assert!(
+            out.iter().all(|o| matches!(o, Output::Event(_))),
+            "b waits for a to rejoin"
+        );
         assert_eq!(
             c.heartbeat(11, "g", 1, &a, None),
             Some(ErrorCode::RebalanceInProgress)

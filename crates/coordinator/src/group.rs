@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use strata_protocol::ErrorCode;
 
+use crate::event::{GroupEvent, GroupProtocol, RebalanceReason};
 use crate::record::{CommittedOffset, PersistedGroup, PersistedMember};
 use crate::Token;
 
@@ -147,6 +148,8 @@ impl Member {
 pub enum Answer {
     Join(Token, JoinResponse),
     Sync(Token, SyncResponse),
+    /// A rebalance milestone, for the log.
+    Event(GroupEvent),
 }
 
 /// Timing settings the group needs.
@@ -248,12 +251,12 @@ impl Group {
                 self.pending_members.insert(new_id.clone(), expiry);
                 return reply(ErrorCode::MemberIdRequired, &new_id);
             }
-            self.add_member(now, token, new_id, req);
-            self.prepare_rebalance(now, t, &mut answers);
+            self.add_member(now, token, new_id.clone(), req);
+            self.prepare_rebalance(now, t, &mut answers, RebalanceReason::MemberJoined(new_id));
         } else if self.pending_members.remove(&req.member_id).is_some() {
             let id = req.member_id.clone();
-            self.add_member(now, token, id, req);
-            self.prepare_rebalance(now, t, &mut answers);
+            self.add_member(now, token, id.clone(), req);
+            self.prepare_rebalance(now, t, &mut answers, RebalanceReason::MemberJoined(id));
         } else if let Some(member) = self.members.get(&req.member_id) {
             if let Some(instance) = &req.group_instance_id {
                 if self.static_members.get(instance) != Some(&req.member_id) {
@@ -287,7 +290,12 @@ impl Group {
                     answers.push(Answer::Join(t, self.join_response(&member_id, false)));
                     return answers;
                 }
-                _ => self.prepare_rebalance(now, t, &mut answers),
+                _ => self.prepare_rebalance(
+                    now,
+                    t,
+                    &mut answers,
+                    RebalanceReason::MetadataChanged(member_id),
+                ),
             }
         } else if req
             .group_instance_id
@@ -317,8 +325,8 @@ impl Group {
         let instance = req.group_instance_id.clone().expect("static member");
         let Some(mut member) = self.members.remove(&old_id) else {
             self.static_members.insert(instance, new_id.clone());
-            self.add_member(now, token, new_id, req);
-            self.prepare_rebalance(now, t, &mut answers);
+            self.add_member(now, token, new_id.clone(), req);
+            self.prepare_rebalance(now, t, &mut answers, RebalanceReason::MemberJoined(new_id));
             self.maybe_complete_join(now, false, &mut answers);
             return answers;
         };
@@ -361,7 +369,12 @@ impl Group {
             .expect("inserted")
             .awaiting_join = Some(token);
         if self.state != GroupState::PreparingRebalance {
-            self.prepare_rebalance(now, t, &mut answers);
+            let reason = if changed {
+                RebalanceReason::MetadataChanged(new_id)
+            } else {
+                RebalanceReason::MemberJoined(new_id)
+            };
+            self.prepare_rebalance(now, t, &mut answers, reason);
         }
         self.maybe_complete_join(now, false, &mut answers);
         answers
@@ -403,7 +416,13 @@ impl Group {
             .unwrap_or(0)
     }
 
-    fn prepare_rebalance(&mut self, now: i64, t: &Timing, answers: &mut Vec<Answer>) {
+    fn prepare_rebalance(
+        &mut self,
+        now: i64,
+        t: &Timing,
+        answers: &mut Vec<Answer>,
+        reason: RebalanceReason,
+    ) {
         if self.state == GroupState::CompletingRebalance {
             for m in self.members.values_mut() {
                 m.assignment = Bytes::new();
@@ -425,6 +444,13 @@ impl Group {
             return;
         }
         let was_empty = self.state == GroupState::Empty;
+        answers.push(Answer::Event(GroupEvent::RebalanceStarted {
+            group: self.id.clone(),
+            protocol: GroupProtocol::Classic,
+            reason,
+            generation: self.generation,
+            members: self.members.len(),
+        }));
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline_ms = now + self.max_rebalance_timeout();
         self.initial_delay_until_ms = (was_empty && t.initial_rebalance_delay_ms > 0)
@@ -487,6 +513,11 @@ impl Group {
             self.empty_since_ms = now;
             self.protocol = None;
             self.leader = None;
+            answers.push(Answer::Event(GroupEvent::Emptied {
+                group: self.id.clone(),
+                protocol: GroupProtocol::Classic,
+                generation: self.generation,
+            }));
             return;
         }
         self.protocol = self.select_protocol();
@@ -623,6 +654,12 @@ impl Group {
                     }
                     self.state = GroupState::Stable;
                     self.dirty = true;
+                    answers.push(Answer::Event(GroupEvent::Stable {
+                        group: self.id.clone(),
+                        protocol: GroupProtocol::Classic,
+                        generation: self.generation,
+                        members: self.members.len(),
+                    }));
                     let ids: Vec<String> = self.members.keys().cloned().collect();
                     for id in ids {
                         let resp = self.sync_response(&id);
@@ -706,7 +743,7 @@ impl Group {
         answers: &mut Vec<Answer>,
     ) -> Vec<Option<ErrorCode>> {
         let mut results = Vec::with_capacity(leaving.len());
-        let mut removed_any = false;
+        let mut removed = Vec::new();
         for (member_id, instance) in leaving {
             let target = match instance {
                 Some(i) => match self.static_members.get(i) {
@@ -741,22 +778,28 @@ impl Group {
                             SyncResponse::error(ErrorCode::UnknownMemberId),
                         ));
                     }
-                    removed_any = true;
+                    removed.push(target);
                     results.push(None);
                 }
                 None => results.push(Some(ErrorCode::UnknownMemberId)),
             }
         }
-        if removed_any {
-            self.after_removal(now, t, answers);
+        if !removed.is_empty() {
+            self.after_removal(now, t, answers, RebalanceReason::MemberLeft(removed));
         }
         results
     }
 
-    fn after_removal(&mut self, now: i64, t: &Timing, answers: &mut Vec<Answer>) {
+    fn after_removal(
+        &mut self,
+        now: i64,
+        t: &Timing,
+        answers: &mut Vec<Answer>,
+        reason: RebalanceReason,
+    ) {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
-                self.prepare_rebalance(now, t, answers);
+                self.prepare_rebalance(now, t, answers, reason);
                 self.maybe_complete_join(now, false, answers);
             }
             GroupState::PreparingRebalance => self.maybe_complete_join(now, false, answers),
@@ -774,14 +817,11 @@ impl Group {
             .filter(|m| now - m.last_heartbeat_ms > i64::from(m.session_timeout_ms))
             .map(|m| m.member_id.clone())
             .collect();
-        let mut removed_any = false;
-        for id in expired {
-            tracing::info!(group = %self.id, member = %id, "session expired; removing member");
-            self.remove_member(&id);
-            removed_any = true;
+        for id in &expired {
+            self.remove_member(id);
         }
-        if removed_any {
-            self.after_removal(now, t, answers);
+        if !expired.is_empty() {
+            self.after_removal(now, t, answers, RebalanceReason::SessionExpired(expired));
         }
         match self.state {
             GroupState::PreparingRebalance => self.maybe_complete_join(now, false, answers),
@@ -793,10 +833,10 @@ impl Group {
                     .filter(|m| m.awaiting_sync.is_none())
                     .map(|m| m.member_id.clone())
                     .collect();
-                for id in silent {
-                    self.remove_member(&id);
+                for id in &silent {
+                    self.remove_member(id);
                 }
-                self.prepare_rebalance(now, t, answers);
+                self.prepare_rebalance(now, t, answers, RebalanceReason::SyncExpired(silent));
                 self.maybe_complete_join(now, false, answers);
             }
             _ => {}

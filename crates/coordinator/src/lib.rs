@@ -4,7 +4,7 @@
 //!   JoinGroup ─┐                          ┌─▶ Output::Join(token, response)   (maybe later)
 //!   SyncGroup ─┤   GroupCoordinator       ├─▶ Output::Sync(token, response)   (maybe later)
 //!   Heartbeat ─┼─▶ (groups, members,  ────┼─▶ Output::Persist(record)        (to __consumer_offsets)
-//!   Leave ─────┤    offsets; no I/O)      │
+//!   Leave ─────┤    offsets; no I/O)      ├─▶ Output::Event(rebalance started/stable) (to the log)
 //!   tick(now) ─┘                          └─ immediate results for heartbeats, commits, admin
 //! ```
 //!
@@ -20,11 +20,13 @@
 
 pub mod consumer;
 pub mod coordinator;
+pub mod event;
 pub mod group;
 pub mod record;
 pub mod txn;
 
 pub use coordinator::{GroupConfig, GroupCoordinator, Output};
+pub use event::{GroupEvent, GroupProtocol, RebalanceReason};
 pub use group::{GroupState, JoinRequest, JoinResponse, SyncRequest, SyncResponse};
 pub use record::{CommittedOffset, GroupRecord};
 

@@ -8,6 +8,8 @@
 //! - [`api`]: the table of APIs and versions Strata serves, which ApiVersions advertises.
 //! - [`batch`]: record-batch (magic 2) header parsing and validation without decoding records.
 //! - [`topic`]: Kafka's topic-name rules.
+//! - [`versioned`]: fits a response to the request's version (error codes the version knows,
+//!   null error messages on success), as Kafka answers.
 //! - [`ErrorCode`]: Kafka's error codes, one table named after Kafka's names.
 //!
 //! - [`alloc`]: the global allocator the binary uses, so that a hostile element count makes
@@ -21,6 +23,7 @@ pub mod batch;
 pub mod records;
 pub mod request;
 pub mod topic;
+pub mod versioned;
 
 /// Kafka's error codes (the wire contract), re-exported under the name the broker uses.
 pub use kafka_protocol::ResponseError as ErrorCode;

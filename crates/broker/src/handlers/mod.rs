@@ -7,9 +7,11 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
+use strata_protocol::versioned::fit_response;
 
 use crate::auth::ConnectionContext;
 use crate::broker::Broker;
@@ -38,7 +40,29 @@ impl Reply {
     }
 }
 
+/// Runs the handler of `request` and fits its answer to the request's version
+/// (`strata_protocol::versioned`): handlers answer in the newest terms, this is where older
+/// versions get the error codes and nulls they know.
 pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Request) -> Reply {
+    let version = request.version();
+    match dispatch(broker, ctx, request).await {
+        Reply::Now(mut body) => {
+            fit_response(&mut body, version);
+            Reply::Now(body)
+        }
+        Reply::Later(answer) => Reply::Later(
+            answer
+                .map(move |mut body| {
+                    fit_response(&mut body, version);
+                    body
+                })
+                .boxed(),
+        ),
+        Reply::None => Reply::None,
+    }
+}
+
+async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Request) -> Reply {
     let version = request.version();
     let client_id = request
         .header

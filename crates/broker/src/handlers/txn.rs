@@ -270,19 +270,12 @@ pub async fn txn_offset_commit(
         Err(ErrorCode::GroupAuthorizationFailed)
     } else {
         // The group's offsets partition must have been added (AddOffsetsToTxn).
-        broker
-            .txns
-            .lock()
-            .verify(
-                &tid,
-                producer_id,
-                epoch,
-                &(OFFSETS_TOPIC.to_string(), partition),
-            )
-            .map_err(|e| match e {
-                ErrorCode::InvalidProducerEpoch => ErrorCode::ProducerFenced,
-                other => other,
-            })
+        broker.txns.lock().verify(
+            &tid,
+            producer_id,
+            epoch,
+            &(OFFSETS_TOPIC.to_string(), partition),
+        )
     };
     let now = now_ms();
     let mut records = Vec::new();
@@ -379,11 +372,8 @@ pub async fn end_txn(
         }
     }
     .await;
-    let result = result.map_err(|e| match e {
-        // Clients before KIP-588 know only INVALID_PRODUCER_EPOCH.
-        ErrorCode::ProducerFenced if version < 2 => ErrorCode::InvalidProducerEpoch,
-        other => other,
-    });
+    // Versions before KIP-588 get INVALID_PRODUCER_EPOCH instead of PRODUCER_FENCED
+    // (strata_protocol::versioned, applied to every answer).
     EndTxnResponse::default()
         .with_error_code(code(result))
         .with_producer_id(ProducerId(if version >= 5 {

@@ -11,6 +11,7 @@ pub mod topics;
 
 use std::time::Duration;
 
+use strata_client::ErrorCode as ResponseError;
 use strata_client::{Client, ClientConfig};
 
 /// Options every client subcommand takes.
@@ -56,6 +57,31 @@ impl Common {
         config.connect_timeout = Duration::from_millis(self.request_timeout_ms.min(5_000));
         config.retries = 3;
         Ok(Client::connect(config).await?)
+    }
+}
+
+/// The topic a producing command writes to. Like Kafka's console producer and perf test, it
+/// asks the broker to create a missing topic (Metadata with allow_auto_topic_creation), which
+/// the broker does with its defaults when `auto.create.topics.enable` is true; the creation is
+/// reported on stderr so that a typo in a topic name does not go unnoticed.
+pub async fn topic_for_producing(
+    client: &Client,
+    topic: &str,
+) -> anyhow::Result<strata_client::client::TopicInfo> {
+    match client.topic_or_auto_create(topic).await {
+        Ok((info, created)) => {
+            if created {
+                eprintln!(
+                    "topic {topic} did not exist; the broker created it with {} partition(s) (auto.create.topics.enable)",
+                    info.partitions.len()
+                );
+            }
+            Ok(info)
+        }
+        Err(e) if e.code() == Some(ResponseError::UnknownTopicOrPartition) => anyhow::bail!(
+            "topic {topic:?} does not exist and the broker does not create topics on demand (auto.create.topics.enable=false); create it with `strata topics create {topic}`"
+        ),
+        Err(e) => Err(e.into()),
     }
 }
 

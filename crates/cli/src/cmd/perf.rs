@@ -231,7 +231,7 @@ async fn produce(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
     }
     let config = a.producer.config_over(perf_defaults())?;
     let client = common.connect().await?;
-    client.fresh_topic(&a.topic).await?;
+    super::topic_for_producing(&client, &a.topic).await?;
     let value = Bytes::from(
         (0..a.record_size)
             .map(|i| b'a' + (i % 26) as u8)

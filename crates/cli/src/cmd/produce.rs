@@ -22,7 +22,7 @@ use super::{key_value, print_json, Common};
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct ProduceArgs {
-    /// Topic to write to.
+    /// Topic to write to; a missing one is created when the broker allows auto-creation.
     topic: String,
     /// Read lines from this file instead of stdin.
     #[arg(long, short = 'f')]
@@ -110,8 +110,8 @@ pub async fn run(common: &Common, a: ProduceArgs) -> anyhow::Result<()> {
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
     let client = common.connect().await?;
-    // Fail early, with a clear message, on a topic that does not exist.
-    let topic = client.fresh_topic(&a.topic).await?;
+    // Create a missing topic now (or fail early, with a clear message, if the broker will not).
+    let topic = super::topic_for_producing(&client, &a.topic).await?;
     if let Some(p) = a.partition {
         if !topic.partitions.iter().any(|x| x.id == p) {
             anyhow::bail!(

@@ -50,7 +50,23 @@ impl TestBroker {
         self.dir.path().join("data")
     }
 
+    /// Starts the broker and waits until it listens. The port was free when picked, but
+    /// another process (say another test suite on the machine) may take it first; then our
+    /// broker exits on start-up while a connection to the port reaches the other process. So
+    /// the broker counts as started only when its own log says it listens on the port, and a
+    /// lost race is retried on a new port.
     fn spawn(&mut self) {
+        for _ in 0..5 {
+            if self.try_spawn() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("broker did not start on any port: {}", self.log());
+    }
+
+    /// Whether the broker started; `false` when it lost the race for the port.
+    fn try_spawn(&mut self) -> bool {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("serve")
             .args(&self.args)
@@ -61,13 +77,29 @@ impl TestBroker {
         for e in &self.extra {
             cmd.arg("--set").arg(e);
         }
+        if let Ok(filter) = std::env::var("STRATA_LOG") {
+            // The start-up check below reads the "listening" line (INFO, server module).
+            cmd.env("STRATA_LOG", format!("{filter},strata_broker::server=info"));
+        }
         let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("log file");
         cmd.stdout(Stdio::null()).stderr(log);
         self.child = Some(cmd.spawn().expect("start strata"));
+        let ours = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if !self.is_running() {
+                let log = self.log();
+                if log.to_lowercase().contains("in use") {
+                    return false;
+                }
+                panic!("broker exited during start-up: {log}");
+            }
+            let log = self.log();
+            let listening = log
+                .lines()
+                .any(|l| l.contains("listening") && l.contains(&ours));
+            if listening && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
