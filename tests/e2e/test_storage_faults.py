@@ -8,6 +8,8 @@
 - the disk fills up (a small tmpfs): producers get an error promptly, CreateTopics on the
   full disk leaves the metadata log usable, and once space is freed the broker serves again
   (after a restart at most) with every acknowledged record and every created topic intact.
+- the process is frozen (SIGSTOP) longer than the request timeout, or killed with `kill -9`
+  three times, under an idempotent producer: every record acknowledged, each in the log once.
 """
 
 import os
@@ -295,6 +297,68 @@ def test_sigstop_while_an_idempotent_producer_writes_loses_and_duplicates_nothin
                 broker.proc.send_signal(signal.SIGCONT)
     assert producer.flush(90) == 0, "records still undelivered"
     assert froze, "the broker was never frozen"
+    assert not failed, f"{len(failed)} records failed, first: {failed[0]}"
+    assert len(acked) == total
+
+    got = confluent_consume(broker.bootstrap, topic, partitions=(0, 1), min_count=total, timeout_s=60)
+    values = [int(r.value) for r in got]
+    assert len(values) == len(set(values)) == total, (
+        f"{len(values)} records in the log for {total} sent, {len(set(values))} distinct"
+    )
+    for p in (0, 1):
+        in_log = [(r.offset, int(r.value)) for r in got if r.partition == p]
+        assert [v for _, v in in_log] == sorted(v for _, v in in_log), "per-partition order kept"
+        acked_here = sorted((o, v) for q, o, v in acked if q == p)
+        assert acked_here == in_log, "every acknowledged offset holds its record"
+
+
+@pytest.mark.timeout(240)
+def test_repeated_kill9_under_an_idempotent_producer_loses_and_duplicates_nothing(
+    broker_factory, topic
+):
+    """`kill -9` three times while an idempotent acks=all producer writes, restarting the
+    broker each time on the same port. The producer rides through (retries to the new
+    process); at the end every record was acknowledged and is in the log exactly once, in
+    order per partition (the restarted broker rebuilds the producer state, so a retried batch
+    that survived the crash is recognised)."""
+    from strata_e2e import confluent_producer
+
+    broker = broker_factory()
+    create_topic(broker.bootstrap, topic, partitions=2)
+    total, kills = 9000, 3
+    acked, failed = [], []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked.append((msg.partition(), msg.offset(), int(msg.value())))
+        else:
+            failed.append(err)
+
+    producer = confluent_producer(
+        broker.bootstrap,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "request.timeout.ms": 3000,
+            "message.timeout.ms": 120000,
+            "reconnect.backoff.max.ms": 200,
+        },
+    )
+    killed = 0
+    for i in range(total):
+        producer.produce(topic, str(i).encode(), key=str(i % 11).encode(), on_delivery=on_delivery)
+        producer.poll(0)
+        if i % 100 == 99:
+            deadline = time.monotonic() + 30
+            while len(acked) < i - 500 and time.monotonic() < deadline:
+                producer.poll(0.01)
+        if killed < kills and len(acked) >= (killed + 1) * 2000:
+            broker.kill9()
+            killed += 1
+            broker.restart()
+    assert producer.flush(120) == 0, "records still undelivered"
+    assert killed == kills
     assert not failed, f"{len(failed)} records failed, first: {failed[0]}"
     assert len(acked) == total
 
