@@ -247,3 +247,80 @@ fn partitions_scale_past_the_open_file_limit_and_survive_restarts() {
         broker.log()
     );
 }
+
+/// A CreateTopics that cannot be served because the process is out of descriptors (here:
+/// held by connections, which the segment cache cannot give back) is refused per topic with
+/// POLICY_VIOLATION naming the limit, and leaves nothing behind; it succeeds once
+/// descriptors are free again.
+#[test]
+fn create_topics_is_refused_whole_when_descriptors_run_out() {
+    const LIMIT: u64 = 256;
+    let broker = TestBroker::start_with_nofile(LIMIT, &[]);
+    let attempt = |c: &mut Client| -> (i16, String) {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(t("starved"))
+                .with_num_partitions(20)
+                .with_replication_factor(1)]);
+        let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req).expect("answer");
+        let topic = &r.topics[0];
+        let message = topic
+            .error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        (topic.error_code, message)
+    };
+    let mut c = broker.client();
+    // Hold connections (one descriptor each in the broker), each answered once so the broker
+    // surely accepted it, until fewer than 64 descriptors are free.
+    let mut held = Vec::new();
+    for _ in 0..(LIMIT as usize - 40) {
+        let mut extra = broker.client();
+        let _: ApiVersionsResponse = extra
+            .call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
+            .expect("answer");
+        held.push(extra);
+    }
+    let (code, message) = attempt(&mut c);
+    assert_eq!(code, 44, "POLICY_VIOLATION: {message}");
+    assert!(message.contains("open-file limit of 256"), "{message}");
+    // Nothing of the topic exists: not in the metadata, no partition directory.
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            9,
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(t("starved"))),
+            ])),
+        )
+        .expect("metadata");
+    assert_eq!(md.topics[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let dirs: Vec<_> = std::fs::read_dir(broker.data_dir())
+        .expect("data dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("starved"))
+        .collect();
+    assert!(dirs.is_empty(), "{dirs:?}");
+
+    // With the connections closed the same request succeeds (the broker notices the closes
+    // asynchronously: retry until a deadline).
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, message) = attempt(&mut c);
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 44, "{message}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {message}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for p in 0..20 {
+        assert!(broker.data_dir().join(format!("starved-{p}")).is_dir());
+    }
+}
