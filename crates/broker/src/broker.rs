@@ -59,6 +59,7 @@ impl Broker {
     /// Locks the data directory, loads metadata, recovers every partition log. Blocking; call
     /// before serving. Needs a tokio runtime (the flusher task).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        apply_open_file_limit();
         let dir = config.data_dir.clone();
         let dir_err = |source| StartError::DataDir {
             dir: dir.display().to_string(),
@@ -267,6 +268,25 @@ impl Broker {
         }
         self.partitions.mark_clean_shutdown();
     }
+}
+
+/// Raises the open-file limit to the hard limit and gives the segment-file cache its share
+/// of it; logs the figures. Never fails start-up: at worst the limit stays as it was.
+fn apply_open_file_limit() {
+    let raised = crate::fd_limit::raise_to_hard_limit();
+    if let Err(error) = &raised {
+        tracing::warn!(%error, "could not raise the open-file limit to the hard limit");
+    }
+    let soft = crate::fd_limit::soft_limit().unwrap_or(1024);
+    let budget = crate::fd_limit::cache_budget(soft);
+    strata_log::file_cache::set_budget(budget);
+    tracing::info!(
+        open_file_limit = soft,
+        hard_limit = raised.as_ref().map(|l| l.hard).ok(),
+        raised_from = raised.as_ref().ok().and_then(|l| l.raised_from),
+        segment_file_budget = strata_log::file_cache::budget(),
+        "open-file limit"
+    );
 }
 
 /// A new cluster id in Kafka's format: a random UUID as 22 characters of URL-safe base64.

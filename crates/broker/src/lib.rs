@@ -23,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod connection_limits;
 pub mod data_dir;
+pub mod fd_limit;
 pub mod fetch_session;
 pub mod flusher;
 pub mod groups;

@@ -7,8 +7,11 @@
 //!   active segment, rolling it by size or age; [`PartitionLog::read`] returns whole batches
 //!   starting with the one that contains an offset; [`PartitionLog::open`] recovers after a
 //!   crash and reports what it did in a [`RecoveryReport`].
-//! - [`SyncJob`]: shared file handles of everything written since the previous job, so that
-//!   the fsync runs without holding the log (group commit is the caller's business).
+//! - [`SyncJob`]: everything written since the previous job (cached segment files and paths,
+//!   no descriptors held while it waits), so that the fsync runs without holding the log
+//!   (group commit is the caller's business).
+//! - [`file_cache`]: the process-wide LRU of open segment files within a descriptor budget;
+//!   a partition holds no descriptor while idle.
 //! - [`PartitionLog::clean`]: log compaction of closed segments ([`CleanOptions`],
 //!   [`CleanReport`]; see `compaction.rs`).
 //! - [`LogConfig`], [`AppendInfo`], [`LogError`].
@@ -21,8 +24,8 @@
 //! Data flow:
 //!
 //! ```text
-//!  produce bytes ──append──▶ active segment (.log in the page cache, index entries in memory
-//!                            and buffered to .index / .timeindex)
+//!  produce bytes ──append──▶ active segment (.log in the page cache through a cached
+//!                            descriptor, index entries in memory until the segment rolls)
 //!                 sync_job ─▶ SyncJob::run (fdatasync, off the lock) ─▶ "durable below N"
 //!  fetch ◀──read── index lookup ▶ scan batch headers ▶ one positioned read of whole batches
 //! ```
@@ -35,6 +38,7 @@
 mod checkpoint;
 mod compaction;
 pub mod epoch_cache;
+pub mod file_cache;
 mod horizon;
 mod index;
 pub mod offset_checkpoint;

@@ -17,6 +17,7 @@ use strata_protocol::batch::{self, BatchHeader};
 use crate::checkpoint;
 use crate::compaction::{self, CleanOptions, CleanReport, CrashBudget, Filtered};
 use crate::epoch_cache::EpochCache;
+use crate::file_cache::CachedFile;
 use crate::horizon::{self, Horizons};
 use crate::producer_state::AbortedTxn;
 use crate::segment::{io_err, parse_segment_name, segment_path, Segment};
@@ -31,15 +32,53 @@ use crate::{AppendInfo, LogConfig, LogError, RecoveryReport};
 /// (Kafka takes the log directory offline), do not retry with a later job.
 #[derive(Debug)]
 pub struct SyncJob {
-    files: Vec<Arc<File>>,
+    files: Vec<SyncTarget>,
     end_offset: i64,
+}
+
+/// A file a [`SyncJob`] must fsync. No descriptor is held for it while the job waits (a
+/// flusher round may cover thousands of partitions): the job takes a descriptor when it
+/// runs, from the descriptor cache if the file is still open there, else a new one.
+///
+/// Why no fsync obligation is lost: an fsync flushes the file (its inode's dirty pages and
+/// metadata), not what one descriptor wrote, so an fsync through a reopened descriptor of
+/// the same file makes durable everything written through a descriptor closed meanwhile.
+/// Writeback errors are kept per file (Linux's errseq since 4.13) and reported to an fsync
+/// on a descriptor opened after the error if no fsync saw it yet, so a reopened descriptor
+/// does not hide an error either. And the file is usually still open: a segment written
+/// since the last fsync is among the most recently used entries of the LRU, so it is closed
+/// before the fsync only if more than the whole budget of other files was used in between.
+/// A file gone meanwhile (its segment deleted by retention or truncation, its topic
+/// deleted) holds nothing to make durable and is skipped.
+#[derive(Debug)]
+enum SyncTarget {
+    /// A segment's `.log`, through the descriptor cache.
+    Segment(Arc<CachedFile>),
+    /// Index files and directories: opened, fsynced and closed.
+    Path(PathBuf),
+}
+
+impl SyncTarget {
+    fn sync(&self) -> std::io::Result<()> {
+        let file = match self {
+            SyncTarget::Segment(cached) => cached.get(),
+            SyncTarget::Path(path) => {
+                crate::file_cache::open_evicting(|| File::open(path)).map(Arc::new)
+            }
+        };
+        match file {
+            Ok(file) => file.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl SyncJob {
     /// Fsyncs the files; on success every offset below the returned one is durable.
     pub fn run(self) -> std::io::Result<i64> {
-        for file in &self.files {
-            file.sync_data()?;
+        for target in &self.files {
+            target.sync()?;
         }
         Ok(self.end_offset)
     }
@@ -53,15 +92,13 @@ impl SyncJob {
 /// The log of one partition. See the crate docs for the overview.
 pub struct PartitionLog {
     dir: PathBuf,
-    /// Kept open to fsync the directory after segments are created or removed.
-    dir_handle: Arc<File>,
     config: LogConfig,
     /// By base offset; never empty; the last one is the active segment.
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     log_end_offset: i64,
     /// Files of closed segments not fsynced yet (the obligation survives rolls).
-    unsynced_files: Vec<Arc<File>>,
+    unsynced_files: Vec<SyncTarget>,
     active_unsynced: bool,
     dir_unsynced: bool,
     /// The aborted-transaction index, by segment base offset (`txn_index.rs`).
@@ -125,11 +162,11 @@ impl PartitionLog {
         let (mut log, report) = Self::open_recovering(dir, config, now_ms, Some(recovery_point))?;
         // Whatever survived the crash may still be only in the page cache (a process crash
         // keeps it there): make it durable before anyone is told about it.
-        let unflushed: Vec<Arc<File>> = log
+        let unflushed: Vec<SyncTarget> = log
             .segments
             .values()
             .filter(|s| s.end_offset > recovery_point && s.writers_closed())
-            .map(|s| s.log.clone())
+            .map(|s| SyncTarget::Segment(s.log.clone()))
             .collect();
         log.unsynced_files.extend(unflushed);
         log.active_unsynced = true;
@@ -157,10 +194,8 @@ impl PartitionLog {
                 }
             }
         }
-        let dir_handle =
-            Arc::new(File::open(dir).map_err(io_err("open partition directory", dir))?);
         let checkpointed_start = checkpoint::read(dir)?;
-        compaction::recover_cleaner_files(dir, &dir_handle)?;
+        compaction::recover_cleaner_files(dir, &open_dir(dir)?)?;
         let mut bases = list_segments(dir)?;
 
         let mut report = RecoveryReport::default();
@@ -211,7 +246,6 @@ impl PartitionLog {
             .end_offset;
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
-            dir_handle,
             config,
             segments,
             log_start_offset: first_base,
@@ -247,7 +281,7 @@ impl PartitionLog {
         let end = log.log_end_offset;
         let start = log.log_start_offset;
         if log.epochs.truncate_from_end(end) | log.epochs.truncate_from_start(start) {
-            log.epochs.write(&log.dir, &log.dir_handle)?;
+            log.epochs.write(&log.dir, &log.dir_handle()?)?;
         }
         report.segments = log.segments.len();
         log.check_invariants();
@@ -256,6 +290,12 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The partition directory, opened for an fsync after entries changed (no descriptor of
+    /// it is kept: a partition holds none while idle).
+    fn dir_handle(&self) -> Result<File, LogError> {
+        open_dir(&self.dir)
     }
 
     pub fn config(&self) -> LogConfig {
@@ -283,7 +323,7 @@ impl PartitionLog {
             self.epochs.assign(epoch, self.log_end_offset)
         };
         if changed {
-            self.epochs.write(&self.dir, &self.dir_handle)?;
+            self.epochs.write(&self.dir, &self.dir_handle()?)?;
         }
         Ok(())
     }
@@ -393,7 +433,7 @@ impl PartitionLog {
         // A new leader epoch starts at this append: checkpoint it first, so no batch of the
         // epoch is on disk before its entry.
         if self.epochs.assign(self.leader_epoch, self.log_end_offset) {
-            self.epochs.write(&self.dir, &self.dir_handle)?;
+            self.epochs.write(&self.dir, &self.dir_handle()?)?;
         }
 
         // Assign offsets and stamp the leader epoch (and the time, on a copy), then write.
@@ -514,10 +554,11 @@ impl PartitionLog {
         // The old segment's data still has to be fsynced: move the obligation, with its index
         // files (which become trusted once the segment is closed).
         if active_unsynced {
-            self.unsynced_files.push(log_file);
+            self.unsynced_files.push(SyncTarget::Segment(log_file));
         }
         if let Ok(index_files) = &sealed {
-            self.unsynced_files.extend(index_files.iter().cloned());
+            self.unsynced_files
+                .extend(index_files.iter().cloned().map(SyncTarget::Path));
         }
         self.segments.insert(base_offset, segment);
         self.log_end_offset = base_offset;
@@ -533,10 +574,10 @@ impl PartitionLog {
         }
         let mut files = std::mem::take(&mut self.unsynced_files);
         if std::mem::take(&mut self.active_unsynced) {
-            files.push(self.active().log.clone());
+            files.push(SyncTarget::Segment(self.active().log.clone()));
         }
         if std::mem::take(&mut self.dir_unsynced) {
-            files.push(self.dir_handle.clone());
+            files.push(SyncTarget::Path(self.dir.clone()));
         }
         Some(SyncJob {
             files,
@@ -712,14 +753,14 @@ impl PartitionLog {
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
-        checkpoint::write(&self.dir, &self.dir_handle, offset)?;
+        checkpoint::write(&self.dir, &self.dir_handle()?, offset)?;
         self.log_start_offset = offset;
         if offset == self.log_end_offset && !self.active().is_empty() {
             self.roll()?;
         }
         self.remove_segments_below_start()?;
         if self.epochs.truncate_from_start(self.log_start_offset) {
-            self.epochs.write(&self.dir, &self.dir_handle)?;
+            self.epochs.write(&self.dir, &self.dir_handle()?)?;
         }
         self.check_invariants();
         Ok(self.log_start_offset)
@@ -789,7 +830,7 @@ impl PartitionLog {
         if horizons_changed {
             horizon::write(
                 &self.dir,
-                &self.dir_handle,
+                &self.dir_handle()?,
                 &self.horizons,
                 &mut CrashBudget(None),
             )?;
@@ -803,7 +844,7 @@ impl PartitionLog {
             }
         }
         if self.epochs.truncate_from_end(self.log_end_offset) {
-            self.epochs.write(&self.dir, &self.dir_handle)?;
+            self.epochs.write(&self.dir, &self.dir_handle()?)?;
         }
         self.check_invariants();
         tracing::info!(dir = %self.dir.display(), requested = offset, log_end_offset = self.log_end_offset, "truncated the log");
@@ -1109,7 +1150,7 @@ impl PartitionLog {
                 .keys()
                 .filter(|b| !self.horizons.contains_key(b))
                 .count();
-            horizon::write(&self.dir, &self.dir_handle, &horizons, &mut crash)?;
+            horizon::write(&self.dir, &self.dir_handle()?, &horizons, &mut crash)?;
         }
         // A horizon this pass could apply and did not (an earlier segment was not cleaned)
         // waits for the next pass that runs for another reason.
@@ -1215,19 +1256,19 @@ impl PartitionLog {
         std::fs::rename(&cleaned_path, &swap_path)
             .map_err(io_err("rename cleaned segment", &cleaned_path))?;
         crash.step(&dir)?; // 3: renamed, the rename not durable
-        compaction::fsync_dir(&dir, &self.dir_handle)?;
+        compaction::fsync_dir(&dir, &self.dir_handle()?)?;
         crash.step(&dir)?; // 4: committed
         for ext in ["index", "timeindex"] {
             compaction::remove_if_exists(&segment_path(&dir, base, ext), "remove stale index")?;
         }
         crash.step(&dir)?; // 5
-        compaction::fsync_dir(&dir, &self.dir_handle)?;
+        compaction::fsync_dir(&dir, &self.dir_handle()?)?;
         crash.step(&dir)?; // 6
         let log_path = segment_path(&dir, base, "log");
         std::fs::rename(&swap_path, &log_path)
             .map_err(io_err("rename swap segment", &swap_path))?;
         crash.step(&dir)?; // 7
-        compaction::fsync_dir(&dir, &self.dir_handle)?;
+        compaction::fsync_dir(&dir, &self.dir_handle()?)?;
         crash.step(&dir)?; // 8
         let (segment, _) =
             Segment::open_closed(&dir, base, end_offset, self.config.index_interval_bytes)?;
@@ -1279,9 +1320,16 @@ impl PartitionLog {
         {
             return Ok(());
         }
-        let file = txn_index::append(&self.dir, base, &txn)?;
+        let path = txn_index::append(&self.dir, base, &txn)?;
         entries.push(txn);
-        self.unsynced_files.push(Arc::new(file));
+        // Closed now and fsynced by path with the next job (once per file per job).
+        if !self
+            .unsynced_files
+            .iter()
+            .any(|t| matches!(t, SyncTarget::Path(p) if *p == path))
+        {
+            self.unsynced_files.push(SyncTarget::Path(path));
+        }
         Ok(())
     }
 
@@ -1352,7 +1400,7 @@ impl PartitionLog {
             // segment reuses a deleted base offset).
             if let Err(error) = horizon::write(
                 &self.dir,
-                &self.dir_handle,
+                &self.dir_handle()?,
                 &self.horizons,
                 &mut CrashBudget(None),
             ) {
@@ -1368,6 +1416,12 @@ impl PartitionLog {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(io_err("remove partition directory", &dir))
     }
+}
+
+/// Opens a directory to fsync it, making room in the descriptor cache if needed.
+fn open_dir(dir: &Path) -> Result<File, LogError> {
+    crate::file_cache::open_evicting(|| File::open(dir))
+        .map_err(io_err("open partition directory", dir))
 }
 
 fn is_simulated_crash(error: &LogError) -> bool {

@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use strata_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 
-use crate::index::{NewEntries, SegmentIndex};
+use crate::file_cache::{CachedFile, OpenMode};
+use crate::index::SegmentIndex;
 use crate::LogError;
 
 /// Writes every slice, in order (a vectored `write_all`).
@@ -109,23 +110,21 @@ pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error
     }
 }
 
-/// Buffered writers of the index files; open only while the segment is active.
-struct IndexWriters {
-    offsets: BufWriter<File>,
-    times: BufWriter<File>,
-}
-
 pub(crate) struct Segment {
     pub base_offset: i64,
-    /// Shared with [`crate::SyncJob`]s so an fsync can run without the log.
-    pub log: Arc<File>,
+    /// The `.log`, opened on demand through the process-wide descriptor budget
+    /// (`file_cache.rs`); handles taken from it are shared with [`crate::SyncJob`]s so an
+    /// fsync can run without the log.
+    pub log: Arc<CachedFile>,
     pub log_path: PathBuf,
     /// Bytes of whole batches in the `.log`; reads never go past it.
     pub size: u64,
     /// The offset after the last batch (the base offset when empty).
     pub end_offset: i64,
     pub index: SegmentIndex,
-    writers: Option<IndexWriters>,
+    /// Whether this is the active segment. Its index lives only in memory (no descriptors
+    /// are held for it) and is written out whole by [`Segment::seal`].
+    active: bool,
     /// Basis of the `segment.ms` age: when the first batch was appended (or, for a segment
     /// recovered at start-up, the modification time of its file, which is never earlier).
     pub rolling_base_ms: Option<i64>,
@@ -251,18 +250,23 @@ impl Segment {
                 reason: format!("a new segment would overwrite an existing file of {len} bytes"),
             });
         }
-        let writers = IndexWriters {
-            offsets: open_index_writer(&segment_path(dir, base_offset, "index"), &[])?,
-            times: open_index_writer(&segment_path(dir, base_offset, "timeindex"), &[])?,
-        };
+        // Empty index files, so the directory always has the three files of a segment; they
+        // are closed at once and written when the segment is sealed.
+        for ext in ["index", "timeindex"] {
+            open_index_writer(&segment_path(dir, base_offset, ext), &[])?;
+        }
         Ok(Segment {
             base_offset,
-            log: Arc::new(log),
+            log: Arc::new(CachedFile::with_open(
+                log_path.clone(),
+                OpenMode::ReadAppend,
+                log,
+            )),
             log_path,
             size: 0,
             end_offset: base_offset,
             index: SegmentIndex::new(base_offset),
-            writers: Some(writers),
+            active: true,
             rolling_base_ms: None,
         })
     }
@@ -317,15 +321,17 @@ impl Segment {
                 (index, true)
             }
         };
+        // A closed segment needs no descriptor until it is read.
+        drop(log);
         Ok((
             Segment {
                 base_offset,
-                log: Arc::new(log),
+                log: Arc::new(CachedFile::lazy(log_path.clone(), OpenMode::Read)),
                 log_path,
                 size,
                 end_offset,
                 index,
-                writers: None,
+                active: false,
                 rolling_base_ms: None,
             },
             rebuilt,
@@ -381,24 +387,36 @@ impl Segment {
 
         let index_path = segment_path(dir, base_offset, "index");
         let time_path = segment_path(dir, base_offset, "timeindex");
+        // The active segment's index files are written only when it is sealed, so on disk
+        // they are empty or a stale prefix of the index (the in-memory one, rebuilt here, is
+        // the truth). Files that are not a prefix (damaged, or longer after a cut) are
+        // rewritten so no stale entries remain.
         let offsets = SegmentIndex::encode_offsets(&index.offsets);
         let times = SegmentIndex::encode_times(&index.times);
-        let index_rewritten = read_optional(&index_path)?.as_deref() != Some(&offsets[..])
-            || read_optional(&time_path)?.as_deref() != Some(&times[..]);
-        let writers = IndexWriters {
-            offsets: open_index_writer(&index_path, &offsets)?,
-            times: open_index_writer(&time_path, &times)?,
-        };
+        let mut index_rewritten = false;
+        for (path, bytes) in [(&index_path, &offsets), (&time_path, &times)] {
+            let on_disk = read_optional(path)?;
+            if !on_disk.as_deref().is_some_and(|d| bytes.starts_with(d)) {
+                open_index_writer(path, bytes)?
+                    .flush()
+                    .map_err(io_err("write index", path))?;
+                index_rewritten |= on_disk.is_some_and(|d| !d.is_empty());
+            }
+        }
         let rolling_base_ms = (valid_len > 0).then(|| mtime_ms(&log).unwrap_or(now_ms).min(now_ms));
         Ok((
             Segment {
                 base_offset,
-                log: Arc::new(log),
+                log: Arc::new(CachedFile::with_open(
+                    log_path.clone(),
+                    OpenMode::ReadAppend,
+                    log,
+                )),
                 log_path,
                 size: valid_len,
                 end_offset,
                 index,
-                writers: Some(writers),
+                active: true,
                 rolling_base_ms,
             },
             ActiveRecovery {
@@ -409,9 +427,16 @@ impl Segment {
         ))
     }
 
-    /// Whether this is a closed segment (no index writers: never appended to again).
+    /// Whether this is a closed segment (never appended to again).
     pub fn writers_closed(&self) -> bool {
-        self.writers.is_none()
+        !self.active
+    }
+
+    /// A handle to the `.log` (opened if the descriptor cache does not hold it).
+    pub fn file(&self) -> Result<Arc<File>, LogError> {
+        self.log
+            .get()
+            .map_err(io_err("open segment", &self.log_path))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -429,19 +454,21 @@ impl Segment {
         now_ms: i64,
         interval_bytes: u32,
     ) -> Result<(), LogError> {
-        let writers = self
-            .writers
-            .as_mut()
-            .expect("only the active segment is appended to, and it has index writers");
+        assert!(self.active, "only the active segment is appended to");
+        // Nothing is written if the open fails (no descriptor left): the append can be retried.
+        let file = self.log.get().map_err(|source| LogError::WriteRolledBack {
+            path: self.log_path.clone(),
+            source,
+        })?;
         debug_assert_eq!(
             headers.first().map(|(h, _)| h.base_offset),
             Some(self.end_offset)
         );
-        if let Err(e) = write_all_vectored(&self.log, &mut slices) {
+        if let Err(e) = write_all_vectored(&file, &mut slices) {
             // Cut back what was written of the batches. If that fails too, the file's tail is
             // unknown: the caller must stop using the log (recovery cuts the torn tail on
             // restart).
-            return match self.log.set_len(self.size) {
+            return match file.set_len(self.size) {
                 Ok(()) => Err(LogError::WriteRolledBack {
                     path: self.log_path.clone(),
                     source: e,
@@ -449,25 +476,10 @@ impl Segment {
                 Err(_) => Err(io_err("write segment", &self.log_path)(e)),
             };
         }
-        let index_path = &self.log_path;
         for (header, at) in headers {
-            let NewEntries { offset, time } =
-                self.index
-                    .on_batch(header, self.size + *at as u64, interval_bytes);
-            // Index write errors are not fatal for the data: the index is rebuilt on open.
-            if let Some(e) = offset {
-                if let Err(err) = writers
-                    .offsets
-                    .write_all(&SegmentIndex::encode_offsets(&[e]))
-                {
-                    tracing::warn!(segment = %index_path.display(), error = %err, "offset index write failed");
-                }
-            }
-            if let Some(e) = time {
-                if let Err(err) = writers.times.write_all(&SegmentIndex::encode_times(&[e])) {
-                    tracing::warn!(segment = %index_path.display(), error = %err, "time index write failed");
-                }
-            }
+            // The new entries stay in memory until the segment is sealed.
+            self.index
+                .on_batch(header, self.size + *at as u64, interval_bytes);
             self.end_offset = header.next_offset();
         }
         self.size += len;
@@ -475,24 +487,25 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes the segment read-only: writes the final time-index entry, flushes the index
-    /// files and returns them, so that the caller can fsync them with the next sync job.
-    pub fn seal(&mut self) -> Result<Vec<Arc<File>>, LogError> {
-        let Some(mut writers) = self.writers.take() else {
+    /// Makes the segment read-only: adds the final time-index entry, writes both index files
+    /// whole, closes them and returns their paths, so that the caller can fsync them with the
+    /// next sync job. The `.log` descriptor stays in the cache's LRU like any segment's.
+    pub fn seal(&mut self) -> Result<Vec<PathBuf>, LogError> {
+        if !std::mem::take(&mut self.active) {
             return Ok(Vec::new());
-        };
-        if let Some(e) = self.index.seal() {
-            writers
-                .times
-                .write_all(&SegmentIndex::encode_times(&[e]))
-                .map_err(io_err("write index", &self.log_path))?;
         }
+        self.index.seal();
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
         let mut files = Vec::with_capacity(2);
-        for writer in [writers.offsets, writers.times] {
-            let file = writer
-                .into_inner()
-                .map_err(|e| io_err("flush index", &self.log_path)(e.into_error()))?;
-            files.push(Arc::new(file));
+        for (ext, bytes) in [
+            ("index", SegmentIndex::encode_offsets(&self.index.offsets)),
+            ("timeindex", SegmentIndex::encode_times(&self.index.times)),
+        ] {
+            let path = segment_path(dir, self.base_offset, ext);
+            open_index_writer(&path, &bytes)?
+                .flush()
+                .map_err(io_err("flush index", &path))?;
+            files.push(path);
         }
         Ok(files)
     }
@@ -501,7 +514,7 @@ impl Segment {
     /// the segment.
     pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
         let mut buf = [0u8; BATCH_HEADER_LEN];
-        self.log
+        self.file()?
             .read_exact_at(&mut buf, position)
             .map_err(io_err("read segment", &self.log_path))?;
         let corrupt = |reason: String| LogError::Corrupt {
@@ -546,7 +559,7 @@ impl Segment {
             position + len as u64 <= self.size,
             "reads stay within the segment"
         );
-        read_exact_at_uninit(&self.log, len, position)
+        read_exact_at_uninit(&*self.file()?, len, position)
             .map_err(io_err("read segment", &self.log_path))
     }
 

@@ -12,9 +12,9 @@
 //! fsynced with the segment; after a crash, entries at or past the recovered log end are
 //! dropped and the producer-state replay re-adds the ones a lost write took with it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::producer_state::AbortedTxn;
 use crate::segment::{io_err, segment_path};
@@ -66,8 +66,9 @@ pub fn rewrite(dir: &Path, base: i64, entries: &[AbortedTxn]) -> Result<(), LogE
     std::fs::write(&path, bytes).map_err(io_err("rewrite transaction index", &path))
 }
 
-/// Appends one entry; returns the file so the caller can fsync it with the segment.
-pub fn append(dir: &Path, base: i64, entry: &AbortedTxn) -> Result<File, LogError> {
+/// Appends one entry and closes the file; returns its path so the caller can fsync it with
+/// the segment.
+pub fn append(dir: &Path, base: i64, entry: &AbortedTxn) -> Result<PathBuf, LogError> {
     let path = segment_path(dir, base, EXT);
     let mut file = OpenOptions::new()
         .create(true)
@@ -76,7 +77,7 @@ pub fn append(dir: &Path, base: i64, entry: &AbortedTxn) -> Result<File, LogErro
         .map_err(io_err("open transaction index", &path))?;
     file.write_all(&encode(entry))
         .map_err(io_err("append to transaction index", &path))?;
-    Ok(file)
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -248,6 +248,9 @@ pub async fn create_topics(
             let mut scratch = image.clone();
             let mut records = Vec::new();
             let mut results = Vec::new();
+            // Checked once, under the metadata lock: a topic is created with all its
+            // partitions or not at all, never left half-made for lack of descriptors.
+            let mut headroom: Option<Option<String>> = None;
             for w in wanted {
                 let planned = if w.duplicate {
                     Err((
@@ -269,6 +272,12 @@ pub async fn create_topics(
                         &w.assignments,
                         &w.configs,
                     )
+                    .and_then(|plan| {
+                        match headroom.get_or_insert_with(crate::fd_limit::create_headroom_error) {
+                            Some(message) => Err((ErrorCode::PolicyViolation, message.clone())),
+                            None => Ok(plan),
+                        }
+                    })
                 };
                 match planned {
                     Ok(plan) => {
@@ -454,6 +463,7 @@ pub async fn create_partitions(
         .commit(move |image| {
             let mut records = Vec::new();
             let mut results = Vec::new();
+            let mut headroom: Option<Option<String>> = None;
             for t in topics {
                 let name = t.name.0.to_string();
                 let result = (|| -> Result<Vec<MetadataRecord>, ApiError> {
@@ -497,6 +507,9 @@ pub async fn create_partitions(
                     for (i, replicas) in assignments.into_iter().enumerate() {
                         validate_replicas(&replicas, &[node_id])?;
                         out.push(partition_record(topic.topic_id, current + i as i32, replicas));
+                    }
+                    if let Some(message) = headroom.get_or_insert_with(crate::fd_limit::create_headroom_error) {
+                        return Err((ErrorCode::PolicyViolation, message.clone()));
                     }
                     Ok(out)
                 })();

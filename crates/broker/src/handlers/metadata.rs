@@ -116,6 +116,12 @@ async fn auto_create(
         .commit(move |image| {
             let mut records = Vec::new();
             let mut created = Vec::new();
+            // As CreateTopics: no topic is made whose partitions could not be opened for lack
+            // of descriptors; the names stay unknown and a later request tries again.
+            if let Some(message) = crate::fd_limit::create_headroom_error() {
+                tracing::warn!(topics = ?missing, %message, "not auto-creating topics");
+                return (records, created);
+            }
             for name in missing {
                 // Another request may have created it meanwhile, or an earlier name in this
                 // list may collide with it; planning against the records so far catches both.

@@ -20,6 +20,8 @@ pub struct TestBroker {
     child: Option<Child>,
     extra: Vec<String>,
     args: Vec<String>,
+    /// Soft and hard RLIMIT_NOFILE of the process, if lowered for the test.
+    nofile: Option<u64>,
 }
 
 fn free_port() -> u16 {
@@ -34,6 +36,16 @@ impl TestBroker {
 
     /// Starts with extra command-line `args` before the `--set` overrides.
     pub fn start_with_args(args: &[&str], extra: &[&str]) -> Self {
+        Self::start_limited(None, args, extra)
+    }
+
+    /// Starts with both the soft and the hard open-file limit at `nofile` (so the broker
+    /// cannot raise it), like `ulimit -Hn N; ulimit -Sn N`.
+    pub fn start_with_nofile(nofile: u64, extra: &[&str]) -> Self {
+        Self::start_limited(Some(nofile), &[], extra)
+    }
+
+    fn start_limited(nofile: Option<u64>, args: &[&str], extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut broker = TestBroker {
             port: free_port(),
@@ -41,6 +53,7 @@ impl TestBroker {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            nofile,
         };
         broker.spawn();
         broker
@@ -83,6 +96,23 @@ impl TestBroker {
         }
         let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("log file");
         cmd.stdout(Stdio::null()).stderr(log);
+        if let Some(nofile) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: nofile as libc::rlim_t,
+                rlim_max: nofile as libc::rlim_t,
+            };
+            // Safety: the closure runs in the child between fork and exec and only calls
+            // setrlimit, which is async-signal-safe, on a struct copied into the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         self.child = Some(cmd.spawn().expect("start strata"));
         let ours = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(20);
