@@ -530,7 +530,8 @@ impl PartitionLog {
             let active = self.active();
             active
                 .log
-                .sync_data()
+                .get()
+                .and_then(|file| file.sync_data())
                 .map_err(io_err("fsync segment", &active.log_path))?;
         }
         // Create the new segment before sealing the old one: if creating fails (a full disk,
