@@ -21,6 +21,13 @@
 //! with the bumped epoch on its markers), and so does a timeout abort, so the old producer's
 //! requests fail with PRODUCER_FENCED (or INVALID_PRODUCER_EPOCH on produce).
 //!
+//! The broker keeps one [`TxnShard`] per `__transaction_state` partition (Kafka's unit of
+//! transaction coordination), each built from its partition's records alone
+//! ([`TxnShard::load`]), so a shard can be loaded and unloaded as leadership of its partition
+//! moves. A shard also records which Prepare* transactions some task is completing
+//! ([`TxnShard::claim`]), so that no two tasks write the same transaction's markers and the
+//! rest are finished by the broker's ticker.
+//!
 //! Time is passed in; no I/O here.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
