@@ -278,9 +278,19 @@ fn a_committed_offset_is_invisible_until_durable() {
     });
     // The commit's record is in the log (the segment grew) but not durable: OffsetFetch
     // still answers the previous offset, and with require_stable refuses to answer.
-    wait_until("the commit is appended", || {
-        offsets_log_bytes(&broker, group) > before
-    });
+    let deadline = Instant::now() + DEADLINE;
+    while offsets_log_bytes(&broker, group) <= before {
+        if let Ok(code) = committed.try_recv() {
+            panic!("the commit answered {code} before it was durable");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until the commit is appended ({} bytes); broker log:\n{}",
+            offsets_log_bytes(&broker, group),
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for _ in 0..5 {
         assert_eq!(fetch(&mut c, group, false), (1, 0));
         assert_eq!(fetch(&mut c, group, true).1, UNSTABLE_OFFSET_COMMIT);
