@@ -45,10 +45,16 @@ fn java_partition(key: &str, partitions: i32) -> i32 {
     abs % partitions
 }
 
+/// Serializes broker start-ups of this file's tests: a port is chosen free and then bound
+/// by the broker, so two tests starting at once could pick the same port and one would
+/// talk to the other's broker.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A broker whose fsyncs of `gated_topic` wait while the returned file exists.
 fn start(gated_topic: &str) -> (TestBroker, tempfile::TempDir, PathBuf) {
     let gate_dir = tempfile::tempdir().expect("tempdir");
     let gate = gate_dir.path().join("gate");
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|p| p.into_inner());
     let broker = TestBroker::start(&[
         "strata.fsync.before.ack=true",
         &format!("strata.test.fsync.gate.topic={gated_topic}"),
