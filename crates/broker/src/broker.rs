@@ -133,6 +133,7 @@ impl Broker {
         if !config.fsync_before_ack {
             flusher.start_ticker(Arc::downgrade(&partitions));
         }
+        start_test_fsync_gate(&config, &partitions);
         tracing::info!(
             cluster_id = image.cluster_id.as_deref().unwrap_or(""),
             topics = image.topic_count(),
@@ -175,7 +176,7 @@ impl Broker {
         });
         broker.groups.load(&broker);
         crate::groups::GroupService::start_ticker(&broker);
-        broker.txns.load(&broker);
+        broker.txns.load_all(&broker);
         crate::txn::TxnService::start_ticker(&broker);
         start_log_maintenance(&broker);
         start_checkpoints(&broker);
@@ -360,6 +361,41 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
                 }
             })
             .await;
+        }
+    });
+}
+
+/// Hidden test knob (`strata.test.fsync.gate.topic` and `.file`, see
+/// [`crate::partition::test_fsync_gate`]): while the file exists, that topic's fsyncs do not
+/// complete; a task polls the file and completes the held-back fsyncs once it is gone.
+fn start_test_fsync_gate(config: &BrokerConfig, partitions: &Arc<PartitionManager>) {
+    let (Some(topic), Some(file)) = (
+        config.value("strata.test.fsync.gate.topic"),
+        config.value("strata.test.fsync.gate.file"),
+    ) else {
+        return;
+    };
+    tracing::warn!(
+        topic,
+        file,
+        "test knob on: fsyncs of the topic wait while the file exists"
+    );
+    crate::partition::test_fsync_gate::configure(topic.clone(), file.into());
+    let weak = Arc::downgrade(partitions);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            let Some(partitions) = weak.upgrade() else {
+                return;
+            };
+            if !crate::partition::test_fsync_gate::holds(&topic) {
+                for p in partitions.all() {
+                    if p.topic == topic {
+                        p.release_gated_fsync();
+                    }
+                }
+            }
         }
     });
 }

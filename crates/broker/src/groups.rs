@@ -6,8 +6,9 @@
 //! answer to its channel. Records the machine wants persisted are appended to the group's
 //! `__consumer_offsets` partition (chosen as Kafka does, from the group id's Java hash) while
 //! the coordinator lock is held, so the log order matches the order of the machine's changes.
-//! Committed offsets are acknowledged once their append is durable (the partition's high
-//! watermark passes it). At start-up every partition of the topic is replayed into the
+//! Committed offsets are staged when appended and become visible to OffsetFetch, and are
+//! acknowledged, only once their append is durable (the partition's high watermark passes
+//! it); the coordinator lock is not held while waiting. At start-up every partition of the topic is replayed into the
 //! machine.
 
 use std::collections::{BTreeMap, HashMap};
@@ -254,27 +255,33 @@ impl GroupService {
         Ok(waits)
     }
 
-    /// A transaction marker of `producer_id` was written to `__consumer_offsets`: apply its
-    /// pending offsets on commit, drop them on abort.
-    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+    /// A transaction marker of `producer_id` was written to `__consumer_offsets` partition
+    /// `partition`, its batch ending before `end_offset`: on commit, its pending offsets apply
+    /// once the marker is durable ([`Self::settle`]); on abort they vanish.
+    pub fn complete_txn(&self, producer_id: i64, commit: bool, partition: i32, end_offset: i64) {
         let records = self
             .pending_txn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&producer_id);
         if let (Some(records), true) = (records, commit) {
-            let mut coordinator = self.lock();
-            let now = now_ms();
-            for r in records {
-                coordinator.apply(now, r);
-            }
+            self.lock().stage(partition, end_offset, records);
         }
     }
 
-    /// Whether an offset of `group` for the partition waits for a transaction to end
-    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    /// Applies the commits staged for a `__consumer_offsets` partition that its high
+    /// watermark now covers (they become visible to OffsetFetch).
+    pub fn settle(&self, partition: &Partition) {
+        let hw = partition.high_watermark();
+        self.lock().durable(now_ms(), partition.index, hw);
+    }
+
+    /// Whether an offset of `group` for the partition is not settled: it waits for a
+    /// transaction to end, or for its commit to be durable (OffsetFetch with require_stable
+    /// answers UNSTABLE_OFFSET_COMMIT then, as Kafka does for pending commits).
     pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
-        self.pending_txn
+        let in_txn = self
+            .pending_txn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
@@ -282,7 +289,8 @@ impl GroupService {
             .any(|r| {
                 matches!(r, GroupRecord::Offset { group: g, topic: t, partition: p, .. }
                     if g == group && t == topic && *p == partition)
-            })
+            });
+        in_txn || self.lock().has_staged_offset(group, topic, partition)
     }
 
     fn append_as(
@@ -374,6 +382,18 @@ impl GroupService {
                 }
                 let topics = subscribable_topics(&broker);
                 svc.consumer().tick(now_ms(), &topics);
+                // Commits whose own waiter gave up (timeout) apply once durable anyway, as
+                // their records are in the log and a restart would replay them.
+                let staged = svc.lock().staged_partitions();
+                if !staged.is_empty() {
+                    if let Some(topic) = broker.image().topic_by_name(OFFSETS_TOPIC) {
+                        for p in staged {
+                            if let Some(partition) = broker.partitions.get(&topic.topic_id, p) {
+                                svc.settle(&partition);
+                            }
+                        }
+                    }
+                }
             }
         });
     }
@@ -415,49 +435,59 @@ pub fn append_to_internal_topic(
 }
 
 /// Calls `f(partition, record)` for every record of every partition of an internal topic,
-/// from the log start to the high watermark, in log order (start-up replay). A partition with
-/// an undecodable batch is skipped from there on, with an error logged.
+/// in log order (start-up replay); see [`replay_partition`].
 pub fn replay_topic(broker: &Broker, name: &str, mut f: impl FnMut(i32, Record)) {
     let image = broker.image();
     let Some(topic) = image.topic_by_name(name) else {
         return;
     };
     for p in topic.partitions.keys() {
-        let Some(partition) = broker.partitions.get(&topic.topic_id, *p) else {
-            continue;
+        replay_partition(broker, name, *p, |r| f(*p, r));
+    }
+}
+
+/// Calls `f(record)` for every record of one partition of an internal topic, from the log
+/// start to the high watermark, in log order (loading a coordinator). An undecodable batch
+/// ends the replay, with an error logged.
+pub fn replay_partition(broker: &Broker, name: &str, p: i32, mut f: impl FnMut(Record)) {
+    let image = broker.image();
+    let Some(topic) = image.topic_by_name(name) else {
+        return;
+    };
+    let Some(partition) = broker.partitions.get(&topic.topic_id, p) else {
+        return;
+    };
+    let mut offset = partition.log_start_offset();
+    while offset < partition.high_watermark() {
+        let Ok(read) = partition.read(offset, 1 << 20) else {
+            break;
         };
-        let mut offset = partition.log_start_offset();
-        while offset < partition.high_watermark() {
-            let Ok(read) = partition.read(offset, 1 << 20) else {
-                break;
-            };
-            if read.records.is_empty() {
-                break;
-            }
-            let mut bytes: Bytes = read.records;
-            let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) else {
-                tracing::error!(
-                    topic = name,
-                    partition = p,
-                    offset,
-                    "undecodable batch in an internal topic; skipping the rest of the partition"
-                );
-                break;
-            };
-            let mut next = offset;
-            for set in sets {
-                for r in set.records {
-                    next = next.max(r.offset + 1);
-                    if r.offset >= offset {
-                        f(*p, r);
-                    }
+        if read.records.is_empty() {
+            break;
+        }
+        let mut bytes: Bytes = read.records;
+        let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) else {
+            tracing::error!(
+                topic = name,
+                partition = p,
+                offset,
+                "undecodable batch in an internal topic; skipping the rest of the partition"
+            );
+            break;
+        };
+        let mut next = offset;
+        for set in sets {
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.offset >= offset {
+                    f(r);
                 }
             }
-            if next <= offset {
-                break;
-            }
-            offset = next;
         }
+        if next <= offset {
+            break;
+        }
+        offset = next;
     }
 }
 

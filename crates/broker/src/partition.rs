@@ -49,6 +49,8 @@ pub struct Partition {
     recovery_point: AtomicI64,
     hw_tx: watch::Sender<i64>,
     fsync_before_ack: bool,
+    /// Fsync results held back by the test gate ([`test_fsync_gate`]); -1: none.
+    gated_durable: AtomicI64,
     /// Set while the partition waits in the flusher's queue, so it is queued at most once.
     pub(crate) flush_queued: AtomicBool,
     /// Messages appended since the last fsync (for `flush.messages`).
@@ -163,6 +165,7 @@ impl Partition {
             recovery_point: AtomicI64::new(end),
             hw_tx,
             fsync_before_ack,
+            gated_durable: AtomicI64::new(-1),
             flush_queued: AtomicBool::new(false),
             unflushed_messages: AtomicI64::new(0),
             unflushed_since_ms: AtomicI64::new(0),
@@ -573,6 +576,24 @@ impl Partition {
 
     /// Called by the flusher once everything below `durable_offset` is on stable storage.
     pub(crate) fn on_flushed(&self, durable_offset: i64) {
+        if test_fsync_gate::holds(&self.topic) {
+            // Test knob: this fsync "has not finished" until the gate opens.
+            self.gated_durable
+                .fetch_max(durable_offset, Ordering::AcqRel);
+            return;
+        }
+        self.on_flushed_now(durable_offset);
+    }
+
+    /// Completes the fsyncs a closed test gate held back ([`test_fsync_gate`]).
+    pub(crate) fn release_gated_fsync(&self) {
+        let durable = self.gated_durable.swap(-1, Ordering::AcqRel);
+        if durable >= 0 {
+            self.on_flushed_now(durable);
+        }
+    }
+
+    fn on_flushed_now(&self, durable_offset: i64) {
         self.recovery_point
             .fetch_max(durable_offset, Ordering::AcqRel);
         // After a storage error nothing more is acknowledged, even if a later fsync works:
@@ -900,6 +921,30 @@ pub fn log_config(settings: &TopicSettings) -> LogConfig {
 }
 
 /// Milliseconds since the Unix epoch.
+/// A test-only knob, off unless the hidden broker configs `strata.test.fsync.gate.topic` and
+/// `strata.test.fsync.gate.file` are set: while that file exists, fsyncs of that topic's
+/// partitions do not complete (their high watermark stays put under
+/// `strata.fsync.before.ack`), as if the disk were slow; once it is removed they complete.
+/// Integration tests use it to hold one operation on a durable write deterministically.
+/// It is held back after the fsync itself, so the flusher's other partitions go on.
+pub mod test_fsync_gate {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    static GATE: OnceLock<(String, PathBuf)> = OnceLock::new();
+
+    /// Sets the gate (once per process: the broker reads its config at start-up).
+    pub fn configure(topic: String, file: PathBuf) {
+        let _ = GATE.set((topic, file));
+    }
+
+    /// Whether fsyncs of `topic` are held back now.
+    pub fn holds(topic: &str) -> bool {
+        GATE.get()
+            .is_some_and(|(t, file)| t == topic && file.exists())
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

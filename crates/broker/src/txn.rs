@@ -1,33 +1,42 @@
 //! The edge around the transaction coordinator state machine (`strata_coordinator::txn`):
 //! the `__transaction_state` topic, transaction markers, and the clock.
 //!
-//! Every change of a transaction is appended to its `__transaction_state` partition (chosen
-//! from the transactional id as Kafka does) and is durable before the coordinator acts on it.
-//! Ending a transaction writes a commit or abort marker (a control batch) to each of its
-//! partitions, waits until they are durable, then records the transaction complete. Markers
-//! on `__consumer_offsets` also settle the offsets the transaction committed
-//! (TxnOffsetCommit). Operations are serialized by one async lock (`ops`), so a transaction's
-//! prepare -> markers -> complete sequence is never interleaved with another change.
+//! The coordinator is sharded as Kafka's is: one [`TxnShard`] per `__transaction_state`
+//! partition (a transactional id belongs to the partition its Java hash picks), each behind
+//! its own lock and built from that partition's records only. [`TxnService::load_partition`]
+//! and [`TxnService::unload_partition`] are what a node calls when it becomes or stops being
+//! the leader of a partition; on one node every partition is loaded at start-up or when the
+//! topic is created. A shard that is not loaded answers NOT_COORDINATOR.
 //!
-//! At start-up the topic is replayed; transactions found in PrepareCommit/PrepareAbort get
-//! their markers written again (harmless where they already were). A ticker aborts
-//! transactions past their `transaction.timeout.ms` (with a bumped epoch, fencing the
-//! producer) and expires idle transactional ids.
+//! A shard's lock is held only for in-memory transitions and the (non-blocking) append of
+//! the records they produce, so the log order of one id's records is the order of its
+//! changes; the wait for those records to be durable happens after the lock is released.
+//! Every change is durable before the coordinator acts on it or answers. Ending a
+//! transaction moves it to Prepare* (claimed by the ending task, so nobody else writes its
+//! markers; other operations on that id get CONCURRENT_TRANSACTIONS meanwhile), writes a
+//! commit or abort marker to each of its partitions, waits until they are durable, then
+//! records the transaction complete. So one slow transaction never holds up another, even
+//! in the same shard. Markers on `__consumer_offsets` also settle the offsets the
+//! transaction committed (TxnOffsetCommit), once durable.
+//!
+//! A ticker finishes Prepare* transactions nobody is completing (left by a restart or a
+//! failed attempt; their markers are written again, harmlessly), aborts transactions past
+//! their `transaction.timeout.ms` (with a bumped epoch, fencing the producer) and expires
+//! idle transactional ids.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_coordinator::txn::{
-    decode_record, encode_record, MarkerPlan, TxnConfig, TxnCoordinator, TxnMetadata,
-};
+use strata_coordinator::txn::{encode_record, MarkerPlan, TxnConfig, TxnMetadata, TxnShard};
 use strata_log::Marker;
 use strata_protocol::records::{BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
 
 use crate::broker::Broker;
-use crate::groups::{append_to_internal_topic, replay_topic, wait_durable, OFFSETS_TOPIC};
-use crate::partition::now_ms;
+use crate::groups::{append_to_internal_topic, replay_partition, wait_durable, OFFSETS_TOPIC};
+use crate::partition::{now_ms, Partition};
 
 /// The internal topic of transaction state.
 pub const TXN_TOPIC: &str = "__transaction_state";
@@ -35,10 +44,18 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 /// How long a coordinator write may take to become durable.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Appended records: per partition, the offset the high watermark must reach.
+pub type Waits = Vec<(Arc<Partition>, i64)>;
+
 pub struct TxnService {
-    state: Mutex<TxnCoordinator>,
-    /// Serializes coordinator operations that write (held across their awaits).
-    pub ops: tokio::sync::Mutex<()>,
+    config: TxnConfig,
+    /// One slot per `__transaction_state` partition: its shard when loaded here.
+    shards: Vec<Mutex<Option<TxnShard>>>,
+    /// Every partition of the topic has been loaded (the fast path of [`Self::load_all`]).
+    all_loaded: AtomicBool,
+    /// `__transaction_state` exists (it is created on first use). Before that no id has
+    /// any state, so lookups answer as for an unknown id rather than NOT_COORDINATOR.
+    created: AtomicBool,
     pub state_partitions: i32,
     abort_interval_ms: u64,
     expire_interval_ms: u64,
@@ -51,17 +68,47 @@ fn config_i64(config: &crate::config::BrokerConfig, key: &str, default: i64) -> 
         .unwrap_or(default)
 }
 
+/// Encodes coordinator records (`None`: a tombstone) keyed for their partitions.
+fn keyed_records(
+    records: Vec<(String, Option<TxnMetadata>)>,
+    partitions: i32,
+    now: i64,
+) -> Vec<(i32, PlainRecord)> {
+    records
+        .into_iter()
+        .map(|(id, value)| {
+            let p = strata_coordinator::offsets_partition_for(&id, partitions);
+            let (key, value) = match &value {
+                Some(m) => {
+                    let (k, v) = encode_record(m);
+                    (k, Some(Bytes::from(v)))
+                }
+                None => (id.into_bytes(), None),
+            };
+            let record = PlainRecord {
+                key: Some(Bytes::from(key)),
+                value,
+                timestamp: now,
+            };
+            (p, record)
+        })
+        .collect()
+}
+
 impl TxnService {
     pub fn new(config: &crate::config::BrokerConfig) -> Self {
         let txn_config = TxnConfig {
             max_timeout_ms: config_i64(config, "transaction.max.timeout.ms", 900_000) as i32,
             id_expiration_ms: config_i64(config, "transactional.id.expiration.ms", 604_800_000),
         };
+        let state_partitions =
+            config_i64(config, "transaction.state.log.num.partitions", 50).max(1) as i32;
         TxnService {
-            state: Mutex::new(TxnCoordinator::new(txn_config)),
-            ops: tokio::sync::Mutex::new(()),
-            state_partitions: config_i64(config, "transaction.state.log.num.partitions", 50).max(1)
-                as i32,
+            config: txn_config,
+            shards: (0..state_partitions).map(|_| Mutex::new(None)).collect(),
+            all_loaded: AtomicBool::new(false),
+            created: AtomicBool::new(false),
+            state_partitions,
             abort_interval_ms: config_i64(
                 config,
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
@@ -77,43 +124,136 @@ impl TxnService {
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, TxnCoordinator> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The `__transaction_state` partition (and shard) of a transactional id.
+    pub fn partition_for(&self, transactional_id: &str) -> i32 {
+        strata_coordinator::offsets_partition_for(transactional_id, self.state_partitions)
     }
 
-    /// Appends coordinator records (`None`: a tombstone) and waits until they are durable.
-    pub async fn persist(
+    fn slot(&self, partition: i32) -> Option<MutexGuard<'_, Option<TxnShard>>> {
+        let slot = self.shards.get(usize::try_from(partition).ok()?)?;
+        Some(slot.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` on the shard of `transactional_id` with its lock held (in-memory work only).
+    /// NOT_COORDINATOR if the shard is not loaded here.
+    pub fn with<R>(
         &self,
-        broker: &Arc<Broker>,
-        records: Vec<(String, Option<TxnMetadata>)>,
-    ) -> Result<(), ErrorCode> {
-        if records.is_empty() {
-            return Ok(());
+        transactional_id: &str,
+        f: impl FnOnce(&mut TxnShard) -> Result<R, ErrorCode>,
+    ) -> Result<R, ErrorCode> {
+        let partition = self.partition_for(transactional_id);
+        let mut slot = self.slot(partition).ok_or(ErrorCode::NotCoordinator)?;
+        match slot.as_mut() {
+            Some(shard) => f(shard),
+            None if !self.created.load(Ordering::Acquire) => {
+                // No topic yet: nothing is known (writers create the topic first).
+                f(&mut TxnShard::empty(self.config, partition))
+            }
+            None => Err(ErrorCode::NotCoordinator),
         }
-        crate::handlers::groups::ensure_internal_topic(broker, TXN_TOPIC, self.state_partitions)
-            .await?;
-        let now = now_ms();
-        let keyed = records
-            .into_iter()
-            .map(|(id, value)| {
-                let p = strata_coordinator::offsets_partition_for(&id, self.state_partitions);
-                let (key, value) = match &value {
-                    Some(m) => {
-                        let (k, v) = encode_record(m);
-                        (k, Some(Bytes::from(v)))
-                    }
-                    None => (id.into_bytes(), None),
-                };
-                let record = PlainRecord {
-                    key: Some(Bytes::from(key)),
-                    value,
-                    timestamp: now,
-                };
-                (p, record)
+    }
+
+    /// Runs a transition `f` on the shard of `transactional_id` and appends the records it
+    /// returns, both under the shard lock (so the log order is the order of the changes);
+    /// the caller waits for the returned appends to be durable without the lock.
+    pub fn update<R>(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        f: impl FnOnce(&mut TxnShard) -> Result<(R, Vec<TxnMetadata>), ErrorCode>,
+    ) -> Result<(R, Waits), ErrorCode> {
+        self.with(transactional_id, |shard| {
+            let (answer, records) = f(shard)?;
+            if records.is_empty() {
+                // Nothing changed, but what the answer rests on may be a change another
+                // request appended that is not durable yet: wait for the shard's log tail.
+                return Ok((answer, self.tail(broker, shard.partition)));
+            }
+            let records = records
+                .into_iter()
+                .map(|m| (m.transactional_id.clone(), Some(m)))
+                .collect();
+            match self.append(broker, records) {
+                Ok(waits) => Ok((answer, waits)),
+                Err(code) => {
+                    // A transition to Prepare* claimed the id for the caller, who now gets
+                    // an error: leave it to the ticker.
+                    shard.release(transactional_id);
+                    Err(code)
+                }
+            }
+        })
+    }
+
+    /// The end of `__transaction_state` partition `partition`'s log, to wait for everything
+    /// appended to it so far.
+    fn tail(&self, broker: &Broker, partition: i32) -> Waits {
+        broker
+            .image()
+            .topic_by_name(TXN_TOPIC)
+            .and_then(|t| broker.partitions.get(&t.topic_id, partition))
+            .map(|p| {
+                let end = p.log_end_offset();
+                vec![(p, end)]
             })
-            .collect();
-        let waits = append_to_internal_topic(broker, TXN_TOPIC, keyed, BatchProducer::NONE, now)?;
-        wait_durable(waits, WRITE_TIMEOUT).await
+            .unwrap_or_default()
+    }
+
+    /// Appends coordinator records (`None`: a tombstone); returns what to wait for.
+    fn append(
+        &self,
+        broker: &Broker,
+        records: Vec<(String, Option<TxnMetadata>)>,
+    ) -> Result<Waits, ErrorCode> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let keyed = keyed_records(records, self.state_partitions, now);
+        append_to_internal_topic(broker, TXN_TOPIC, keyed, BatchProducer::NONE, now)
+    }
+
+    /// Verifies that a partition is in the producer's open transaction (KIP-890).
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), ErrorCode> {
+        self.with(transactional_id, |s| {
+            s.coordinator
+                .verify(transactional_id, producer_id, epoch, partition)
+        })
+    }
+
+    /// The state of a transactional id (DescribeTransactions).
+    pub fn get(&self, transactional_id: &str) -> Result<Option<TxnMetadata>, ErrorCode> {
+        self.with(transactional_id, |s| {
+            Ok(s.coordinator.get(transactional_id).cloned())
+        })
+    }
+
+    /// Every transactional id of the loaded shards (ListTransactions), one shard locked at a
+    /// time.
+    pub fn all(&self) -> Vec<TxnMetadata> {
+        let mut out = Vec::new();
+        for p in 0..self.state_partitions {
+            if let Some(slot) = self.slot(p) {
+                if let Some(shard) = slot.as_ref() {
+                    out.extend(shard.coordinator.all().cloned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Gives up completing a transaction (its Prepare* stays; the ticker retries it).
+    pub fn release(&self, transactional_id: &str) {
+        let _ = self.with(transactional_id, |s| {
+            s.release(transactional_id);
+            Ok(())
+        });
     }
 
     /// Writes the markers of `plan` to its partitions and waits until they are durable.
@@ -140,6 +280,14 @@ impl TxnService {
             match partition.append_marker(plan.producer_id, plan.epoch, marker, 0, now) {
                 Ok(offset) => {
                     broker.partitions.flusher.after_append(&partition);
+                    if topic_name == OFFSETS_TOPIC {
+                        broker.groups.complete_txn(
+                            plan.producer_id,
+                            plan.commit,
+                            *index,
+                            offset + 1,
+                        );
+                    }
                     waits.push((partition, offset + 1));
                 }
                 Err(ErrorCode::InvalidProducerEpoch) => {
@@ -150,108 +298,276 @@ impl TxnService {
                 }
                 Err(code) => return Err(code),
             }
-            if topic_name == OFFSETS_TOPIC {
-                broker.groups.complete_txn(plan.producer_id, plan.commit);
-            }
         }
+        let settle: Vec<Arc<Partition>> = waits
+            .iter()
+            .filter(|(p, _)| p.topic == OFFSETS_TOPIC)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let durable = wait_durable(waits, WRITE_TIMEOUT).await;
+        for p in settle {
+            broker.groups.settle(&p);
+        }
+        durable
+    }
+
+    /// Writes the markers of a prepared transaction the caller claimed, then records it
+    /// complete. On failure the claim is released, so the ticker tries again later.
+    pub async fn finish(&self, broker: &Arc<Broker>, plan: &MarkerPlan) -> Result<(), ErrorCode> {
+        let id = plan.transactional_id.as_str();
+        if let Err(code) = self.write_markers(broker, plan).await {
+            self.release(id);
+            return Err(code);
+        }
+        let ((), waits) = self.update(broker, id, |s| {
+            s.release(id);
+            Ok((
+                (),
+                s.coordinator.complete(id, now_ms()).into_iter().collect(),
+            ))
+        })?;
         wait_durable(waits, WRITE_TIMEOUT).await
     }
 
-    /// Writes the markers of a prepared transaction, then records it complete.
-    pub async fn finish(&self, broker: &Arc<Broker>, plan: &MarkerPlan) -> Result<(), ErrorCode> {
-        self.write_markers(broker, plan).await?;
-        let done = self.lock().complete(&plan.transactional_id, now_ms());
-        if let Some(done) = done {
-            self.persist(broker, vec![(done.transactional_id.clone(), Some(done))])
-                .await?;
+    /// Builds the shard of `__transaction_state` partition `partition` from that partition's
+    /// records and starts answering for its ids (this node became the partition's leader).
+    /// Loading a loaded shard does nothing. Prepare* transactions found are finished by the
+    /// ticker.
+    pub fn load_partition(&self, broker: &Broker, partition: i32) {
+        let Some(mut slot) = self.slot(partition) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
         }
-        Ok(())
-    }
-
-    /// Replays `__transaction_state` into the machine (start-up).
-    pub fn load(&self, broker: &Broker) {
-        let mut coordinator = self.lock();
-        let mut loaded = 0usize;
-        replay_topic(broker, TXN_TOPIC, |p, r| {
-            let Some(key) = r.key else { return };
-            match decode_record(&key, r.value.as_deref()) {
-                Some((id, value)) => {
-                    coordinator.apply(&id, value);
-                    loaded += 1;
-                }
-                None => {
-                    tracing::warn!(
-                        partition = p,
-                        offset = r.offset,
-                        "skipping an unreadable transaction record"
-                    )
-                }
+        let mut records = Vec::new();
+        replay_partition(broker, TXN_TOPIC, partition, |r| {
+            if let Some(key) = r.key {
+                records.push((key.to_vec(), r.value.map(|v| v.to_vec())));
             }
         });
+        let (shard, stats) = TxnShard::load(self.config, partition, self.state_partitions, records);
+        if stats.skipped > 0 {
+            tracing::warn!(
+                partition,
+                skipped = stats.skipped,
+                "skipped transaction records that are unreadable or of another partition"
+            );
+        }
+        tracing::debug!(
+            partition,
+            records = stats.records,
+            transactional_ids = shard.coordinator.all().count(),
+            "loaded a transaction coordinator shard"
+        );
+        *slot = Some(shard);
+    }
+
+    /// Drops the shard of `partition` (this node no longer leads it): its ids answer
+    /// NOT_COORDINATOR from now on; tasks still completing one of its transactions fail
+    /// their next step the same way, and the new leader finishes them from the log.
+    pub fn unload_partition(&self, partition: i32) {
+        self.all_loaded.store(false, Ordering::Release);
+        if let Some(mut slot) = self.slot(partition) {
+            *slot = None;
+        }
+    }
+
+    /// Loads every partition of `__transaction_state` not loaded yet (one node leads them
+    /// all): at start-up, and when the topic is created.
+    pub fn load_all(&self, broker: &Broker) {
+        if self.all_loaded.load(Ordering::Acquire) {
+            return;
+        }
+        let image = broker.image();
+        let Some(topic) = image.topic_by_name(TXN_TOPIC) else {
+            return;
+        };
+        self.created.store(true, Ordering::Release);
+        for p in topic.partitions.keys() {
+            self.load_partition(broker, *p);
+        }
+        self.all_loaded.store(true, Ordering::Release);
         tracing::info!(
-            records = loaded,
-            transactional_ids = coordinator.all().count(),
+            partitions = topic.partitions.len(),
+            transactional_ids = self.all().len(),
             "loaded transaction state"
         );
     }
 
-    /// Completes transactions left prepared by a restart, then aborts timed-out
-    /// transactions and expires idle ids on their intervals, while the broker lives.
+    /// One pass of the ticker over one shard, under its lock: timed-out transactions move to
+    /// PrepareAbort (appended), unfinished Prepare* are claimed, idle ids expire (appended).
+    /// Returns (plans with the appends to wait for first, tombstone appends).
+    fn tick_shard(
+        &self,
+        broker: &Broker,
+        partition: i32,
+        now: i64,
+        abort: bool,
+        expire: bool,
+    ) -> (Vec<(MarkerPlan, Waits)>, Waits) {
+        let Some(mut slot) = self.slot(partition) else {
+            return (Vec::new(), Vec::new());
+        };
+        let Some(shard) = slot.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut plans = Vec::new();
+        // Prepare* nobody completes: whatever this shard appended may not be durable yet
+        // (a failed attempt), so wait for all of it before writing markers.
+        let unfinished = shard.claim_unfinished();
+        if !unfinished.is_empty() {
+            let tail = self.tail(broker, partition);
+            plans.extend(unfinished.into_iter().map(|p| (p, tail.clone())));
+        }
+        if abort {
+            for (record, plan) in shard.coordinator.abort_timed_out(now) {
+                tracing::info!(transactional_id = %plan.transactional_id, producer_id = plan.producer_id, "aborting a transaction past its timeout");
+                shard.claim(&plan.transactional_id);
+                match self.append(
+                    broker,
+                    vec![(record.transactional_id.clone(), Some(record))],
+                ) {
+                    Ok(waits) => plans.push((plan, waits)),
+                    Err(code) => {
+                        tracing::warn!(?code, "cannot persist a transaction abort");
+                        shard.release(&plan.transactional_id);
+                    }
+                }
+            }
+        }
+        let mut tombstones = Vec::new();
+        if expire {
+            let expired = shard.coordinator.expire_ids(now);
+            if !expired.is_empty() {
+                match self.append(broker, expired.into_iter().map(|id| (id, None)).collect()) {
+                    Ok(waits) => tombstones = waits,
+                    Err(code) => {
+                        tracing::warn!(?code, "cannot persist expired transactional ids")
+                    }
+                }
+            }
+        }
+        (plans, tombstones)
+    }
+
+    /// Finishes unfinished transactions, aborts timed-out ones and expires idle ids on their
+    /// intervals, while the broker lives. Each transaction is finished by its own task.
     pub fn start_ticker(broker: &Arc<Broker>) {
         let weak = Arc::downgrade(broker);
         let abort_every = Duration::from_millis(broker.txns.abort_interval_ms);
         let expire_every_ms = broker.txns.expire_interval_ms as i64;
         tokio::spawn(async move {
-            let mut first = true;
             let mut last_expiry = now_ms();
             let mut tick = tokio::time::interval(abort_every.min(Duration::from_millis(1000)));
             let mut last_abort_check = 0i64;
             loop {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
-                let svc = &broker.txns;
-                let _ops = svc.ops.lock().await;
                 let now = now_ms();
-                let mut plans = Vec::new();
-                if first {
-                    plans.extend(svc.lock().pending_markers());
-                    first = false;
-                }
-                if now.saturating_sub(last_abort_check) >= abort_every.as_millis() as i64 {
+                let abort = now.saturating_sub(last_abort_check) >= abort_every.as_millis() as i64;
+                if abort {
                     last_abort_check = now;
-                    let timed_out = svc.lock().abort_timed_out(now);
-                    for (record, plan) in timed_out {
-                        tracing::info!(transactional_id = %plan.transactional_id, producer_id = plan.producer_id, "aborting a transaction past its timeout");
-                        if let Err(code) = svc
-                            .persist(
-                                &broker,
-                                vec![(record.transactional_id.clone(), Some(record))],
-                            )
-                            .await
-                        {
-                            tracing::warn!(?code, "cannot persist a transaction abort");
-                            continue;
-                        }
-                        plans.push(plan);
-                    }
                 }
-                for plan in plans {
-                    if let Err(code) = svc.finish(&broker, &plan).await {
-                        tracing::warn!(?code, transactional_id = %plan.transactional_id, "cannot complete a transaction; will retry");
-                        first = true;
-                    }
-                }
-                if now.saturating_sub(last_expiry) >= expire_every_ms {
+                let expire = now.saturating_sub(last_expiry) >= expire_every_ms;
+                if expire {
                     last_expiry = now;
-                    let expired = svc.lock().expire_ids(now);
-                    if !expired.is_empty() {
-                        let records = expired.into_iter().map(|id| (id, None)).collect();
-                        if let Err(code) = svc.persist(&broker, records).await {
-                            tracing::warn!(?code, "cannot persist expired transactional ids");
-                        }
+                }
+                for partition in 0..broker.txns.state_partitions {
+                    let (plans, tombstones) = broker
+                        .txns
+                        .tick_shard(&broker, partition, now, abort, expire);
+                    for (plan, waits) in plans {
+                        let broker = broker.clone();
+                        tokio::spawn(async move {
+                            let svc = &broker.txns;
+                            let result = match wait_durable(waits, WRITE_TIMEOUT).await {
+                                Ok(()) => svc.finish(&broker, &plan).await,
+                                Err(code) => {
+                                    svc.release(&plan.transactional_id);
+                                    Err(code)
+                                }
+                            };
+                            if let Err(code) = result {
+                                tracing::warn!(?code, transactional_id = %plan.transactional_id, "cannot complete a transaction; will retry");
+                            }
+                        });
+                    }
+                    if !tombstones.is_empty() {
+                        tokio::spawn(async move {
+                            if let Err(code) = wait_durable(tombstones, WRITE_TIMEOUT).await {
+                                tracing::warn!(?code, "cannot persist expired transactional ids");
+                            }
+                        });
                     }
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_coordinator::txn::{InitPlan, TxnState};
+
+    use super::*;
+
+    /// A transition that initialises `id`, appended; waits until durable.
+    async fn init(broker: &Arc<Broker>, id: &str, fresh: i64) -> Result<TxnMetadata, ErrorCode> {
+        let (m, waits) = broker.txns.update(broker, id, |s| {
+            match s
+                .coordinator
+                .init_producer_id(id, 10_000, None, fresh, now_ms())?
+            {
+                InitPlan::Ready(m) => Ok((m.clone(), vec![m])),
+                InitPlan::AbortFirst(..) => Err(ErrorCode::ConcurrentTransactions),
+            }
+        })?;
+        wait_durable(waits, WRITE_TIMEOUT).await?;
+        Ok(m)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shards_load_and_unload_from_their_own_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set: BTreeMap<String, String> = [
+            ("log.dirs", dir.path().display().to_string()),
+            ("transaction.state.log.num.partitions", "4".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let (config, _) = crate::config::BrokerConfig::from_map(set).expect("config");
+        let broker = Broker::open(config).expect("broker");
+        let svc = &broker.txns;
+        // Before the topic exists nothing is known, and nothing is refused as misrouted.
+        assert_eq!(svc.get("a"), Ok(None));
+        crate::handlers::groups::ensure_internal_topic(&broker, TXN_TOPIC, 4)
+            .await
+            .expect("topic");
+        let a = "a";
+        let b = (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|id| svc.partition_for(id) != svc.partition_for(a))
+            .expect("an id in another partition");
+        let ma = init(&broker, a, 1).await.expect("init a");
+        init(&broker, &b, 2).await.expect("init b");
+        // Unloading a's shard: its ids are not coordinated here any more; b's shard serves.
+        svc.unload_partition(svc.partition_for(a));
+        assert_eq!(svc.get(a), Err(ErrorCode::NotCoordinator));
+        assert_eq!(init(&broker, a, 3).await, Err(ErrorCode::NotCoordinator));
+        assert_eq!(
+            svc.get(&b).expect("b's shard").map(|m| m.producer_id),
+            Some(2)
+        );
+        assert!(svc.all().iter().all(|m| m.transactional_id != a));
+        // Loading it again rebuilds a's state from its partition's records alone.
+        svc.load_partition(&broker, svc.partition_for(a));
+        assert_eq!(svc.get(a), Ok(Some(ma.clone())));
+        assert_eq!(ma.state, TxnState::Empty);
+        let again = init(&broker, a, 4).await.expect("init a again");
+        assert_eq!((again.producer_id, again.producer_epoch), (1, 1));
     }
 }

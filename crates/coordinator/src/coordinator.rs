@@ -1,6 +1,6 @@
 //! All groups of this coordinator: routing events to groups, committed offsets, admin views.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use strata_protocol::ErrorCode;
 
@@ -66,6 +66,11 @@ pub struct GroupDescription {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: BTreeMap<String, Group>,
+    /// Committed offsets appended to `__consumer_offsets` but not durable yet, per partition
+    /// of that topic, in log order: `(end offset of their batch, records)`. OffsetFetch does
+    /// not see them until the partition's high watermark passes them (as Kafka keeps pending
+    /// commits aside until their append completes).
+    staged: BTreeMap<i32, VecDeque<(i64, Vec<GroupRecord>)>>,
 }
 
 impl GroupCoordinator {
@@ -73,6 +78,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: BTreeMap::new(),
+            staged: BTreeMap::new(),
         }
     }
 
@@ -260,6 +266,56 @@ impl GroupCoordinator {
                 }
             },
         }
+    }
+
+    /// Offsets `records` were appended to `__consumer_offsets` partition `partition` in a
+    /// batch ending before `end_offset`; they apply once [`Self::durable`] reports the
+    /// partition durable that far. Call in log order (append under the same lock).
+    pub fn stage(&mut self, partition: i32, end_offset: i64, records: Vec<GroupRecord>) {
+        if !records.is_empty() {
+            self.staged
+                .entry(partition)
+                .or_default()
+                .push_back((end_offset, records));
+        }
+    }
+
+    /// `__consumer_offsets` partition `partition` is durable below `high_watermark`: applies
+    /// the staged records it covers, in log order (so a later commit of the same partition
+    /// always wins, whichever waiter notices durability first).
+    pub fn durable(&mut self, now: i64, partition: i32, high_watermark: i64) {
+        let Some(queue) = self.staged.get_mut(&partition) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        while queue.front().is_some_and(|(end, _)| *end <= high_watermark) {
+            if let Some((_, records)) = queue.pop_front() {
+                ready.extend(records);
+            }
+        }
+        if queue.is_empty() {
+            self.staged.remove(&partition);
+        }
+        for r in ready {
+            self.apply(now, r);
+        }
+    }
+
+    /// The `__consumer_offsets` partitions with staged records.
+    pub fn staged_partitions(&self) -> Vec<i32> {
+        self.staged.keys().copied().collect()
+    }
+
+    /// Whether a commit of this group's offset for the partition is staged (not durable).
+    pub fn has_staged_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.staged
+            .values()
+            .flatten()
+            .flat_map(|(_, r)| r)
+            .any(|r| {
+                matches!(r, GroupRecord::Offset { group: g, topic: t, partition: p, .. }
+                if g == group_id && t == topic && *p == partition)
+            })
     }
 
     /// Committed offsets of a group: all of them, or those of `topics` (partitions listed, or
@@ -857,6 +913,48 @@ mod tests {
             Ok(()),
             "manual assignment"
         );
+    }
+
+    #[test]
+    fn staged_offsets_appear_only_once_durable_and_in_log_order() {
+        let mut c = GroupCoordinator::new(cfg());
+        let commit = |offset: i64| {
+            vec![GroupRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: Some(CommittedOffset {
+                    offset,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_ms: 0,
+                }),
+            }]
+        };
+        // Two commits appended to partition 7 (batches ending at 11 and 12).
+        c.stage(7, 11, commit(5));
+        c.stage(7, 12, commit(6));
+        assert!(c.offsets("g").is_none());
+        assert!(c.has_staged_offset("g", "t", 0));
+        assert_eq!(c.staged_partitions(), vec![7]);
+        // Durability of another partition changes nothing; of this one below 11 neither.
+        c.durable(1, 3, 100);
+        c.durable(1, 7, 10);
+        assert!(c.offsets("g").is_none());
+        c.durable(1, 7, 11);
+        assert_eq!(
+            c.offsets("g").expect("group")[&("t".to_string(), 0)].offset,
+            5
+        );
+        // Both durable at once (the second waiter saw it first): the later commit wins.
+        c.stage(7, 13, commit(7));
+        c.durable(1, 7, 13);
+        assert_eq!(
+            c.offsets("g").expect("group")[&("t".to_string(), 0)].offset,
+            7
+        );
+        assert!(!c.has_staged_offset("g", "t", 0));
+        assert!(c.staged_partitions().is_empty());
     }
 
     #[test]

@@ -21,9 +21,16 @@
 //! with the bumped epoch on its markers), and so does a timeout abort, so the old producer's
 //! requests fail with PRODUCER_FENCED (or INVALID_PRODUCER_EPOCH on produce).
 //!
+//! The broker keeps one [`TxnShard`] per `__transaction_state` partition (Kafka's unit of
+//! transaction coordination), each built from its partition's records alone
+//! ([`TxnShard::load`]), so a shard can be loaded and unloaded as leadership of its partition
+//! moves. A shard also records which Prepare* transactions some task is completing
+//! ([`TxnShard::claim`]), so that no two tasks write the same transaction's markers and the
+//! rest are finished by the broker's ticker.
+//!
 //! Time is passed in; no I/O here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use strata_protocol::ErrorCode;
@@ -408,6 +415,88 @@ impl TxnCoordinator {
     }
 }
 
+/// The coordinator of one `__transaction_state` partition: the transactional ids that hash
+/// to it (Kafka's partitioning, [`crate::offsets_partition_for`]), built from that partition's
+/// records only, so that it can be loaded and unloaded as a unit when leadership of the
+/// partition moves. The broker keeps one per partition, each behind its own lock.
+#[derive(Debug)]
+pub struct TxnShard {
+    /// The `__transaction_state` partition this shard is built from.
+    pub partition: i32,
+    pub coordinator: TxnCoordinator,
+    /// Ids in Prepare* whose markers some task is writing now. A Prepare* id not claimed
+    /// here (after a load, or after a failed attempt) is finished by the broker's ticker.
+    completing: HashSet<String>,
+}
+
+/// What loading a shard found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    pub records: usize,
+    /// Records of ids that belong to another partition, or unreadable: ignored.
+    pub skipped: usize,
+}
+
+impl TxnShard {
+    pub fn empty(config: TxnConfig, partition: i32) -> Self {
+        TxnShard {
+            partition,
+            coordinator: TxnCoordinator::new(config),
+            completing: HashSet::new(),
+        }
+    }
+
+    /// Rebuilds the shard of `partition` (of `partitions`) from that partition's records,
+    /// `(key, value)` in log order (`None` value: a tombstone).
+    pub fn load(
+        config: TxnConfig,
+        partition: i32,
+        partitions: i32,
+        records: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> (Self, LoadStats) {
+        let mut shard = TxnShard::empty(config, partition);
+        let mut stats = LoadStats::default();
+        for (key, value) in records {
+            match decode_record(&key, value.as_deref()) {
+                // A record of an id that does not hash here cannot be this shard's: the
+                // shard that owns the id would never see it, so acting on it would split
+                // one id's state between two coordinators.
+                Some((id, value)) if crate::offsets_partition_for(&id, partitions) == partition => {
+                    shard.coordinator.apply(&id, value);
+                    stats.records += 1;
+                }
+                _ => stats.skipped += 1,
+            }
+        }
+        (shard, stats)
+    }
+
+    /// Marks `transactional_id` as being completed by the caller (it moved to Prepare*).
+    pub fn claim(&mut self, transactional_id: &str) {
+        self.completing.insert(transactional_id.to_string());
+    }
+
+    /// The caller no longer completes `transactional_id` (done, or given up for a retry).
+    pub fn release(&mut self, transactional_id: &str) {
+        self.completing.remove(transactional_id);
+    }
+
+    /// Prepare* transactions nobody is completing: claimed for the caller, who writes their
+    /// markers (again: a repeated marker is harmless) and completes them.
+    pub fn claim_unfinished(&mut self) -> Vec<MarkerPlan> {
+        let plans: Vec<MarkerPlan> = self
+            .coordinator
+            .pending_markers()
+            .into_iter()
+            .filter(|p| !self.completing.contains(&p.transactional_id))
+            .collect();
+        for p in &plans {
+            self.completing.insert(p.transactional_id.clone());
+        }
+        plans
+    }
+}
+
 /// The key and value of a `__transaction_state` record.
 pub fn encode_record(m: &TxnMetadata) -> (Vec<u8>, Vec<u8>) {
     (
@@ -608,6 +697,56 @@ mod tests {
             panic!("B's own open transaction is aborted first");
         };
         assert_eq!(m.producer_epoch, 2);
+    }
+
+    #[test]
+    fn a_shard_loads_from_its_own_partition_only() {
+        let config = TxnConfig {
+            max_timeout_ms: 60_000,
+            id_expiration_ms: 1_000_000,
+        };
+        // Two ids in different partitions of 50, and one record of each in partition `pa`'s
+        // log (the foreign one must be ignored), then a tombstone and a later state.
+        let (a, b) = ("txn-a", "txn-b");
+        let pa = crate::offsets_partition_for(a, 50);
+        assert_ne!(pa, crate::offsets_partition_for(b, 50));
+        let mut c = coordinator();
+        let ma = ready(c.init_producer_id(a, 1_000, None, 1, 0).unwrap());
+        let mb = ready(c.init_producer_id(b, 1_000, None, 2, 0).unwrap());
+        c.add_partitions(a, 1, 0, &[tp("t", 0)], 1).unwrap();
+        let EndPlan::Markers(prepared, plan) = c.end_txn(a, 1, 0, true, 2).unwrap() else {
+            panic!("markers expected");
+        };
+        let rec = |m: &TxnMetadata| {
+            let (k, v) = encode_record(m);
+            (k, Some(v))
+        };
+        let log = vec![rec(&ma), rec(&mb), rec(&prepared)];
+        let (mut shard, stats) = TxnShard::load(config, pa, 50, log.clone());
+        assert_eq!(
+            stats,
+            LoadStats {
+                records: 2,
+                skipped: 1
+            }
+        );
+        assert_eq!(shard.coordinator.get(a), Some(&prepared));
+        assert!(shard.coordinator.get(b).is_none());
+        // The prepared transaction is unfinished: claimed once, then not again until
+        // released.
+        assert_eq!(shard.claim_unfinished(), vec![plan.clone()]);
+        assert!(shard.claim_unfinished().is_empty());
+        shard.release(a);
+        assert_eq!(shard.claim_unfinished(), vec![plan]);
+        // A tombstone removes the id; the other partition's shard never saw it.
+        let mut with_tombstone = log;
+        with_tombstone.push((a.as_bytes().to_vec(), None));
+        let (shard, _) = TxnShard::load(config, pa, 50, with_tombstone.clone());
+        assert!(shard.coordinator.get(a).is_none());
+        let pb = crate::offsets_partition_for(b, 50);
+        let (other, stats) = TxnShard::load(config, pb, 50, with_tombstone);
+        assert_eq!(other.coordinator.get(b), Some(&mb));
+        assert_eq!(stats.records, 1);
     }
 
     #[test]

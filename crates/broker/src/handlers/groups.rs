@@ -55,6 +55,7 @@ pub async fn ensure_internal_topic(
     partitions: i32,
 ) -> Result<(), ErrorCode> {
     if broker.image().topic_by_name(name).is_some() {
+        load_coordinators(broker, name);
         return Ok(());
     }
     let config = broker.config.clone();
@@ -88,6 +89,7 @@ pub async fn ensure_internal_topic(
     match result {
         Ok(()) if broker.image().topic_by_name(name).is_some() => {
             tracing::info!(partitions, topic = name, "created internal topic");
+            load_coordinators(broker, name);
             Ok(())
         }
         Ok(()) => Err(ErrorCode::CoordinatorNotAvailable),
@@ -95,6 +97,14 @@ pub async fn ensure_internal_topic(
             tracing::error!(%error, topic = name, "cannot create an internal topic");
             Err(ErrorCode::CoordinatorNotAvailable)
         }
+    }
+}
+
+/// This node leads every partition of an internal topic it has: the coordinators built from
+/// them must be loaded (a no-op once they are).
+fn load_coordinators(broker: &Broker, name: &str) {
+    if name == crate::txn::TXN_TOPIC {
+        broker.txns.load_all(broker);
     }
 }
 
@@ -401,10 +411,12 @@ pub async fn offset_commit(
                 if records.is_empty() {
                     Ok(Vec::new())
                 } else {
+                    // Staged, not applied: OffsetFetch sees the commit only once its
+                    // record is durable (settled below, or by the ticker).
                     let waits = svc.append(broker, &records);
-                    if waits.is_ok() {
-                        for r in records {
-                            c.apply(now, r);
+                    if let Ok(waits) = &waits {
+                        for (partition, end) in waits {
+                            c.stage(partition.index, *end, records.clone());
                         }
                     }
                     waits
@@ -413,7 +425,14 @@ pub async fn offset_commit(
         }
     };
     let durable = match waits {
-        Ok(w) => wait_durable(w, Duration::from_secs(30)).await,
+        Ok(w) => {
+            let partitions: Vec<_> = w.iter().map(|(p, _)| p.clone()).collect();
+            let durable = wait_durable(w, Duration::from_secs(30)).await;
+            for p in partitions {
+                svc.settle(&p);
+            }
+            durable
+        }
         Err(e) => Err(e),
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();

@@ -146,7 +146,6 @@ pub fn produce(
                     }
                     broker
                         .txns
-                        .lock()
                         .verify(tid, h.producer_id, h.producer_epoch, &(topic.name.clone(), data.index))
                         .map_err(|code| (code, Some(format!("partition {}-{} is not part of the transaction of producer {} epoch {}", topic.name, data.index, h.producer_id, h.producer_epoch))))?;
                 }

@@ -22,6 +22,7 @@ use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::groups::{wait_durable, OFFSETS_TOPIC};
 use crate::partition::now_ms;
+use crate::txn::TXN_TOPIC;
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -41,7 +42,7 @@ pub async fn init_transactional(
         return Err(ErrorCode::TransactionalIdAuthorizationFailed);
     }
     let svc = &broker.txns;
-    let _ops = svc.ops.lock().await;
+    super::groups::ensure_internal_topic(broker, TXN_TOPIC, svc.state_partitions).await?;
     let expected = (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
         .then_some((req.producer_id.0, req.producer_epoch));
     // At most: abort the open transaction, then initialise.
@@ -50,29 +51,41 @@ pub async fn init_transactional(
             .allocate_producer_id()
             .await
             .map_err(|_| ErrorCode::UnknownServerError)?;
-        let plan = svc.lock().init_producer_id(
-            transactional_id,
-            req.transaction_timeout_ms,
-            expected,
-            fresh,
-            now_ms(),
-        )?;
+        let (plan, waits) = svc.update(broker, transactional_id, |s| {
+            let plan = s.coordinator.init_producer_id(
+                transactional_id,
+                req.transaction_timeout_ms,
+                expected,
+                fresh,
+                now_ms(),
+            )?;
+            let record = match &plan {
+                InitPlan::Ready(m) => m.clone(),
+                InitPlan::AbortFirst(m, _) => {
+                    // This request writes the markers of the transaction it aborts.
+                    s.claim(transactional_id);
+                    m.clone()
+                }
+            };
+            Ok((plan, vec![record]))
+        })?;
+        let durable = wait_durable(waits, WAIT).await;
         match plan {
             InitPlan::Ready(m) => {
-                let answer = (m.producer_id, m.producer_epoch);
-                svc.persist(broker, vec![(transactional_id.to_string(), Some(m))])
-                    .await?;
-                return Ok(answer);
+                durable?;
+                return Ok((m.producer_id, m.producer_epoch));
             }
             InitPlan::AbortFirst(m, markers) => {
+                if let Err(code) = durable {
+                    svc.release(transactional_id);
+                    return Err(code);
+                }
                 tracing::info!(
                     transactional_id,
                     producer_id = m.producer_id,
                     epoch = m.producer_epoch,
                     "fencing the previous producer: aborting its open transaction"
                 );
-                svc.persist(broker, vec![(transactional_id.to_string(), Some(m))])
-                    .await?;
                 svc.finish(broker, &markers).await?;
             }
         }
@@ -168,26 +181,11 @@ async fn add_one(
     } else if !bad.is_empty() {
         Err(ErrorCode::OperationNotAttempted)
     } else if verify_only {
-        wanted.iter().try_for_each(|tp| {
-            broker
-                .txns
-                .lock()
-                .verify(transactional_id, producer_id, epoch, tp)
-        })
+        wanted
+            .iter()
+            .try_for_each(|tp| broker.txns.verify(transactional_id, producer_id, epoch, tp))
     } else {
-        let svc = &broker.txns;
-        let _ops = svc.ops.lock().await;
-        let change =
-            svc.lock()
-                .add_partitions(transactional_id, producer_id, epoch, &wanted, now_ms());
-        match change {
-            Ok(Some(m)) => {
-                svc.persist(broker, vec![(transactional_id.to_string(), Some(m))])
-                    .await
-            }
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        }
+        add_to_txn(broker, transactional_id, producer_id, epoch, &wanted).await
     };
     topics
         .into_iter()
@@ -217,6 +215,29 @@ async fn add_one(
         .collect()
 }
 
+/// Adds partitions to the producer's transaction and waits until the change is durable.
+async fn add_to_txn(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Result<(), ErrorCode> {
+    let svc = &broker.txns;
+    super::groups::ensure_internal_topic(broker, TXN_TOPIC, svc.state_partitions).await?;
+    let ((), waits) = svc.update(broker, transactional_id, |s| {
+        let change = s.coordinator.add_partitions(
+            transactional_id,
+            producer_id,
+            epoch,
+            partitions,
+            now_ms(),
+        )?;
+        Ok(((), change.into_iter().collect()))
+    })?;
+    wait_durable(waits, WAIT).await
+}
+
 pub async fn add_offsets_to_txn(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
@@ -234,20 +255,14 @@ pub async fn add_offsets_to_txn(
         super::groups::ensure_offsets_topic(broker).await?;
         let partition =
             strata_coordinator::offsets_partition_for(group, broker.groups.offsets_partitions);
-        let svc = &broker.txns;
-        let _ops = svc.ops.lock().await;
-        let change = svc.lock().add_partitions(
+        add_to_txn(
+            broker,
             tid,
             req.producer_id.0,
             req.producer_epoch,
             &[(OFFSETS_TOPIC.to_string(), partition)],
-            now_ms(),
-        )?;
-        if let Some(m) = change {
-            svc.persist(broker, vec![(tid.to_string(), Some(m))])
-                .await?;
-        }
-        Ok(())
+        )
+        .await
     }
     .await;
     AddOffsetsToTxnResponse::default().with_error_code(code(result))
@@ -270,7 +285,7 @@ pub async fn txn_offset_commit(
         Err(ErrorCode::GroupAuthorizationFailed)
     } else {
         // The group's offsets partition must have been added (AddOffsetsToTxn).
-        broker.txns.lock().verify(
+        broker.txns.verify(
             &tid,
             producer_id,
             epoch,
@@ -355,18 +370,34 @@ pub async fn end_txn(
             return Err(ErrorCode::TransactionalIdAuthorizationFailed);
         }
         let svc = &broker.txns;
-        let _ops = svc.ops.lock().await;
-        let plan = svc.lock().end_txn(
-            &tid,
-            req.producer_id.0,
-            req.producer_epoch,
-            req.committed,
-            now_ms(),
-        )?;
+        super::groups::ensure_internal_topic(broker, TXN_TOPIC, svc.state_partitions).await?;
+        let (plan, waits) = svc.update(broker, &tid, |s| {
+            let plan = s.coordinator.end_txn(
+                &tid,
+                req.producer_id.0,
+                req.producer_epoch,
+                req.committed,
+                now_ms(),
+            )?;
+            match &plan {
+                EndPlan::AlreadyDone => Ok((plan, Vec::new())),
+                EndPlan::Markers(m, _) => {
+                    // Prepare*: this request writes the markers; the same id's other
+                    // requests get CONCURRENT_TRANSACTIONS until it is complete, other ids
+                    // are not held up.
+                    s.claim(&tid);
+                    let m = m.clone();
+                    Ok((plan, vec![m]))
+                }
+            }
+        })?;
         match plan {
-            EndPlan::AlreadyDone => Ok(()),
-            EndPlan::Markers(m, markers) => {
-                svc.persist(broker, vec![(tid.clone(), Some(m))]).await?;
+            EndPlan::AlreadyDone => wait_durable(waits, WAIT).await,
+            EndPlan::Markers(_, markers) => {
+                if let Err(code) = wait_durable(waits, WAIT).await {
+                    svc.release(&tid);
+                    return Err(code);
+                }
                 svc.finish(broker, &markers).await
             }
         }
@@ -389,7 +420,6 @@ pub fn describe_transactions(
     ctx: &ConnectionContext,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
-    let coordinator = broker.txns.lock();
     let states = req
         .transactional_ids
         .into_iter()
@@ -403,8 +433,10 @@ pub fn describe_transactions(
             if !authorize(ctx, Operation::Describe, Resource::TransactionalId(&id.0)) {
                 return base.with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code());
             }
-            let Some(m) = coordinator.get(&id.0) else {
-                return base.with_error_code(ErrorCode::TransactionalIdNotFound.code());
+            let m = match broker.txns.get(&id.0) {
+                Ok(Some(m)) => m,
+                Ok(None) => return base.with_error_code(ErrorCode::TransactionalIdNotFound.code()),
+                Err(code) => return base.with_error_code(code.code()),
             };
             let mut topics: Vec<TopicData> = Vec::new();
             for (topic, p) in &m.partitions {
@@ -448,9 +480,10 @@ pub fn list_transactions(
         .cloned()
         .collect();
     let now = now_ms();
-    let coordinator = broker.txns.lock();
-    let mut states: Vec<ListedState> = coordinator
+    let mut states: Vec<ListedState> = broker
+        .txns
         .all()
+        .into_iter()
         .filter(|m| {
             (req.state_filters.is_empty()
                 || req
