@@ -113,6 +113,21 @@ def test_fsync_error_takes_the_log_directory_offline_and_never_acknowledges(
     assert [r[2] for r in reports] == list(range(100, 105))
 
 
+def assert_each_acknowledged_record_once(broker, topic, acked, total):
+    """Every one of `total` values (sent in increasing order, over partitions 0 and 1) is in
+    the log exactly once, in order per partition, at the offset it was acknowledged with."""
+    got = confluent_consume(broker.bootstrap, topic, partitions=(0, 1), min_count=total, timeout_s=60)
+    values = [int(r.value) for r in got]
+    assert len(values) == len(set(values)) == total, (
+        f"{len(values)} records in the log for {total} sent, {len(set(values))} distinct"
+    )
+    for p in (0, 1):
+        in_log = [(r.offset, int(r.value)) for r in got if r.partition == p]
+        assert [v for _, v in in_log] == sorted(v for _, v in in_log), "per-partition order kept"
+        acked_here = sorted((o, v) for q, o, v in acked if q == p)
+        assert acked_here == in_log, "every acknowledged offset holds its record"
+
+
 def mount_tmpfs(path: Path, size_mib: int):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
@@ -300,16 +315,7 @@ def test_sigstop_while_an_idempotent_producer_writes_loses_and_duplicates_nothin
     assert not failed, f"{len(failed)} records failed, first: {failed[0]}"
     assert len(acked) == total
 
-    got = confluent_consume(broker.bootstrap, topic, partitions=(0, 1), min_count=total, timeout_s=60)
-    values = [int(r.value) for r in got]
-    assert len(values) == len(set(values)) == total, (
-        f"{len(values)} records in the log for {total} sent, {len(set(values))} distinct"
-    )
-    for p in (0, 1):
-        in_log = [(r.offset, int(r.value)) for r in got if r.partition == p]
-        assert [v for _, v in in_log] == sorted(v for _, v in in_log), "per-partition order kept"
-        acked_here = sorted((o, v) for q, o, v in acked if q == p)
-        assert acked_here == in_log, "every acknowledged offset holds its record"
+    assert_each_acknowledged_record_once(broker, topic, acked, total)
 
 
 @pytest.mark.timeout(240)
@@ -362,13 +368,4 @@ def test_repeated_kill9_under_an_idempotent_producer_loses_and_duplicates_nothin
     assert not failed, f"{len(failed)} records failed, first: {failed[0]}"
     assert len(acked) == total
 
-    got = confluent_consume(broker.bootstrap, topic, partitions=(0, 1), min_count=total, timeout_s=60)
-    values = [int(r.value) for r in got]
-    assert len(values) == len(set(values)) == total, (
-        f"{len(values)} records in the log for {total} sent, {len(set(values))} distinct"
-    )
-    for p in (0, 1):
-        in_log = [(r.offset, int(r.value)) for r in got if r.partition == p]
-        assert [v for _, v in in_log] == sorted(v for _, v in in_log), "per-partition order kept"
-        acked_here = sorted((o, v) for q, o, v in acked if q == p)
-        assert acked_here == in_log, "every acknowledged offset holds its record"
+    assert_each_acknowledged_record_once(broker, topic, acked, total)

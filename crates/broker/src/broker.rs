@@ -296,15 +296,20 @@ fn new_cluster_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
 }
 
+/// A background task's period from config `key` (milliseconds, at least 10).
+fn interval_ms(broker: &Broker, key: &str, default_ms: u64) -> u64 {
+    broker
+        .config
+        .value(key)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(default_ms)
+        .max(10)
+}
+
 /// Every `log.flush.offset.checkpoint.interval.ms` (Kafka's default: a minute): write the
 /// recovery-point and high-watermark checkpoints, on the blocking pool.
 fn start_checkpoints(broker: &Arc<Broker>) {
-    let interval_ms = broker
-        .config
-        .value("log.flush.offset.checkpoint.interval.ms")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(60_000)
-        .max(10);
+    let interval_ms = interval_ms(broker, "log.flush.offset.checkpoint.interval.ms", 60_000);
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
@@ -322,12 +327,7 @@ fn start_checkpoints(broker: &Arc<Broker>) {
 /// Every `log.retention.check.interval.ms`: roll segments older than `segment.ms` and apply
 /// retention, on the blocking pool (it deletes files).
 fn start_log_maintenance(broker: &Arc<Broker>) {
-    let interval_ms = broker
-        .config
-        .value("log.retention.check.interval.ms")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(300_000)
-        .max(10);
+    let interval_ms = interval_ms(broker, "log.retention.check.interval.ms", 300_000);
     let producer_expiration_ms = broker
         .config
         .value("producer.id.expiration.ms")
