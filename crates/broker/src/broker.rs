@@ -112,11 +112,11 @@ impl Broker {
                     .or_else(|| Some(new_cluster_id())),
                 format_version: crate::data_dir::FORMAT_VERSION,
             };
-            crate::data_dir::write(&dir, &meta).map_err(dir_err)?;
+            crate::data_dir::write(&dir, &meta)
+                .map_err(|e| dir_err(std::io::Error::other(e.to_string())))?;
         }
         let fsync_parallelism = config
-            .value("strata.fsync.parallelism")
-            .and_then(|v| v.trim().parse::<usize>().ok())
+            .parsed::<usize>("strata.fsync.parallelism")
             .unwrap_or(16)
             .clamp(1, 256);
         let flusher = Flusher::start(fsync_parallelism);
@@ -296,54 +296,62 @@ fn new_cluster_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
 }
 
-/// A background task's period from config `key` (milliseconds, at least 10).
-fn interval_ms(broker: &Broker, key: &str, default_ms: u64) -> u64 {
-    broker
+/// Runs `work` on the blocking pool every `key` milliseconds (config, at least 10; the
+/// first run one period after start), until the broker is dropped. `work` gets the broker
+/// only long enough to build the blocking job, so the task never keeps it alive.
+fn spawn_periodic<F, J>(broker: &Arc<Broker>, key: &str, default_ms: u64, work: F)
+where
+    F: Fn(&Arc<Broker>) -> J + Send + 'static,
+    J: FnOnce() + Send + 'static,
+{
+    let interval_ms = broker
         .config
-        .value(key)
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .parsed::<u64>(key)
         .unwrap_or(default_ms)
-        .max(10)
+        .max(10);
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(broker) = weak.upgrade() else { return };
+            let job = work(&broker);
+            drop(broker);
+            let _ = tokio::task::spawn_blocking(job).await;
+        }
+    });
 }
 
 /// Every `log.flush.offset.checkpoint.interval.ms` (Kafka's default: a minute): write the
 /// recovery-point and high-watermark checkpoints, on the blocking pool.
 fn start_checkpoints(broker: &Arc<Broker>) {
-    let interval_ms = interval_ms(broker, "log.flush.offset.checkpoint.interval.ms", 60_000);
-    let weak = Arc::downgrade(broker);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(broker) = weak.upgrade() else { return };
+    spawn_periodic(
+        broker,
+        "log.flush.offset.checkpoint.interval.ms",
+        60_000,
+        |broker| {
             let partitions = broker.partitions.clone();
-            drop(broker);
-            let _ = tokio::task::spawn_blocking(move || partitions.write_checkpoints()).await;
-        }
-    });
+            move || partitions.write_checkpoints()
+        },
+    );
 }
 
 /// Every `log.retention.check.interval.ms`: roll segments older than `segment.ms` and apply
 /// retention, on the blocking pool (it deletes files).
 fn start_log_maintenance(broker: &Arc<Broker>) {
-    let interval_ms = interval_ms(broker, "log.retention.check.interval.ms", 300_000);
     let producer_expiration_ms = broker
         .config
-        .value("producer.id.expiration.ms")
-        .and_then(|v| v.trim().parse::<i64>().ok())
+        .parsed::<i64>("producer.id.expiration.ms")
         .unwrap_or(86_400_000);
-    let weak = Arc::downgrade(broker);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(broker) = weak.upgrade() else { return };
+    spawn_periodic(
+        broker,
+        "log.retention.check.interval.ms",
+        300_000,
+        move |broker| {
             let partitions = broker.partitions.all();
             let retry = broker.partitions.has_unopened().then(|| broker.clone());
-            drop(broker);
-            let _ = tokio::task::spawn_blocking(move || {
+            move || {
                 if let Some(broker) = retry {
                     // Under the metadata lock, as every other sync, so two never overlap.
                     let _store = broker.metadata.lock().unwrap_or_else(|p| p.into_inner());
@@ -359,10 +367,9 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
                     p.expire_producers(now, producer_expiration_ms);
                     p.snapshot_producer_state(false);
                 }
-            })
-            .await;
-        }
-    });
+            }
+        },
+    );
 }
 
 /// Hidden test knob (`strata.test.fsync.gate.topic` and `.file`, see

@@ -23,7 +23,6 @@
 //! that belongs to another node id.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 pub const FORMAT_VERSION: u32 = 2;
@@ -125,7 +124,7 @@ pub fn check(dir: &Path, node_id: i32) -> Result<Option<MetaProperties>, FormatE
 
 /// Writes `meta.properties` at the current format version (temp file, fsync, rename, fsync of
 /// the directory).
-pub fn write(dir: &Path, meta: &MetaProperties) -> std::io::Result<()> {
+pub fn write(dir: &Path, meta: &MetaProperties) -> Result<(), strata_log::LogError> {
     let mut text = String::from("#Written by strata; read at every start\nversion=1\n");
     if let Some(id) = &meta.cluster_id {
         text.push_str(&format!("cluster.id={id}\n"));
@@ -137,13 +136,7 @@ pub fn write(dir: &Path, meta: &MetaProperties) -> std::io::Result<()> {
         text.push_str(&format!("directory.id={id}\n"));
     }
     text.push_str(&format!("strata.format.version={}\n", meta.format_version));
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    strata_log::replace_file_durably(dir, FILE, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -311,11 +311,7 @@ impl PartitionManager {
                 tracing::warn!(dir = %path.display(), "removing partition directory of a deleted topic");
                 remove_in_background(vec![set_aside(&path)]);
             } else {
-                let stray = PathBuf::from(format!(
-                    "{}.{}-stray",
-                    path.display(),
-                    Uuid::new_v4().simple()
-                ));
+                let stray = aside_name(&path, "stray");
                 match std::fs::rename(&path, &stray) {
                     Ok(()) => {
                         tracing::error!(dir = %path.display(), kept_as = %stray.display(), "partition directory of a topic the metadata does not know; kept aside, not deleted")
@@ -372,15 +368,20 @@ fn claim_dir(dir: &Path, topic_id: &Uuid) -> std::io::Result<()> {
 /// Renames a partition directory that is to be removed, so that a crash halfway through the
 /// removal leaves a directory that is plainly not a partition. Returns the path to remove.
 fn set_aside(dir: &Path) -> PathBuf {
-    let doomed = PathBuf::from(format!(
-        "{}.{}-delete",
-        dir.display(),
-        Uuid::new_v4().simple()
-    ));
+    let doomed = aside_name(dir, "delete");
     match std::fs::rename(dir, &doomed) {
         Ok(()) => doomed,
         Err(_) => dir.to_path_buf(),
     }
+}
+
+/// `<dir>.<random>-<kind>`: a name that is plainly not a partition directory.
+fn aside_name(dir: &Path, kind: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}.{}-{kind}",
+        dir.display(),
+        Uuid::new_v4().simple()
+    ))
 }
 
 /// Removes directories on one background thread (however many partitions a deleted topic

@@ -920,7 +920,6 @@ pub fn log_config(settings: &TopicSettings) -> LogConfig {
     }
 }
 
-/// Milliseconds since the Unix epoch.
 /// A test-only knob, off unless the hidden broker configs `strata.test.fsync.gate.topic` and
 /// `strata.test.fsync.gate.file` are set: while that file exists, fsyncs of that topic's
 /// partitions do not complete (their high watermark stays put under
@@ -945,6 +944,7 @@ pub mod test_fsync_gate {
     }
 }
 
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

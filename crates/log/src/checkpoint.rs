@@ -46,6 +46,21 @@ pub(crate) fn write(dir: &Path, dir_handle: &File, offset: i64) -> Result<(), Lo
     )
 }
 
+/// Replaces `dir/name` with `contents` atomically and durably (see [`replace_file`]), with
+/// `dir/<name>.tmp` as the temporary file; for files outside a partition log (the data
+/// directory's checkpoints and `meta.properties`).
+pub fn replace_file_durably(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
+    let dir_handle = File::open(dir).map_err(io_err("open directory", dir))?;
+    replace_file(
+        dir,
+        &dir_handle,
+        &format!("{name}.tmp"),
+        name,
+        contents,
+        &mut CrashBudget(None),
+    )
+}
+
 /// Replaces `dir/name` with `contents` atomically and durably: written to `dir/tmp_name`,
 /// fsynced, renamed over `dir/name`, and the directory fsynced, so a crash leaves the old or
 /// the new file, never a torn one (a torn temporary file may stay behind). `crash` is the

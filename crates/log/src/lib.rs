@@ -51,6 +51,7 @@ use std::path::PathBuf;
 
 use strata_protocol::batch::BatchError;
 
+pub use crate::checkpoint::replace_file_durably;
 pub use crate::compaction::{recompress_batch, CleanOptions, CleanReport};
 pub use crate::partition_log::{PartitionLog, SyncJob};
 pub use crate::producer_state::{

@@ -17,12 +17,10 @@
 //! offset 0, the high watermark at the log end).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use crate::checkpoint::replace_file;
-use crate::compaction::CrashBudget;
+use crate::checkpoint::replace_file_durably;
 use crate::segment::io_err;
 use crate::LogError;
 
@@ -82,15 +80,7 @@ pub fn write_offsets(
     for (topic, partition, offset) in entries {
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    let dir_handle = File::open(dir).map_err(io_err("open directory", dir))?;
-    replace_file(
-        dir,
-        &dir_handle,
-        &format!("{name}.tmp"),
-        name,
-        text.as_bytes(),
-        &mut CrashBudget(None),
-    )
+    replace_file_durably(dir, name, text.as_bytes())
 }
 
 #[cfg(test)]

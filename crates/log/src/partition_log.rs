@@ -67,7 +67,8 @@ impl SyncTarget {
             }
         };
         match file {
-            Ok(file) => file.sync_all(),
+            // fdatasync: the data and the size, not the mtime (every acks=all waits on it).
+            Ok(file) => file.sync_data(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }

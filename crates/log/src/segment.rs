@@ -513,9 +513,14 @@ impl Segment {
     /// Reads and parses the batch header at `position`, checking that the batch lies within
     /// the segment.
     pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        self.header_in(&*self.file()?, position)
+    }
+
+    /// [`Self::header_at`] through a handle the caller already took from the file cache (a
+    /// scan takes it once, not once per batch).
+    fn header_in(&self, file: &File, position: u64) -> Result<BatchHeader, LogError> {
         let mut buf = [0u8; BATCH_HEADER_LEN];
-        self.file()?
-            .read_exact_at(&mut buf, position)
+        file.read_exact_at(&mut buf, position)
             .map_err(io_err("read segment", &self.log_path))?;
         let corrupt = |reason: String| LogError::Corrupt {
             path: self.log_path.clone(),
@@ -542,9 +547,10 @@ impl Segment {
         from: u64,
     ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let mut position = from;
+        let file = self.file()?;
         // Bounded by the segment size: each step advances by at least one header.
         while position < self.size {
-            let header = self.header_at(position)?;
+            let header = self.header_in(&file, position)?;
             if header.last_offset() >= offset {
                 return Ok(Some((position, header)));
             }

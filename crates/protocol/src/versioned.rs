@@ -89,6 +89,10 @@ pub const ERROR_CODE_FLOORS: &[ErrorCodeFloor] = &[
 
 /// The code version `version` of `api` may carry in place of `code`.
 pub fn fit_error_code(api: ApiKey, version: i16, code: i16) -> i16 {
+    if code == 0 {
+        // No error: nothing to fit (the common case on every partition of every response).
+        return 0;
+    }
     ERROR_CODE_FLOORS
         .iter()
         .find(|f| {

@@ -83,7 +83,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
             offsets::list_offsets(broker, ctx, req, version),
         )),
         RequestKind::InitProducerId(req) => Reply::now(ResponseKind::InitProducerId(
-            producer::init_producer_id(broker, ctx, req, version).await,
+            producer::init_producer_id(broker, ctx, req).await,
         )),
         RequestKind::AddPartitionsToTxn(req) => Reply::now(ResponseKind::AddPartitionsToTxn(
             txn::add_partitions_to_txn(broker, ctx, req, version).await,

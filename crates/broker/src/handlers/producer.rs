@@ -22,7 +22,6 @@ pub async fn init_producer_id(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
     req: InitProducerIdRequest,
-    version: i16,
 ) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
@@ -44,10 +43,8 @@ pub async fn init_producer_id(
             Ok((producer_id, epoch)) => base
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(epoch),
-            // Clients before InitProducerId v4 (KIP-588) know only INVALID_PRODUCER_EPOCH.
-            Err(ErrorCode::ProducerFenced) if version < 4 => {
-                base.with_error_code(ErrorCode::InvalidProducerEpoch.code())
-            }
+            // PRODUCER_FENCED reaches clients before v4 (KIP-588) as INVALID_PRODUCER_EPOCH
+            // through `fit_response`, like every version-dependent code.
             Err(code) => base.with_error_code(code.code()),
         };
     }
