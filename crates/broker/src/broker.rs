@@ -174,7 +174,7 @@ impl Broker {
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             _dir_lock: lock,
         });
-        broker.groups.load(&broker);
+        broker.groups.load_all(&broker);
         crate::groups::GroupService::start_ticker(&broker);
         broker.txns.load_all(&broker);
         crate::txn::TxnService::start_ticker(&broker);
@@ -405,4 +405,16 @@ fn start_test_fsync_gate(config: &BrokerConfig, partitions: &Arc<PartitionManage
             }
         }
     });
+}
+
+/// A broker on a data directory in `dir` with `settings` on top of the defaults (tests).
+#[cfg(test)]
+pub(crate) fn open_for_test(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Broker> {
+    let set = [("log.dirs", dir.display().to_string().as_str())]
+        .iter()
+        .chain(settings)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (config, _) = crate::config::BrokerConfig::from_map(set).expect("config");
+    Broker::open(config).expect("broker")
 }

@@ -1,15 +1,21 @@
-//! The edge around the group coordinator state machine (`strata_coordinator`): waiting
+//! The edge around the group coordinator state machines (`strata_coordinator`): waiting
 //! requests, the clock, and the `__consumer_offsets` topic.
+//!
+//! Coordination is sharded as Kafka's is: one [`GroupShard`] per `__consumer_offsets`
+//! partition (a group belongs to the partition its id's Java hash picks), each behind its own
+//! lock and built from that partition's records only. [`GroupService::load_partition`] and
+//! [`GroupService::unload_partition`] are what a node calls when it becomes or stops being
+//! the leader of a partition; on one node every partition is loaded at start-up or when the
+//! topic is created. A shard that is not loaded answers NOT_COORDINATOR.
 //!
 //! JoinGroup and SyncGroup get a token and a oneshot channel; the machine answers tokens when
 //! the rebalance allows (maybe during a later request or a tick), and this service routes each
-//! answer to its channel. Records the machine wants persisted are appended to the group's
-//! `__consumer_offsets` partition (chosen as Kafka does, from the group id's Java hash) while
-//! the coordinator lock is held, so the log order matches the order of the machine's changes.
-//! Committed offsets are staged when appended and become visible to OffsetFetch, and are
-//! acknowledged, only once their append is durable (the partition's high watermark passes
-//! it); the coordinator lock is not held while waiting. At start-up every partition of the topic is replayed into the
-//! machine.
+//! answer to its channel. Records a shard wants persisted are appended to its partition while
+//! the shard lock is held, so the log order matches the order of the machine's changes; the
+//! lock is held only for in-memory transitions and those (non-blocking) appends, never across
+//! a wait for durability. Committed offsets are staged when appended and become visible to
+//! OffsetFetch, and are acknowledged, only once their append is durable (the partition's high
+//! watermark passes it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +24,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
-use strata_coordinator::consumer::{ConsumerConfig, ConsumerGroups, Topics};
+use strata_coordinator::consumer::{ConsumerConfig, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
 use strata_coordinator::{
-    GroupConfig, GroupCoordinator, GroupEvent, GroupProtocol, GroupRecord, Output, Token,
+    GroupConfig, GroupEvent, GroupProtocol, GroupRecord, GroupShard, Output, Replayed, Token,
 };
 use strata_protocol::records::{encode_batch_as, BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
@@ -29,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::partition::{now_ms, Partition};
+use crate::shards::Shards;
 
 /// Logs a rebalance milestone at INFO, as Kafka's group coordinator does: the group, why it
 /// rebalances, the generation and the member count, and each generation once stable.
@@ -74,33 +81,14 @@ fn log_group_event(event: &GroupEvent) {
     }
 }
 
-/// The KIP-848 groups under their lock; logs the rebalance events of whatever was done with
-/// them when dropped, so that every path through the machine is logged.
-pub struct ConsumerGroupsGuard<'a>(MutexGuard<'a, ConsumerGroups>);
-
-impl std::ops::Deref for ConsumerGroupsGuard<'_> {
-    type Target = ConsumerGroups;
-    fn deref(&self) -> &ConsumerGroups {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ConsumerGroupsGuard<'_> {
-    fn deref_mut(&mut self) -> &mut ConsumerGroups {
-        &mut self.0
-    }
-}
-
-impl Drop for ConsumerGroupsGuard<'_> {
-    fn drop(&mut self) {
-        for event in self.0.take_events() {
-            log_group_event(&event);
-        }
-    }
-}
-
 /// The internal topic of committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How long a group-coordinator write may take to become durable.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Appended records: per partition, the offset the high watermark must reach.
+pub type Waits = Vec<(Arc<Partition>, i64)>;
 
 enum Waiting {
     Join(oneshot::Sender<JoinResponse>),
@@ -108,16 +96,14 @@ enum Waiting {
 }
 
 pub struct GroupService {
-    coordinator: Mutex<GroupCoordinator>,
-    /// Consumer-protocol (KIP-848) groups; their committed offsets live with the classic
-    /// groups' in `coordinator`.
-    consumer: Mutex<ConsumerGroups>,
-    waiting: Mutex<HashMap<Token, Waiting>>,
+    group_config: GroupConfig,
+    consumer_config: ConsumerConfig,
+    /// One slot per `__consumer_offsets` partition: its shard when loaded here.
+    shards: Shards<GroupShard>,
+    /// JoinGroup/SyncGroup requests waiting for their answer, with their shard's partition.
+    waiting: Mutex<HashMap<Token, (i32, Waiting)>>,
     next_token: AtomicU64,
     pub offsets_partitions: i32,
-    /// Offsets committed inside open transactions (TxnOffsetCommit), by producer id; they
-    /// apply when the transaction's commit marker is written, and vanish on abort.
-    pending_txn: Mutex<HashMap<i64, Vec<GroupRecord>>>,
 }
 
 fn config_i64(broker_config: &crate::config::BrokerConfig, key: &str) -> i64 {
@@ -125,6 +111,13 @@ fn config_i64(broker_config: &crate::config::BrokerConfig, key: &str) -> i64 {
         .value(key)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Logs the rebalance events the KIP-848 groups of a shard reported.
+fn log_consumer_events(shard: &mut GroupShard) {
+    for event in shard.consumer.take_events() {
+        log_group_event(&event);
+    }
 }
 
 impl GroupService {
@@ -143,64 +136,106 @@ impl GroupService {
                 as i32,
             max_size: config_i64(config, "group.consumer.max.size").max(1) as usize,
         };
+        let offsets_partitions = config_i64(config, "offsets.topic.num.partitions").max(1) as i32;
         GroupService {
-            coordinator: Mutex::new(GroupCoordinator::new(group_config)),
-            consumer: Mutex::new(ConsumerGroups::new(consumer_config)),
+            group_config,
+            consumer_config,
+            shards: Shards::new(offsets_partitions),
             waiting: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
-            offsets_partitions: config_i64(config, "offsets.topic.num.partitions").max(1) as i32,
-            pending_txn: Mutex::new(HashMap::new()),
+            offsets_partitions,
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
-        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    /// The `__consumer_offsets` partition (and shard) of a group.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        strata_coordinator::offsets_partition_for(group_id, self.offsets_partitions)
     }
 
-    /// The KIP-848 groups; their rebalance events are logged when the guard is dropped.
-    pub fn consumer(&self) -> ConsumerGroupsGuard<'_> {
-        ConsumerGroupsGuard(self.consumer.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Longest committed-offset metadata string (`offset.metadata.max.bytes`).
+    pub fn max_metadata_bytes(&self) -> usize {
+        self.group_config.max_metadata_bytes
+    }
+
+    /// Runs `f` on the shard of `__consumer_offsets` partition `partition` with its lock held
+    /// (in-memory work and non-blocking appends only), then logs the rebalance events it
+    /// caused. NOT_COORDINATOR if the shard is not loaded here.
+    pub fn with_partition<R>(
+        &self,
+        partition: i32,
+        f: impl FnOnce(&mut GroupShard) -> R,
+    ) -> Result<R, ErrorCode> {
+        self.shards.with(
+            partition,
+            || GroupShard::new(partition, self.group_config, self.consumer_config),
+            |shard| {
+                let result = f(shard);
+                log_consumer_events(shard);
+                result
+            },
+        )
+    }
+
+    /// [`Self::with_partition`] on the shard of `group_id`.
+    pub fn with<R>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&mut GroupShard) -> R,
+    ) -> Result<R, ErrorCode> {
+        self.with_partition(self.partition_for(group_id), f)
+    }
+
+    /// Runs `f` on every loaded shard, one locked at a time (listing).
+    pub fn for_each_shard(&self, f: impl FnMut(&mut GroupShard)) {
+        self.shards.for_each(f)
     }
 
     fn token(&self) -> Token {
         self.next_token.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn wait_join(&self) -> (Token, oneshot::Receiver<JoinResponse>) {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<Token, (i32, Waiting)>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A token for a JoinGroup of `group_id`, and where its answer arrives.
+    pub fn wait_join(&self, group_id: &str) -> (Token, oneshot::Receiver<JoinResponse>) {
         let token = self.token();
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token, Waiting::Join(tx));
+        let partition = self.partition_for(group_id);
+        self.waiting().insert(token, (partition, Waiting::Join(tx)));
         (token, rx)
     }
 
-    pub fn wait_sync(&self) -> (Token, oneshot::Receiver<SyncResponse>) {
+    /// A token for a SyncGroup of `group_id`, and where its answer arrives.
+    pub fn wait_sync(&self, group_id: &str) -> (Token, oneshot::Receiver<SyncResponse>) {
         let token = self.token();
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token, Waiting::Sync(tx));
+        let partition = self.partition_for(group_id);
+        self.waiting().insert(token, (partition, Waiting::Sync(tx)));
         (token, rx)
     }
 
-    /// Delivers answers and persists records. Call with the coordinator lock held (pass the
-    /// guard) so appends keep the machine's order.
+    /// Drops a waiting request whose event never reached a shard (its receiver then ends).
+    pub fn forget(&self, token: Token) {
+        self.waiting().remove(&token);
+    }
+
+    /// Delivers answers and persists records. Call inside [`Self::with`] (with the shard
+    /// lock held) so appends keep the machine's order.
     pub fn dispatch(&self, broker: &Broker, outputs: Vec<Output>) {
         let mut records = Vec::new();
         {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            let mut waiting = self.waiting();
             for output in outputs {
                 match output {
                     Output::Join(token, response) => {
-                        if let Some(Waiting::Join(tx)) = waiting.remove(&token) {
+                        if let Some((_, Waiting::Join(tx))) = waiting.remove(&token) {
                             let _ = tx.send(response);
                         }
                     }
                     Output::Sync(token, response) => {
-                        if let Some(Waiting::Sync(tx)) = waiting.remove(&token) {
+                        if let Some((_, Waiting::Sync(tx))) = waiting.remove(&token) {
                             let _ = tx.send(response);
                         }
                     }
@@ -218,79 +253,70 @@ impl GroupService {
 
     /// Appends records to their groups' partitions; returns, per partition, the offset the
     /// high watermark must reach for them to be durable.
-    pub fn append(
-        &self,
-        broker: &Broker,
-        records: &[GroupRecord],
-    ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+    pub fn append(&self, broker: &Broker, records: &[GroupRecord]) -> Result<Waits, ErrorCode> {
         self.append_as(broker, records, BatchProducer::NONE)
     }
 
-    /// Appends offsets committed inside a transaction (a transactional batch from the
-    /// producer) and keeps them pending until the transaction ends.
+    /// Appends offsets of `group_id` committed inside a transaction (a transactional batch
+    /// from the producer) and keeps them pending in the group's shard until the transaction
+    /// ends; both under the shard lock, so no marker comes between them.
     pub fn append_txn(
         &self,
         broker: &Broker,
+        group_id: &str,
         records: Vec<GroupRecord>,
         producer_id: i64,
         producer_epoch: i16,
-    ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
-        let waits = self.append_as(
-            broker,
-            &records,
-            BatchProducer {
-                producer_id,
-                producer_epoch,
-                base_sequence: -1,
-                transactional: true,
-                control: false,
-            },
-        )?;
-        self.pending_txn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(producer_id)
-            .or_default()
-            .extend(records);
-        Ok(waits)
+    ) -> Result<Waits, ErrorCode> {
+        self.with(group_id, |shard| {
+            let waits = self.append_as(
+                broker,
+                &records,
+                BatchProducer {
+                    producer_id,
+                    producer_epoch,
+                    base_sequence: -1,
+                    transactional: true,
+                    control: false,
+                },
+            )?;
+            shard.add_txn_offsets(producer_id, records);
+            Ok(waits)
+        })?
     }
 
     /// A transaction marker of `producer_id` was written to `__consumer_offsets` partition
     /// `partition`, its batch ending before `end_offset`: on commit, its pending offsets apply
     /// once the marker is durable ([`Self::settle`]); on abort they vanish.
     pub fn complete_txn(&self, producer_id: i64, commit: bool, partition: i32, end_offset: i64) {
-        let records = self
-            .pending_txn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&producer_id);
-        if let (Some(records), true) = (records, commit) {
-            self.lock().stage(partition, end_offset, records);
-        }
+        let _ = self.with_partition(partition, |shard| {
+            shard.complete_txn(producer_id, commit, end_offset)
+        });
     }
 
     /// Applies the commits staged for a `__consumer_offsets` partition that its high
     /// watermark now covers (they become visible to OffsetFetch).
     pub fn settle(&self, partition: &Partition) {
         let hw = partition.high_watermark();
-        self.lock().durable(now_ms(), partition.index, hw);
+        let _ = self.with_partition(partition.index, |shard| {
+            shard.classic.durable(now_ms(), partition.index, hw)
+        });
     }
 
-    /// Whether an offset of `group` for the partition is not settled: it waits for a
-    /// transaction to end, or for its commit to be durable (OffsetFetch with require_stable
-    /// answers UNSTABLE_OFFSET_COMMIT then, as Kafka does for pending commits).
-    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
-        let in_txn = self
-            .pending_txn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .flatten()
-            .any(|r| {
-                matches!(r, GroupRecord::Offset { group: g, topic: t, partition: p, .. }
-                    if g == group && t == topic && *p == partition)
-            });
-        in_txn || self.lock().has_staged_offset(group, topic, partition)
+    /// Waits until `waits` are durable (or `timeout`), then settles the staged commits of
+    /// the `__consumer_offsets` partitions among them, whatever the outcome: what became
+    /// durable applies.
+    pub async fn wait_and_settle(&self, waits: Waits, timeout: Duration) -> Result<(), ErrorCode> {
+        let offsets: Vec<Arc<Partition>> = waits
+            .iter()
+            .filter(|(p, _)| p.topic == OFFSETS_TOPIC)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let durable = wait_durable(waits, timeout).await;
+        for p in offsets {
+            self.settle(&p);
+        }
+        durable
     }
 
     fn append_as(
@@ -298,16 +324,14 @@ impl GroupService {
         broker: &Broker,
         records: &[GroupRecord],
         producer: BatchProducer,
-    ) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+    ) -> Result<Waits, ErrorCode> {
         let now = now_ms();
         let keyed = records
             .iter()
             .map(|r| {
                 let (key, value) = r.encode();
-                let p =
-                    strata_coordinator::offsets_partition_for(r.group(), self.offsets_partitions);
                 (
-                    p,
+                    self.partition_for(r.group()),
                     PlainRecord {
                         key: Some(key),
                         value,
@@ -319,52 +343,76 @@ impl GroupService {
         append_to_internal_topic(broker, OFFSETS_TOPIC, keyed, producer, now)
     }
 
-    /// Replays `__consumer_offsets` into the machine (start-up).
-    pub fn load(&self, broker: &Broker) {
-        let now = now_ms();
-        let mut coordinator = self.lock();
-        let mut loaded = 0usize;
-        let mut pending: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
-        replay_topic(broker, OFFSETS_TOPIC, |p, r| {
-            if r.control {
-                // A transaction marker: key = version i16, type i16 (1 = commit).
-                let commit = r
-                    .key
-                    .as_ref()
-                    .is_some_and(|k| k.len() >= 4 && k[2..4] == [0, 1]);
-                let records = pending.remove(&r.producer_id).unwrap_or_default();
-                if commit {
-                    for record in records {
-                        coordinator.apply(now, record);
+    /// Builds the shard of `__consumer_offsets` partition `partition` from that partition's
+    /// records and starts answering for its groups (this node became the partition's
+    /// leader). Loading a loaded shard does nothing. Offsets of transactions still open wait
+    /// for their markers.
+    pub fn load_partition(&self, broker: &Broker, partition: i32) {
+        self.shards.load(partition, || {
+            let now = now_ms();
+            let mut shard = GroupShard::new(partition, self.group_config, self.consumer_config);
+            let mut loaded = 0usize;
+            replay_partition(broker, OFFSETS_TOPIC, partition, |r| {
+                let entry = if r.control {
+                    // A transaction marker: key = version i16, type i16 (1 = commit).
+                    let commit = r
+                        .key
+                        .as_ref()
+                        .is_some_and(|k| k.len() >= 4 && k[2..4] == [0, 1]);
+                    Replayed::Marker {
+                        producer_id: r.producer_id,
+                        commit,
                     }
-                }
-                return;
-            }
-            let Some(key) = r.key else { return };
-            match GroupRecord::decode(&key, r.value.as_deref()) {
-                Ok(record) if r.transactional => {
-                    pending.entry(r.producer_id).or_default().push(record);
-                }
-                Ok(record) => {
-                    coordinator.apply(now, record);
+                } else {
+                    let Some(key) = r.key else { return };
+                    match GroupRecord::decode(&key, r.value.as_deref()) {
+                        Ok(record) if r.transactional => Replayed::Transactional {
+                            producer_id: r.producer_id,
+                            record,
+                        },
+                        Ok(record) => Replayed::Record(record),
+                        Err(e) => {
+                            tracing::warn!(partition, offset = r.offset, error = ?e, "skipping an unreadable group record");
+                            return;
+                        }
+                    }
+                };
+                if shard.replay(now, entry) {
                     loaded += 1;
                 }
-                Err(e) => {
-                    tracing::warn!(partition = p, offset = r.offset, error = ?e, "skipping an unreadable group record")
-                }
-            }
+            });
+            tracing::debug!(
+                partition,
+                records = loaded,
+                groups = shard.classic.list().len(),
+                "loaded a group coordinator shard"
+            );
+            shard
         });
-        drop(coordinator);
-        // Transactions still open at the restart: their offsets wait for the markers.
-        *self.pending_txn.lock().unwrap_or_else(|p| p.into_inner()) = pending;
-        tracing::info!(
-            records = loaded,
-            groups = self.lock().list().len(),
-            "loaded consumer groups"
-        );
     }
 
-    /// Runs the machine's timers every 100 ms while the broker lives.
+    /// Drops the shard of `partition` (this node no longer leads it): its groups answer
+    /// NOT_COORDINATOR from now on, and their members rejoin wherever the new leader is.
+    /// Requests waiting in a rebalance of its groups end with COORDINATOR_NOT_AVAILABLE.
+    pub fn unload_partition(&self, partition: i32) {
+        self.shards.unload(partition);
+        self.waiting().retain(|_, (p, _)| *p != partition);
+    }
+
+    /// Loads every partition of `__consumer_offsets` not loaded yet (one node leads them
+    /// all): at start-up, and when the topic is created.
+    pub fn load_all(&self, broker: &Broker) {
+        let loaded = self
+            .shards
+            .load_all(broker, OFFSETS_TOPIC, |p| self.load_partition(broker, p));
+        if let Some(partitions) = loaded {
+            let mut groups = 0;
+            self.for_each_shard(|shard| groups += shard.classic.list().len());
+            tracing::info!(partitions, groups, "loaded consumer groups");
+        }
+    }
+
+    /// Runs the shards' timers every 100 ms while the broker lives.
     pub fn start_ticker(broker: &Arc<Broker>) {
         let weak = Arc::downgrade(broker);
         tokio::spawn(async move {
@@ -373,24 +421,24 @@ impl GroupService {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
                 let svc = &broker.groups;
-                {
-                    let mut coordinator = svc.lock();
-                    let outputs = coordinator.tick(now_ms());
-                    if !outputs.is_empty() {
-                        svc.dispatch(&broker, outputs);
-                    }
-                }
                 let topics = subscribable_topics(&broker);
-                svc.consumer().tick(now_ms(), &topics);
-                // Commits whose own waiter gave up (timeout) apply once durable anyway, as
-                // their records are in the log and a restart would replay them.
-                let staged = svc.lock().staged_partitions();
-                if !staged.is_empty() {
-                    if let Some(topic) = broker.image().topic_by_name(OFFSETS_TOPIC) {
-                        for p in staged {
-                            if let Some(partition) = broker.partitions.get(&topic.topic_id, p) {
-                                svc.settle(&partition);
-                            }
+                let image = broker.image();
+                let offsets = image.topic_by_name(OFFSETS_TOPIC);
+                for p in 0..svc.offsets_partitions {
+                    let staged = svc.with_partition(p, |shard| {
+                        let now = now_ms();
+                        let outputs = shard.classic.tick(now);
+                        if !outputs.is_empty() {
+                            svc.dispatch(&broker, outputs);
+                        }
+                        shard.consumer.tick(now, &topics);
+                        !shard.classic.staged_partitions().is_empty()
+                    });
+                    // Commits whose own waiter gave up (timeout) apply once durable anyway,
+                    // as their records are in the log and a restart would replay them.
+                    if let (Ok(true), Some(topic)) = (staged, &offsets) {
+                        if let Some(partition) = broker.partitions.get(&topic.topic_id, p) {
+                            svc.settle(&partition);
                         }
                     }
                 }
@@ -432,18 +480,6 @@ pub fn append_to_internal_topic(
         waits.push((partition, info.last_offset() + 1));
     }
     Ok(waits)
-}
-
-/// Calls `f(partition, record)` for every record of every partition of an internal topic,
-/// in log order (start-up replay); see [`replay_partition`].
-pub fn replay_topic(broker: &Broker, name: &str, mut f: impl FnMut(i32, Record)) {
-    let image = broker.image();
-    let Some(topic) = image.topic_by_name(name) else {
-        return;
-    };
-    for p in topic.partitions.keys() {
-        replay_partition(broker, name, *p, |r| f(*p, r));
-    }
 }
 
 /// Calls `f(record)` for every record of one partition of an internal topic, from the log
@@ -531,4 +567,99 @@ pub fn subscribable_topics(broker: &Broker) -> Topics {
         .filter(|t| !strata_protocol::topic::is_internal(&t.name))
         .map(|t| (t.name.clone(), (t.topic_id, t.partitions.len() as i32)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_coordinator::CommittedOffset;
+
+    use super::*;
+
+    fn offset(group: &str, value: i64) -> GroupRecord {
+        GroupRecord::Offset {
+            group: group.to_string(),
+            topic: "t".to_string(),
+            partition: 0,
+            value: Some(CommittedOffset {
+                offset: value,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms: now_ms(),
+            }),
+        }
+    }
+
+    /// Commits `value` for `group` as OffsetCommit does: appended and staged under the shard
+    /// lock, settled once durable.
+    async fn commit(broker: &Arc<Broker>, group: &str, value: i64) -> Result<(), ErrorCode> {
+        let svc = &broker.groups;
+        let records = vec![offset(group, value)];
+        let waits = svc.with(group, |shard| {
+            let waits = svc.append(broker, &records)?;
+            for (p, end) in &waits {
+                shard.classic.stage(p.index, *end, records.clone());
+            }
+            Ok(waits)
+        })??;
+        svc.wait_and_settle(waits, WRITE_TIMEOUT).await
+    }
+
+    fn committed(broker: &Broker, group: &str) -> Result<Option<i64>, ErrorCode> {
+        broker.groups.with(group, |shard| {
+            shard
+                .classic
+                .offsets(group)
+                .and_then(|o| o.get(&("t".to_string(), 0)))
+                .map(|o| o.offset)
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shards_load_and_unload_from_their_own_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker =
+            crate::broker::open_for_test(dir.path(), &[("offsets.topic.num.partitions", "4")]);
+        let svc = &broker.groups;
+        // Before the topic exists no group has state, and nothing is refused as misrouted.
+        assert_eq!(committed(&broker, "a"), Ok(None));
+        crate::handlers::groups::ensure_offsets_topic(&broker)
+            .await
+            .expect("topic");
+        let a = "a";
+        let b = (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|id| svc.partition_for(id) != svc.partition_for(a))
+            .expect("a group in another partition");
+        commit(&broker, a, 5).await.expect("commit a");
+        commit(&broker, &b, 7).await.expect("commit b");
+        // An offset of a committed inside a transaction that has not ended.
+        let waits = svc
+            .append_txn(&broker, a, vec![offset(a, 9)], 42, 0)
+            .expect("txn commit");
+        wait_durable(waits, WRITE_TIMEOUT).await.expect("durable");
+        // Shards are locked apart: working in b's shard while a's is held does not wait.
+        let nested = svc.with(a, |_| svc.with(&b, |shard| shard.partition));
+        assert_eq!(nested, Ok(Ok(svc.partition_for(&b))));
+        // A JoinGroup of a waiting in a rebalance ends when a's shard goes.
+        let (_token, rx) = svc.wait_join(a);
+        svc.unload_partition(svc.partition_for(a));
+        assert!(rx.await.is_err(), "the waiting join is dropped");
+        assert_eq!(committed(&broker, a), Err(ErrorCode::NotCoordinator));
+        assert_eq!(commit(&broker, a, 6).await, Err(ErrorCode::NotCoordinator));
+        assert_eq!(committed(&broker, &b), Ok(Some(7)));
+        let mut listed = Vec::new();
+        svc.for_each_shard(|shard| listed.extend(shard.classic.list()));
+        assert!(listed.iter().all(|(id, _, _)| id != a));
+        assert!(listed.iter().any(|(id, _, _)| id == &b));
+        // Loading it again rebuilds a's groups from its partition's records alone; the open
+        // transaction's offset still waits for its marker.
+        svc.load_partition(&broker, svc.partition_for(a));
+        assert_eq!(committed(&broker, a), Ok(Some(5)));
+        assert_eq!(
+            svc.with(a, |shard| shard.has_unsettled_offset(a, "t", 0)),
+            Ok(true)
+        );
+        commit(&broker, a, 6).await.expect("commit a again");
+        assert_eq!(committed(&broker, a), Ok(Some(6)));
+    }
 }

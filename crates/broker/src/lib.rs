@@ -11,6 +11,8 @@
 //!   high watermark) per hosted partition, and the fetch-session cache.
 //! - [`flusher`] performs group-commit fsyncs off the request path and advances high
 //!   watermarks, which wake acks=all producers and long-polling fetches.
+//! - [`groups`] and [`txn`] are the group and transaction coordinators, each sharded per
+//!   partition of its internal topic ([`shards`]), loaded and unloaded a partition at a time.
 //! - [`auth`] holds the connection's principal and the single authorization check.
 //!
 //! This crate must never trust the network: every decode error and bad batch is answered with
@@ -32,6 +34,7 @@ pub mod log_dir;
 pub mod manager;
 pub mod partition;
 pub mod server;
+pub mod shards;
 pub mod txn;
 
 pub use broker::{Broker, StartError};

@@ -24,8 +24,7 @@
 //! their `transaction.timeout.ms` (with a bumped epoch, fencing the producer) and expires
 //! idle transactional ids.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +36,7 @@ use strata_protocol::ErrorCode;
 use crate::broker::Broker;
 use crate::groups::{append_to_internal_topic, replay_partition, wait_durable, OFFSETS_TOPIC};
 use crate::partition::{now_ms, Partition};
+use crate::shards::Shards;
 
 /// The internal topic of transaction state.
 pub const TXN_TOPIC: &str = "__transaction_state";
@@ -50,12 +50,7 @@ pub type Waits = Vec<(Arc<Partition>, i64)>;
 pub struct TxnService {
     config: TxnConfig,
     /// One slot per `__transaction_state` partition: its shard when loaded here.
-    shards: Vec<Mutex<Option<TxnShard>>>,
-    /// Every partition of the topic has been loaded (the fast path of [`Self::load_all`]).
-    all_loaded: AtomicBool,
-    /// `__transaction_state` exists (it is created on first use). Before that no id has
-    /// any state, so lookups answer as for an unknown id rather than NOT_COORDINATOR.
-    created: AtomicBool,
+    shards: Shards<TxnShard>,
     pub state_partitions: i32,
     abort_interval_ms: u64,
     expire_interval_ms: u64,
@@ -105,9 +100,7 @@ impl TxnService {
             config_i64(config, "transaction.state.log.num.partitions", 50).max(1) as i32;
         TxnService {
             config: txn_config,
-            shards: (0..state_partitions).map(|_| Mutex::new(None)).collect(),
-            all_loaded: AtomicBool::new(false),
-            created: AtomicBool::new(false),
+            shards: Shards::new(state_partitions),
             state_partitions,
             abort_interval_ms: config_i64(
                 config,
@@ -129,11 +122,6 @@ impl TxnService {
         strata_coordinator::offsets_partition_for(transactional_id, self.state_partitions)
     }
 
-    fn slot(&self, partition: i32) -> Option<MutexGuard<'_, Option<TxnShard>>> {
-        let slot = self.shards.get(usize::try_from(partition).ok()?)?;
-        Some(slot.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
     /// Runs `f` on the shard of `transactional_id` with its lock held (in-memory work only).
     /// NOT_COORDINATOR if the shard is not loaded here.
     pub fn with<R>(
@@ -142,15 +130,8 @@ impl TxnService {
         f: impl FnOnce(&mut TxnShard) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
         let partition = self.partition_for(transactional_id);
-        let mut slot = self.slot(partition).ok_or(ErrorCode::NotCoordinator)?;
-        match slot.as_mut() {
-            Some(shard) => f(shard),
-            None if !self.created.load(Ordering::Acquire) => {
-                // No topic yet: nothing is known (writers create the topic first).
-                f(&mut TxnShard::empty(self.config, partition))
-            }
-            None => Err(ErrorCode::NotCoordinator),
-        }
+        self.shards
+            .with(partition, || TxnShard::empty(self.config, partition), f)?
     }
 
     /// Runs a transition `f` on the shard of `transactional_id` and appends the records it
@@ -238,13 +219,8 @@ impl TxnService {
     /// time.
     pub fn all(&self) -> Vec<TxnMetadata> {
         let mut out = Vec::new();
-        for p in 0..self.state_partitions {
-            if let Some(slot) = self.slot(p) {
-                if let Some(shard) = slot.as_ref() {
-                    out.extend(shard.coordinator.all().cloned());
-                }
-            }
-        }
+        self.shards
+            .for_each(|shard| out.extend(shard.coordinator.all().cloned()));
         out
     }
 
@@ -299,16 +275,7 @@ impl TxnService {
                 Err(code) => return Err(code),
             }
         }
-        let settle: Vec<Arc<Partition>> = waits
-            .iter()
-            .filter(|(p, _)| p.topic == OFFSETS_TOPIC)
-            .map(|(p, _)| p.clone())
-            .collect();
-        let durable = wait_durable(waits, WRITE_TIMEOUT).await;
-        for p in settle {
-            broker.groups.settle(&p);
-        }
-        durable
+        broker.groups.wait_and_settle(waits, WRITE_TIMEOUT).await
     }
 
     /// Writes the markers of a prepared transaction the caller claimed, then records it
@@ -334,12 +301,12 @@ impl TxnService {
     /// Loading a loaded shard does nothing. Prepare* transactions found are finished by the
     /// ticker.
     pub fn load_partition(&self, broker: &Broker, partition: i32) {
-        let Some(mut slot) = self.slot(partition) else {
-            return;
-        };
-        if slot.is_some() {
-            return;
-        }
+        self.shards
+            .load(partition, || self.build_shard(broker, partition));
+    }
+
+    /// The shard of `partition`, built from that partition's records.
+    fn build_shard(&self, broker: &Broker, partition: i32) -> TxnShard {
         let mut records = Vec::new();
         replay_partition(broker, TXN_TOPIC, partition, |r| {
             if let Some(key) = r.key {
@@ -360,39 +327,29 @@ impl TxnService {
             transactional_ids = shard.coordinator.all().count(),
             "loaded a transaction coordinator shard"
         );
-        *slot = Some(shard);
+        shard
     }
 
     /// Drops the shard of `partition` (this node no longer leads it): its ids answer
     /// NOT_COORDINATOR from now on; tasks still completing one of its transactions fail
     /// their next step the same way, and the new leader finishes them from the log.
     pub fn unload_partition(&self, partition: i32) {
-        self.all_loaded.store(false, Ordering::Release);
-        if let Some(mut slot) = self.slot(partition) {
-            *slot = None;
-        }
+        self.shards.unload(partition);
     }
 
     /// Loads every partition of `__transaction_state` not loaded yet (one node leads them
     /// all): at start-up, and when the topic is created.
     pub fn load_all(&self, broker: &Broker) {
-        if self.all_loaded.load(Ordering::Acquire) {
-            return;
+        let loaded = self
+            .shards
+            .load_all(broker, TXN_TOPIC, |p| self.load_partition(broker, p));
+        if let Some(partitions) = loaded {
+            tracing::info!(
+                partitions,
+                transactional_ids = self.all().len(),
+                "loaded transaction state"
+            );
         }
-        let image = broker.image();
-        let Some(topic) = image.topic_by_name(TXN_TOPIC) else {
-            return;
-        };
-        self.created.store(true, Ordering::Release);
-        for p in topic.partitions.keys() {
-            self.load_partition(broker, *p);
-        }
-        self.all_loaded.store(true, Ordering::Release);
-        tracing::info!(
-            partitions = topic.partitions.len(),
-            transactional_ids = self.all().len(),
-            "loaded transaction state"
-        );
     }
 
     /// One pass of the ticker over one shard, under its lock: timed-out transactions move to
@@ -406,7 +363,7 @@ impl TxnService {
         abort: bool,
         expire: bool,
     ) -> (Vec<(MarkerPlan, Waits)>, Waits) {
-        let Some(mut slot) = self.slot(partition) else {
+        let Some(mut slot) = self.shards.slot(partition) else {
             return (Vec::new(), Vec::new());
         };
         let Some(shard) = slot.as_mut() else {
@@ -508,8 +465,6 @@ impl TxnService {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use strata_coordinator::txn::{InitPlan, TxnState};
 
     use super::*;
@@ -532,15 +487,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shards_load_and_unload_from_their_own_partition() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let set: BTreeMap<String, String> = [
-            ("log.dirs", dir.path().display().to_string()),
-            ("transaction.state.log.num.partitions", "4".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let (config, _) = crate::config::BrokerConfig::from_map(set).expect("config");
-        let broker = Broker::open(config).expect("broker");
+        let broker = crate::broker::open_for_test(
+            dir.path(),
+            &[("transaction.state.log.num.partitions", "4")],
+        );
         let svc = &broker.txns;
         // Before the topic exists nothing is known, and nothing is refused as misrouted.
         assert_eq!(svc.get("a"), Ok(None));

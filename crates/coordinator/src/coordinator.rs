@@ -312,10 +312,7 @@ impl GroupCoordinator {
             .values()
             .flatten()
             .flat_map(|(_, r)| r)
-            .any(|r| {
-                matches!(r, GroupRecord::Offset { group: g, topic: t, partition: p, .. }
-                if g == group_id && t == topic && *p == partition)
-            })
+            .any(|r| r.is_offset_of(group_id, topic, partition))
     }
 
     /// Committed offsets of a group: all of them, or those of `topics` (partitions listed, or

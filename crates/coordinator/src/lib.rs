@@ -12,9 +12,11 @@
 //! request under it; the machine answers a token when the rebalance allows, possibly during a
 //! later event or `tick`. Time is always passed in (`now_ms`), so tests drive it directly.
 //!
-//! Principal types: [`GroupCoordinator`] (all groups), [`group::Group`] (one group's classic
-//! protocol state: Empty → PreparingRebalance → CompletingRebalance → Stable), and
-//! [`record::GroupRecord`] (what is persisted: committed offsets and group metadata).
+//! Principal types: [`GroupShard`] (the groups of one `__consumer_offsets` partition, loaded
+//! and unloaded as a unit), [`GroupCoordinator`] (a shard's classic groups and offsets),
+//! [`group::Group`] (one group's classic protocol state: Empty → PreparingRebalance →
+//! CompletingRebalance → Stable), and [`record::GroupRecord`] (what is persisted: committed
+//! offsets and group metadata).
 //!
 //! This crate never touches sockets, files or clocks.
 
@@ -23,12 +25,14 @@ pub mod coordinator;
 pub mod event;
 pub mod group;
 pub mod record;
+pub mod shard;
 pub mod txn;
 
 pub use coordinator::{GroupConfig, GroupCoordinator, Output};
 pub use event::{GroupEvent, GroupProtocol, RebalanceReason};
 pub use group::{GroupState, JoinRequest, JoinResponse, SyncRequest, SyncResponse};
 pub use record::{CommittedOffset, GroupRecord};
+pub use shard::{GroupShard, Replayed};
 
 /// Identifies a request waiting for an answer.
 pub type Token = u64;

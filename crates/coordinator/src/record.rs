@@ -94,6 +94,13 @@ impl GroupRecord {
         }
     }
 
+    /// Whether this is a committed offset (or its tombstone) of `group` for `topic`'s
+    /// `partition`.
+    pub fn is_offset_of(&self, group: &str, topic: &str, partition: i32) -> bool {
+        matches!(self, GroupRecord::Offset { group: g, topic: t, partition: p, .. }
+            if g == group && t == topic && *p == partition)
+    }
+
     /// The record's key and value bytes (`None` value: a tombstone).
     pub fn encode(&self) -> (Bytes, Option<Bytes>) {
         let json = |v: &dyn erased::Ser| Bytes::from(v.to_json());

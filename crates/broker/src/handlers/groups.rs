@@ -30,7 +30,7 @@ use super::admin::plan_create_topic;
 use super::{str_bytes, Reply};
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
-use crate::groups::{wait_durable, OFFSETS_TOPIC};
+use crate::groups::{wait_durable, OFFSETS_TOPIC, WRITE_TIMEOUT};
 use crate::partition::now_ms;
 
 fn code(e: Option<ErrorCode>) -> i16 {
@@ -105,6 +105,8 @@ pub async fn ensure_internal_topic(
 fn load_coordinators(broker: &Broker, name: &str) {
     if name == crate::txn::TXN_TOPIC {
         broker.txns.load_all(broker);
+    } else if name == OFFSETS_TOPIC {
+        broker.groups.load_all(broker);
     }
 }
 
@@ -177,13 +179,16 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let svc = &broker.groups;
-    let (token, rx) = svc.wait_join();
-    {
-        let mut c = svc.lock();
-        let out = c.join(now_ms(), token, join);
-        svc.dispatch(broker, out);
-    }
     let member_id = req.member_id.to_string();
+    let (token, rx) = svc.wait_join(&join.group_id);
+    let group_id = join.group_id.clone();
+    if let Err(e) = svc.with(&group_id, |shard| {
+        let out = shard.classic.join(now_ms(), token, join);
+        svc.dispatch(broker, out);
+    }) {
+        svc.forget(token);
+        return Reply::now(respond(JoinResponse::error(e, member_id)));
+    }
     Reply::Later(
         async move {
             let r = rx.await.unwrap_or_else(|_| {
@@ -231,11 +236,14 @@ pub fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> 
             .collect(),
     };
     let svc = &broker.groups;
-    let (token, rx) = svc.wait_sync();
-    {
-        let mut c = svc.lock();
-        let out = c.sync(now_ms(), token, sync);
+    let (token, rx) = svc.wait_sync(&sync.group_id);
+    let group_id = sync.group_id.clone();
+    if let Err(e) = svc.with(&group_id, |shard| {
+        let out = shard.classic.sync(now_ms(), token, sync);
         svc.dispatch(broker, out);
+    }) {
+        svc.forget(token);
+        return Reply::now(respond(SyncResponse::error(e)));
     }
     Reply::Later(
         async move {
@@ -254,13 +262,19 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> H
     } else {
         None
     };
-    let error = broker.groups.lock().heartbeat(
-        now_ms(),
-        req.group_id.0.as_str(),
-        req.generation_id,
-        req.member_id.as_str(),
-        instance.as_deref(),
-    );
+    let group_id = req.group_id.0.as_str();
+    let error = broker
+        .groups
+        .with(group_id, |shard| {
+            shard.classic.heartbeat(
+                now_ms(),
+                group_id,
+                req.generation_id,
+                req.member_id.as_str(),
+                instance.as_deref(),
+            )
+        })
+        .unwrap_or_else(Some);
     HeartbeatResponse::default().with_error_code(code(error))
 }
 
@@ -278,12 +292,14 @@ pub fn leave_group(
         vec![(req.member_id.to_string(), None)]
     };
     let svc = &broker.groups;
-    let results = {
-        let mut c = svc.lock();
-        let (results, out) = c.leave(now_ms(), req.group_id.0.as_str(), &members);
-        svc.dispatch(broker, out);
-        results
-    };
+    let group_id = req.group_id.0.as_str();
+    let results = svc
+        .with(group_id, |shard| {
+            let (results, out) = shard.classic.leave(now_ms(), group_id, &members);
+            svc.dispatch(broker, out);
+            results
+        })
+        .unwrap_or_else(|e| vec![Some(e); members.len()]);
     if version >= 3 {
         LeaveGroupResponse::default().with_members(
             members
@@ -344,7 +360,7 @@ pub async fn offset_commit(
     let image = broker.image();
     let now = now_ms();
     let svc = &broker.groups;
-    let max_metadata = svc.lock().max_metadata_bytes();
+    let max_metadata = svc.max_metadata_bytes();
     // Per partition: the record to write, or the error to answer.
     let mut plan: Vec<(String, i32, Result<GroupRecord, ErrorCode>)> = Vec::new();
     for t in &req.topics {
@@ -382,58 +398,36 @@ pub async fn offset_commit(
             plan.push((topic.clone(), p.partition_index, result));
         }
     }
-    // Consumer-protocol (KIP-848) groups check the member epoch; classic groups the
-    // generation.
-    let consumer_check = svc.consumer().check_commit(
-        &group_id,
-        req.member_id.as_str(),
-        req.generation_id_or_member_epoch,
-    );
-    let waits = {
-        let mut c = svc.lock();
-        let checked = match consumer_check {
-            Some(result) => result,
-            None => c.check_commit(
-                now,
-                &group_id,
-                req.generation_id_or_member_epoch,
-                req.member_id.as_str(),
-                instance.as_deref(),
-            ),
-        };
-        match checked {
-            Err(e) => return all(e),
-            Ok(()) => {
-                let records: Vec<GroupRecord> = plan
-                    .iter()
-                    .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
-                    .collect();
-                if records.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    // Staged, not applied: OffsetFetch sees the commit only once its
-                    // record is durable (settled below, or by the ticker).
-                    let waits = svc.append(broker, &records);
-                    if let Ok(waits) = &waits {
-                        for (partition, end) in waits {
-                            c.stage(partition.index, *end, records.clone());
-                        }
-                    }
-                    waits
-                }
+    let records: Vec<GroupRecord> = plan
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
+        .collect();
+    // The member check fails every partition; a failed append only those it would write.
+    let checked = svc.with(&group_id, |shard| {
+        shard.check_commit(
+            now,
+            &group_id,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            instance.as_deref(),
+        )?;
+        if records.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        // Staged, not applied: OffsetFetch sees the commit only once its record is durable
+        // (settled below, or by the ticker).
+        let waits = svc.append(broker, &records);
+        if let Ok(waits) = &waits {
+            for (partition, end) in waits {
+                shard.classic.stage(partition.index, *end, records.clone());
             }
         }
-    };
-    let durable = match waits {
-        Ok(w) => {
-            let partitions: Vec<_> = w.iter().map(|(p, _)| p.clone()).collect();
-            let durable = wait_durable(w, Duration::from_secs(30)).await;
-            for p in partitions {
-                svc.settle(&p);
-            }
-            durable
-        }
-        Err(e) => Err(e),
+        Ok(waits)
+    });
+    let durable = match checked {
+        Err(e) | Ok(Err(e)) => return all(e),
+        Ok(Ok(Ok(waits))) => svc.wait_and_settle(waits, WRITE_TIMEOUT).await,
+        Ok(Ok(Err(e))) => Err(e),
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (topic, partition, result) in plan {
@@ -455,53 +449,59 @@ pub async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// One committed offset as OffsetFetch answers it: (partition, offset, leader epoch, metadata).
-type FetchedOffset = (i32, i64, i32, String);
+/// One committed offset as OffsetFetch answers it: partition, offset, leader epoch,
+/// metadata, and whether it is unsettled (a transaction or a pending commit may change it).
+struct FetchedOffset {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+    unsettled: bool,
+}
 /// Offsets of one topic.
 type FetchedTopic = (String, Vec<FetchedOffset>);
 
 /// The committed offsets of one group, for the requested topics (`None`: everything
-/// committed); absent ones answer offset -1.
+/// committed); absent ones answer offset -1. With `require_stable`, unsettled offsets are
+/// flagged. NOT_COORDINATOR if the group's shard is not loaded here.
 fn fetch_group(
     broker: &Broker,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<FetchedTopic> {
-    let c = broker.groups.lock();
-    let committed = c.offsets(group_id);
-    let lookup = |t: &str, p: i32| committed.and_then(|o| o.get(&(t.to_string(), p)));
-    match topics {
-        Some(list) => list
-            .into_iter()
-            .map(|(t, parts)| {
-                let rows = parts
-                    .into_iter()
-                    .map(|p| match lookup(&t, p) {
-                        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
-                        None => (p, -1, -1, String::new()),
-                    })
-                    .collect();
-                (t, rows)
-            })
-            .collect(),
-        None => {
-            let mut out: Vec<FetchedTopic> = Vec::new();
-            if let Some(all) = committed {
-                for ((t, p), o) in all {
+    require_stable: bool,
+) -> Result<Vec<FetchedTopic>, ErrorCode> {
+    broker.groups.with(group_id, |shard| {
+        let committed = shard.classic.offsets(group_id);
+        let row = |t: &str, p: i32, o: Option<&CommittedOffset>| FetchedOffset {
+            partition: p,
+            offset: o.map_or(-1, |o| o.offset),
+            leader_epoch: o.map_or(-1, |o| o.leader_epoch),
+            metadata: o.map(|o| o.metadata.clone()).unwrap_or_default(),
+            unsettled: require_stable && shard.has_unsettled_offset(group_id, t, p),
+        };
+        match topics {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, parts)| {
+                    let rows = parts
+                        .into_iter()
+                        .map(|p| row(&t, p, committed.and_then(|c| c.get(&(t.clone(), p)))))
+                        .collect();
+                    (t, rows)
+                })
+                .collect(),
+            None => {
+                let mut out: Vec<FetchedTopic> = Vec::new();
+                for ((t, p), o) in committed.into_iter().flatten() {
                     if out.last().is_none_or(|(name, _)| name != t) {
                         out.push((t.clone(), Vec::new()));
                     }
-                    out.last_mut().expect("pushed").1.push((
-                        *p,
-                        o.offset,
-                        o.leader_epoch,
-                        o.metadata.clone(),
-                    ));
+                    out.last_mut().expect("pushed").1.push(row(t, *p, Some(o)));
                 }
+                out
             }
-            out
         }
-    }
+    })
 }
 
 pub fn offset_fetch(
@@ -512,54 +512,50 @@ pub fn offset_fetch(
 ) -> OffsetFetchResponse {
     let epoch = |e: i32| if version >= 5 { e } else { -1 };
     // require_stable (v7+): an offset a transaction may still change is not answered.
-    let unstable = |group: &str, topic: &str, p: i32| {
-        req.require_stable && broker.groups.has_pending_txn_offset(group, topic, p)
-    };
     if version >= 8 {
         let groups = req
             .groups
             .iter()
             .map(|g| {
                 let id = g.group_id.0.to_string();
+                let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 if !authorize(ctx, Operation::Describe, Resource::Group(&id)) {
-                    return OffsetFetchResponseGroup::default()
-                        .with_group_id(g.group_id.clone())
-                        .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+                    return group.with_error_code(ErrorCode::GroupAuthorizationFailed.code());
                 }
                 let topics = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let rows = fetch_group(broker, &id, topics);
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id.clone())
-                    .with_topics(
-                        rows.into_iter()
-                            .map(|(t, parts)| {
-                                let partitions = parts
-                                    .into_iter()
-                                    .map(|(p, o, e, m)| {
-                                        let r = OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o)
-                                            .with_committed_leader_epoch(e)
-                                            .with_metadata(Some(str_bytes(m)));
-                                        if unstable(&id, &t, p) {
-                                            r.with_committed_offset(-1).with_error_code(
-                                                ErrorCode::UnstableOffsetCommit.code(),
-                                            )
-                                        } else {
-                                            r
-                                        }
-                                    })
-                                    .collect();
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(str_bytes(t)))
-                                    .with_partitions(partitions)
-                            })
-                            .collect(),
-                    )
+                let rows = match fetch_group(broker, &id, topics, req.require_stable) {
+                    Ok(rows) => rows,
+                    Err(e) => return group.with_error_code(e.code()),
+                };
+                group.with_topics(
+                    rows.into_iter()
+                        .map(|(t, parts)| {
+                            let partitions = parts
+                                .into_iter()
+                                .map(|f| {
+                                    let r = OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(f.partition)
+                                        .with_committed_offset(f.offset)
+                                        .with_committed_leader_epoch(f.leader_epoch)
+                                        .with_metadata(Some(str_bytes(f.metadata)));
+                                    if f.unsettled {
+                                        r.with_committed_offset(-1)
+                                            .with_error_code(ErrorCode::UnstableOffsetCommit.code())
+                                    } else {
+                                        r
+                                    }
+                                })
+                                .collect();
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(str_bytes(t)))
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                )
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
@@ -577,19 +573,22 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let rows = fetch_group(broker, &id, topics);
+    let rows = match fetch_group(broker, &id, topics, req.require_stable) {
+        Ok(rows) => rows,
+        Err(e) => return OffsetFetchResponse::default().with_error_code(e.code()),
+    };
     OffsetFetchResponse::default().with_topics(
         rows.into_iter()
             .map(|(t, parts)| {
                 let partitions = parts
                     .into_iter()
-                    .map(|(p, o, e, m)| {
+                    .map(|f| {
                         let r = OffsetFetchResponsePartition::default()
-                            .with_partition_index(p)
-                            .with_committed_offset(o)
-                            .with_committed_leader_epoch(epoch(e))
-                            .with_metadata(Some(str_bytes(m)));
-                        if unstable(&id, &t, p) {
+                            .with_partition_index(f.partition)
+                            .with_committed_offset(f.offset)
+                            .with_committed_leader_epoch(epoch(f.leader_epoch))
+                            .with_metadata(Some(str_bytes(f.metadata)));
+                        if f.unsettled {
                             r.with_committed_offset(-1)
                                 .with_error_code(ErrorCode::UnstableOffsetCommit.code())
                         } else {
@@ -624,11 +623,10 @@ fn subscribed_topics(metadata: &[Bytes]) -> Vec<String> {
 pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = req.group_id.0.to_string();
     let svc = &broker.groups;
-    let (result, waits) = {
-        let mut c = svc.lock();
+    let planned = svc.with(&group_id, |shard| {
+        let c = &mut shard.classic;
         if !c.exists(&group_id) {
-            return OffsetDeleteResponse::default()
-                .with_error_code(ErrorCode::GroupIdNotFound.code());
+            return Err(ErrorCode::GroupIdNotFound);
         }
         let subscribed = if c.has_members(&group_id) {
             let d = c.describe(&group_id);
@@ -678,7 +676,11 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
             }
             w
         };
-        (topics, waits)
+        Ok((topics, waits))
+    });
+    let (result, waits) = match planned.and_then(|r| r) {
+        Ok(planned) => planned,
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };
     let durable = match waits {
         Ok(w) => wait_durable(w, Duration::from_secs(30)).await,
@@ -706,28 +708,30 @@ pub fn list_groups(
     } else {
         Vec::new()
     };
-    let consumer: Vec<(String, String, String, &'static str)> = broker
-        .groups
-        .consumer()
-        .groups
-        .values()
-        .map(|g| {
+    let mut consumer: Vec<(String, String, String, &'static str)> = Vec::new();
+    let mut classic: Vec<(String, String, String, &'static str)> = Vec::new();
+    broker.groups.for_each_shard(|shard| {
+        let first = consumer.len();
+        consumer.extend(shard.consumer.groups.values().map(|g| {
             (
                 g.id.clone(),
                 "consumer".to_string(),
                 g.state_name().to_string(),
                 "consumer",
             )
-        })
-        .collect();
-    let classic: Vec<(String, String, String, &'static str)> = broker
-        .groups
-        .lock()
-        .list()
-        .into_iter()
-        .filter(|(id, _, _)| !consumer.iter().any(|c| &c.0 == id))
-        .map(|(id, protocol_type, state)| (id, protocol_type, state.name().to_string(), "classic"))
-        .collect();
+        }));
+        let ours = &consumer[first..];
+        classic.extend(
+            shard
+                .classic
+                .list()
+                .into_iter()
+                .filter(|(id, _, _)| !ours.iter().any(|c| &c.0 == id))
+                .map(|(id, protocol_type, state)| {
+                    (id, protocol_type, state.name().to_string(), "classic")
+                }),
+        );
+    });
     let groups = classic
         .into_iter()
         .chain(consumer)
@@ -756,7 +760,6 @@ pub fn describe_groups(
     req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let c = broker.groups.lock();
     let groups = req
         .groups
         .iter()
@@ -767,7 +770,17 @@ pub fn describe_groups(
                     .with_group_id(id.clone())
                     .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
             }
-            let d = c.describe(&name);
+            let d = match broker
+                .groups
+                .with(&name, |shard| shard.classic.describe(&name))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    return DescribedGroup::default()
+                        .with_group_id(id.clone())
+                        .with_error_code(e.code())
+                }
+            };
             let missing = d.state == GroupState::Dead;
             let members = d
                 .members
@@ -822,27 +835,25 @@ pub async fn delete_groups(
     let svc = &broker.groups;
     let mut results = Vec::new();
     let mut waits = Vec::new();
-    {
-        let mut c = svc.lock();
-        for id in &req.groups_names {
-            let name = id.0.to_string();
-            let outcome = if !authorize(ctx, Operation::Delete, Resource::Group(&name)) {
-                Err(ErrorCode::GroupAuthorizationFailed)
-            } else {
-                c.delete_group(&name)
-            };
-            let error = match outcome {
-                Ok(records) => match svc.append(broker, &records) {
-                    Ok(w) => {
-                        waits.extend(w);
-                        None
-                    }
-                    Err(e) => Some(e),
-                },
-                Err(e) => Some(e),
-            };
-            results.push((id.clone(), error));
-        }
+    for id in &req.groups_names {
+        let name = id.0.to_string();
+        let outcome = if !authorize(ctx, Operation::Delete, Resource::Group(&name)) {
+            Err(ErrorCode::GroupAuthorizationFailed)
+        } else {
+            svc.with(&name, |shard| {
+                let records = shard.classic.delete_group(&name)?;
+                svc.append(broker, &records)
+            })
+            .and_then(|r| r)
+        };
+        let error = match outcome {
+            Ok(w) => {
+                waits.extend(w);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        results.push((id.clone(), error));
     }
     let durable = wait_durable(waits, Duration::from_secs(30)).await.err();
     DeleteGroupsResponse::default().with_results(
@@ -879,13 +890,9 @@ pub async fn consumer_group_heartbeat(
     if let Err(e) = ensure_offsets_topic(broker).await {
         return fail(e);
     }
-    if broker.groups.lock().has_members(&group_id) {
-        // A classic group with live members owns this id.
-        return fail(ErrorCode::GroupIdNotFound);
-    }
     let topics = crate::groups::subscribable_topics(broker);
     let hb = strata_coordinator::consumer::HeartbeatRequest {
-        group_id,
+        group_id: group_id.clone(),
         member_id: req.member_id.to_string(),
         member_epoch: req.member_epoch,
         instance_id: opt_str(&req.instance_id),
@@ -905,7 +912,17 @@ pub async fn consumer_group_heartbeat(
         client_host: format!("/{}", ctx.peer.ip()),
     };
     tracing::debug!(?hb, "ConsumerGroupHeartbeat");
-    let r = broker.groups.consumer().heartbeat(now_ms(), hb, &topics);
+    let answer = broker.groups.with(&group_id, |shard| {
+        if shard.classic.has_members(&group_id) {
+            // A classic group with live members owns this id.
+            return Err(ErrorCode::GroupIdNotFound);
+        }
+        Ok(shard.consumer.heartbeat(now_ms(), hb, &topics))
+    });
+    let r = match answer.and_then(|r| r) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     tracing::debug!(?r, "ConsumerGroupHeartbeat answer");
     if let Some(e) = r.error {
         return fail(e).with_member_id(Some(str_bytes(r.member_id)));
@@ -958,7 +975,6 @@ pub fn consumer_group_describe(
                 .collect(),
         )
     };
-    let consumer = broker.groups.consumer();
     let groups = req
         .group_ids
         .iter()
@@ -969,43 +985,56 @@ pub fn consumer_group_describe(
                     .with_group_id(id.clone())
                     .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
             }
-            match consumer.groups.get(&name) {
-                None => CgGroup::default()
+            let described =
+                broker
+                    .groups
+                    .with(&name, |shard| match shard.consumer.groups.get(&name) {
+                        None => CgGroup::default()
+                            .with_group_id(id.clone())
+                            .with_error_code(ErrorCode::GroupIdNotFound.code())
+                            .with_error_message(Some(str_bytes(format!(
+                                "Group {name} not found."
+                            )))),
+                        Some(g) => CgGroup::default()
+                            .with_group_id(id.clone())
+                            .with_group_state(str_bytes(g.state_name()))
+                            .with_group_epoch(g.group_epoch)
+                            .with_assignment_epoch(g.assignment_epoch)
+                            .with_assignor_name(str_bytes(g.assignor.clone()))
+                            .with_authorized_operations(i32::MIN)
+                            .with_members(
+                                g.members
+                                    .values()
+                                    .map(|m| {
+                                        Member::default()
+                                            .with_member_id(str_bytes(m.member_id.clone()))
+                                            .with_instance_id(m.instance_id.clone().map(str_bytes))
+                                            .with_rack_id(m.rack_id.clone().map(str_bytes))
+                                            .with_member_epoch(m.member_epoch)
+                                            .with_client_id(str_bytes(m.client_id.clone()))
+                                            .with_client_host(str_bytes(m.client_host.clone()))
+                                            .with_subscribed_topic_names(
+                                                m.subscribed
+                                                    .iter()
+                                                    .map(|t| TopicName(str_bytes(t.clone())))
+                                                    .collect(),
+                                            )
+                                            .with_assignment(names(&m.assigned))
+                                            .with_target_assignment(names(
+                                                &g.target
+                                                    .get(&m.member_id)
+                                                    .cloned()
+                                                    .unwrap_or_default(),
+                                            ))
+                                    })
+                                    .collect(),
+                            ),
+                    });
+            described.unwrap_or_else(|e| {
+                CgGroup::default()
                     .with_group_id(id.clone())
-                    .with_error_code(ErrorCode::GroupIdNotFound.code())
-                    .with_error_message(Some(str_bytes(format!("Group {name} not found.")))),
-                Some(g) => CgGroup::default()
-                    .with_group_id(id.clone())
-                    .with_group_state(str_bytes(g.state_name()))
-                    .with_group_epoch(g.group_epoch)
-                    .with_assignment_epoch(g.assignment_epoch)
-                    .with_assignor_name(str_bytes(g.assignor.clone()))
-                    .with_authorized_operations(i32::MIN)
-                    .with_members(
-                        g.members
-                            .values()
-                            .map(|m| {
-                                Member::default()
-                                    .with_member_id(str_bytes(m.member_id.clone()))
-                                    .with_instance_id(m.instance_id.clone().map(str_bytes))
-                                    .with_rack_id(m.rack_id.clone().map(str_bytes))
-                                    .with_member_epoch(m.member_epoch)
-                                    .with_client_id(str_bytes(m.client_id.clone()))
-                                    .with_client_host(str_bytes(m.client_host.clone()))
-                                    .with_subscribed_topic_names(
-                                        m.subscribed
-                                            .iter()
-                                            .map(|t| TopicName(str_bytes(t.clone())))
-                                            .collect(),
-                                    )
-                                    .with_assignment(names(&m.assigned))
-                                    .with_target_assignment(names(
-                                        &g.target.get(&m.member_id).cloned().unwrap_or_default(),
-                                    ))
-                            })
-                            .collect(),
-                    ),
-            }
+                    .with_error_code(e.code())
+            })
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)

@@ -253,8 +253,7 @@ pub async fn add_offsets_to_txn(
             return Err(ErrorCode::GroupAuthorizationFailed);
         }
         super::groups::ensure_offsets_topic(broker).await?;
-        let partition =
-            strata_coordinator::offsets_partition_for(group, broker.groups.offsets_partitions);
+        let partition = broker.groups.partition_for(group);
         add_to_txn(
             broker,
             tid,
@@ -277,8 +276,7 @@ pub async fn txn_offset_commit(
     let group = req.group_id.0.to_string();
     let producer_id = req.producer_id.0;
     let epoch = req.producer_epoch;
-    let partition =
-        strata_coordinator::offsets_partition_for(&group, broker.groups.offsets_partitions);
+    let partition = broker.groups.partition_for(&group);
     let check = if !authorize(ctx, Operation::Write, Resource::TransactionalId(&tid)) {
         Err(ErrorCode::TransactionalIdAuthorizationFailed)
     } else if !authorize(ctx, Operation::Read, Resource::Group(&group)) {
@@ -329,7 +327,7 @@ pub async fn txn_offset_commit(
     } else {
         match broker
             .groups
-            .append_txn(broker, records, producer_id, epoch)
+            .append_txn(broker, &group, records, producer_id, epoch)
         {
             Ok(waits) => wait_durable(waits, WAIT).await,
             Err(e) => Err(e),
