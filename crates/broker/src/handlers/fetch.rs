@@ -149,10 +149,12 @@ pub fn fetch(
     let read_committed = req.isolation_level == 1;
     Reply::Later(
         async move {
-            let resolved: Vec<Resolved> = partitions
-                .into_iter()
-                .map(|(key, sp)| resolve(&broker, &ctx, by_id, key, sp))
-                .collect();
+            let resolved: Arc<Vec<Resolved>> = Arc::new(
+                partitions
+                    .into_iter()
+                    .map(|(key, sp)| resolve(&broker, &ctx, by_id, key, sp))
+                    .collect(),
+            );
             let deadline = tokio::time::Instant::now() + max_wait;
             let results = loop {
                 // Subscribe before reading, so an append between the read and the wait wakes us.
@@ -160,7 +162,8 @@ pub fn fetch(
                     .iter()
                     .filter_map(|r| r.partition.as_ref().map(|p| p.subscribe()))
                     .collect();
-                let (results, total, any_error) = read_all(&resolved, max_bytes, read_committed);
+                let (results, total, any_error) =
+                    read_all_blocking(&resolved, max_bytes, read_committed).await;
                 if total >= min_bytes
                     || any_error
                     || receivers.is_empty()
@@ -173,7 +176,8 @@ pub fn fetch(
                 );
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
                     // Timed out: answer with whatever is there now.
-                    let (results, _, _) = read_all(&resolved, max_bytes, read_committed);
+                    let (results, _, _) =
+                        read_all_blocking(&resolved, max_bytes, read_committed).await;
                     break results;
                 }
             };
@@ -301,6 +305,30 @@ fn resolve(
             partition: None,
             error: Some(e),
         },
+    }
+}
+
+/// [`read_all`] on the blocking pool: log reads never run on a runtime worker.
+async fn read_all_blocking(
+    resolved: &Arc<Vec<Resolved>>,
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<PartitionData>, usize, bool) {
+    let task = resolved.clone();
+    match tokio::task::spawn_blocking(move || read_all(&task, max_bytes, read_committed)).await {
+        Ok(read) => read,
+        Err(error) => {
+            tracing::error!(%error, "fetch read task failed");
+            let failed = resolved
+                .iter()
+                .map(|r| {
+                    PartitionData::default()
+                        .with_partition_index(r.key.partition)
+                        .with_error_code(ErrorCode::UnknownServerError.code())
+                })
+                .collect();
+            (failed, 0, true)
+        }
     }
 }
 

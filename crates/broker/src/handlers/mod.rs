@@ -77,7 +77,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         RequestKind::Metadata(req) => Reply::now(ResponseKind::Metadata(
             metadata::metadata(broker, ctx, req, version).await,
         )),
-        RequestKind::Produce(req) => produce::produce(broker, ctx, req, version),
+        RequestKind::Produce(req) => produce::produce(broker, ctx, req, version).await,
         RequestKind::Fetch(req) => fetch::fetch(broker, ctx, req, version),
         RequestKind::ListOffsets(req) => Reply::now(ResponseKind::ListOffsets(
             offsets::list_offsets(broker, ctx, req, version),

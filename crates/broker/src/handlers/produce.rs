@@ -30,12 +30,43 @@ struct Waiting {
     needed_hw: i64,
 }
 
-pub fn produce(
+/// Appends the request's batches on the blocking pool (file writes, and a segment roll's
+/// fsync, never run on a runtime worker), then answers by `acks`. The connection awaits this
+/// before handling its next request, so appends keep the order of arrival.
+pub async fn produce(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
     req: ProduceRequest,
     version: i16,
 ) -> Reply {
+    let acks = req.acks;
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    let (broker, ctx) = (broker.clone(), ctx.clone());
+    let appended = tokio::task::spawn_blocking(move || append_all(&broker, &ctx, req, version));
+    let (response, waiting) = match appended.await {
+        Ok(appended) => appended,
+        Err(error) => {
+            tracing::error!(%error, "produce task failed");
+            return Reply::now(ResponseKind::Produce(ProduceResponse::default()));
+        }
+    };
+    if acks == 0 {
+        return Reply::None;
+    }
+    if waiting.is_empty() {
+        return Reply::now(ResponseKind::Produce(response));
+    }
+    Reply::Later(acknowledge(response, waiting, timeout).boxed())
+}
+
+/// Validates and appends every partition's batches; returns the response as acks=1 answers
+/// it and the partitions an acks=all answer waits for.
+fn append_all(
+    broker: &Broker,
+    ctx: &ConnectionContext,
+    req: ProduceRequest,
+    version: i16,
+) -> (ProduceResponse, Vec<Waiting>) {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let image = broker.image();
@@ -206,56 +237,54 @@ pub fn produce(
                 .with_partition_responses(partition_responses),
         );
     }
-    let response = ProduceResponse::default().with_responses(responses);
-    if acks == 0 {
-        return Reply::None;
-    }
-    if waiting.is_empty() {
-        return Reply::now(ResponseKind::Produce(response));
-    }
-    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
-    Reply::Later(
-        async move {
-            let mut response = response;
-            let deadline = tokio::time::Instant::now() + timeout;
-            for w in waiting {
-                let mut rx = w.partition.subscribe();
-                let reached = tokio::time::timeout_at(deadline, async {
-                    loop {
-                        if *rx.borrow_and_update() >= w.needed_hw
-                            || w.partition.is_deleted()
-                            || w.partition.is_offline()
-                        {
-                            return;
-                        }
-                        if rx.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                })
-                .await;
-                let code = if w.partition.is_deleted() {
-                    Some(ErrorCode::UnknownTopicOrPartition)
-                } else if w.partition.high_watermark() < w.needed_hw && w.partition.is_offline() {
-                    // Written, but the directory failed before it was durable: never
-                    // acknowledged (the producer may retry once the broker is back).
-                    Some(ErrorCode::KafkaStorageError)
-                } else if reached.is_err() {
-                    Some(ErrorCode::RequestTimedOut)
-                } else {
-                    None
-                };
-                if let Some(code) = code {
-                    let p = &mut response.responses[w.topic_index].partition_responses
-                        [w.partition_index];
-                    p.error_code = code.code();
-                    p.base_offset = -1;
+    (
+        ProduceResponse::default().with_responses(responses),
+        waiting,
+    )
+}
+
+/// Waits until the high watermark of every waiting partition passes its batch (acks=all),
+/// or `timeout`, and marks the partitions that were not acknowledged.
+async fn acknowledge(
+    mut response: ProduceResponse,
+    waiting: Vec<Waiting>,
+    timeout: Duration,
+) -> ResponseKind {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for w in waiting {
+        let mut rx = w.partition.subscribe();
+        let reached = tokio::time::timeout_at(deadline, async {
+            loop {
+                if *rx.borrow_and_update() >= w.needed_hw
+                    || w.partition.is_deleted()
+                    || w.partition.is_offline()
+                {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
                 }
             }
-            ResponseKind::Produce(response)
+        })
+        .await;
+        let code = if w.partition.is_deleted() {
+            Some(ErrorCode::UnknownTopicOrPartition)
+        } else if w.partition.high_watermark() < w.needed_hw && w.partition.is_offline() {
+            // Written, but the directory failed before it was durable: never
+            // acknowledged (the producer may retry once the broker is back).
+            Some(ErrorCode::KafkaStorageError)
+        } else if reached.is_err() {
+            Some(ErrorCode::RequestTimedOut)
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            let p = &mut response.responses[w.topic_index].partition_responses[w.partition_index];
+            p.error_code = code.code();
+            p.base_offset = -1;
         }
-        .boxed(),
-    )
+    }
+    ResponseKind::Produce(response)
 }
 
 /// The partition's in-sync replicas as the metadata image records them. A single node is the
