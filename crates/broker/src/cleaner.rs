@@ -5,13 +5,23 @@
 //! partition with the highest cleaning priority (`Partition::cleaning_priority`: due by
 //! `min.cleanable.dirty.ratio`, `max.compaction.lag.ms`, or a passed delete horizon) that no
 //! other worker is cleaning, claim it, and clean its closed segments below the high watermark
-//! (`PartitionLog::clean`): the latest record per key stays, tombstones go once
-//! `delete.retention.ms` has passed since their segment was first cleaned, nothing younger
-//! than `min.compaction.lag.ms` is touched. A round ends when nothing unclaimed is due (each
-//! worker cleans a partition at most once a round). Two workers never clean the same partition
-//! at once. Each worker's key map gets `log.cleaner.dedupe.buffer.size / threads` (keys
-//! beyond it are left for a later pass); `log.cleaner.io.max.bytes.per.second` is one budget
-//! shared by all workers, charged with the bytes each pass rewrote.
+//! (`Partition::clean`, `PartitionLog::clean_concurrently`): the latest record per key stays,
+//! tombstones go once `delete.retention.ms` has passed since their segment was first cleaned,
+//! nothing younger than `min.compaction.lag.ms` is touched. A round ends when nothing
+//! unclaimed is due (each worker cleans a partition at most once a round). Two workers never
+//! clean the same partition at once (the claims; the log also refuses a second pass). Each
+//! worker's key map gets `log.cleaner.dedupe.buffer.size / threads` (keys beyond it are left
+//! for a later pass); `log.cleaner.io.max.bytes.per.second` is one budget shared by all
+//! workers, charged with the bytes each pass rewrote.
+//!
+//! A pass holds the partition's log lock only briefly: to take a snapshot of the segments it
+//! reads, and to swap each rewritten segment in (renames, directory fsyncs, index files) and
+//! finally write the delete horizons. The expensive part, reading the log to build the key
+//! map and writing and fsyncing the rewritten segments, runs without it, so produce requests
+//! and fetches on a compacted partition go on meanwhile. If the log changed under the pass
+//! (retention, DeleteRecords or a truncation deleted or cut a segment it read), or the
+//! partition was deleted or its directory went offline, the pass discards what it has not
+//! swapped yet and gives up; the partition stays due and a later round cleans it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

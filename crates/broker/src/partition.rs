@@ -7,7 +7,10 @@
 //!
 //! Appends take the log's mutex, so appends to one partition are serialized and offsets are
 //! assigned in arrival order; reads take it briefly too (positioned reads do not move a
-//! cursor). The HW is published through a `watch` channel that long-polling fetches and
+//! cursor). So does the log cleaner: it takes a snapshot of the segments under the mutex,
+//! reads and copies them without it, and holds it again only to swap each rewritten segment
+//! in ([`Partition::clean`]), so produce requests to a compacted partition do not wait for
+//! the copy. The HW is published through a `watch` channel that long-polling fetches and
 //! acks=all produces wait on.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
@@ -15,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use strata_log::{
-    AbortedTxn, AppendInfo, Check, LogConfig, LogError, Marker, MarkerRecord, PartitionLog,
-    ProducerError, ProducerStateManager, SyncJob,
+    AbortedTxn, AppendInfo, Check, CleanStage, LogConfig, LogError, Marker, MarkerRecord,
+    PartitionLog, ProducerError, ProducerStateManager, SyncJob,
 };
 use strata_protocol::batch::BatchHeader;
 use strata_protocol::ErrorCode;
@@ -789,8 +792,24 @@ impl Partition {
 
     /// Compacts the closed segments of a `cleanup.policy=compact` topic (see
     /// `PartitionLog::clean`) if it is due (see [`Self::cleaning_priority`]). Blocking
-    /// (rewrites files). Returns the bytes of the segments it rewrote.
+    /// (rewrites files), but it holds the log's lock only briefly: to take a snapshot of the
+    /// segments, and to swap each rewritten segment in (a few renames and fsyncs); reading the
+    /// log and writing the rewrites happen without it, so produce requests and fetches go on
+    /// (`PartitionLog::clean_concurrently`). A pass that finds the log changed under it
+    /// (retention, DeleteRecords, a truncation), or the partition deleted or its directory
+    /// offline, gives up and is retried by a later round. Returns the bytes of the segments it
+    /// rewrote.
     pub fn clean(&self, now_ms: i64, max_keys: usize) -> u64 {
+        self.clean_with_hook(now_ms, max_keys, &mut |_| {})
+    }
+
+    /// [`Self::clean`], calling `hook` at each stage of the copy (a no-op outside tests).
+    fn clean_with_hook(
+        &self,
+        now_ms: i64,
+        max_keys: usize,
+        hook: &mut dyn FnMut(CleanStage),
+    ) -> u64 {
         let settings = self.settings();
         if !settings.compact {
             return 0;
@@ -800,15 +819,39 @@ impl Partition {
             delete_retention_ms: settings.delete_retention_ms,
             min_compaction_lag_ms: settings.min_compaction_lag_ms,
         };
-        let mut log = self.lock_log();
-        if self.priority_locked(&log, &settings, now_ms, hw).is_none() {
-            return 0;
-        }
-        let reach = log.cleanable_end(hw);
-        let result = log.clean_bounded(now_ms, opts, hw, max_keys);
-        if result.is_ok() {
+        let (reach, dirty_since) = {
+            let log = self.lock_log();
+            if self.priority_locked(&log, &settings, now_ms, hw).is_none() {
+                return 0;
+            }
+            // Appends during the pass are not seen by it: their wait for the cleaner
+            // (`max.compaction.lag.ms`) starts afresh from here.
+            (
+                log.cleanable_end(hw),
+                self.dirty_since_ms.swap(0, Ordering::AcqRel),
+            )
+        };
+        let result = PartitionLog::clean_concurrently_with_hook(
+            || (!self.is_deleted() && !self.is_offline()).then(|| self.lock_log()),
+            now_ms,
+            opts,
+            hw,
+            max_keys,
+            hook,
+        );
+        if matches!(&result, Ok(report) if !report.abandoned) {
             self.clean_point.store(reach, Ordering::Release);
-            self.dirty_since_ms.store(0, Ordering::Release);
+        } else if dirty_since > 0 {
+            // The dirty records still wait: keep the earliest time they were appended.
+            let _ = self
+                .dirty_since_ms
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                    Some(if now == 0 {
+                        dirty_since
+                    } else {
+                        now.min(dirty_since)
+                    })
+                });
         }
         match result {
             Ok(report) => {
@@ -821,8 +864,12 @@ impl Partition {
                         bytes_before = report.bytes_before,
                         bytes_after = report.bytes_after,
                         delete_horizons_recorded = report.horizons_recorded,
+                        abandoned = report.abandoned,
                         "compacted"
                     );
+                }
+                if report.abandoned {
+                    tracing::debug!(topic = %self.topic, partition = self.index, "the log changed during a cleaning pass; a later round retries");
                 }
                 report.bytes_before
             }
@@ -976,11 +1023,9 @@ mod tests {
         out
     }
 
-    /// A compacted partition that was cleaned once keeps its tombstone, is not due while
-    /// nothing is dirty, becomes due when the delete horizon passes, and then loses it.
-    #[test]
-    fn a_passed_delete_horizon_makes_a_clean_partition_due() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A partition of a compacted topic with one batch a segment (`segment.bytes` is tiny)
+    /// in `dir`.
+    fn compacted_partition(dir: &std::path::Path) -> Partition {
         let topic: BTreeMap<String, String> = [
             ("cleanup.policy", "compact"),
             ("delete.retention.ms", "1000"),
@@ -997,8 +1042,8 @@ mod tests {
             static_broker: &BTreeMap::new(),
         }));
         let (log, _) =
-            PartitionLog::open(&dir.path().join("t-0"), log_config(&settings), 0).expect("open");
-        let p = Partition::new(
+            PartitionLog::open(&dir.join("t-0"), log_config(&settings), 0).expect("open");
+        Partition::new(
             "t".into(),
             Uuid::nil(),
             0,
@@ -1007,19 +1052,32 @@ mod tests {
             PartitionInit {
                 leader_epoch: 0,
                 fsync_before_ack: false,
-                log_dir: Arc::new(LogDirState::new(dir.path())),
+                log_dir: Arc::new(LogDirState::new(dir)),
                 checkpointed_hw: None,
             },
-        );
-        // One segment each (segment.bytes is tiny): a=1, a tombstone with an ancient
-        // timestamp, z=1 in the active segment.
+        )
+    }
+
+    /// Appends one record with an ancient timestamp; returns its offset.
+    fn append_record(p: &Partition, key: &[u8], value: Option<&[u8]>) -> i64 {
+        let batch = encode_batch(
+            &[PlainRecord::new(Some(key), value, 1)],
+            kafka_protocol::records::Compression::None,
+        )
+        .expect("encode");
+        p.append_internal(&batch, 0).expect("append").base_offset()
+    }
+
+    /// A compacted partition that was cleaned once keeps its tombstone, is not due while
+    /// nothing is dirty, becomes due when the delete horizon passes, and then loses it.
+    #[test]
+    fn a_passed_delete_horizon_makes_a_clean_partition_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = compacted_partition(dir.path());
+        // One segment each: a=1, a tombstone with an ancient timestamp, z=1 in the active
+        // segment.
         for (key, value) in [(b"a", Some(&b"1"[..])), (b"a", None), (b"z", Some(b"1"))] {
-            let batch = encode_batch(
-                &[PlainRecord::new(Some(key), value, 1)],
-                kafka_protocol::records::Compression::None,
-            )
-            .expect("encode");
-            p.append_internal(&batch, 0).expect("append");
+            append_record(&p, key, value);
         }
         let now = 1_700_000_000_000;
         assert!(p.cleaning_priority(now).is_some(), "dirty");
@@ -1035,5 +1093,65 @@ mod tests {
         assert!(p.clean(now + 1_000, 1_000) > 0);
         assert_eq!(offsets(&p), vec![2], "gone after delete.retention.ms");
         assert_eq!(p.cleaning_priority(now + 10_000), None);
+    }
+
+    /// The cleaner does not hold the log's lock while it copies: at every stage of the copy
+    /// a produce from another thread goes through (new values of the keys being compacted);
+    /// the pass then swaps its rewrites in, and every record appended meanwhile is intact.
+    #[test]
+    fn produce_goes_on_while_the_cleaner_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = compacted_partition(dir.path());
+        for i in 0..6 {
+            append_record(&p, format!("k{}", i % 2).as_bytes(), Some(b"old"));
+        }
+        let now = 1_700_000_000_000;
+        let mut during = Vec::new();
+        let mut stages = Vec::new();
+        let bytes = p.clean_with_hook(now, 1_000, &mut |stage| {
+            assert!(p.log.try_lock().is_ok(), "the log is locked at {stage:?}");
+            let offset = std::thread::scope(|s| {
+                s.spawn(|| append_record(&p, b"k0", Some(b"new")))
+                    .join()
+                    .expect("append")
+            });
+            during.push(offset);
+            stages.push(stage);
+        });
+        assert!(bytes > 0);
+        assert_eq!(stages[0], CleanStage::KeysMapped);
+        assert!(stages.len() > 1, "{stages:?}");
+        // k0 and k1 were written at 0..6 (k0 last at 4, k1 at 5, in the active segment):
+        // the pass kept k0@4 and k1@5, and everything appended during it.
+        let mut expected = vec![4, 5];
+        expected.extend(&during);
+        assert_eq!(offsets(&p), expected);
+        assert_eq!(p.log_end_offset(), 6 + during.len() as i64);
+        // The new values are dirty: the next pass compacts them.
+        assert!(p.cleaning_priority(now).is_some());
+        assert!(p.clean(now, 1_000) > 0);
+        assert_eq!(offsets(&p), vec![5, *during.last().expect("appended")]);
+    }
+
+    /// A pass that finds the log changed when it comes to swap (here DeleteRecords during
+    /// the copy) gives up, and the partition stays due: the next pass does the work.
+    #[test]
+    fn a_cleaning_pass_given_up_leaves_the_partition_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = compacted_partition(dir.path());
+        for i in 0..6 {
+            append_record(&p, format!("k{}", i % 2).as_bytes(), Some(b"v"));
+        }
+        let now = 1_700_000_000_000;
+        let bytes = p.clean_with_hook(now, 1_000, &mut |stage| {
+            if stage == CleanStage::KeysMapped {
+                assert_eq!(p.delete_records_before(1), Ok(1));
+            }
+        });
+        assert_eq!(bytes, 0, "nothing swapped");
+        assert_eq!(offsets(&p), vec![1, 2, 3, 4, 5]);
+        assert!(p.cleaning_priority(now).is_some(), "still due");
+        assert!(p.clean(now, 1_000) > 0);
+        assert_eq!(offsets(&p), vec![4, 5]);
     }
 }

@@ -14,10 +14,18 @@
 //! The message crate's `RecordBatchDecoder` is not used: it collapses duplicate header keys
 //! (headers are a map) and rejects non-UTF-8 header keys, which would alter records.
 //!
-//! Crash safety: see [`rewrite_segment`]'s steps and [`recover_cleaner_files`].
+//! A pass reads and copies without the log (the caller's lock is free meanwhile): the key map
+//! ([`map_keys`]) and each rewrite ([`write_cleaned`]) read the segments through
+//! [`SegmentSnapshot`]s taken under the lock; `PartitionLog` swaps each rewrite in under the
+//! lock, after checking the log still holds what the pass read (see
+//! `PartitionLog::clean_concurrently`).
+//!
+//! Crash safety: steps 1-2 of a rewrite in [`write_cleaned`], steps 3-8 in
+//! `PartitionLog::swap_cleaned`, recovery in [`recover_cleaner_files`].
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use bytes::{BufMut, BytesMut};
@@ -27,7 +35,8 @@ use strata_protocol::batch::{
     CRC_START_OFFSET, LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
 };
 
-use crate::segment::{io_err, parse_segment_name, segment_path};
+use crate::index::SegmentIndex;
+use crate::segment::{io_err, parse_segment_name, segment_path, SegmentSnapshot};
 use crate::LogError;
 
 /// Settings of one cleaning pass (Kafka's `delete.retention.ms`, `min.compaction.lag.ms`).
@@ -56,6 +65,26 @@ pub struct CleanReport {
     /// Segments given a delete horizon by this pass (covered for the first time while they
     /// keep a tombstone).
     pub horizons_recorded: usize,
+    /// The pass gave up because the log changed while it copied without the log's lock (a
+    /// segment it read was deleted or cut: retention, DeleteRecords, a replica's truncation)
+    /// or the log went away (see [`crate::PartitionLog::clean_concurrently`]). Its unfinished
+    /// rewrites were discarded and no horizon was recorded; segments swapped in before the
+    /// change (counted above) stay cleaned, which a crash at that point would leave too. A
+    /// later pass does the rest.
+    pub abandoned: bool,
+}
+
+/// Where a cleaning pass stands, for the test hook of
+/// [`crate::PartitionLog::clean_concurrently_with_hook`]: the hook runs at each of these
+/// points without the log's lock, so a test can act on the log while the pass copies.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanStage {
+    /// The key map is built; no file is written yet.
+    KeysMapped,
+    /// The rewrite of the segment with this base offset is written and fsynced as
+    /// `<base>.log.cleaned`; its swap, under the lock, comes next.
+    Copied(i64),
 }
 
 /// One record of a batch, as walked from its uncompressed records section.
@@ -133,7 +162,6 @@ pub(crate) fn with_records<T>(
 /// Compresses `data` with `codec` at `level` (gzip 1-9 or -1 for the default, lz4 1-17,
 /// zstd -131072..22); snappy ignores the level.
 fn compress_with_level(codec: Compression, data: &[u8], level: i32) -> Result<Vec<u8>, String> {
-    use std::io::Write;
     match codec {
         Compression::Gzip => {
             let level = if level < 0 {
@@ -371,6 +399,207 @@ impl CrashBudget {
             None => Ok(()),
         }
     }
+}
+
+/// Whether `error` is the test hook's simulated crash (the files are then left as they are).
+pub(crate) fn is_simulated_crash(error: &LogError) -> bool {
+    matches!(error, LogError::Io { action, .. } if action.contains("simulated crash"))
+}
+
+/// A 128-bit hash of a record key for the cleaner's key map (two SipHash passes with
+/// different prefixes); a collision would need 2^64 keys to become likely.
+pub(crate) fn key_hash(key: &[u8]) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    0u8.hash(&mut a);
+    key.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    1u8.hash(&mut b);
+    key.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// What a pass knows of the log below the high watermark.
+#[derive(Debug, Default)]
+pub(crate) struct KeyMap {
+    /// The offset of the latest record of every key (by [`key_hash`]).
+    pub latest: HashMap<u128, i64>,
+    /// The base offset of the last batch of every producer.
+    pub last_of_producer: HashMap<i64, i64>,
+}
+
+/// Builds the key map from `segments` (in offset order, each holding offsets below
+/// `high_watermark`): every non-control, non-transactional batch whose last offset is below
+/// `high_watermark`, the active segment's included. At most `max_keys` keys: once the map is
+/// full, new keys are left out (their records are all kept) while the keys in it are still
+/// followed to their latest offset. Reads the segments without the log (see
+/// [`SegmentSnapshot`]).
+pub(crate) fn map_keys(
+    segments: &[SegmentSnapshot],
+    high_watermark: i64,
+    max_keys: usize,
+) -> Result<KeyMap, LogError> {
+    let mut map = KeyMap::default();
+    'segments: for segment in segments {
+        if segment.base_offset >= high_watermark {
+            break;
+        }
+        if segment.size == 0 {
+            continue;
+        }
+        let reader = segment.reader()?;
+        let mut position = 0u64;
+        // Bounded by the segment size: each step advances by at least one header.
+        while position < segment.size {
+            let header = reader.header_at(position)?;
+            let len = header.total_len();
+            if header.last_offset() >= high_watermark {
+                break 'segments;
+            }
+            if header.producer_id >= 0 && !header.is_control() {
+                map.last_of_producer
+                    .insert(header.producer_id, header.base_offset);
+            }
+            if !header.is_control() && !header.is_transactional() {
+                let bytes = reader.read_bytes(position, len)?;
+                let latest = &mut map.latest;
+                if let Err(error) = record_keys(&bytes, &header, |key, offset| {
+                    let hash = key_hash(key);
+                    let room = latest.len() < max_keys;
+                    match latest.get_mut(&hash) {
+                        Some(at) => *at = offset,
+                        None if room => {
+                            latest.insert(hash, offset);
+                        }
+                        None => {}
+                    }
+                }) {
+                    tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot read the records of a batch; it is left as it is");
+                }
+            }
+            position += len as u64;
+        }
+    }
+    Ok(map)
+}
+
+/// The rewrite of one closed segment, written to `<base>.log.cleaned` and fsynced: ready to
+/// be swapped in (`PartitionLog`'s swap, under the log's lock).
+#[derive(Debug)]
+pub(crate) struct CleanedSegment {
+    pub base_offset: i64,
+    /// Records removed.
+    pub removed: u64,
+    /// Bytes of the segment before the rewrite.
+    pub before: u64,
+    /// Bytes of the rewrite.
+    pub after: u64,
+    /// The rewrite's indexes (sealed), built while writing it, so the swap need not read the
+    /// new file again.
+    pub index: SegmentIndex,
+}
+
+/// Rewrites the closed segment `segment` into `<base>.log.cleaned` in `dir`, keeping the
+/// records `keep` accepts, and the batches left with no record that `keep_empty` accepts (as
+/// empty batches); transactional and control batches are copied as they are. The file is
+/// written and fsynced (crash steps 1 and 2 of the rewrite) and the rewrite's index is built
+/// with `index_interval_bytes`. `None` (and no file left) if no batch changed, and so neither
+/// did the segment. Reads the segment and writes the file without the log (see
+/// [`SegmentSnapshot`]); on an error other than a simulated crash the file is removed.
+pub(crate) fn write_cleaned(
+    dir: &Path,
+    segment: &SegmentSnapshot,
+    keep: impl Fn(&RawRecord<'_>) -> bool,
+    keep_empty: impl Fn(&BatchHeader) -> bool,
+    index_interval_bytes: u32,
+    crash: &mut CrashBudget,
+) -> Result<Option<CleanedSegment>, LogError> {
+    let base = segment.base_offset;
+    let cleaned_path = segment_path(dir, base, CLEANED_EXT);
+    // The descriptor first: if the segment is gone already, no file is created.
+    let reader = segment.reader()?;
+    let (mut writer, file) = create_cleaned(dir, base)?;
+    let mut index = SegmentIndex::new(base);
+    let written = (|| -> Result<(u64, u64, bool), LogError> {
+        let mut removed = 0u64;
+        let mut changed = false;
+        let mut after = 0u64;
+        let mut position = 0u64;
+        // Bounded by the segment size: each step advances by at least one header.
+        while position < segment.size {
+            let header = reader.header_at(position)?;
+            let len = header.total_len();
+            let bytes = reader.read_bytes(position, len)?;
+            position += len as u64;
+            let filtered = if header.is_control() || header.is_transactional() {
+                Filtered::Unchanged
+            } else {
+                filter_batch(&bytes, &header, &keep, keep_empty(&header)).unwrap_or_else(
+                    |error| {
+                        tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot rewrite a batch; it is left as it is");
+                        Filtered::Unchanged
+                    },
+                )
+            };
+            let out = match &filtered {
+                Filtered::Unchanged => Some((&bytes[..], header)),
+                Filtered::Rewritten(n, batch) => {
+                    removed += n;
+                    changed = true;
+                    batch.as_deref().map(|b| {
+                        let header = strata_protocol::batch::parse_header(b)
+                            .expect("a rewritten batch has a whole header");
+                        (b, header)
+                    })
+                }
+            };
+            if let Some((out, header)) = out {
+                index.on_batch(&header, after, index_interval_bytes);
+                writer
+                    .write_all(out)
+                    .map_err(io_err("write cleaned segment", &cleaned_path))?;
+                after += out.len() as u64;
+            }
+        }
+        Ok((removed, after, changed))
+    })();
+    let (removed, after, changed) = match written {
+        Ok(done) => done,
+        Err(error) => {
+            drop(writer);
+            let _ = std::fs::remove_file(&cleaned_path);
+            return Err(error);
+        }
+    };
+    if !changed {
+        drop(writer);
+        remove_if_exists(&cleaned_path, "remove unneeded cleaned segment")?;
+        return Ok(None);
+    }
+    let finish = (|| -> Result<(), LogError> {
+        writer
+            .into_inner()
+            .map_err(|e| io_err("write cleaned segment", &cleaned_path)(e.into_error()))?;
+        crash.step(dir)?; // 1: written, not durable
+        file.sync_all()
+            .map_err(io_err("fsync cleaned segment", &cleaned_path))?;
+        crash.step(dir)?; // 2: durable, not committed
+        Ok(())
+    })();
+    if let Err(error) = finish {
+        if !is_simulated_crash(&error) {
+            let _ = std::fs::remove_file(&cleaned_path);
+        }
+        return Err(error);
+    }
+    index.seal();
+    Ok(Some(CleanedSegment {
+        base_offset: base,
+        removed,
+        before: segment.size,
+        after,
+        index,
+    }))
 }
 
 pub(crate) fn create_cleaned(dir: &Path, base: i64) -> Result<(BufWriter<File>, File), LogError> {

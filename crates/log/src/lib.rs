@@ -13,7 +13,9 @@
 //! - [`file_cache`]: the process-wide LRU of open segment files within a descriptor budget;
 //!   a partition holds no descriptor while idle.
 //! - [`PartitionLog::clean`]: log compaction of closed segments ([`CleanOptions`],
-//!   [`CleanReport`]; see `compaction.rs`).
+//!   [`CleanReport`]; see `compaction.rs`); [`PartitionLog::clean_concurrently`] runs the
+//!   same pass on a log behind the caller's lock, holding it only for a snapshot and for each
+//!   swap, so appends and reads go on while it copies.
 //! - [`LogConfig`], [`AppendInfo`], [`LogError`].
 //!
 //! Internally a `PartitionLog` is a `BTreeMap` from base offset to `Segment` (one `.log` with
@@ -32,7 +34,9 @@
 //!
 //! What this crate must never do: decode records on the append or read path (only batch
 //! headers are parsed), serve a partial batch, reuse an offset, or do networking / async. It
-//! takes no locks: the caller serializes access (the broker holds a mutex per partition).
+//! takes no locks of its own: the caller serializes access (the broker holds a mutex per
+//! partition); [`PartitionLog::clean_concurrently`] is given a way to take the caller's lock
+//! and takes it for its brief steps only.
 //! Errors are typed ([`LogError`]); invariant violations are panics.
 
 mod checkpoint;
@@ -52,7 +56,7 @@ use std::path::PathBuf;
 use strata_protocol::batch::BatchError;
 
 pub use crate::checkpoint::replace_file_durably;
-pub use crate::compaction::{recompress_batch, CleanOptions, CleanReport};
+pub use crate::compaction::{recompress_batch, CleanOptions, CleanReport, CleanStage};
 pub use crate::partition_log::{PartitionLog, SyncJob};
 pub use crate::producer_state::{
     AbortedTxn, Check, Marker, MarkerRecord, ProducerError, ProducerStateManager,

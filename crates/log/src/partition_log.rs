@@ -5,22 +5,24 @@
 //! forward by exactly the offsets of each appended batch and backward only when recovery cuts
 //! a torn tail that was never fsynced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{IoSlice, Write};
+use std::io::IoSlice;
+use std::ops::DerefMut;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_protocol::batch::{self, BatchHeader};
 
 use crate::checkpoint;
-use crate::compaction::{self, CleanOptions, CleanReport, CrashBudget, Filtered};
+use crate::compaction::{self, CleanOptions, CleanReport, CleanStage, CrashBudget};
 use crate::epoch_cache::EpochCache;
 use crate::file_cache::CachedFile;
 use crate::horizon::{self, Horizons};
 use crate::producer_state::AbortedTxn;
-use crate::segment::{io_err, parse_segment_name, segment_path, Segment};
+use crate::segment::{io_err, parse_segment_name, segment_path, Segment, SegmentSnapshot};
 use crate::txn_index;
 use crate::{AppendInfo, LogConfig, LogError, RecoveryReport};
 
@@ -113,6 +115,9 @@ pub struct PartitionLog {
     leader_epoch: i32,
     /// Epoch → start offset, as checkpointed in `leader-epoch-checkpoint` (`epoch_cache.rs`).
     epochs: EpochCache,
+    /// Set while a cleaning pass is under way (it runs partly without the log; see
+    /// [`PartitionLog::clean_concurrently`]), so that no second one starts.
+    cleaning: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -259,6 +264,7 @@ impl PartitionLog {
             next_horizon: None,
             leader_epoch: 0,
             epochs: EpochCache::read(dir)?,
+            cleaning: Arc::new(AtomicBool::new(false)),
         };
         log.load_txn_indexes()?;
         if let Some(start) = checkpointed_start.filter(|s| *s > first_base) {
@@ -981,9 +987,14 @@ impl PartitionLog {
     ///
     /// Each rewrite is crash-safe: `<base>.log.cleaned` is written and fsynced, renamed to
     /// `<base>.log.swap` (the commit point) and the directory fsynced; the old indexes are
-    /// deleted, `.swap` is renamed over `<base>.log`, the directory fsynced, and the indexes
-    /// rebuilt. [`PartitionLog::open`] finishes or discards an interrupted rewrite. Segments
-    /// are rewritten in offset order.
+    /// deleted, `.swap` is renamed over `<base>.log`, the directory fsynced, and the index
+    /// files written (from the index built while copying) and fsynced. [`PartitionLog::open`]
+    /// finishes or discards an interrupted rewrite. Segments are rewritten and swapped in
+    /// offset order, one at a time.
+    ///
+    /// This holds `&mut self` for the whole pass; [`PartitionLog::clean_concurrently`] runs
+    /// the same pass on a log behind the caller's lock, holding it only for a snapshot and
+    /// for each swap.
     ///
     /// A batch that cannot be decompressed is left as it is (and its keys are not counted).
     /// Memory: the key map holds every distinct key below the high watermark; see
@@ -1032,14 +1043,100 @@ impl PartitionLog {
         )
     }
 
+    /// [`PartitionLog::clean_bounded`] on a log that others go on using during the pass: the
+    /// caller's lock is held only for brief steps, so appends, reads, retention and
+    /// truncation are not held up while the pass reads and copies. `lock` takes the lock
+    /// (`None`: the log is going away, the pass stops); the pass drops each guard it gets
+    /// before it reads or writes segment data:
+    ///
+    /// 1. under the lock, a snapshot: the segments holding offsets below the high watermark
+    ///    (their `.log` handles and sizes), which closed ones are cleaned and whether
+    ///    tombstones may go from each, and the log start offset;
+    /// 2. without it, the key map is built, then segment by segment the rewrite is written to
+    ///    `<base>.log.cleaned` and fsynced;
+    /// 3. under the lock, for each rewrite, a check that the log still holds every segment
+    ///    the pass read, as it read it (the same `.log` handle with at least as many bytes,
+    ///    which a deletion or a truncation changes; the same log start offset); then the
+    ///    rewrite is swapped in with the durable steps of [`PartitionLog::clean`], its index
+    ///    files written from the index built while copying (the new file is not read again);
+    /// 4. under the lock, the same check, then the delete horizon checkpoint.
+    ///
+    /// When a check fails, or `lock` returns `None`, the rewrite at hand is discarded and the
+    /// pass stops with [`CleanReport::abandoned`] set: nothing is lost, a later pass does the
+    /// rest. An error while reading or copying is reported the same way if the log changed
+    /// meanwhile (a segment deleted or cut under the reads), and as an error otherwise. One
+    /// pass runs on a log at a time: a pass that finds another under way is abandoned at once.
+    pub fn clean_concurrently<G>(
+        lock: impl FnMut() -> Option<G>,
+        now_ms: i64,
+        opts: CleanOptions,
+        high_watermark: i64,
+        max_keys: usize,
+    ) -> Result<CleanReport, LogError>
+    where
+        G: DerefMut<Target = PartitionLog>,
+    {
+        clean_pass(
+            lock,
+            now_ms,
+            opts,
+            high_watermark,
+            max_keys,
+            CrashBudget(None),
+            &mut |_| {},
+        )
+    }
+
+    /// Test hook: [`PartitionLog::clean_concurrently`] that calls `hook` at each
+    /// [`CleanStage`], without the lock. Not part of the API.
+    #[doc(hidden)]
+    pub fn clean_concurrently_with_hook<G>(
+        lock: impl FnMut() -> Option<G>,
+        now_ms: i64,
+        opts: CleanOptions,
+        high_watermark: i64,
+        max_keys: usize,
+        hook: &mut dyn FnMut(CleanStage),
+    ) -> Result<CleanReport, LogError>
+    where
+        G: DerefMut<Target = PartitionLog>,
+    {
+        clean_pass(
+            lock,
+            now_ms,
+            opts,
+            high_watermark,
+            max_keys,
+            CrashBudget(None),
+            hook,
+        )
+    }
+
+    /// The pass of [`PartitionLog::clean_concurrently`] with `self` as the only user: the
+    /// same steps in the same order, each "lock" a reborrow.
     fn clean_inner(
         &mut self,
         now_ms: i64,
         opts: CleanOptions,
         high_watermark: i64,
         max_keys: usize,
-        mut crash: CrashBudget,
+        crash: CrashBudget,
     ) -> Result<CleanReport, LogError> {
+        // A pass that kept a guard while copying would panic here ("already borrowed").
+        let log = std::cell::RefCell::new(self);
+        clean_pass(
+            || Some(std::cell::RefMut::map(log.borrow_mut(), |log| &mut **log)),
+            now_ms,
+            opts,
+            high_watermark,
+            max_keys,
+            crash,
+            &mut |_| {},
+        )
+    }
+
+    /// Step 1 of a pass (under the lock): what it cleans and reads.
+    fn plan_clean(&self, now_ms: i64, opts: CleanOptions, high_watermark: i64) -> Planned {
         let high_watermark = high_watermark.min(self.log_end_offset);
         let active_base = self.active().base_offset;
         let lag_cutoff = now_ms.saturating_sub(opts.min_compaction_lag_ms);
@@ -1059,87 +1156,115 @@ impl PartitionLog {
                 .max_timestamp
                 .is_some_and(|(ts, _)| ts <= lag_cutoff);
             if old_enough {
-                candidates.push((segment.base_offset, all_earlier_cleaned));
+                let horizon_passed = self
+                    .horizons
+                    .get(&segment.base_offset)
+                    .is_some_and(|h| *h <= now_ms);
+                candidates.push((segment.base_offset, all_earlier_cleaned && horizon_passed));
             } else {
                 all_earlier_cleaned = false;
             }
         }
-        let mut report = CleanReport::default();
         if candidates.is_empty() {
-            return Ok(report);
+            return Planned::Nothing;
         }
-
-        // The offset of the latest record of every key below the high watermark, and the base
-        // offset of the last batch of every producer there.
-        let mut latest: HashMap<u128, i64> = HashMap::new();
-        let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
-        'segments: for segment in self.segments.values() {
-            if segment.base_offset >= high_watermark {
-                break;
-            }
-            let mut position = 0u64;
-            while position < segment.size {
-                let header = segment.header_at(position)?;
-                let len = header.total_len();
-                if header.last_offset() >= high_watermark {
-                    break 'segments;
-                }
-                if header.producer_id >= 0 && !header.is_control() {
-                    last_of_producer.insert(header.producer_id, header.base_offset);
-                }
-                if !header.is_control() && !header.is_transactional() {
-                    let bytes = segment.read_bytes(position, len)?;
-                    if let Err(error) = compaction::record_keys(&bytes, &header, |key, offset| {
-                        let hash = key_hash(key);
-                        let room = latest.len() < max_keys;
-                        match latest.get_mut(&hash) {
-                            Some(at) => *at = offset,
-                            None if room => {
-                                latest.insert(hash, offset);
-                            }
-                            None => {}
-                        }
-                    }) {
-                        tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot read the records of a batch; it is left as it is");
-                    }
-                }
-                position += len as u64;
-            }
+        if self.cleaning.swap(true, Ordering::AcqRel) {
+            return Planned::Busy;
         }
+        Planned::Pass(CleanPlan {
+            dir: self.dir.clone(),
+            index_interval_bytes: self.config.index_interval_bytes,
+            high_watermark,
+            log_start_offset: self.log_start_offset,
+            segments: self
+                .segments
+                .range(..high_watermark)
+                .map(|(_, s)| s.snapshot())
+                .collect(),
+            candidates,
+            _running: RunningPass(self.cleaning.clone()),
+        })
+    }
 
+    /// Whether the log still holds every segment `plan` read, as it read it, and the same
+    /// log start offset (see [`Segment::is_snapshot_of`]).
+    fn still_as_planned(&self, plan: &CleanPlan) -> bool {
+        self.log_start_offset == plan.log_start_offset
+            && plan.segments.iter().all(|snapshot| {
+                self.segments
+                    .get(&snapshot.base_offset)
+                    .is_some_and(|segment| segment.is_snapshot_of(snapshot))
+            })
+    }
+
+    /// Step 3 of a pass (under the lock, after [`Self::still_as_planned`]): swaps the rewrite
+    /// `cleaned` in for its segment. Crash steps 3 to 8 of the rewrite: `.cleaned` renamed to
+    /// `.swap` (the commit point) and the directory fsynced; the old indexes deleted, the
+    /// directory fsynced; `.swap` renamed over `.log`, the directory fsynced; then the index
+    /// files are written from the index built while copying and fsynced.
+    fn swap_cleaned(
+        &mut self,
+        cleaned: compaction::CleanedSegment,
+        crash: &mut CrashBudget,
+    ) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let base = cleaned.base_offset;
+        let end_offset = self
+            .segments
+            .get(&base)
+            .expect("the plan's segment is in the log")
+            .end_offset;
+        let cleaned_path = segment_path(&dir, base, compaction::CLEANED_EXT);
+        let swap_path = segment_path(&dir, base, compaction::SWAP_EXT);
+        let dir_handle = self.dir_handle()?;
+        std::fs::rename(&cleaned_path, &swap_path)
+            .map_err(io_err("rename cleaned segment", &cleaned_path))?;
+        crash.step(&dir)?; // 3: renamed, the rename not durable
+        compaction::fsync_dir(&dir, &dir_handle)?;
+        crash.step(&dir)?; // 4: committed
+        for ext in ["index", "timeindex"] {
+            compaction::remove_if_exists(&segment_path(&dir, base, ext), "remove stale index")?;
+        }
+        crash.step(&dir)?; // 5
+        compaction::fsync_dir(&dir, &dir_handle)?;
+        crash.step(&dir)?; // 6
+        let log_path = segment_path(&dir, base, "log");
+        std::fs::rename(&swap_path, &log_path)
+            .map_err(io_err("rename swap segment", &swap_path))?;
+        crash.step(&dir)?; // 7
+        compaction::fsync_dir(&dir, &dir_handle)?;
+        crash.step(&dir)?; // 8
+        debug_assert_eq!(
+            std::fs::metadata(&log_path).map(|m| m.len()).ok(),
+            Some(cleaned.after)
+        );
+        let (segment, index_files) =
+            Segment::closed_with_index(&dir, end_offset, cleaned.after, cleaned.index)?;
+        // The indexes are trusted from now on, as a rolled segment's are once synced.
+        for path in index_files {
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync index", &path))?;
+        }
+        self.segments.insert(base, segment);
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Step 4 of a pass (under the lock, after [`Self::still_as_planned`]): records the delete
+    /// horizons of the cleaned segments, `(base, whether it keeps a tombstone)` in offset
+    /// order, and writes the checkpoint if they changed.
+    fn record_horizons(
+        &mut self,
+        now_ms: i64,
+        opts: CleanOptions,
+        tombstones_kept: &[(i64, bool)],
+        report: &mut CleanReport,
+        crash: &mut CrashBudget,
+    ) -> Result<(), LogError> {
         let mut horizons = self.horizons.clone();
-        for (base, drop_tombstones) in candidates {
-            let drop_tombstones =
-                drop_tombstones && horizons.get(&base).is_some_and(|h| *h <= now_ms);
-            let kept_tombstone = std::cell::Cell::new(false);
-            let keep = |record: &compaction::RawRecord<'_>| -> bool {
-                let Some(key) = record.key else { return true };
-                let keep = match latest.get(&key_hash(key)) {
-                    Some(&at) if at != record.offset => false,
-                    Some(_) => !(record.value_is_null && drop_tombstones),
-                    None => true,
-                };
-                if keep && record.value_is_null {
-                    kept_tombstone.set(true);
-                }
-                keep
-            };
-            // An idempotent batch left with no record keeps its header while it is the last
-            // batch of its producer, so that the producer state rebuilt from the log still
-            // knows the producer's epoch and last sequence.
-            let keep_empty = |header: &BatchHeader| {
-                header.producer_id >= 0
-                    && last_of_producer.get(&header.producer_id) == Some(&header.base_offset)
-            };
-            if let Some((removed, before, after)) =
-                self.rewrite_segment(base, keep, keep_empty, &mut crash)?
-            {
-                report.segments_cleaned += 1;
-                report.records_removed += removed;
-                report.bytes_before += before;
-                report.bytes_after += after;
-            }
-            if kept_tombstone.get() {
+        for &(base, kept_tombstone) in tombstones_kept {
+            if kept_tombstone {
                 horizons
                     .entry(base)
                     .or_insert_with(|| now_ms.saturating_add(opts.delete_retention_ms.max(0)));
@@ -1152,7 +1277,7 @@ impl PartitionLog {
                 .keys()
                 .filter(|b| !self.horizons.contains_key(b))
                 .count();
-            horizon::write(&self.dir, &self.dir_handle()?, &horizons, &mut crash)?;
+            horizon::write(&self.dir, &self.dir_handle()?, &horizons, crash)?;
         }
         // A horizon this pass could apply and did not (an earlier segment was not cleaned)
         // waits for the next pass that runs for another reason.
@@ -1166,124 +1291,7 @@ impl PartitionLog {
             tracing::info!(dir = %self.dir.display(), ?report, "cleaned segments");
         }
         self.check_invariants();
-        Ok(report)
-    }
-
-    /// Rewrites the closed segment `base` keeping the records `keep` accepts, and the batches
-    /// left with no record that `keep_empty` accepts (as empty batches); returns (records
-    /// removed, bytes before, bytes after), or `None` if no batch changed (then neither did
-    /// the segment). Transactional and control batches are copied as they are.
-    fn rewrite_segment(
-        &mut self,
-        base: i64,
-        keep: impl Fn(&compaction::RawRecord<'_>) -> bool,
-        keep_empty: impl Fn(&BatchHeader) -> bool,
-        crash: &mut CrashBudget,
-    ) -> Result<Option<(u64, u64, u64)>, LogError> {
-        let dir = self.dir.clone();
-        let cleaned_path = segment_path(&dir, base, compaction::CLEANED_EXT);
-        let swap_path = segment_path(&dir, base, compaction::SWAP_EXT);
-        let segment = self
-            .segments
-            .get(&base)
-            .expect("a candidate segment exists");
-        let (before, end_offset) = (segment.size, segment.end_offset);
-        let (mut writer, file) = compaction::create_cleaned(&dir, base)?;
-        let written = (|| -> Result<(u64, u64, bool), LogError> {
-            let mut removed = 0u64;
-            let mut changed = false;
-            let mut after = 0u64;
-            let mut position = 0u64;
-            while position < segment.size {
-                let header = segment.header_at(position)?;
-                let len = header.total_len();
-                let bytes = segment.read_bytes(position, len)?;
-                position += len as u64;
-                let filtered = if header.is_control() || header.is_transactional() {
-                    Filtered::Unchanged
-                } else {
-                    compaction::filter_batch(&bytes, &header, &keep, keep_empty(&header))
-                        .unwrap_or_else(|error| {
-                            tracing::warn!(segment = %segment.log_path.display(), position, %error, "cleaner: cannot rewrite a batch; it is left as it is");
-                            Filtered::Unchanged
-                        })
-                };
-                let out = match &filtered {
-                    Filtered::Unchanged => Some(&bytes[..]),
-                    Filtered::Rewritten(n, batch) => {
-                        removed += n;
-                        changed = true;
-                        batch.as_deref()
-                    }
-                };
-                if let Some(out) = out {
-                    writer
-                        .write_all(out)
-                        .map_err(io_err("write cleaned segment", &cleaned_path))?;
-                    after += out.len() as u64;
-                }
-            }
-            Ok((removed, after, changed))
-        })();
-        let (removed, after, changed) = match written {
-            Ok(done) => done,
-            Err(error) => {
-                drop(writer);
-                let _ = std::fs::remove_file(&cleaned_path);
-                return Err(error);
-            }
-        };
-        if !changed {
-            drop(writer);
-            compaction::remove_if_exists(&cleaned_path, "remove unneeded cleaned segment")?;
-            return Ok(None);
-        }
-        let finish = (|| -> Result<(), LogError> {
-            writer
-                .into_inner()
-                .map_err(|e| io_err("write cleaned segment", &cleaned_path)(e.into_error()))?;
-            crash.step(&dir)?; // 1: written, not durable
-            file.sync_all()
-                .map_err(io_err("fsync cleaned segment", &cleaned_path))?;
-            crash.step(&dir)?; // 2: durable, not committed
-            Ok(())
-        })();
-        if let Err(error) = finish {
-            if !is_simulated_crash(&error) {
-                let _ = std::fs::remove_file(&cleaned_path);
-            }
-            return Err(error);
-        }
-        drop(file);
-        std::fs::rename(&cleaned_path, &swap_path)
-            .map_err(io_err("rename cleaned segment", &cleaned_path))?;
-        crash.step(&dir)?; // 3: renamed, the rename not durable
-        compaction::fsync_dir(&dir, &self.dir_handle()?)?;
-        crash.step(&dir)?; // 4: committed
-        for ext in ["index", "timeindex"] {
-            compaction::remove_if_exists(&segment_path(&dir, base, ext), "remove stale index")?;
-        }
-        crash.step(&dir)?; // 5
-        compaction::fsync_dir(&dir, &self.dir_handle()?)?;
-        crash.step(&dir)?; // 6
-        let log_path = segment_path(&dir, base, "log");
-        std::fs::rename(&swap_path, &log_path)
-            .map_err(io_err("rename swap segment", &swap_path))?;
-        crash.step(&dir)?; // 7
-        compaction::fsync_dir(&dir, &self.dir_handle()?)?;
-        crash.step(&dir)?; // 8
-        let (segment, _) =
-            Segment::open_closed(&dir, base, end_offset, self.config.index_interval_bytes)?;
-        // The rebuilt indexes are trusted from now on, as a rolled segment's are once synced.
-        for ext in ["index", "timeindex"] {
-            let path = segment_path(&dir, base, ext);
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("fsync index", &path))?;
-        }
-        debug_assert_eq!(segment.size, after);
-        self.segments.insert(base, segment);
-        Ok(Some((removed, before, after)))
+        Ok(())
     }
 
     /// Loads every segment's aborted-transaction index, dropping entries at or past the log
@@ -1426,10 +1434,6 @@ fn open_dir(dir: &Path) -> Result<File, LogError> {
         .map_err(io_err("open partition directory", dir))
 }
 
-fn is_simulated_crash(error: &LogError) -> bool {
-    matches!(error, LogError::Io { action, .. } if action.contains("simulated crash"))
-}
-
 /// The length of the longest prefix of `buf` made of whole batches whose last offset is below
 /// `max_offset_exclusive`.
 fn whole_batches_below(buf: &[u8], max_offset_exclusive: i64) -> usize {
@@ -1522,15 +1526,192 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
     Ok(logs)
 }
 
-/// A 128-bit hash of a record key for the cleaner's key map (two SipHash passes with
-/// different prefixes); a collision would need 2^64 keys to become likely.
-fn key_hash(key: &[u8]) -> u128 {
-    use std::hash::{Hash, Hasher};
-    let mut a = std::collections::hash_map::DefaultHasher::new();
-    0u8.hash(&mut a);
-    key.hash(&mut a);
-    let mut b = std::collections::hash_map::DefaultHasher::new();
-    1u8.hash(&mut b);
-    key.hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+/// What [`PartitionLog::plan_clean`] found.
+enum Planned {
+    /// No segment to clean.
+    Nothing,
+    /// Another pass is under way on this log.
+    Busy,
+    Pass(CleanPlan),
+}
+
+/// What a cleaning pass took from the log under its lock (step 1), to read and copy without
+/// it.
+struct CleanPlan {
+    dir: PathBuf,
+    index_interval_bytes: u32,
+    /// At most the log end offset at the snapshot.
+    high_watermark: i64,
+    log_start_offset: i64,
+    /// Every segment holding offsets below the high watermark, in offset order: what the key
+    /// map reads. A segment the pass swapped is replaced by the new one.
+    segments: Vec<SegmentSnapshot>,
+    /// The closed segments to clean, in offset order, with whether tombstones may go from
+    /// each (its delete horizon passed and every earlier segment is cleaned too).
+    candidates: Vec<(i64, bool)>,
+    _running: RunningPass,
+}
+
+impl CleanPlan {
+    fn segment(&self, base: i64) -> &SegmentSnapshot {
+        let i = self
+            .segments
+            .binary_search_by_key(&base, |s| s.base_offset)
+            .expect("a candidate is among the segments read");
+        &self.segments[i]
+    }
+
+    /// After the swap of `segment`: the log now holds it in place of the one read.
+    fn swapped(&mut self, segment: SegmentSnapshot) {
+        let i = self
+            .segments
+            .binary_search_by_key(&segment.base_offset, |s| s.base_offset)
+            .expect("a candidate is among the segments read");
+        self.segments[i] = segment;
+    }
+
+    /// Removes the unswapped rewrite of `base` (best effort: `open` removes a leftover).
+    fn discard(&self, base: i64) {
+        let path = segment_path(&self.dir, base, compaction::CLEANED_EXT);
+        if let Err(error) = compaction::remove_if_exists(&path, "remove discarded cleaned segment")
+        {
+            tracing::warn!(%error, "cleaner: could not remove a discarded rewrite; it goes at the next open");
+        }
+    }
+
+    /// After `error` while reading or copying without the lock: if the log changed meanwhile
+    /// (or is going away), the error is what the change did to the reads and the pass is
+    /// abandoned quietly; otherwise it is a real error.
+    fn give_up<G>(
+        &self,
+        lock: &mut impl FnMut() -> Option<G>,
+        error: LogError,
+        report: CleanReport,
+    ) -> Result<CleanReport, LogError>
+    where
+        G: DerefMut<Target = PartitionLog>,
+    {
+        if lock().is_some_and(|log| log.still_as_planned(self)) {
+            return Err(error);
+        }
+        tracing::debug!(dir = %self.dir.display(), %error, "cleaner: the log changed under the pass's reads; giving up this pass");
+        Ok(abandoned(report))
+    }
+}
+
+/// Marks a log as having a cleaning pass under way, until dropped.
+struct RunningPass(Arc<AtomicBool>);
+
+impl Drop for RunningPass {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// `report`, marked as given up (see [`CleanReport::abandoned`]).
+fn abandoned(mut report: CleanReport) -> CleanReport {
+    report.abandoned = true;
+    report
+}
+
+/// A cleaning pass (see [`PartitionLog::clean_concurrently`]): `lock` gives the log for each
+/// brief step; everything else runs without it.
+fn clean_pass<G>(
+    mut lock: impl FnMut() -> Option<G>,
+    now_ms: i64,
+    opts: CleanOptions,
+    high_watermark: i64,
+    max_keys: usize,
+    mut crash: CrashBudget,
+    hook: &mut dyn FnMut(CleanStage),
+) -> Result<CleanReport, LogError>
+where
+    G: DerefMut<Target = PartitionLog>,
+{
+    let report = CleanReport::default();
+    // 1. The snapshot, under the lock.
+    let planned = match lock() {
+        Some(log) => log.plan_clean(now_ms, opts, high_watermark),
+        None => return Ok(abandoned(report)),
+    };
+    let mut plan = match planned {
+        Planned::Nothing => return Ok(report),
+        Planned::Busy => {
+            tracing::debug!("cleaner: another pass is under way on this log");
+            return Ok(abandoned(report));
+        }
+        Planned::Pass(plan) => plan,
+    };
+    let mut report = report;
+
+    // 2. The key map and the rewrites, without the lock.
+    let keys = match compaction::map_keys(&plan.segments, plan.high_watermark, max_keys) {
+        Ok(keys) => keys,
+        Err(error) => return plan.give_up(&mut lock, error, report),
+    };
+    hook(CleanStage::KeysMapped);
+    let mut tombstones_kept = Vec::with_capacity(plan.candidates.len());
+    for i in 0..plan.candidates.len() {
+        let (base, drop_tombstones) = plan.candidates[i];
+        let kept_tombstone = std::cell::Cell::new(false);
+        let keep = |record: &compaction::RawRecord<'_>| -> bool {
+            let Some(key) = record.key else { return true };
+            let keep = match keys.latest.get(&compaction::key_hash(key)) {
+                Some(&at) if at != record.offset => false,
+                Some(_) => !(record.value_is_null && drop_tombstones),
+                None => true,
+            };
+            if keep && record.value_is_null {
+                kept_tombstone.set(true);
+            }
+            keep
+        };
+        // An idempotent batch left with no record keeps its header while it is the last
+        // batch of its producer, so that the producer state rebuilt from the log still
+        // knows the producer's epoch and last sequence.
+        let keep_empty = |header: &BatchHeader| {
+            header.producer_id >= 0
+                && keys.last_of_producer.get(&header.producer_id) == Some(&header.base_offset)
+        };
+        let written = compaction::write_cleaned(
+            &plan.dir,
+            plan.segment(base),
+            keep,
+            keep_empty,
+            plan.index_interval_bytes,
+            &mut crash,
+        );
+        let cleaned = match written {
+            Ok(cleaned) => cleaned,
+            Err(error) if compaction::is_simulated_crash(&error) => return Err(error),
+            Err(error) => return plan.give_up(&mut lock, error, report),
+        };
+        if let Some(cleaned) = cleaned {
+            hook(CleanStage::Copied(base));
+            // 3. The swap, under the lock, if the log is still what the pass read.
+            let Some(mut log) = lock().filter(|log| log.still_as_planned(&plan)) else {
+                plan.discard(base);
+                tracing::debug!(dir = %plan.dir.display(), base, "cleaner: the log changed during the pass; its rewrite is discarded");
+                return Ok(abandoned(report));
+            };
+            let (removed, before, after) = (cleaned.removed, cleaned.before, cleaned.after);
+            log.swap_cleaned(cleaned, &mut crash)?;
+            let swapped = log.segments.get(&base).expect("just swapped in").snapshot();
+            drop(log);
+            plan.swapped(swapped);
+            report.segments_cleaned += 1;
+            report.records_removed += removed;
+            report.bytes_before += before;
+            report.bytes_after += after;
+        }
+        tombstones_kept.push((base, kept_tombstone.get()));
+    }
+
+    // 4. The delete horizons, under the lock.
+    let Some(mut log) = lock().filter(|log| log.still_as_planned(&plan)) else {
+        tracing::debug!(dir = %plan.dir.display(), "cleaner: the log changed during the pass; no horizon recorded");
+        return Ok(abandoned(report));
+    };
+    log.record_horizons(now_ms, opts, &tombstones_kept, &mut report, &mut crash)?;
+    Ok(report)
 }

@@ -519,24 +519,7 @@ impl Segment {
     /// [`Self::header_at`] through a handle the caller already took from the file cache (a
     /// scan takes it once, not once per batch).
     fn header_in(&self, file: &File, position: u64) -> Result<BatchHeader, LogError> {
-        let mut buf = [0u8; BATCH_HEADER_LEN];
-        file.read_exact_at(&mut buf, position)
-            .map_err(io_err("read segment", &self.log_path))?;
-        let corrupt = |reason: String| LogError::Corrupt {
-            path: self.log_path.clone(),
-            position,
-            reason,
-        };
-        let header = batch::check_header(&buf, 0).map_err(|e| corrupt(e.to_string()))?;
-        // Damage in a closed segment must surface as an error, not as a read past the end.
-        if position + header.total_len() as u64 > self.size {
-            return Err(corrupt(format!(
-                "batch of {} bytes runs past the end of the segment ({} bytes)",
-                header.total_len(),
-                self.size
-            )));
-        }
-        Ok(header)
+        read_header(file, &self.log_path, self.size, position)
     }
 
     /// The position and header of the first batch at or after byte `from` whose last offset
@@ -569,6 +552,60 @@ impl Segment {
             .map_err(io_err("read segment", &self.log_path))
     }
 
+    /// What the cleaner needs to read this segment without the log (see [`SegmentSnapshot`]).
+    pub fn snapshot(&self) -> SegmentSnapshot {
+        SegmentSnapshot {
+            base_offset: self.base_offset,
+            log: self.log.clone(),
+            log_path: self.log_path.clone(),
+            size: self.size,
+        }
+    }
+
+    /// Whether this is still the segment `snapshot` was taken of, with the bytes it read: the
+    /// same `.log` handle (a truncation, a swap or a deletion and re-creation makes a new one)
+    /// and at least as many bytes (only the active segment grows, by appends).
+    pub fn is_snapshot_of(&self, snapshot: &SegmentSnapshot) -> bool {
+        Arc::ptr_eq(&self.log, &snapshot.log) && self.size >= snapshot.size
+    }
+
+    /// A closed segment whose `.log` (of `size` bytes, ending at `end_offset`) was just
+    /// written by the cleaner, with the index it built while writing it (sealed): the index
+    /// files are written from it (not fsynced; the paths are returned), so the `.log` is not
+    /// read again.
+    pub fn closed_with_index(
+        dir: &Path,
+        end_offset: i64,
+        size: u64,
+        index: SegmentIndex,
+    ) -> Result<(Segment, [PathBuf; 2]), LogError> {
+        let base_offset = index.base_offset;
+        let log_path = segment_path(dir, base_offset, "log");
+        let index_path = segment_path(dir, base_offset, "index");
+        let time_path = segment_path(dir, base_offset, "timeindex");
+        for (path, bytes) in [
+            (&index_path, SegmentIndex::encode_offsets(&index.offsets)),
+            (&time_path, SegmentIndex::encode_times(&index.times)),
+        ] {
+            open_index_writer(path, &bytes)?
+                .flush()
+                .map_err(io_err("write index", path))?;
+        }
+        Ok((
+            Segment {
+                base_offset,
+                log: Arc::new(CachedFile::lazy(log_path.clone(), OpenMode::Read)),
+                log_path,
+                size,
+                end_offset,
+                index,
+                active: false,
+                rolling_base_ms: None,
+            },
+            [index_path, time_path],
+        ))
+    }
+
     /// Removes the segment's files. Missing files are not an error.
     pub fn remove_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
         for ext in ["log", "index", "timeindex", "txnindex"] {
@@ -580,6 +617,97 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads and parses the batch header at `position` of `file` (the `.log` at `path`, of
+/// `size` bytes), checking that the batch lies within the segment.
+fn read_header(
+    file: &File,
+    path: &Path,
+    size: u64,
+    position: u64,
+) -> Result<BatchHeader, LogError> {
+    let mut buf = [0u8; BATCH_HEADER_LEN];
+    file.read_exact_at(&mut buf, position)
+        .map_err(io_err("read segment", path))?;
+    let corrupt = |reason: String| LogError::Corrupt {
+        path: path.to_path_buf(),
+        position,
+        reason,
+    };
+    let header = batch::check_header(&buf, 0).map_err(|e| corrupt(e.to_string()))?;
+    // Damage in a closed segment must surface as an error, not as a read past the end.
+    if position + header.total_len() as u64 > size {
+        return Err(corrupt(format!(
+            "batch of {} bytes runs past the end of the segment ({size} bytes)",
+            header.total_len(),
+        )));
+    }
+    Ok(header)
+}
+
+/// A segment as the cleaner saw it under the log's lock, to read it after the lock is
+/// released: its base offset, its `.log` handle in the descriptor cache, and its size then.
+///
+/// Reading through it is safe without the log: the bytes below `size` of a segment never
+/// change while it stays in the log (closed segments are read-only and the active one is only
+/// appended to). What can happen meanwhile is that the segment leaves the log (retention,
+/// DeleteRecords) or is cut (a replica's truncation): then a read fails (the file is gone
+/// when the cache reopens it, or is shorter) or returns other bytes (the file was cut and
+/// appended to again), and [`Segment::is_snapshot_of`] is false, so the cleaner discards
+/// whatever it made of them.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentSnapshot {
+    pub base_offset: i64,
+    pub log: Arc<CachedFile>,
+    pub log_path: PathBuf,
+    /// Bytes of whole batches when the snapshot was taken; reads stay below.
+    pub size: u64,
+}
+
+impl SegmentSnapshot {
+    /// Takes a descriptor of the `.log` from the cache (opening it by path if the cache closed
+    /// it) and keeps it for the reads of one scan, so the cache closing its own reference
+    /// meanwhile does not matter.
+    pub fn reader(&self) -> Result<SnapshotReader<'_>, LogError> {
+        let file = self
+            .log
+            .get()
+            .map_err(io_err("open segment", &self.log_path))?;
+        Ok(SnapshotReader {
+            snapshot: self,
+            file,
+        })
+    }
+}
+
+/// A [`SegmentSnapshot`] with a descriptor held for reading.
+pub(crate) struct SnapshotReader<'a> {
+    snapshot: &'a SegmentSnapshot,
+    file: Arc<File>,
+}
+
+impl SnapshotReader<'_> {
+    /// Reads and parses the batch header at `position`, checking that the batch lies within
+    /// the snapshot's size.
+    pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        read_header(
+            &self.file,
+            &self.snapshot.log_path,
+            self.snapshot.size,
+            position,
+        )
+    }
+
+    /// Reads `len` bytes at `position`, which the caller keeps within the snapshot's size.
+    pub fn read_bytes(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        assert!(
+            position + len as u64 <= self.snapshot.size,
+            "reads stay within the segment"
+        );
+        read_exact_at_uninit(&self.file, len, position)
+            .map_err(io_err("read segment", &self.snapshot.log_path))
     }
 }
 
