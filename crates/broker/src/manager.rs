@@ -70,7 +70,11 @@ impl PartitionManager {
             None
         } else {
             let points = read(offset_checkpoint::RECOVERY_POINT_FILE)?;
-            if data_dir.join("meta").exists() {
+            // A directory that never held a partition (a first start) has nothing to recover.
+            let held_partitions = std::fs::read_dir(&data_dir)?
+                .filter_map(Result::ok)
+                .any(|e| e.file_name() != "meta" && e.path().is_dir());
+            if held_partitions {
                 tracing::warn!(dir = %data_dir.display(), checkpointed = points.len(), "the broker did not shut down cleanly; validating every batch after each partition's recovery point");
             }
             Some(points)
