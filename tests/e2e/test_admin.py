@@ -370,6 +370,27 @@ def test_delete_records_moves_the_log_start(broker, topic):
     assert [r.offset for r in received] == list(range(4, 10)), f"read {[r.offset for r in received]}"
 
 
+def test_a_request_pipelined_behind_delete_records_sees_its_result(broker, topic):
+    """DeleteRecords and a ListOffsets sent right behind it on the same connection, without
+    waiting for the first answer (as confluent-kafka-python's own delete_records test does):
+    the ListOffsets must see the new log start, as Kafka serves a connection's requests in
+    order."""
+    create_topic(broker.bootstrap, topic, partitions=1)
+    admin = admin_client(broker.bootstrap)
+    earliest = {TopicPartition(topic, 0): OffsetSpec.earliest()}
+    for round_ in range(5):
+        produced = [dict(value=f"r{round_}-{i}".encode()) for i in range(3)]
+        assert_delivered(confluent_produce(broker.bootstrap, topic, produced))
+        target = 3 * round_ + 2
+        deleted = admin.delete_records([TopicPartition(topic, 0, target)], request_timeout=TIMEOUT_S)
+        listed = admin.list_offsets(earliest, request_timeout=TIMEOUT_S)
+        low = next(iter(deleted.values())).result(timeout=TIMEOUT_S).low_watermark
+        start = next(iter(listed.values())).result(timeout=TIMEOUT_S).offset
+        assert (low, start) == (target, target), (
+            f"round {round_}: delete_records low watermark {low}, then earliest {start}; expected {target}"
+        )
+
+
 def test_list_offsets_and_offsets_for_times(broker, topic):
     create_topic(broker.bootstrap, topic, partitions=1)
     timestamps = [1000, 2000, 3000, 4000, 5000, 4500]  # the last one is out of order

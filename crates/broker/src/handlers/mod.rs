@@ -3,6 +3,9 @@
 //! A handler does its work in request order (so appends from one connection keep their
 //! order) and returns a [`Reply`]: a response now, a response that will be ready later (an
 //! acks=all produce waiting for durability, a fetch waiting for data), or none (acks=0).
+//! Whatever a request changes is changed before its handler returns, never in the later
+//! part: a client may pipeline a request behind it on the same connection and expects it to
+//! see the change, as Kafka serves a connection's requests one at a time.
 
 use std::sync::Arc;
 
@@ -108,18 +111,18 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         )),
         RequestKind::DeleteRecords(req) => {
             // Checkpoints (fsync) and file deletions: on the blocking pool, not a worker.
+            // Awaited here, not in a later reply, so that the connection's next request
+            // (a ListOffsets sent right behind it) sees the new log start, as Kafka answers
+            // a connection's requests one at a time.
             let (broker, ctx) = (broker.clone(), ctx.clone());
-            Reply::Later(Box::pin(async move {
-                let response = tokio::task::spawn_blocking(move || {
-                    offsets::delete_records(&broker, &ctx, req)
-                })
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::error!(%error, "DeleteRecords task failed");
-                    Default::default()
-                });
-                ResponseKind::DeleteRecords(response)
-            }))
+            let response =
+                tokio::task::spawn_blocking(move || offsets::delete_records(&broker, &ctx, req))
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::error!(%error, "DeleteRecords task failed");
+                        Default::default()
+                    });
+            Reply::now(ResponseKind::DeleteRecords(response))
         }
         RequestKind::OffsetForLeaderEpoch(req) => Reply::now(ResponseKind::OffsetForLeaderEpoch(
             offsets::offset_for_leader_epoch(broker, ctx, req),
