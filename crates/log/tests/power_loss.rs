@@ -1,8 +1,9 @@
 //! Simulated power loss, checked against a model.
 //!
 //! A seeded run appends batches of random sizes to a log with small segments (so it rolls
-//! often), with DeleteRecords, leader-epoch changes and truncations mixed in, and runs the
-//! group-commit `SyncJob` at random points. After each successful sync the partition
+//! often), some of them keyed from a small set of keys, with DeleteRecords, leader-epoch
+//! changes, truncations and compaction passes mixed in, and runs the group-commit `SyncJob`
+//! at random points. After each successful sync the partition
 //! directory is copied: that copy is what the disk is known to hold, and the sync's end
 //! offset is what could have been acknowledged. A "power loss" then builds the directory the
 //! machine could find after a reboot: the last durable copy, plus, for every segment file
@@ -14,22 +15,24 @@
 //! The log is reopened as after an unclean stop, from the recovery point of the durable copy,
 //! and checked against the model:
 //!
-//! - nothing that was durable (below the sync's end offset, at or above the log start) is lost;
+//! - nothing that was durable (below the sync's end offset, at or above the log start) is
+//!   lost, except records a compaction pass removed because a later record of the same key
+//!   existed below the high watermark it was given;
 //! - every record read back is the one the model appended at that offset (nothing partial,
-//!   nothing invented, offsets dense);
+//!   nothing invented, offsets increasing, every gap one compaction may leave);
 //! - the log takes appends again, and a clean reopen keeps exactly what recovery kept.
 //!
 //! A failure prints the seed; `STRATA_POWER_LOSS_SEED=<seed>` replays one case and
 //! `STRATA_POWER_LOSS_SEEDS=<n>` runs more of them (default 25).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata_log::{LogConfig, PartitionLog};
+use strata_log::{CleanOptions, LogConfig, PartitionLog};
 use strata_protocol::records::{encode_batch, PlainRecord};
 
 fn config() -> LogConfig {
@@ -41,9 +44,14 @@ fn config() -> LogConfig {
 }
 
 fn batch(values: &[String]) -> Vec<u8> {
+    keyed_batch(None, values)
+}
+
+/// A batch whose records all carry `key` (`None`: keyless).
+fn keyed_batch(key: Option<&str>, values: &[String]) -> Vec<u8> {
     let records: Vec<PlainRecord> = values
         .iter()
-        .map(|v| PlainRecord::new(None, Some(v.as_bytes()), 1_000))
+        .map(|v| PlainRecord::new(key.map(str::as_bytes), Some(v.as_bytes()), 1_000))
         .collect();
     encode_batch(&records, Compression::None)
         .expect("encodes")
@@ -168,8 +176,11 @@ fn run_case(seed: u64) {
     let live = root.path().join("live");
     let durable_dir = root.path().join("durable");
     let crashed = root.path().join("crashed");
-    // The model: every record ever appended, by offset (truncation removes from the end).
+    // The model: every record ever appended, by offset (truncation removes from the end),
+    // with its key; and the offsets a compaction pass may have removed.
     let mut model: BTreeMap<i64, String> = BTreeMap::new();
+    let mut keys: HashMap<i64, String> = HashMap::new();
+    let mut compactable: BTreeSet<i64> = BTreeSet::new();
     let (mut log, _) = PartitionLog::open(&live, config(), 0).expect("open");
     log.set_leader_epoch(0).expect("epoch");
     let mut durable = Durable {
@@ -181,15 +192,54 @@ fn run_case(seed: u64) {
     let steps = rng.gen_range(20..120);
     for step in 0..steps {
         match rng.gen_range(0..100) {
-            0..=69 => {
+            0..=64 => {
                 let n = rng.gen_range(1..6);
                 let values: Vec<String> = (0..n)
                     .map(|i| format!("s{seed}-{step}-{i}-{}", "x".repeat(rng.gen_range(0..200))))
                     .collect();
-                let info = log.append(&batch(&values), 0, None).expect("append");
+                let key = rng
+                    .gen_bool(0.6)
+                    .then(|| format!("k{}", rng.gen_range(0..6)));
+                let info = log
+                    .append(&keyed_batch(key.as_deref(), &values), 0, None)
+                    .expect("append");
                 for (i, v) in values.into_iter().enumerate() {
-                    model.insert(info.base_offset + i as i64, v);
+                    let offset = info.base_offset + i as i64;
+                    model.insert(offset, v);
+                    if let Some(key) = &key {
+                        keys.insert(offset, key.clone());
+                    }
                 }
+            }
+            65..=69 => {
+                // A compaction pass over what is durable. Run right after a sync, nothing is
+                // unsynced, and the pass makes what it writes durable before it returns, so
+                // the directory as it stands is what the disk holds.
+                if let Some(job) = log.sync_job() {
+                    job.run().expect("fsync");
+                }
+                let hw = log.log_end_offset();
+                let opts = CleanOptions {
+                    delete_retention_ms: 0,
+                    min_compaction_lag_ms: 0,
+                };
+                log.clean(10_000, opts, hw).expect("clean");
+                // It may remove any keyed record below hw with a later record of its key there.
+                let mut latest: HashMap<&str, i64> = HashMap::new();
+                for (offset, key) in keys.iter().filter(|(o, _)| **o < hw) {
+                    let at = latest.entry(key.as_str()).or_insert(*offset);
+                    *at = (*at).max(*offset);
+                }
+                for (offset, key) in keys.iter().filter(|(o, _)| **o < hw) {
+                    if latest.get(key.as_str()) != Some(offset) {
+                        compactable.insert(*offset);
+                    }
+                }
+                durable = Durable {
+                    end_offset: hw,
+                    log_start_offset: log.log_start_offset(),
+                };
+                copy_dir(&live, &durable_dir);
             }
             70..=84 => {
                 if let Some(job) = log.sync_job() {
@@ -222,6 +272,7 @@ fn run_case(seed: u64) {
                     let to = rng.gen_range(durable.end_offset..=log.log_end_offset());
                     let end = log.truncate_to(to, 0).expect("truncate");
                     model.retain(|o, _| *o < end);
+                    keys.retain(|o, _| *o < end);
                     if let Some(job) = log.sync_job() {
                         job.run().expect("fsync");
                     }
@@ -257,18 +308,25 @@ fn run_case(seed: u64) {
     let got = read_all(&log);
     let mut expected_offset = log.log_start_offset();
     for (offset, value) in &got {
-        assert_eq!(*offset, expected_offset, "seed {seed}: offsets dense");
+        for gap in expected_offset..*offset {
+            assert!(
+                compactable.contains(&gap),
+                "seed {seed}: offset {gap} is missing, and no compaction could remove it"
+            );
+        }
         assert_eq!(
             model.get(offset),
             Some(value),
             "seed {seed}: offset {offset} holds what was appended there"
         );
-        expected_offset += 1;
+        expected_offset = offset + 1;
     }
-    assert_eq!(
-        expected_offset, end,
-        "seed {seed}: records up to the log end"
-    );
+    for gap in expected_offset..end {
+        assert!(
+            compactable.contains(&gap),
+            "seed {seed}: offset {gap} below the log end is missing"
+        );
+    }
     for (epoch, start) in log.leader_epochs() {
         assert!(
             *start >= log.log_start_offset() && *start <= end,
