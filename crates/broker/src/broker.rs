@@ -3,9 +3,11 @@
 use std::fs::File;
 use std::sync::{Arc, Mutex, RwLock};
 
-use strata_quorum::{MetadataImage, MetadataRecord, MetadataStore};
+use strata_quorum::controller::ops::{AllocateProducerIds, Op};
+use strata_quorum::MetadataImage;
 
 use crate::config::BrokerConfig;
+use crate::controller::{ControllerError, ControllerService};
 use crate::fetch_session::FetchSessionCache;
 use crate::flusher::Flusher;
 use crate::manager::PartitionManager;
@@ -32,8 +34,13 @@ pub enum StartError {
 
 pub struct Broker {
     pub config: BrokerConfig,
-    metadata: Mutex<MetadataStore>,
+    /// Where every metadata change is submitted ([`Broker::submit`]).
+    controller: ControllerService,
+    /// The image this broker serves: published by the controller after each commit, once the
+    /// partitions are in line with it.
     image: RwLock<Arc<MetadataImage>>,
+    /// Held while partitions are brought in line with an image, so two syncs never overlap.
+    partition_sync: Mutex<()>,
     pub partitions: Arc<PartitionManager>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
     /// `max.connections` and `max.connections.per.ip`, counted by the accept loop.
@@ -49,11 +56,6 @@ pub struct Broker {
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
     _dir_lock: File,
 }
-
-/// A failure to commit metadata; the request gets UNKNOWN_SERVER_ERROR and the log line.
-#[derive(Debug, thiserror::Error)]
-#[error("metadata commit failed: {0}")]
-pub struct CommitError(pub String);
 
 impl Broker {
     /// Locks the data directory, loads metadata, recovers every partition log. Blocking; call
@@ -81,18 +83,8 @@ impl Broker {
         }
         let previous = crate::data_dir::check(&dir, config.node_id)?;
         let had_data = dir.join("meta").exists();
-        let mut store = MetadataStore::open_local(&dir.join("meta"))
+        let store = ControllerService::open_store(&dir.join("meta"), &config)
             .map_err(|e| StartError::Metadata(e.to_string()))?;
-        if store.image().cluster_id.is_none() {
-            let cluster_id = config
-                .set
-                .get("cluster.id")
-                .cloned()
-                .unwrap_or_else(new_cluster_id);
-            store
-                .commit(vec![MetadataRecord::Cluster { cluster_id }])
-                .map_err(|e| StartError::Metadata(e.to_string()))?;
-        }
         let image = Arc::new(store.image().clone());
         let found_version = previous.as_ref().map(|m| m.format_version);
         if found_version != Some(crate::data_dir::FORMAT_VERSION) {
@@ -160,19 +152,28 @@ impl Broker {
         }
         let groups = crate::groups::GroupService::new(&config);
         let txns = crate::txn::TxnService::new(&config);
-        let broker = Arc::new(Broker {
-            groups,
-            txns,
-            config,
-            metadata: Mutex::new(store),
-            image: RwLock::new(image),
-            partitions,
-            fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
-            connection_limits,
-            request_slots,
-            next_connection_id: std::sync::atomic::AtomicU64::new(1),
-            producer_ids: tokio::sync::Mutex::new((0, 0)),
-            _dir_lock: lock,
+        let broker = Arc::new_cyclic(|weak: &std::sync::Weak<Broker>| {
+            let weak = weak.clone();
+            let controller = ControllerService::start(store, config.clone(), move |image| {
+                if let Some(broker) = weak.upgrade() {
+                    broker.publish(image);
+                }
+            });
+            Broker {
+                groups,
+                txns,
+                config,
+                controller,
+                image: RwLock::new(image),
+                partition_sync: Mutex::new(()),
+                partitions,
+                fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
+                connection_limits,
+                request_slots,
+                next_connection_id: std::sync::atomic::AtomicU64::new(1),
+                producer_ids: tokio::sync::Mutex::new((0, 0)),
+                _dir_lock: lock,
+            }
         });
         broker.groups.load_all(&broker);
         crate::groups::GroupService::start_ticker(&broker);
@@ -203,57 +204,40 @@ impl Broker {
         self.image().cluster_id.clone().unwrap_or_default()
     }
 
-    /// Commits records built by `build` from the current image, then brings the partitions in
-    /// line. `build` runs under the metadata lock, so checks it makes against the image hold
-    /// when its records are applied. Blocking work runs on the blocking pool.
-    pub async fn commit<T, F>(self: &Arc<Self>, build: F) -> Result<T, CommitError>
-    where
-        F: FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T) + Send + 'static,
-        T: Send + 'static,
-    {
-        let broker = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = broker.metadata.lock().unwrap_or_else(|p| p.into_inner());
-            let (records, out) = build(store.image());
-            if records.is_empty() {
-                return Ok(out);
-            }
-            store
-                .commit(records)
-                .map_err(|e| CommitError(e.to_string()))?;
-            let image = Arc::new(store.image().clone());
-            // Open the new partitions before publishing the image: a request that sees a
-            // topic must find its partitions. The change is durable and applied whether or
-            // not they open: one that cannot is logged, answers KAFKA_STORAGE_ERROR and is
-            // retried by the maintenance task (a topic that was created is reported created).
-            if let Err(error) = broker.partitions.sync(&image, &broker.config) {
-                tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
-            }
-            *broker.image.write().unwrap_or_else(|p| p.into_inner()) = image;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| CommitError(e.to_string()))?
+    /// Submits a metadata change to the controller and returns its reply, once the change is
+    /// committed and this broker serves it (its partitions opened, its image published).
+    pub async fn submit<O: Op>(&self, op: O) -> Result<O::Reply, ControllerError> {
+        self.controller.submit(op).await
+    }
+
+    /// Called by the controller after each commit, on a blocking thread: brings the
+    /// partitions in line with `image`, then publishes it.
+    fn publish(&self, image: Arc<MetadataImage>) {
+        let _sync = self
+            .partition_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Open the new partitions before publishing the image: a request that sees a topic
+        // must find its partitions. The change is durable and applied whether or not they
+        // open: one that cannot is logged, answers KAFKA_STORAGE_ERROR and is retried by the
+        // maintenance task (a topic that was created is reported created).
+        if let Err(error) = self.partitions.sync(&image, &self.config) {
+            tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
+        }
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
     }
 
     /// A producer id never handed out before, on this broker or before a restart: ids are
-    /// reserved in blocks through a metadata record.
-    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, CommitError> {
-        const BLOCK: i64 = 1000;
+    /// reserved in blocks from the controller.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ControllerError> {
         let mut block = self.producer_ids.lock().await;
         if block.0 >= block.1 {
-            let start = self
-                .commit(|image| {
-                    let start = image.next_producer_id;
-                    (
-                        vec![MetadataRecord::ProducerIds {
-                            next_producer_id: start + BLOCK,
-                        }],
-                        start,
-                    )
+            let reserved = self
+                .submit(AllocateProducerIds {
+                    broker_id: self.node_id(),
                 })
                 .await?;
-            *block = (start, start + BLOCK);
+            *block = (reserved.first, reserved.first + reserved.size);
         }
         let id = block.0;
         block.0 += 1;
@@ -291,7 +275,7 @@ fn apply_open_file_limit() {
 }
 
 /// A new cluster id in Kafka's format: a random UUID as 22 characters of URL-safe base64.
-fn new_cluster_id() -> String {
+pub(crate) fn new_cluster_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
 }
@@ -353,8 +337,11 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
             let retry = broker.partitions.has_unopened().then(|| broker.clone());
             move || {
                 if let Some(broker) = retry {
-                    // Under the metadata lock, as every other sync, so two never overlap.
-                    let _store = broker.metadata.lock().unwrap_or_else(|p| p.into_inner());
+                    // As every other sync, under the lock, so two never overlap.
+                    let _sync = broker
+                        .partition_sync
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
                     let image = broker.image();
                     if broker.partitions.sync(&image, &broker.config).is_ok() {
                         tracing::info!("every partition is open again");

@@ -5,10 +5,15 @@
 //! - [`server`] binds the listeners and accepts connections; [`connection`] reads frames,
 //!   decodes them (`strata_protocol`), and hands each request to [`handlers`], keeping
 //!   responses in request order with a bounded number in flight.
-//! - [`broker::Broker`] is the shared state: the [`config::BrokerConfig`], the metadata store
-//!   (`strata_quorum`: records applied to an image), the [`manager::PartitionManager`] that
-//!   keeps one [`partition::Partition`] (a `strata_log::PartitionLog` plus leader epoch and
-//!   high watermark) per hosted partition, and the fetch-session cache.
+//! - [`broker::Broker`] is the shared state: the [`config::BrokerConfig`], the published
+//!   metadata image (`strata_quorum`: records applied to an image), the
+//!   [`manager::PartitionManager`] that keeps one [`partition::Partition`] (a
+//!   `strata_log::PartitionLog` plus leader epoch and high watermark) per hosted partition,
+//!   and the fetch-session cache.
+//! - [`controller`] is where metadata changes: handlers submit typed operations
+//!   (`strata_quorum::controller::ops`) with [`broker::Broker::submit`]; the controller plans
+//!   them against the image ([`controller::plan`]), commits their records in groups to the
+//!   metadata log, and answers once the broker serves the new image.
 //! - [`flusher`] performs group-commit fsyncs off the request path and advances high
 //!   watermarks, which wake acks=all producers and long-polling fetches.
 //! - [`groups`] and [`txn`] are the group and transaction coordinators, each sharded per
@@ -24,6 +29,7 @@ pub mod cleaner;
 pub mod config;
 pub mod connection;
 pub mod connection_limits;
+pub mod controller;
 pub mod data_dir;
 pub mod fd_limit;
 pub mod fetch_session;

@@ -7,11 +7,15 @@
 //!   it is [`log::LocalMetadataLog`], a checksummed file; in a cluster the same records will go
 //!   through a Raft log, and swapping the log is meant to be the only change.
 //! - [`store::MetadataStore`]: log + image; `commit` appends, fsyncs, then applies.
+//! - [`controller::ops`]: the typed operations a controller is asked to perform
+//!   ([`controller::ops::ControllerOp`]) and its replies.
 //!
-//! Data flow: a request handler validates against the image, builds records, commits them; the
-//! store applies them to the image, and the broker reacts to the new image (opens or deletes
-//! partition logs).
+//! Data flow: a request handler turns a request into a `ControllerOp` and submits it to the
+//! controller (`strata_broker::controller`), which plans it against the image into records,
+//! commits them through the store and answers; the broker then reacts to the new image (opens
+//! or deletes partition logs).
 
+pub mod controller;
 pub mod image;
 pub mod log;
 pub mod record;

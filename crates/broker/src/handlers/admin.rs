@@ -1,5 +1,6 @@
-//! CreateTopics, DeleteTopics, CreatePartitions: validate against the image, then commit
-//! metadata records.
+//! CreateTopics, DeleteTopics, CreatePartitions: checked here for what needs the connection
+//! (authorization, duplicates, free descriptors), then submitted to the controller as typed
+//! operations (`crate::controller`), which validates them against the image and commits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,183 +14,86 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
-use strata_protocol::topic::{collision_key, validate_topic_name};
 use strata_protocol::ErrorCode;
-use strata_quorum::{ConfigResource, MetadataImage, MetadataRecord};
+use strata_quorum::controller::ops::{
+    CreatePartitions, CreatePartitionsReply, CreateTopics, CreateTopicsReply, CreatedTopic,
+    DeleteTopics, ItemResult, NewPartitions, NewTopic, Op, OpError, ReplicaAssignment, TopicRef,
+};
+use strata_quorum::MetadataImage;
 use uuid::Uuid;
 
-use super::str_bytes;
+use super::{merge_answers, str_bytes};
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
-use crate::config::{
-    resolve_topic_config, topic_config_def, validate_value, BrokerConfig, ConfigLayers,
-    TOPIC_CONFIGS,
-};
+use crate::config::{resolve_topic_config, ConfigLayers, TOPIC_CONFIGS};
+use crate::controller::plan::refuse;
+use crate::controller::ControllerError;
 
-/// Partitions one request may create, so a typo cannot exhaust file handles.
-const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
-
-pub type ApiError = (ErrorCode, String);
-
-/// Checks topic configs (known key, valid value).
-pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    for (k, v) in configs {
-        let def = topic_config_def(k).ok_or_else(|| {
-            (
-                ErrorCode::InvalidConfig,
-                format!("Unknown topic config name: {k}"),
-            )
-        })?;
-        validate_value(&def.def, v).map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
-    }
-    let ignored = crate::config::topic_configs_not_in_effect(configs.keys());
-    if !ignored.is_empty() {
-        tracing::warn!(
-            keys = ignored.join(","),
-            "topic configuration keys accepted but not in effect yet"
-        );
-    }
-    Ok(())
+/// An operation that creates partitions.
+trait Creation: Op {
+    type Created;
+    /// Whether it asks to create anything.
+    fn creates_any(&self) -> bool;
+    /// The same operation, only validating.
+    fn validating(self) -> Self;
+    /// The per-item answers of its reply.
+    fn answers(reply: Self::Reply) -> Vec<ItemResult<Self::Created>>;
 }
 
-/// The records that create topic `name`. `partitions`/`replication_factor` of -1 take the
-/// broker defaults; `assignments` (partition → replicas) replace both when non-empty.
-pub fn plan_create_topic(
-    image: &MetadataImage,
-    config: &BrokerConfig,
-    name: &str,
-    partitions: i32,
-    replication_factor: i16,
-    assignments: &[(i32, Vec<i32>)],
-    configs: &BTreeMap<String, String>,
-) -> Result<Vec<MetadataRecord>, ApiError> {
-    validate_topic_name(name).map_err(|e| (ErrorCode::InvalidTopicException, e.to_string()))?;
-    if image.topic_by_name(name).is_some() {
-        return Err((
-            ErrorCode::TopicAlreadyExists,
-            format!("Topic '{name}' already exists."),
-        ));
+impl Creation for CreateTopics {
+    type Created = CreatedTopic;
+    fn creates_any(&self) -> bool {
+        !self.topics.is_empty()
     }
-    let key = collision_key(name);
-    if let Some(other) = image.topics().find(|t| collision_key(&t.name) == key) {
-        return Err((
-            ErrorCode::InvalidTopicException,
-            format!(
-                "Topic '{name}' collides with existing topic '{}': '.' and '_' are interchangeable in metric names",
-                other.name
-            ),
-        ));
+    fn validating(self) -> Self {
+        CreateTopics {
+            validate_only: true,
+            ..self
+        }
     }
-    validate_topic_configs(configs)?;
-    let brokers = [config.node_id];
-    let replica_sets: Vec<(i32, Vec<i32>)> = if !assignments.is_empty() {
-        if partitions != -1 || replication_factor != -1 {
-            return Err((
-                ErrorCode::InvalidRequest,
-                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
-            ));
+    fn answers(reply: CreateTopicsReply) -> Vec<ItemResult<CreatedTopic>> {
+        reply.topics
+    }
+}
+
+impl Creation for CreatePartitions {
+    type Created = ();
+    fn creates_any(&self) -> bool {
+        !self.topics.is_empty()
+    }
+    fn validating(self) -> Self {
+        CreatePartitions {
+            validate_only: true,
+            ..self
         }
-        let mut sorted = assignments.to_vec();
-        sorted.sort_by_key(|(p, _)| *p);
-        for (i, (p, replicas)) in sorted.iter().enumerate() {
-            if *p != i as i32 {
-                return Err((
-                    ErrorCode::InvalidReplicaAssignment,
-                    "Partitions must be numbered consecutively from 0.".into(),
-                ));
-            }
-            validate_replicas(replicas, &brokers)?;
-        }
-        sorted
+    }
+    fn answers(reply: CreatePartitionsReply) -> Vec<ItemResult<()>> {
+        reply.topics
+    }
+}
+
+/// Submits an operation that creates partitions and returns its per-item answers. When
+/// creating partitions cannot be served now for lack of descriptors (see
+/// `fd_limit::create_headroom_error`), the operation only validates and every item that would
+/// have been created is refused with POLICY_VIOLATION instead: a topic is created with all
+/// its partitions or not at all.
+async fn submit_creation<O: Creation>(
+    broker: &Broker,
+    op: O,
+) -> Result<Vec<ItemResult<O::Created>>, ControllerError> {
+    let headroom = if op.creates_any() {
+        crate::fd_limit::create_headroom_error()
     } else {
-        let n = if partitions == -1 {
-            config.num_partitions
-        } else {
-            partitions
-        };
-        let rf = if replication_factor == -1 {
-            config.default_replication_factor
-        } else {
-            replication_factor
-        };
-        if n <= 0 || n > MAX_PARTITIONS_PER_TOPIC {
-            return Err((
-                ErrorCode::InvalidPartitions,
-                format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, not {n}."),
-            ));
-        }
-        if rf <= 0 {
-            return Err((
-                ErrorCode::InvalidReplicationFactor,
-                "Replication factor must be larger than 0.".into(),
-            ));
-        }
-        if rf as usize > brokers.len() {
-            return Err((
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
-                    brokers.len()
-                ),
-            ));
-        }
-        (0..n).map(|p| (p, brokers.to_vec())).collect()
+        None
     };
-    let topic_id = Uuid::new_v4();
-    let mut records = vec![MetadataRecord::Topic {
-        name: name.to_string(),
-        topic_id,
-    }];
-    for (k, v) in configs {
-        records.push(MetadataRecord::Config {
-            resource: ConfigResource::Topic(name.to_string()),
-            name: k.clone(),
-            value: Some(v.clone()),
-        });
-    }
-    records.extend(
-        replica_sets
-            .into_iter()
-            .map(|(p, replicas)| partition_record(topic_id, p, replicas)),
-    );
-    Ok(records)
-}
-
-fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
-    MetadataRecord::Partition {
-        topic_id,
-        partition,
-        leader: replicas[0],
-        isr: replicas.clone(),
-        replicas,
-        leader_epoch: 0,
-        partition_epoch: 0,
-    }
-}
-
-fn validate_replicas(replicas: &[i32], brokers: &[i32]) -> Result<(), ApiError> {
-    if replicas.is_empty() {
-        return Err((
-            ErrorCode::InvalidReplicaAssignment,
-            "A partition needs at least one replica.".into(),
-        ));
-    }
-    let mut seen = replicas.to_vec();
-    seen.sort_unstable();
-    seen.dedup();
-    if seen.len() != replicas.len() {
-        return Err((
-            ErrorCode::InvalidReplicaAssignment,
-            "Duplicate brokers in a replica assignment.".into(),
-        ));
-    }
-    if let Some(b) = replicas.iter().find(|b| !brokers.contains(b)) {
-        return Err((
-            ErrorCode::InvalidReplicaAssignment,
-            format!("Broker {b} in the replica assignment is not registered."),
-        ));
-    }
-    Ok(())
+    let Some(message) = headroom else {
+        return Ok(O::answers(broker.submit(op).await?));
+    };
+    let answers = O::answers(broker.submit(op.validating()).await?);
+    Ok(answers
+        .into_iter()
+        .map(|a| a.and_then(|_| Err(refuse(ErrorCode::PolicyViolation, message.clone()))))
+        .collect())
 }
 
 pub async fn create_topics(
@@ -198,105 +102,56 @@ pub async fn create_topics(
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
-    struct Wanted {
-        name: String,
-        partitions: i32,
-        replication_factor: i16,
-        assignments: Vec<(i32, Vec<i32>)>,
-        configs: BTreeMap<String, String>,
-        authorized: bool,
-        duplicate: bool,
-    }
     let mut seen = std::collections::HashMap::new();
     for t in &req.topics {
         *seen.entry(t.name.0.to_string()).or_insert(0) += 1;
     }
-    let wanted: Vec<Wanted> = req
-        .topics
-        .iter()
-        .map(|t| Wanted {
-            name: t.name.0.to_string(),
-            partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            assignments: t
-                .assignments
-                .iter()
-                .map(|a| {
-                    (
-                        a.partition_index,
-                        a.broker_ids.iter().map(|b| b.0).collect(),
-                    )
-                })
-                .collect(),
-            configs: t
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect(),
-            authorized: authorize(ctx, Operation::Create, Resource::Topic(t.name.0.as_str())),
-            duplicate: seen.get(t.name.0.as_str()).copied().unwrap_or(0) > 1,
-        })
-        .collect();
-    let validate_only = req.validate_only;
-    let config = broker.config.clone();
-    let outcome = broker
-        .commit(move |image| {
-            let mut scratch = image.clone();
-            let mut records = Vec::new();
-            let mut results = Vec::new();
-            // Checked once, under the metadata lock: a topic is created with all its
-            // partitions or not at all, never left half-made for lack of descriptors.
-            let mut headroom: Option<Option<String>> = None;
-            for w in wanted {
-                let planned = if w.duplicate {
-                    Err((
-                        ErrorCode::InvalidRequest,
-                        format!("Topic '{}' appears more than once in the request.", w.name),
-                    ))
-                } else if !w.authorized {
-                    Err((
-                        ErrorCode::TopicAuthorizationFailed,
-                        "Not authorized to create the topic.".into(),
-                    ))
-                } else {
-                    plan_create_topic(
-                        &scratch,
-                        &config,
-                        &w.name,
-                        w.partitions,
-                        w.replication_factor,
-                        &w.assignments,
-                        &w.configs,
-                    )
-                    .and_then(|plan| {
-                        match headroom.get_or_insert_with(crate::fd_limit::create_headroom_error) {
-                            Some(message) => Err((ErrorCode::PolicyViolation, message.clone())),
-                            None => Ok(plan),
-                        }
+    let mut screened = Vec::with_capacity(req.topics.len());
+    let mut topics = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        if seen.get(name.as_str()).copied().unwrap_or(0) > 1 {
+            screened.push(Some(Err(refuse(
+                ErrorCode::InvalidRequest,
+                format!("Topic '{name}' appears more than once in the request."),
+            ))));
+        } else if !authorize(ctx, Operation::Create, Resource::Topic(&name)) {
+            screened.push(Some(Err(refuse(
+                ErrorCode::TopicAuthorizationFailed,
+                "Not authorized to create the topic.",
+            ))));
+        } else {
+            screened.push(None);
+            topics.push(NewTopic {
+                name,
+                num_partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+                assignments: t
+                    .assignments
+                    .iter()
+                    .map(|a| ReplicaAssignment {
+                        partition: a.partition_index,
+                        replicas: a.broker_ids.iter().map(|b| b.0).collect(),
                     })
-                };
-                match planned {
-                    Ok(plan) => {
-                        for r in &plan {
-                            scratch.apply(r);
-                        }
-                        if !validate_only {
-                            records.extend(plan);
-                        }
-                        results.push((w.name, Ok(())));
-                    }
-                    Err(e) => results.push((w.name, Err(e))),
-                }
-            }
-            (records, (results, scratch))
-        })
-        .await;
-    let (results, scratch) = match outcome {
-        Ok(r) => r,
+                    .collect(),
+                configs: t
+                    .configs
+                    .iter()
+                    .filter_map(|c| {
+                        c.value
+                            .as_ref()
+                            .map(|v| (c.name.to_string(), v.to_string()))
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let op = CreateTopics {
+        topics,
+        validate_only: req.validate_only,
+    };
+    let answers = match submit_creation(broker, op).await {
+        Ok(answers) => answers,
         Err(error) => {
             tracing::error!(%error, "create topics failed");
             let topics = req
@@ -312,41 +167,36 @@ pub async fn create_topics(
             return CreateTopicsResponse::default().with_topics(topics);
         }
     };
-    let topics = results
-        .into_iter()
-        .map(|(name, result)| {
-            let base =
-                CreatableTopicResult::default().with_name(TopicName(str_bytes(name.clone())));
+    let image = broker.image();
+    let topics = req
+        .topics
+        .iter()
+        .zip(merge_answers(screened, answers))
+        .map(|(t, result)| {
+            let base = CreatableTopicResult::default().with_name(t.name.clone());
             match result {
                 // topic_config_error_code, num_partitions, replication_factor and configs
                 // exist from v5, topic_id from v7.
-                Err((code, message)) => base
-                    .with_error_code(code.code())
+                Err(OpError { code, message }) => base
+                    .with_error_code(code)
                     .with_error_message(Some(str_bytes(message)))
                     .with_topic_config_error_code(
-                        if code == ErrorCode::InvalidConfig && version >= 5 {
-                            code.code()
+                        if code == ErrorCode::InvalidConfig.code() && version >= 5 {
+                            code
                         } else {
                             0
                         },
                     ),
-                Ok(()) => {
-                    let topic = scratch.topic_by_name(&name).expect("planned above");
+                Ok(created) => {
                     let mut result = base;
                     if version >= 7 {
-                        result = result.with_topic_id(topic.topic_id);
+                        result = result.with_topic_id(created.topic_id);
                     }
                     if version >= 5 {
                         result = result
-                            .with_num_partitions(topic.partitions.len() as i32)
-                            .with_replication_factor(
-                                topic
-                                    .partitions
-                                    .values()
-                                    .next()
-                                    .map_or(1, |p| p.replicas.len() as i16),
-                            )
-                            .with_configs(Some(created_configs(broker, &scratch, &topic.configs)));
+                            .with_num_partitions(created.num_partitions)
+                            .with_replication_factor(created.replication_factor)
+                            .with_configs(Some(created_configs(broker, &image, &created.configs)));
                     }
                     result
                 }
@@ -397,54 +247,51 @@ pub async fn delete_topics(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let ctx = ctx.clone();
-    let outcome = broker
-        .commit(move |image| {
-            let mut records = Vec::new();
-            let mut results = Vec::new();
-            for (name, id) in wanted {
-                let topic = match &name {
-                    Some(n) => image.topic_by_name(n),
-                    None => image.topic_by_id(&id),
-                };
-                let result = match topic {
-                    None if name.is_none() => Err(ErrorCode::UnknownTopicId),
-                    None => Err(ErrorCode::UnknownTopicOrPartition),
-                    Some(t) if !authorize(&ctx, Operation::Delete, Resource::Topic(&t.name)) => {
-                        Err(ErrorCode::TopicAuthorizationFailed)
-                    }
-                    Some(t) if records.iter().any(|r| matches!(r, MetadataRecord::RemoveTopic { topic_id } if *topic_id == t.topic_id)) => {
-                        Ok((t.name.clone(), t.topic_id))
-                    }
-                    Some(t) => {
-                        records.push(MetadataRecord::RemoveTopic { topic_id: t.topic_id });
-                        Ok((t.name.clone(), t.topic_id))
-                    }
-                };
-                results.push((name, id, result));
-            }
-            (records, results)
-        })
-        .await;
-    let results = match outcome {
-        Ok(r) => r,
+    // A topic this broker knows is authorized by its name; one it does not know goes to the
+    // controller, which answers that it is unknown.
+    let image = broker.image();
+    let mut screened = Vec::with_capacity(wanted.len());
+    let mut topics = Vec::new();
+    for (name, id) in &wanted {
+        let known = match name {
+            Some(n) => image.topic_by_name(n),
+            None => image.topic_by_id(id),
+        };
+        if known.is_some_and(|t| !authorize(ctx, Operation::Delete, Resource::Topic(&t.name))) {
+            let code = ErrorCode::TopicAuthorizationFailed;
+            screened.push(Some(Err(refuse(code, code.to_string()))));
+        } else {
+            screened.push(None);
+            topics.push(match name {
+                Some(n) => TopicRef::Name(n.clone()),
+                None => TopicRef::Id(*id),
+            });
+        }
+    }
+    let answers = match broker.submit(DeleteTopics { topics }).await {
+        Ok(reply) => reply.topics,
         Err(error) => {
             tracing::error!(%error, "delete topics failed");
             return DeleteTopicsResponse::default();
         }
     };
-    let responses = results
+    let responses = wanted
         .into_iter()
+        .zip(merge_answers(screened, answers))
         // topic_id exists from v6, error_message from v5.
-        .map(|(name, id, result)| match result {
-            Ok((name, id)) => DeletableTopicResult::default()
-                .with_name(Some(TopicName(str_bytes(name))))
-                .with_topic_id(if version >= 6 { id } else { Uuid::nil() }),
-            Err(code) => DeletableTopicResult::default()
+        .map(|((name, id), result)| match result {
+            Ok(deleted) => DeletableTopicResult::default()
+                .with_name(Some(TopicName(str_bytes(deleted.name))))
+                .with_topic_id(if version >= 6 {
+                    deleted.topic_id
+                } else {
+                    Uuid::nil()
+                }),
+            Err(e) => DeletableTopicResult::default()
                 .with_name(name.map(|n| TopicName(str_bytes(n))))
                 .with_topic_id(if version >= 6 { id } else { Uuid::nil() })
-                .with_error_code(code.code())
-                .with_error_message((version >= 5).then(|| str_bytes(code.to_string()))),
+                .with_error_code(e.code)
+                .with_error_message((version >= 5).then(|| str_bytes(e.message))),
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
@@ -455,95 +302,50 @@ pub async fn create_partitions(
     ctx: &ConnectionContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node_id = broker.node_id();
-    let validate_only = req.validate_only;
-    let ctx = ctx.clone();
-    let topics = req.topics.clone();
-    let outcome = broker
-        .commit(move |image| {
-            let mut records = Vec::new();
-            let mut results = Vec::new();
-            let mut headroom: Option<Option<String>> = None;
-            for t in topics {
-                let name = t.name.0.to_string();
-                let result = (|| -> Result<Vec<MetadataRecord>, ApiError> {
-                    let topic = image.topic_by_name(&name).ok_or((
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("The topic '{name}' does not exist."),
-                    ))?;
-                    if !authorize(&ctx, Operation::Alter, Resource::Topic(&name)) {
-                        return Err((ErrorCode::TopicAuthorizationFailed, "Not authorized.".into()));
-                    }
-                    let current = topic.partitions.len() as i32;
-                    if t.count <= current {
-                        return Err((
-                            ErrorCode::InvalidPartitions,
-                            format!("Topic currently has {current} partitions, which is higher than or equal to the requested {}.", t.count),
-                        ));
-                    }
-                    if t.count > MAX_PARTITIONS_PER_TOPIC {
-                        return Err((ErrorCode::InvalidPartitions, format!("At most {MAX_PARTITIONS_PER_TOPIC} partitions.")));
-                    }
-                    let added = (t.count - current) as usize;
-                    let assignments: Vec<Vec<i32>> = match &t.assignments {
-                        Some(a) => {
-                            if a.len() != added {
-                                return Err((
-                                    ErrorCode::InvalidReplicaAssignment,
-                                    format!("Increasing the number of partitions by {added} but {} assignments provided.", a.len()),
-                                ));
-                            }
-                            a.iter().map(|x| x.broker_ids.iter().map(|b| b.0).collect()).collect()
-                        }
-                        None => {
-                            let rf = topic.partitions.values().next().map_or(1, |p| p.replicas.len());
-                            if rf > 1 {
-                                return Err((ErrorCode::InvalidReplicationFactor, "Only one broker is registered.".into()));
-                            }
-                            vec![vec![node_id]; added]
-                        }
-                    };
-                    let mut out = Vec::new();
-                    for (i, replicas) in assignments.into_iter().enumerate() {
-                        validate_replicas(&replicas, &[node_id])?;
-                        out.push(partition_record(topic.topic_id, current + i as i32, replicas));
-                    }
-                    if let Some(message) = headroom.get_or_insert_with(crate::fd_limit::create_headroom_error) {
-                        return Err((ErrorCode::PolicyViolation, message.clone()));
-                    }
-                    Ok(out)
-                })();
-                match result {
-                    Ok(plan) => {
-                        if !validate_only {
-                            records.extend(plan);
-                        }
-                        results.push((name, None));
-                    }
-                    Err(e) => results.push((name, Some(e))),
-                }
-            }
-            (records, results)
-        })
-        .await;
-    let results = match outcome {
-        Ok(r) => r,
+    let mut screened = Vec::with_capacity(req.topics.len());
+    let mut topics = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        if !authorize(ctx, Operation::Alter, Resource::Topic(&name)) {
+            screened.push(Some(Err(refuse(
+                ErrorCode::TopicAuthorizationFailed,
+                "Not authorized.",
+            ))));
+        } else {
+            screened.push(None);
+            topics.push(NewPartitions {
+                name,
+                count: t.count,
+                assignments: t.assignments.as_ref().map(|a| {
+                    a.iter()
+                        .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                }),
+            });
+        }
+    }
+    let op = CreatePartitions {
+        topics,
+        validate_only: req.validate_only,
+    };
+    let answers = match submit_creation(broker, op).await {
+        Ok(answers) => answers,
         Err(error) => {
             tracing::error!(%error, "create partitions failed");
             return CreatePartitionsResponse::default();
         }
     };
     CreatePartitionsResponse::default().with_results(
-        results
-            .into_iter()
-            .map(|(name, err)| {
-                let r =
-                    CreatePartitionsTopicResult::default().with_name(TopicName(str_bytes(name)));
-                match err {
-                    None => r,
-                    Some((code, message)) => r
-                        .with_error_code(code.code())
-                        .with_error_message(Some(str_bytes(message))),
+        req.topics
+            .iter()
+            .zip(merge_answers(screened, answers))
+            .map(|(t, result)| {
+                let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+                match result {
+                    Ok(()) => r,
+                    Err(e) => r
+                        .with_error_code(e.code)
+                        .with_error_message(Some(str_bytes(e.message))),
                 }
             })
             .collect(),

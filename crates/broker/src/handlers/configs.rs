@@ -3,6 +3,10 @@
 //!
 //! DescribeConfigs returns every known config of the resource, with value, source, read-only
 //! flag, type, synonyms and documentation, as Kafka does: tools validate keys against it.
+//!
+//! The two alter APIs are authorized here, then submitted to the controller as
+//! `AlterConfigs` / `IncrementalAlterConfigs` operations, which it validates and plans
+//! (`crate::controller::plan`) against its image.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,20 +20,24 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use strata_protocol::ErrorCode;
-use strata_quorum::{ConfigResource, MetadataImage, MetadataRecord};
+use strata_quorum::controller::ops::{
+    AlterConfigs, AlterConfigsReply, ConfigOperation, ConfigTarget, IncrementalAlterConfigs,
+    ItemResult, Op, OpError,
+};
+use strata_quorum::MetadataImage;
 
-use super::admin::{validate_topic_configs, ApiError};
-use super::str_bytes;
+use super::{merge_answers, str_bytes};
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::config::{
-    broker_config_def, resolve_topic_config, validate_value, ConfigLayers, ConfigSource,
-    ConfigType, BROKER_CONFIGS, TOPIC_CONFIGS,
+    resolve_topic_config, ConfigLayers, ConfigSource, ConfigType, BROKER_CONFIGS, TOPIC_CONFIGS,
 };
+use crate::controller::plan::{broker_entity, known_topic, refuse};
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_TOPIC: i8 = ConfigTarget::TOPIC;
+const RESOURCE_BROKER: i8 = ConfigTarget::BROKER;
 const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// One row of a DescribeConfigs answer before encoding.
@@ -61,15 +69,15 @@ pub fn describe_configs(
                 RESOURCE_TOPIC => topic_rows(broker, &image, ctx, res.resource_name.as_str()),
                 RESOURCE_BROKER => broker_rows(broker, &image, ctx, res.resource_name.as_str()),
                 RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
-                other => Err((
+                other => Err(refuse(
                     ErrorCode::InvalidRequest,
                     format!("Unsupported resource type {other}"),
                 )),
             };
             match rows {
-                Err((code, message)) => base
-                    .with_error_code(code.code())
-                    .with_error_message(Some(str_bytes(message))),
+                Err(e) => base
+                    .with_error_code(e.code)
+                    .with_error_message(Some(str_bytes(e.message))),
                 Ok(rows) => {
                     // Null (or an empty list) asks for every config.
                     let keys: Option<Vec<String>> = res
@@ -126,15 +134,12 @@ fn topic_rows(
     image: &MetadataImage,
     ctx: &ConnectionContext,
     name: &str,
-) -> Result<Vec<Row>, ApiError> {
-    let topic = image.topic_by_name(name).ok_or((
-        ErrorCode::UnknownTopicOrPartition,
-        format!("The topic '{name}' does not exist."),
-    ))?;
+) -> Result<Vec<Row>, OpError> {
+    let topic = known_topic(image, name)?;
     if !authorize(ctx, Operation::DescribeConfigs, Resource::Topic(name)) {
-        return Err((
+        return Err(refuse(
             ErrorCode::TopicAuthorizationFailed,
-            "Not authorized.".into(),
+            "Not authorized.",
         ));
     }
     let layers = ConfigLayers {
@@ -160,34 +165,17 @@ fn topic_rows(
         .collect())
 }
 
-/// The broker entity a resource name means: `""` the cluster-wide default, else a node id.
-fn broker_entity(broker: &Broker, name: &str) -> Result<Option<i32>, ApiError> {
-    if name.is_empty() {
-        return Ok(None);
-    }
-    match name.parse::<i32>() {
-        Ok(id) if id == broker.node_id() => Ok(Some(id)),
-        _ => Err((
-            ErrorCode::InvalidRequest,
-            format!(
-                "Unexpected broker id, expected {} or empty string, but received {name}",
-                broker.node_id()
-            ),
-        )),
-    }
-}
-
 fn broker_rows(
     broker: &Broker,
     image: &MetadataImage,
     ctx: &ConnectionContext,
     name: &str,
-) -> Result<Vec<Row>, ApiError> {
-    let entity = broker_entity(broker, name)?;
+) -> Result<Vec<Row>, OpError> {
+    let entity = broker_entity(broker.node_id(), name)?;
     if !authorize(ctx, Operation::DescribeConfigs, Resource::Cluster) {
-        return Err((
+        return Err(refuse(
             ErrorCode::ClusterAuthorizationFailed,
-            "Not authorized.".into(),
+            "Not authorized.",
         ));
     }
     let empty = BTreeMap::new();
@@ -245,155 +233,69 @@ fn broker_rows(
         .collect())
 }
 
-/// A validated change to one resource: the records to commit.
-fn plan_topic_change(
-    image: &MetadataImage,
-    ctx: &ConnectionContext,
-    name: &str,
-    new_configs: BTreeMap<String, String>,
-) -> Result<Vec<MetadataRecord>, ApiError> {
-    let topic = image.topic_by_name(name).ok_or((
-        ErrorCode::UnknownTopicOrPartition,
-        format!("The topic '{name}' does not exist."),
-    ))?;
-    if !authorize(ctx, Operation::AlterConfigs, Resource::Topic(name)) {
-        return Err((
+/// Refuses here the resources the connection may not alter (`None`: sent to the
+/// controller, which plans the change and refuses unknown resources and types).
+fn screen(ctx: &ConnectionContext, target: &ConfigTarget) -> Option<ItemResult<()>> {
+    let (resource, code) = match target.resource_type {
+        RESOURCE_TOPIC => (
+            Resource::Topic(&target.name),
             ErrorCode::TopicAuthorizationFailed,
-            "Not authorized.".into(),
-        ));
-    }
-    validate_topic_configs(&new_configs)?;
-    Ok(diff_records(
-        ConfigResource::Topic(name.to_string()),
-        &topic.configs,
-        &new_configs,
-    ))
+        ),
+        RESOURCE_BROKER => (Resource::Cluster, ErrorCode::ClusterAuthorizationFailed),
+        _ => return None,
+    };
+    (!authorize(ctx, Operation::AlterConfigs, resource))
+        .then(|| Err(refuse(code, "Not authorized.")))
 }
 
-fn plan_broker_change(
+/// Screens each requested resource, submits the operation `make_op` builds from the ones
+/// that pass, and returns each resource with its result, in request order (no results if the
+/// change could not be committed).
+async fn submit_changes<T, O>(
     broker: &Broker,
-    image: &MetadataImage,
     ctx: &ConnectionContext,
-    name: &str,
-    new_configs: BTreeMap<String, String>,
-) -> Result<Vec<MetadataRecord>, ApiError> {
-    let entity = broker_entity(broker, name)?;
-    if !authorize(ctx, Operation::AlterConfigs, Resource::Cluster) {
-        return Err((
-            ErrorCode::ClusterAuthorizationFailed,
-            "Not authorized.".into(),
-        ));
-    }
-    for (k, v) in &new_configs {
-        let def = broker_config_def(k).ok_or_else(|| {
-            (
-                ErrorCode::InvalidConfig,
-                format!("Unknown broker config name: {k}"),
-            )
-        })?;
-        if !def.dynamic {
-            return Err((
-                ErrorCode::InvalidConfig,
-                format!("Cannot update these configs dynamically: {k}"),
-            ));
+    requested: Vec<(ConfigTarget, T)>,
+    make_op: impl FnOnce(Vec<(ConfigTarget, T)>) -> O,
+) -> Vec<(ConfigTarget, ItemResult<()>)>
+where
+    O: Op<Reply = AlterConfigsReply>,
+{
+    let mut screened = Vec::with_capacity(requested.len());
+    let mut targets = Vec::with_capacity(requested.len());
+    let mut passed = Vec::new();
+    for (target, change) in requested {
+        let own = screen(ctx, &target);
+        if own.is_none() {
+            passed.push((target.clone(), change));
         }
-        validate_value(def, v).map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+        screened.push(own);
+        targets.push(target);
     }
-    let empty = BTreeMap::new();
-    let current = image.broker_configs.get(&entity).unwrap_or(&empty);
-    Ok(diff_records(
-        ConfigResource::Broker(entity),
-        current,
-        &new_configs,
-    ))
-}
-
-fn diff_records(
-    resource: ConfigResource,
-    current: &BTreeMap<String, String>,
-    wanted: &BTreeMap<String, String>,
-) -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
-    for k in current.keys().filter(|k| !wanted.contains_key(*k)) {
-        records.push(MetadataRecord::Config {
-            resource: resource.clone(),
-            name: k.clone(),
-            value: None,
-        });
-    }
-    for (k, v) in wanted {
-        if current.get(k) != Some(v) {
-            records.push(MetadataRecord::Config {
-                resource: resource.clone(),
-                name: k.clone(),
-                value: Some(v.clone()),
-            });
+    match broker.submit(make_op(passed)).await {
+        Ok(reply) => targets
+            .into_iter()
+            .zip(merge_answers(screened, reply.resources))
+            .collect(),
+        Err(error) => {
+            tracing::error!(%error, "altering configs failed");
+            Vec::new()
         }
     }
-    records
 }
 
-/// The current overrides of a resource.
-fn current_overrides(
-    broker: &Broker,
-    image: &MetadataImage,
-    resource_type: i8,
-    name: &str,
-) -> BTreeMap<String, String> {
-    match resource_type {
-        RESOURCE_TOPIC => image
-            .topic_by_name(name)
-            .map(|t| t.configs.clone())
-            .unwrap_or_default(),
-        RESOURCE_BROKER => broker_entity(broker, name)
-            .ok()
-            .and_then(|e| image.broker_configs.get(&e).cloned())
-            .unwrap_or_default(),
-        _ => BTreeMap::new(),
+/// A resource's error code and message (0 and none on success).
+fn error_fields(result: ItemResult<()>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (0, None),
+        Err(e) => (e.code, Some(str_bytes(e.message))),
     }
 }
 
-type Change = (i8, String, Result<BTreeMap<String, String>, ApiError>);
-
-/// Validates and commits whole new config sets; returns per-resource results.
-async fn apply_changes(
-    broker: &Arc<Broker>,
-    ctx: &ConnectionContext,
-    changes: Vec<Change>,
-    validate_only: bool,
-) -> Vec<(i8, String, Option<ApiError>)> {
-    let b = broker.clone();
-    let ctx = ctx.clone();
-    let outcome = broker
-        .commit(move |image| {
-            let mut records = Vec::new();
-            let mut results = Vec::new();
-            for (resource_type, name, wanted) in changes {
-                let planned = wanted.and_then(|wanted| match resource_type {
-                    RESOURCE_TOPIC => plan_topic_change(image, &ctx, &name, wanted),
-                    RESOURCE_BROKER => plan_broker_change(&b, image, &ctx, &name, wanted),
-                    other => Err((
-                        ErrorCode::InvalidRequest,
-                        format!("Unsupported resource type {other}"),
-                    )),
-                });
-                match planned {
-                    Ok(plan) => {
-                        if !validate_only {
-                            records.extend(plan);
-                        }
-                        results.push((resource_type, name, None));
-                    }
-                    Err(e) => results.push((resource_type, name, Some(e))),
-                }
-            }
-            (records, results)
-        })
-        .await;
-    outcome.unwrap_or_else(|error| {
-        tracing::error!(%error, "altering configs failed");
-        Vec::new()
-    })
+fn target(resource_type: i8, name: &StrBytes) -> ConfigTarget {
+    ConfigTarget {
+        resource_type,
+        name: name.to_string(),
+    }
 }
 
 pub async fn alter_configs(
@@ -401,7 +303,7 @@ pub async fn alter_configs(
     ctx: &ConnectionContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let changes = req
+    let requested = req
         .resources
         .iter()
         .map(|r| {
@@ -414,64 +316,28 @@ pub async fn alter_configs(
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
                 .collect();
-            (r.resource_type, r.resource_name.to_string(), Ok(wanted))
+            (target(r.resource_type, &r.resource_name), wanted)
         })
         .collect();
-    let results = apply_changes(broker, ctx, changes, req.validate_only).await;
+    let validate_only = req.validate_only;
+    let results = submit_changes(broker, ctx, requested, |resources| AlterConfigs {
+        resources,
+        validate_only,
+    })
+    .await;
     AlterConfigsResponse::default().with_responses(
         results
             .into_iter()
-            .map(|(t, name, err)| {
-                let r = AlterConfigsResourceResponse::default()
-                    .with_resource_type(t)
-                    .with_resource_name(str_bytes(name));
-                match err {
-                    None => r,
-                    Some((code, msg)) => r
-                        .with_error_code(code.code())
-                        .with_error_message(Some(str_bytes(msg))),
-                }
+            .map(|(target, result)| {
+                let (code, message) = error_fields(result);
+                AlterConfigsResourceResponse::default()
+                    .with_resource_type(target.resource_type)
+                    .with_resource_name(str_bytes(target.name))
+                    .with_error_code(code)
+                    .with_error_message(message)
             })
             .collect(),
     )
-}
-
-/// What `key` of a resource is when the resource does not set it.
-fn inherited_value(
-    broker: &Broker,
-    image: &MetadataImage,
-    resource_type: i8,
-    key: &str,
-) -> Option<String> {
-    match resource_type {
-        RESOURCE_TOPIC => {
-            let def = crate::config::topic_config_def(key)?;
-            let empty = BTreeMap::new();
-            let layers = ConfigLayers {
-                topic: &empty,
-                dynamic_broker: image.broker_configs.get(&Some(broker.node_id())),
-                dynamic_default: image.broker_configs.get(&None),
-                static_broker: &broker.config.set,
-            };
-            resolve_topic_config(def, &layers).value
-        }
-        RESOURCE_BROKER => broker.config.value(key),
-        _ => None,
-    }
-}
-
-/// IncrementalAlterConfigs operations.
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-const OP_APPEND: i8 = 2;
-const OP_SUBTRACT: i8 = 3;
-
-fn is_list(resource_type: i8, name: &str) -> bool {
-    let kind = match resource_type {
-        RESOURCE_TOPIC => crate::config::topic_config_def(name).map(|d| d.def.kind),
-        _ => broker_config_def(name).map(|d| d.kind),
-    };
-    kind == Some(ConfigType::List)
 }
 
 pub async fn incremental_alter_configs(
@@ -479,72 +345,40 @@ pub async fn incremental_alter_configs(
     ctx: &ConnectionContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let image = broker.image();
-    let changes = req
+    let requested = req
         .resources
         .iter()
         .map(|r| {
-            let name = r.resource_name.to_string();
-            let mut wanted = current_overrides(broker, &image, r.resource_type, &name);
-            let mut result = Ok(());
-            for c in &r.configs {
-                let key = c.name.to_string();
-                let value = c.value.as_ref().map(|v| v.to_string());
-                match c.config_operation {
-                    OP_SET => {
-                        wanted.insert(key, value.unwrap_or_default());
-                    }
-                    OP_DELETE => {
-                        wanted.remove(&key);
-                    }
-                    OP_APPEND | OP_SUBTRACT => {
-                        if !is_list(r.resource_type, &key) {
-                            result = Err((ErrorCode::InvalidConfig, format!("Config value append/subtract is not allowed for config key {key}, which is not a list")));
-                            break;
-                        }
-                        // APPEND and SUBTRACT start from the value in effect: the resource's
-                        // own setting, else what it inherits (broker setting or default).
-                        let current = wanted
-                            .get(&key)
-                            .cloned()
-                            .or_else(|| inherited_value(broker, &image, r.resource_type, &key));
-                        let mut items: Vec<String> = current
-                            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-                            .unwrap_or_default();
-                        for item in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                            if c.config_operation == OP_APPEND {
-                                if !items.iter().any(|i| i == item) {
-                                    items.push(item.to_string());
-                                }
-                            } else {
-                                items.retain(|i| i != item);
-                            }
-                        }
-                        wanted.insert(key, items.join(","));
-                    }
-                    other => {
-                        result = Err((ErrorCode::InvalidRequest, format!("Unknown config operation {other}")));
-                        break;
-                    }
-                }
-            }
-            (r.resource_type, name, result.map(|()| wanted))
+            let operations: Vec<ConfigOperation> = r
+                .configs
+                .iter()
+                .map(|c| ConfigOperation {
+                    name: c.name.to_string(),
+                    op: c.config_operation,
+                    value: c.value.as_ref().map(|v| v.to_string()),
+                })
+                .collect();
+            (target(r.resource_type, &r.resource_name), operations)
         })
         .collect();
-    let results = apply_changes(broker, ctx, changes, req.validate_only).await;
+    let validate_only = req.validate_only;
+    let results = submit_changes(broker, ctx, requested, |resources| {
+        IncrementalAlterConfigs {
+            resources,
+            validate_only,
+        }
+    })
+    .await;
     IncrementalAlterConfigsResponse::default().with_responses(
         results
             .into_iter()
-            .map(|(t, name, err)| {
-                let r = IncResponse::default()
-                    .with_resource_type(t)
-                    .with_resource_name(str_bytes(name));
-                match err {
-                    None => r,
-                    Some((code, msg)) => r
-                        .with_error_code(code.code())
-                        .with_error_message(Some(str_bytes(msg))),
-                }
+            .map(|(target, result)| {
+                let (code, message) = error_fields(result);
+                IncResponse::default()
+                    .with_resource_type(target.resource_type)
+                    .with_resource_name(str_bytes(target.name))
+                    .with_error_code(code)
+                    .with_error_message(message)
             })
             .collect(),
     )

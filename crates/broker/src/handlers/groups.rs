@@ -25,8 +25,8 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
 use strata_coordinator::{CommittedOffset, GroupRecord, GroupState, JoinRequest, SyncRequest};
 use strata_protocol::ErrorCode;
+use strata_quorum::controller::ops::{CreateTopics, NewTopic};
 
-use super::admin::plan_create_topic;
 use super::{str_bytes, Reply};
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
@@ -58,45 +58,34 @@ pub async fn ensure_internal_topic(
         load_coordinators(broker, name);
         return Ok(());
     }
-    let config = broker.config.clone();
-    let result = broker
-        .commit(move |image| {
-            if image.topic_by_name(name).is_some() {
-                return (Vec::new(), ());
-            }
-            let configs: BTreeMap<String, String> = [
-                ("cleanup.policy", "compact"),
-                ("segment.bytes", "104857600"),
-                ("compression.type", "producer"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            match plan_create_topic(image, &config, name, partitions, 1, &[], &configs) {
-                Ok(records) => (records, ()),
-                Err((code, message)) => {
-                    tracing::error!(
-                        ?code,
-                        message,
-                        topic = name,
-                        "cannot create an internal topic"
-                    );
-                    (Vec::new(), ())
-                }
-            }
-        })
-        .await;
-    match result {
-        Ok(()) if broker.image().topic_by_name(name).is_some() => {
-            tracing::info!(partitions, topic = name, "created internal topic");
-            load_coordinators(broker, name);
-            Ok(())
-        }
-        Ok(()) => Err(ErrorCode::CoordinatorNotAvailable),
-        Err(error) => {
-            tracing::error!(%error, topic = name, "cannot create an internal topic");
-            Err(ErrorCode::CoordinatorNotAvailable)
-        }
+    let configs: BTreeMap<String, String> = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "104857600"),
+        ("compression.type", "producer"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let op = CreateTopics {
+        topics: vec![NewTopic {
+            num_partitions: partitions,
+            replication_factor: 1,
+            configs,
+            ..NewTopic::named(name)
+        }],
+        validate_only: false,
+    };
+    match broker.submit(op).await.map(|r| r.topics.into_iter().next()) {
+        Ok(Some(Ok(_))) => tracing::info!(partitions, topic = name, "created internal topic"),
+        // Created meanwhile by another request.
+        Ok(Some(Err(e))) if e.code == ErrorCode::TopicAlreadyExists.code() => {}
+        answer => tracing::error!(?answer, topic = name, "cannot create an internal topic"),
+    }
+    if broker.image().topic_by_name(name).is_some() {
+        load_coordinators(broker, name);
+        Ok(())
+    } else {
+        Err(ErrorCode::CoordinatorNotAvailable)
     }
 }
 

@@ -17,10 +17,10 @@ use kafka_protocol::messages::{
 };
 use strata_protocol::topic::is_internal;
 use strata_protocol::ErrorCode;
+use strata_quorum::controller::ops::{CreateTopics, NewTopic};
 use strata_quorum::{MetadataImage, TopicImage};
 use uuid::Uuid;
 
-use super::admin::plan_create_topic;
 use super::str_bytes;
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
@@ -111,39 +111,30 @@ async fn auto_create(
     if missing.is_empty() {
         return;
     }
-    let config = broker.config.clone();
-    let result = broker
-        .commit(move |image| {
-            let mut records = Vec::new();
-            let mut created = Vec::new();
-            // As CreateTopics: no topic is made whose partitions could not be opened for lack
-            // of descriptors; the names stay unknown and a later request tries again.
-            if let Some(message) = crate::fd_limit::create_headroom_error() {
-                tracing::warn!(topics = ?missing, %message, "not auto-creating topics");
-                return (records, created);
+    // As CreateTopics: no topic is made whose partitions could not be opened for lack of
+    // descriptors; the names stay unknown and a later request tries again.
+    if let Some(message) = crate::fd_limit::create_headroom_error() {
+        tracing::warn!(topics = ?missing, %message, "not auto-creating topics");
+        return;
+    }
+    // Another request may have created a name meanwhile, or an earlier name in this list may
+    // collide with it: the controller plans each against the ones before and refuses those,
+    // which stay as they are (unknown, or created by the other request).
+    let op = CreateTopics {
+        topics: missing.iter().map(NewTopic::named).collect(),
+        validate_only: false,
+    };
+    match broker.submit(op).await {
+        Ok(reply) => {
+            let created: Vec<&String> = missing
+                .iter()
+                .zip(&reply.topics)
+                .filter_map(|(name, result)| result.is_ok().then_some(name))
+                .collect();
+            if !created.is_empty() {
+                tracing::info!(topics = ?created, "auto-created topics");
             }
-            for name in missing {
-                // Another request may have created it meanwhile, or an earlier name in this
-                // list may collide with it; planning against the records so far catches both.
-                let mut scratch = image.clone();
-                for r in &records {
-                    scratch.apply(r);
-                }
-                if let Ok(plan) =
-                    plan_create_topic(&scratch, &config, &name, -1, -1, &[], &Default::default())
-                {
-                    records.extend(plan);
-                    created.push(name);
-                }
-            }
-            (records, created)
-        })
-        .await;
-    match result {
-        Ok(created) if !created.is_empty() => {
-            tracing::info!(topics = ?created, "auto-created topics")
         }
-        Ok(_) => {}
         Err(error) => tracing::error!(%error, "auto-creating topics failed"),
     }
 }

@@ -15,9 +15,12 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
 use strata_protocol::versioned::fit_response;
+use strata_protocol::ErrorCode;
+use strata_quorum::controller::ops::ItemResult;
 
 use crate::auth::ConnectionContext;
 use crate::broker::Broker;
+use crate::controller::plan::refuse;
 
 mod admin;
 mod cluster;
@@ -227,4 +230,25 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+/// The answers to a request's items in request order, from `screened` (per item: `Some` if
+/// this broker answered it itself, e.g. refused it for authorization, `None` if it was sent
+/// to the controller) and the controller's `answers` to the items it was sent, in order.
+pub(crate) fn merge_answers<T>(
+    screened: Vec<Option<ItemResult<T>>>,
+    answers: Vec<ItemResult<T>>,
+) -> Vec<ItemResult<T>> {
+    let mut answers = answers.into_iter();
+    screened
+        .into_iter()
+        .map(|own| {
+            own.or_else(|| answers.next()).unwrap_or_else(|| {
+                Err(refuse(
+                    ErrorCode::UnknownServerError,
+                    "The controller did not answer for this item.",
+                ))
+            })
+        })
+        .collect()
 }

@@ -1,0 +1,1340 @@
+//! Pure plans: a controller operation, the image it is planned against and the broker config
+//! give the records that perform it and the reply. No I/O, no clock: planning twice against
+//! the same image gives the same answer (only new topic ids are random).
+//!
+//! Per-item failures are answered in the reply with Kafka's error codes, as the admin APIs
+//! report them per topic or resource; an `Err` from [`plan`] refuses the whole operation.
+//! `validate_only` operations are planned in full and yield no records.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use strata_protocol::topic::{collision_key, validate_topic_name};
+use strata_protocol::ErrorCode;
+use strata_quorum::controller::ops::{
+    AllocateProducerIds, AlterConfigs, AlterConfigsReply, ConfigOperation, ConfigTarget,
+    ControllerOp, ControllerReply, CreatePartitions, CreatePartitionsReply, CreateTopics,
+    CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic,
+    IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError, ProducerIdBlock,
+    TopicRef,
+};
+use strata_quorum::{ConfigResource, MetadataImage, MetadataRecord, TopicImage};
+use uuid::Uuid;
+
+use crate::config::{
+    broker_config_def, resolve_topic_config, topic_config_def, validate_value, BrokerConfig,
+    ConfigLayers, ConfigType,
+};
+
+/// Partitions one topic may have, so a typo cannot exhaust file handles.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+/// Producer ids per allocated block (Kafka's controller hands out 1000 at a time).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// An item refused with Kafka's `code`.
+pub fn refuse(code: ErrorCode, message: impl Into<String>) -> OpError {
+    OpError::new(code.code(), message)
+}
+
+/// Plans one operation against `image`.
+pub fn plan(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &ControllerOp,
+) -> Result<(Vec<MetadataRecord>, ControllerReply), OpError> {
+    Ok(match op {
+        ControllerOp::CreateTopics(op) => {
+            let (records, reply) = create_topics(image, config, op);
+            (records, ControllerReply::CreateTopics(reply))
+        }
+        ControllerOp::DeleteTopics(op) => {
+            let (records, reply) = delete_topics(image, op);
+            (records, ControllerReply::DeleteTopics(reply))
+        }
+        ControllerOp::CreatePartitions(op) => {
+            let (records, reply) = create_partitions(image, config, op);
+            (records, ControllerReply::CreatePartitions(reply))
+        }
+        ControllerOp::AlterConfigs(op) => {
+            let (records, reply) = alter_configs(image, config, op);
+            (records, ControllerReply::AlterConfigs(reply))
+        }
+        ControllerOp::IncrementalAlterConfigs(op) => {
+            let (records, reply) = incremental_alter_configs(image, config, op);
+            (records, ControllerReply::IncrementalAlterConfigs(reply))
+        }
+        ControllerOp::AllocateProducerIds(op) => {
+            let (records, reply) = allocate_producer_ids(image, op)?;
+            (records, ControllerReply::AllocateProducerIds(reply))
+        }
+    })
+}
+
+/// The plan of several operations committed together.
+#[derive(Debug)]
+pub struct BatchPlan {
+    /// Every operation's records, in operation order: one commit.
+    pub records: Vec<MetadataRecord>,
+    /// Per operation, in order: its answer, and whether the answer holds only if `records`
+    /// are committed (the operation, or one before it, yielded records).
+    pub answers: Vec<(Result<ControllerReply, OpError>, bool)>,
+}
+
+/// Plans `ops` in order, each against `image` with the records of the ones before it
+/// applied, so that they see each other as if committed one by one.
+pub fn plan_batch(image: &MetadataImage, config: &BrokerConfig, ops: &[ControllerOp]) -> BatchPlan {
+    let mut scratch = Cow::Borrowed(image);
+    let mut records = Vec::new();
+    let mut answers = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let answer = plan(&scratch, config, op).map(|(planned, reply)| {
+            if i + 1 < ops.len() {
+                apply_all(&mut scratch, &planned);
+            }
+            records.extend(planned);
+            reply
+        });
+        answers.push((answer, !records.is_empty()));
+    }
+    BatchPlan { records, answers }
+}
+
+/// Applies `records` to a scratch image, copying the image on the first record.
+fn apply_all(scratch: &mut Cow<MetadataImage>, records: &[MetadataRecord]) {
+    for r in records {
+        scratch.to_mut().apply(r);
+    }
+}
+
+/// Checks topic configs (known key, valid value).
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), OpError> {
+    for (k, v) in configs {
+        let def = topic_config_def(k).ok_or_else(|| {
+            refuse(
+                ErrorCode::InvalidConfig,
+                format!("Unknown topic config name: {k}"),
+            )
+        })?;
+        validate_value(&def.def, v).map_err(|e| refuse(ErrorCode::InvalidConfig, e.to_string()))?;
+    }
+    let ignored = crate::config::topic_configs_not_in_effect(configs.keys());
+    if !ignored.is_empty() {
+        tracing::warn!(
+            keys = ignored.join(","),
+            "topic configuration keys accepted but not in effect yet"
+        );
+    }
+    Ok(())
+}
+
+/// CreateTopics: each topic planned against the image with the topics before it created.
+pub fn create_topics(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &CreateTopics,
+) -> (Vec<MetadataRecord>, CreateTopicsReply) {
+    let mut scratch = Cow::Borrowed(image);
+    let mut records = Vec::new();
+    let mut topics = Vec::with_capacity(op.topics.len());
+    for (i, t) in op.topics.iter().enumerate() {
+        topics.push(
+            plan_create_topic(&scratch, config, t).map(|(planned, created)| {
+                if i + 1 < op.topics.len() {
+                    apply_all(&mut scratch, &planned);
+                }
+                if !op.validate_only {
+                    records.extend(planned);
+                }
+                created
+            }),
+        );
+    }
+    (records, CreateTopicsReply { topics })
+}
+
+/// The records that create one topic. `num_partitions`/`replication_factor` of -1 take the
+/// broker defaults; `assignments` replace both when non-empty.
+pub fn plan_create_topic(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    topic: &NewTopic,
+) -> Result<(Vec<MetadataRecord>, CreatedTopic), OpError> {
+    let name = topic.name.as_str();
+    validate_topic_name(name)
+        .map_err(|e| refuse(ErrorCode::InvalidTopicException, e.to_string()))?;
+    if image.topic_by_name(name).is_some() {
+        return Err(refuse(
+            ErrorCode::TopicAlreadyExists,
+            format!("Topic '{name}' already exists."),
+        ));
+    }
+    let key = collision_key(name);
+    if let Some(other) = image.topics().find(|t| collision_key(&t.name) == key) {
+        return Err(refuse(
+            ErrorCode::InvalidTopicException,
+            format!(
+                "Topic '{name}' collides with existing topic '{}': '.' and '_' are interchangeable in metric names",
+                other.name
+            ),
+        ));
+    }
+    validate_topic_configs(&topic.configs)?;
+    let brokers = [config.node_id];
+    let replica_sets: Vec<(i32, Vec<i32>)> = if !topic.assignments.is_empty() {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err(refuse(
+                ErrorCode::InvalidRequest,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+            ));
+        }
+        let mut sorted: Vec<(i32, Vec<i32>)> = topic
+            .assignments
+            .iter()
+            .map(|a| (a.partition, a.replicas.clone()))
+            .collect();
+        sorted.sort_by_key(|(p, _)| *p);
+        for (i, (p, replicas)) in sorted.iter().enumerate() {
+            if *p != i as i32 {
+                return Err(refuse(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "Partitions must be numbered consecutively from 0.",
+                ));
+            }
+            validate_replicas(replicas, &brokers)?;
+        }
+        sorted
+    } else {
+        let n = if topic.num_partitions == -1 {
+            config.num_partitions
+        } else {
+            topic.num_partitions
+        };
+        let rf = if topic.replication_factor == -1 {
+            config.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
+        if n <= 0 || n > MAX_PARTITIONS_PER_TOPIC {
+            return Err(refuse(
+                ErrorCode::InvalidPartitions,
+                format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, not {n}."),
+            ));
+        }
+        if rf <= 0 {
+            return Err(refuse(
+                ErrorCode::InvalidReplicationFactor,
+                "Replication factor must be larger than 0.",
+            ));
+        }
+        if rf as usize > brokers.len() {
+            return Err(refuse(
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                    brokers.len()
+                ),
+            ));
+        }
+        (0..n).map(|p| (p, brokers.to_vec())).collect()
+    };
+    let topic_id = Uuid::new_v4();
+    let created = CreatedTopic {
+        topic_id,
+        num_partitions: replica_sets.len() as i32,
+        replication_factor: replica_sets.first().map_or(1, |(_, r)| r.len() as i16),
+        configs: topic.configs.clone(),
+    };
+    let mut records = vec![MetadataRecord::Topic {
+        name: name.to_string(),
+        topic_id,
+    }];
+    for (k, v) in &topic.configs {
+        records.push(MetadataRecord::Config {
+            resource: ConfigResource::Topic(name.to_string()),
+            name: k.clone(),
+            value: Some(v.clone()),
+        });
+    }
+    records.extend(
+        replica_sets
+            .into_iter()
+            .map(|(p, replicas)| partition_record(topic_id, p, replicas)),
+    );
+    Ok((records, created))
+}
+
+/// A new partition led by its first replica, every replica in sync.
+fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id,
+        partition,
+        leader: replicas[0],
+        isr: replicas.clone(),
+        replicas,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    }
+}
+
+fn validate_replicas(replicas: &[i32], brokers: &[i32]) -> Result<(), OpError> {
+    if replicas.is_empty() {
+        return Err(refuse(
+            ErrorCode::InvalidReplicaAssignment,
+            "A partition needs at least one replica.",
+        ));
+    }
+    let mut seen = replicas.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != replicas.len() {
+        return Err(refuse(
+            ErrorCode::InvalidReplicaAssignment,
+            "Duplicate brokers in a replica assignment.",
+        ));
+    }
+    if let Some(b) = replicas.iter().find(|b| !brokers.contains(b)) {
+        return Err(refuse(
+            ErrorCode::InvalidReplicaAssignment,
+            format!("Broker {b} in the replica assignment is not registered."),
+        ));
+    }
+    Ok(())
+}
+
+/// DeleteTopics: a topic named twice is removed once and reported deleted twice.
+pub fn delete_topics(
+    image: &MetadataImage,
+    op: &DeleteTopics,
+) -> (Vec<MetadataRecord>, DeleteTopicsReply) {
+    let mut records = Vec::new();
+    let topics = op
+        .topics
+        .iter()
+        .map(|wanted| {
+            let (found, unknown) = match wanted {
+                TopicRef::Name(n) => (image.topic_by_name(n), ErrorCode::UnknownTopicOrPartition),
+                TopicRef::Id(id) => (image.topic_by_id(id), ErrorCode::UnknownTopicId),
+            };
+            let topic = found.ok_or_else(|| refuse(unknown, unknown.to_string()))?;
+            let removal = MetadataRecord::RemoveTopic {
+                topic_id: topic.topic_id,
+            };
+            if !records.contains(&removal) {
+                records.push(removal);
+            }
+            Ok(DeletedTopic {
+                name: topic.name.clone(),
+                topic_id: topic.topic_id,
+            })
+        })
+        .collect();
+    (records, DeleteTopicsReply { topics })
+}
+
+/// The topic named `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+pub fn known_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicImage, OpError> {
+    image.topic_by_name(name).ok_or_else(|| {
+        refuse(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        )
+    })
+}
+
+/// CreatePartitions: each topic planned against `image` as it is.
+pub fn create_partitions(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &CreatePartitions,
+) -> (Vec<MetadataRecord>, CreatePartitionsReply) {
+    let mut records = Vec::new();
+    let topics = op
+        .topics
+        .iter()
+        .map(|t| {
+            let planned = plan_new_partitions(image, config, t)?;
+            if !op.validate_only {
+                records.extend(planned);
+            }
+            Ok(())
+        })
+        .collect();
+    (records, CreatePartitionsReply { topics })
+}
+
+fn plan_new_partitions(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    t: &NewPartitions,
+) -> Result<Vec<MetadataRecord>, OpError> {
+    let topic = known_topic(image, &t.name)?;
+    let current = topic.partitions.len() as i32;
+    if t.count <= current {
+        return Err(refuse(
+            ErrorCode::InvalidPartitions,
+            format!(
+                "Topic currently has {current} partitions, which is higher than or equal to the requested {}.",
+                t.count
+            ),
+        ));
+    }
+    if t.count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(refuse(
+            ErrorCode::InvalidPartitions,
+            format!("At most {MAX_PARTITIONS_PER_TOPIC} partitions."),
+        ));
+    }
+    let added = (t.count - current) as usize;
+    let node_id = config.node_id;
+    let assignments: Vec<Vec<i32>> = match &t.assignments {
+        Some(a) => {
+            if a.len() != added {
+                return Err(refuse(
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!(
+                        "Increasing the number of partitions by {added} but {} assignments provided.",
+                        a.len()
+                    ),
+                ));
+            }
+            a.clone()
+        }
+        None => {
+            let rf = topic
+                .partitions
+                .values()
+                .next()
+                .map_or(1, |p| p.replicas.len());
+            if rf > 1 {
+                return Err(refuse(
+                    ErrorCode::InvalidReplicationFactor,
+                    "Only one broker is registered.",
+                ));
+            }
+            vec![vec![node_id]; added]
+        }
+    };
+    let mut out = Vec::with_capacity(added);
+    for (i, replicas) in assignments.into_iter().enumerate() {
+        validate_replicas(&replicas, &[node_id])?;
+        out.push(partition_record(
+            topic.topic_id,
+            current + i as i32,
+            replicas,
+        ));
+    }
+    Ok(out)
+}
+
+/// The broker entity a config resource name means: `""` the cluster-wide default, else this
+/// node's id.
+pub fn broker_entity(node_id: i32, name: &str) -> Result<Option<i32>, OpError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    match name.parse::<i32>() {
+        Ok(id) if id == node_id => Ok(Some(id)),
+        _ => Err(refuse(
+            ErrorCode::InvalidRequest,
+            format!(
+                "Unexpected broker id, expected {node_id} or empty string, but received {name}"
+            ),
+        )),
+    }
+}
+
+/// AlterConfigs: each resource's overrides become exactly the given set.
+pub fn alter_configs(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &AlterConfigs,
+) -> (Vec<MetadataRecord>, AlterConfigsReply) {
+    config_changes(
+        image,
+        config,
+        op.validate_only,
+        op.resources
+            .iter()
+            .map(|(target, wanted)| (target, Ok(wanted.clone()))),
+    )
+}
+
+/// IncrementalAlterConfigs: each resource's overrides in `image`, changed key by key.
+pub fn incremental_alter_configs(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &IncrementalAlterConfigs,
+) -> (Vec<MetadataRecord>, AlterConfigsReply) {
+    config_changes(
+        image,
+        config,
+        op.validate_only,
+        op.resources.iter().map(|(target, operations)| {
+            (target, apply_operations(image, config, target, operations))
+        }),
+    )
+}
+
+/// Plans whole new override sets (or answers the error that computing one met), each against
+/// `image` as it is.
+fn config_changes<'a>(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    validate_only: bool,
+    changes: impl Iterator<Item = (&'a ConfigTarget, ItemResult<BTreeMap<String, String>>)>,
+) -> (Vec<MetadataRecord>, AlterConfigsReply) {
+    let mut records = Vec::new();
+    let resources = changes
+        .map(|(target, wanted)| {
+            let planned = match target.resource_type {
+                ConfigTarget::TOPIC => plan_topic_change(image, &target.name, wanted?),
+                ConfigTarget::BROKER => plan_broker_change(image, config, &target.name, wanted?),
+                other => Err(refuse(
+                    ErrorCode::InvalidRequest,
+                    format!("Unsupported resource type {other}"),
+                )),
+            }?;
+            if !validate_only {
+                records.extend(planned);
+            }
+            Ok(())
+        })
+        .collect();
+    (records, AlterConfigsReply { resources })
+}
+
+fn plan_topic_change(
+    image: &MetadataImage,
+    name: &str,
+    wanted: BTreeMap<String, String>,
+) -> Result<Vec<MetadataRecord>, OpError> {
+    let topic = known_topic(image, name)?;
+    validate_topic_configs(&wanted)?;
+    Ok(diff_records(
+        ConfigResource::Topic(name.to_string()),
+        &topic.configs,
+        &wanted,
+    ))
+}
+
+fn plan_broker_change(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    name: &str,
+    wanted: BTreeMap<String, String>,
+) -> Result<Vec<MetadataRecord>, OpError> {
+    let entity = broker_entity(config.node_id, name)?;
+    for (k, v) in &wanted {
+        let def = broker_config_def(k).ok_or_else(|| {
+            refuse(
+                ErrorCode::InvalidConfig,
+                format!("Unknown broker config name: {k}"),
+            )
+        })?;
+        if !def.dynamic {
+            return Err(refuse(
+                ErrorCode::InvalidConfig,
+                format!("Cannot update these configs dynamically: {k}"),
+            ));
+        }
+        validate_value(def, v).map_err(|e| refuse(ErrorCode::InvalidConfig, e.to_string()))?;
+    }
+    let empty = BTreeMap::new();
+    let current = image.broker_configs.get(&entity).unwrap_or(&empty);
+    Ok(diff_records(
+        ConfigResource::Broker(entity),
+        current,
+        &wanted,
+    ))
+}
+
+/// The records that turn the overrides `current` into `wanted`.
+fn diff_records(
+    resource: ConfigResource,
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for k in current.keys().filter(|k| !wanted.contains_key(*k)) {
+        records.push(MetadataRecord::Config {
+            resource: resource.clone(),
+            name: k.clone(),
+            value: None,
+        });
+    }
+    for (k, v) in wanted {
+        if current.get(k) != Some(v) {
+            records.push(MetadataRecord::Config {
+                resource: resource.clone(),
+                name: k.clone(),
+                value: Some(v.clone()),
+            });
+        }
+    }
+    records
+}
+
+/// The overrides of a resource in `image` (none for an unknown one).
+fn current_overrides(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    target: &ConfigTarget,
+) -> BTreeMap<String, String> {
+    match target.resource_type {
+        ConfigTarget::TOPIC => image
+            .topic_by_name(&target.name)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default(),
+        ConfigTarget::BROKER => broker_entity(config.node_id, &target.name)
+            .ok()
+            .and_then(|e| image.broker_configs.get(&e).cloned())
+            .unwrap_or_default(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// What `key` of a resource is when the resource does not set it.
+fn inherited_value(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    resource_type: i8,
+    key: &str,
+) -> Option<String> {
+    match resource_type {
+        ConfigTarget::TOPIC => {
+            let def = topic_config_def(key)?;
+            let empty = BTreeMap::new();
+            let layers = ConfigLayers {
+                topic: &empty,
+                dynamic_broker: image.broker_configs.get(&Some(config.node_id)),
+                dynamic_default: image.broker_configs.get(&None),
+                static_broker: &config.set,
+            };
+            resolve_topic_config(def, &layers).value
+        }
+        ConfigTarget::BROKER => config.value(key),
+        _ => None,
+    }
+}
+
+fn is_list(resource_type: i8, name: &str) -> bool {
+    let kind = match resource_type {
+        ConfigTarget::TOPIC => topic_config_def(name).map(|d| d.def.kind),
+        _ => broker_config_def(name).map(|d| d.kind),
+    };
+    kind == Some(ConfigType::List)
+}
+
+/// The overrides of `target` after IncrementalAlterConfigs' operations, in order.
+fn apply_operations(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    target: &ConfigTarget,
+    operations: &[ConfigOperation],
+) -> ItemResult<BTreeMap<String, String>> {
+    let mut wanted = current_overrides(image, config, target);
+    for c in operations {
+        let key = c.name.clone();
+        match c.op {
+            ConfigOperation::SET => {
+                wanted.insert(key, c.value.clone().unwrap_or_default());
+            }
+            ConfigOperation::DELETE => {
+                wanted.remove(&key);
+            }
+            ConfigOperation::APPEND | ConfigOperation::SUBTRACT => {
+                if !is_list(target.resource_type, &key) {
+                    return Err(refuse(
+                        ErrorCode::InvalidConfig,
+                        format!("Config value append/subtract is not allowed for config key {key}, which is not a list"),
+                    ));
+                }
+                // APPEND and SUBTRACT start from the value in effect: the resource's own
+                // setting, else what it inherits (broker setting or default).
+                let current = wanted
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| inherited_value(image, config, target.resource_type, &key));
+                let mut items: Vec<String> = current
+                    .map(|v| {
+                        v.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = c.value.clone().unwrap_or_default();
+                for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if c.op == ConfigOperation::APPEND {
+                        if !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != item);
+                    }
+                }
+                wanted.insert(key, items.join(","));
+            }
+            other => {
+                return Err(refuse(
+                    ErrorCode::InvalidRequest,
+                    format!("Unknown config operation {other}"),
+                ));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// AllocateProducerIds: the next block of ids, never handed out before.
+pub fn allocate_producer_ids(
+    image: &MetadataImage,
+    _op: &AllocateProducerIds,
+) -> Result<(Vec<MetadataRecord>, ProducerIdBlock), OpError> {
+    let first = image.next_producer_id;
+    let next_producer_id = first.checked_add(PRODUCER_ID_BLOCK).ok_or_else(|| {
+        refuse(
+            ErrorCode::UnknownServerError,
+            "Exhausted all producer ids: the next block would pass the largest 64-bit id.",
+        )
+    })?;
+    Ok((
+        vec![MetadataRecord::ProducerIds { next_producer_id }],
+        ProducerIdBlock {
+            first,
+            size: PRODUCER_ID_BLOCK,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_quorum::controller::ops::ReplicaAssignment;
+
+    /// A broker config with `settings` on top of the defaults (node id 1).
+    fn config(settings: &[(&str, &str)]) -> BrokerConfig {
+        let set = [
+            ("log.dirs", "/nonexistent/strata-plan-test"),
+            ("node.id", "1"),
+        ]
+        .iter()
+        .chain(settings)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        BrokerConfig::from_map(set).expect("config").0
+    }
+
+    fn image_with(records: &[MetadataRecord]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for r in records {
+            image.apply(r);
+        }
+        image
+    }
+
+    /// `image` with `records` applied.
+    fn applied(image: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {
+        let mut image = image.clone();
+        for r in records {
+            image.apply(r);
+        }
+        image
+    }
+
+    fn create(topics: Vec<NewTopic>) -> CreateTopics {
+        CreateTopics {
+            topics,
+            validate_only: false,
+        }
+    }
+
+    fn sized(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            num_partitions: partitions,
+            ..NewTopic::named(name)
+        }
+    }
+
+    fn code(result: &ItemResult<impl std::fmt::Debug>) -> i16 {
+        result.as_ref().err().map_or(0, |e| e.code)
+    }
+
+    /// An image holding topic `orders` with `partitions` partitions and `retention.ms=1000`.
+    fn orders(partitions: i32) -> MetadataImage {
+        let topic = NewTopic {
+            num_partitions: partitions,
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            ..NewTopic::named("orders")
+        };
+        let (records, reply) = create_topics(
+            &MetadataImage::default(),
+            &config(&[]),
+            &create(vec![topic]),
+        );
+        assert!(reply.topics[0].is_ok());
+        image_with(&records)
+    }
+
+    #[test]
+    fn create_topic_with_defaults_partitions_and_configs() {
+        let config = config(&[("num.partitions", "3")]);
+        let topic = NewTopic {
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            ..NewTopic::named("orders")
+        };
+        let (records, reply) =
+            create_topics(&MetadataImage::default(), &config, &create(vec![topic]));
+        let created = reply.topics[0].as_ref().expect("created");
+        assert_eq!(created.num_partitions, 3);
+        assert_eq!(created.replication_factor, 1);
+        assert_eq!(created.configs["cleanup.policy"], "compact");
+        // Topic, its config, then one record per partition led by this node.
+        assert_eq!(records.len(), 5);
+        assert_eq!(
+            records[0],
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                topic_id: created.topic_id
+            }
+        );
+        let image = image_with(&records);
+        let t = image.topic_by_name("orders").expect("in the image");
+        assert_eq!(t.topic_id, created.topic_id);
+        assert_eq!(t.configs["cleanup.policy"], "compact");
+        assert_eq!(t.partitions.len(), 3);
+        for (p, partition) in &t.partitions {
+            assert_eq!(partition.partition, *p);
+            assert_eq!(partition.replicas, vec![1]);
+            assert_eq!(partition.isr, vec![1]);
+            assert_eq!(partition.leader, 1);
+            assert_eq!(partition.leader_epoch, 0);
+        }
+    }
+
+    #[test]
+    fn create_topic_with_explicit_assignments() {
+        let topic = NewTopic {
+            assignments: vec![
+                ReplicaAssignment {
+                    partition: 1,
+                    replicas: vec![1],
+                },
+                ReplicaAssignment {
+                    partition: 0,
+                    replicas: vec![1],
+                },
+            ],
+            ..NewTopic::named("assigned")
+        };
+        let (records, reply) = create_topics(
+            &MetadataImage::default(),
+            &config(&[]),
+            &create(vec![topic]),
+        );
+        assert_eq!(reply.topics[0].as_ref().expect("created").num_partitions, 2);
+        let image = image_with(&records);
+        assert_eq!(
+            image
+                .topic_by_name("assigned")
+                .expect("created")
+                .partitions
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn create_refusals_carry_kafkas_codes() {
+        let image = orders(1);
+        let config = config(&[]);
+        let assigned = |partition, replicas: Vec<i32>| ReplicaAssignment {
+            partition,
+            replicas,
+        };
+        let cases: Vec<(NewTopic, ErrorCode)> = vec![
+            (NewTopic::named("orders"), ErrorCode::TopicAlreadyExists),
+            (NewTopic::named("a/b"), ErrorCode::InvalidTopicException),
+            (NewTopic::named(""), ErrorCode::InvalidTopicException),
+            (sized("zero", 0), ErrorCode::InvalidPartitions),
+            (
+                sized("huge", MAX_PARTITIONS_PER_TOPIC + 1),
+                ErrorCode::InvalidPartitions,
+            ),
+            (
+                NewTopic {
+                    replication_factor: 2,
+                    ..NewTopic::named("rf2")
+                },
+                ErrorCode::InvalidReplicationFactor,
+            ),
+            (
+                NewTopic {
+                    replication_factor: 0,
+                    ..NewTopic::named("rf0")
+                },
+                ErrorCode::InvalidReplicationFactor,
+            ),
+            (
+                NewTopic {
+                    configs: [("no.such.key".to_string(), "1".to_string())].into(),
+                    ..NewTopic::named("badkey")
+                },
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                NewTopic {
+                    configs: [("retention.ms".to_string(), "soon".to_string())].into(),
+                    ..NewTopic::named("badvalue")
+                },
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                NewTopic {
+                    assignments: vec![assigned(0, vec![1])],
+                    ..sized("both", 1)
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                NewTopic {
+                    assignments: vec![assigned(1, vec![1])],
+                    ..NewTopic::named("gap")
+                },
+                ErrorCode::InvalidReplicaAssignment,
+            ),
+            (
+                NewTopic {
+                    assignments: vec![assigned(0, vec![2])],
+                    ..NewTopic::named("elsewhere")
+                },
+                ErrorCode::InvalidReplicaAssignment,
+            ),
+            (
+                NewTopic {
+                    assignments: vec![assigned(0, vec![1, 1])],
+                    ..NewTopic::named("twice")
+                },
+                ErrorCode::InvalidReplicaAssignment,
+            ),
+        ];
+        for (topic, expected) in cases {
+            let name = topic.name.clone();
+            let (records, reply) = create_topics(&image, &config, &create(vec![topic]));
+            assert_eq!(
+                code(&reply.topics[0]),
+                expected.code(),
+                "{name}: {:?}",
+                reply.topics[0]
+            );
+            assert!(records.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn colliding_name_is_an_invalid_topic() {
+        // '.' and '_' are interchangeable in metric names.
+        let image = image_with(&[MetadataRecord::Topic {
+            name: "a.b".into(),
+            topic_id: Uuid::new_v4(),
+        }]);
+        let (_, reply) = create_topics(&image, &config(&[]), &create(vec![NewTopic::named("a_b")]));
+        assert_eq!(
+            code(&reply.topics[0]),
+            ErrorCode::InvalidTopicException.code()
+        );
+    }
+
+    #[test]
+    fn later_topics_of_one_request_see_the_earlier_ones() {
+        let (records, reply) = create_topics(
+            &MetadataImage::default(),
+            &config(&[]),
+            &create(vec![
+                NewTopic::named("a.b"),
+                NewTopic::named("a.b"),
+                NewTopic::named("a_b"),
+            ]),
+        );
+        assert!(reply.topics[0].is_ok());
+        assert_eq!(code(&reply.topics[1]), ErrorCode::TopicAlreadyExists.code());
+        assert_eq!(
+            code(&reply.topics[2]),
+            ErrorCode::InvalidTopicException.code()
+        );
+        assert_eq!(image_with(&records).topic_count(), 1);
+    }
+
+    #[test]
+    fn validate_only_answers_without_records() {
+        let op = CreateTopics {
+            topics: vec![sized("a", 2), sized("a", 2)],
+            validate_only: true,
+        };
+        let (records, reply) = create_topics(&MetadataImage::default(), &config(&[]), &op);
+        assert!(records.is_empty());
+        assert_eq!(reply.topics[0].as_ref().expect("valid").num_partitions, 2);
+        assert_eq!(code(&reply.topics[1]), ErrorCode::TopicAlreadyExists.code());
+
+        let image = orders(1);
+        let op = CreatePartitions {
+            topics: vec![NewPartitions {
+                name: "orders".into(),
+                count: 4,
+                assignments: None,
+            }],
+            validate_only: true,
+        };
+        let (records, reply) = create_partitions(&image, &config(&[]), &op);
+        assert!(records.is_empty());
+        assert!(reply.topics[0].is_ok());
+    }
+
+    #[test]
+    fn delete_known_and_unknown_topics() {
+        let image = orders(2);
+        let id = image.topic_by_name("orders").expect("orders").topic_id;
+        let op = DeleteTopics {
+            topics: vec![
+                TopicRef::Name("orders".into()),
+                TopicRef::Id(id),
+                TopicRef::Name("missing".into()),
+                TopicRef::Id(Uuid::new_v4()),
+            ],
+        };
+        let (records, reply) = delete_topics(&image, &op);
+        assert_eq!(records, vec![MetadataRecord::RemoveTopic { topic_id: id }]);
+        let deleted = DeletedTopic {
+            name: "orders".into(),
+            topic_id: id,
+        };
+        assert_eq!(reply.topics[0], Ok(deleted.clone()));
+        assert_eq!(reply.topics[1], Ok(deleted));
+        assert_eq!(
+            code(&reply.topics[2]),
+            ErrorCode::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(code(&reply.topics[3]), ErrorCode::UnknownTopicId.code());
+        let after = applied(&image, &records);
+        assert!(after.topic_by_name("orders").is_none());
+        assert!(after.was_removed(&id));
+    }
+
+    #[test]
+    fn create_partitions_grows_a_topic() {
+        let image = orders(2);
+        let id = image.topic_by_name("orders").expect("orders").topic_id;
+        let grow = |count, assignments| CreatePartitions {
+            topics: vec![NewPartitions {
+                name: "orders".into(),
+                count,
+                assignments,
+            }],
+            validate_only: false,
+        };
+        let (records, reply) = create_partitions(&image, &config(&[]), &grow(4, None));
+        assert!(reply.topics[0].is_ok());
+        assert_eq!(records.len(), 2);
+        let after = applied(&image, &records);
+        let t = after.topic_by_id(&id).expect("still there");
+        assert_eq!(
+            t.partitions.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(t.partitions[&3].leader, 1);
+
+        let refused = |op: CreatePartitions| {
+            let (records, reply) = create_partitions(&image, &config(&[]), &op);
+            assert!(records.is_empty());
+            code(&reply.topics[0])
+        };
+        assert_eq!(refused(grow(2, None)), ErrorCode::InvalidPartitions.code());
+        assert_eq!(refused(grow(1, None)), ErrorCode::InvalidPartitions.code());
+        assert_eq!(
+            refused(grow(MAX_PARTITIONS_PER_TOPIC + 1, None)),
+            ErrorCode::InvalidPartitions.code()
+        );
+        assert_eq!(
+            refused(grow(4, Some(vec![vec![1]]))),
+            ErrorCode::InvalidReplicaAssignment.code()
+        );
+        assert_eq!(
+            refused(grow(3, Some(vec![vec![7]]))),
+            ErrorCode::InvalidReplicaAssignment.code()
+        );
+        assert_eq!(
+            refused(CreatePartitions {
+                topics: vec![NewPartitions {
+                    name: "missing".into(),
+                    count: 3,
+                    assignments: None
+                }],
+                validate_only: false,
+            }),
+            ErrorCode::UnknownTopicOrPartition.code()
+        );
+    }
+
+    fn topic_target(name: &str) -> ConfigTarget {
+        ConfigTarget {
+            resource_type: ConfigTarget::TOPIC,
+            name: name.into(),
+        }
+    }
+
+    fn broker_target(name: &str) -> ConfigTarget {
+        ConfigTarget {
+            resource_type: ConfigTarget::BROKER,
+            name: name.into(),
+        }
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn alter_configs_replaces_the_whole_set() {
+        let image = orders(1);
+        let op = AlterConfigs {
+            resources: vec![
+                (
+                    topic_target("orders"),
+                    set(&[("cleanup.policy", "compact")]),
+                ),
+                (broker_target(""), set(&[("log.retention.ms", "5000")])),
+                (broker_target("1"), set(&[("message.max.bytes", "2000")])),
+            ],
+            validate_only: false,
+        };
+        let (records, reply) = alter_configs(&image, &config(&[]), &op);
+        assert!(reply.resources.iter().all(Result::is_ok), "{reply:?}");
+        let after = applied(&image, &records);
+        // retention.ms was not in the new set: removed.
+        assert_eq!(
+            after.topic_by_name("orders").expect("orders").configs,
+            set(&[("cleanup.policy", "compact")])
+        );
+        assert_eq!(after.broker_configs[&None]["log.retention.ms"], "5000");
+        assert_eq!(after.broker_configs[&Some(1)]["message.max.bytes"], "2000");
+        // Setting what is already set writes nothing.
+        let again = AlterConfigs {
+            resources: vec![(
+                topic_target("orders"),
+                set(&[("cleanup.policy", "compact")]),
+            )],
+            validate_only: false,
+        };
+        assert!(alter_configs(&after, &config(&[]), &again).0.is_empty());
+    }
+
+    #[test]
+    fn alter_configs_refusals() {
+        let image = orders(1);
+        let cases = [
+            (
+                topic_target("missing"),
+                set(&[]),
+                ErrorCode::UnknownTopicOrPartition,
+            ),
+            (
+                topic_target("orders"),
+                set(&[("nope", "1")]),
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                topic_target("orders"),
+                set(&[("retention.ms", "x")]),
+                ErrorCode::InvalidConfig,
+            ),
+            (broker_target("2"), set(&[]), ErrorCode::InvalidRequest),
+            (
+                broker_target(""),
+                set(&[("log.dirs", "/x")]),
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                broker_target(""),
+                set(&[("nope", "1")]),
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                ConfigTarget {
+                    resource_type: 8,
+                    name: "x".into(),
+                },
+                set(&[]),
+                ErrorCode::InvalidRequest,
+            ),
+        ];
+        for (target, wanted, expected) in cases {
+            let op = AlterConfigs {
+                resources: vec![(target.clone(), wanted)],
+                validate_only: false,
+            };
+            let (records, reply) = alter_configs(&image, &config(&[]), &op);
+            assert_eq!(code(&reply.resources[0]), expected.code(), "{target:?}");
+            assert!(records.is_empty());
+        }
+    }
+
+    fn operation(name: &str, op: i8, value: Option<&str>) -> ConfigOperation {
+        ConfigOperation {
+            name: name.into(),
+            op,
+            value: value.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn incremental_alter_configs_changes_key_by_key() {
+        let image = orders(1);
+        let op = IncrementalAlterConfigs {
+            resources: vec![(
+                topic_target("orders"),
+                vec![
+                    operation("segment.ms", ConfigOperation::SET, Some("60000")),
+                    operation("retention.ms", ConfigOperation::DELETE, None),
+                    // Appends to the inherited default ("delete").
+                    operation("cleanup.policy", ConfigOperation::APPEND, Some("compact")),
+                ],
+            )],
+            validate_only: false,
+        };
+        let (records, reply) = incremental_alter_configs(&image, &config(&[]), &op);
+        assert!(reply.resources[0].is_ok(), "{reply:?}");
+        let after = applied(&image, &records);
+        assert_eq!(
+            after.topic_by_name("orders").expect("orders").configs,
+            set(&[
+                ("cleanup.policy", "delete,compact"),
+                ("segment.ms", "60000")
+            ])
+        );
+        let subtract = IncrementalAlterConfigs {
+            resources: vec![(
+                topic_target("orders"),
+                vec![operation(
+                    "cleanup.policy",
+                    ConfigOperation::SUBTRACT,
+                    Some("delete"),
+                )],
+            )],
+            validate_only: false,
+        };
+        let (records, _) = incremental_alter_configs(&after, &config(&[]), &subtract);
+        let after = applied(&after, &records);
+        assert_eq!(
+            after.topic_by_name("orders").expect("orders").configs["cleanup.policy"],
+            "compact"
+        );
+
+        for (operations, expected) in [
+            (
+                vec![operation(
+                    "retention.ms",
+                    ConfigOperation::APPEND,
+                    Some("1"),
+                )],
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                vec![operation("retention.ms", 9, Some("1"))],
+                ErrorCode::InvalidRequest,
+            ),
+        ] {
+            let op = IncrementalAlterConfigs {
+                resources: vec![(topic_target("orders"), operations)],
+                validate_only: false,
+            };
+            let (records, reply) = incremental_alter_configs(&image, &config(&[]), &op);
+            assert_eq!(code(&reply.resources[0]), expected.code());
+            assert!(records.is_empty());
+        }
+    }
+
+    #[test]
+    fn producer_id_blocks_follow_each_other() {
+        let op = AllocateProducerIds { broker_id: 1 };
+        let (records, first) =
+            allocate_producer_ids(&MetadataImage::default(), &op).expect("block");
+        assert_eq!(
+            first,
+            ProducerIdBlock {
+                first: 0,
+                size: PRODUCER_ID_BLOCK
+            }
+        );
+        let image = image_with(&records);
+        let (_, second) = allocate_producer_ids(&image, &op).expect("block");
+        assert_eq!(second.first, PRODUCER_ID_BLOCK);
+        let exhausted = image_with(&[MetadataRecord::ProducerIds {
+            next_producer_id: i64::MAX - 10,
+        }]);
+        let refused = allocate_producer_ids(&exhausted, &op).expect_err("no ids left");
+        assert_eq!(refused.code, ErrorCode::UnknownServerError.code());
+    }
+
+    #[test]
+    fn a_batch_plans_each_operation_after_the_previous_ones() {
+        let ops: Vec<ControllerOp> = vec![
+            AllocateProducerIds { broker_id: 1 }.into(),
+            create(vec![NewTopic::named("a")]).into(),
+            create(vec![NewTopic::named("a")]).into(),
+            AllocateProducerIds { broker_id: 1 }.into(),
+            DeleteTopics {
+                topics: vec![TopicRef::Name("a".into())],
+            }
+            .into(),
+        ];
+        let image = image_with(&[MetadataRecord::Cluster {
+            cluster_id: "c".into(),
+        }]);
+        let plan = plan_batch(&image, &config(&[]), &ops);
+        let answers: Vec<ControllerReply> = plan
+            .answers
+            .iter()
+            .map(|(a, needs_commit)| {
+                assert!(*needs_commit);
+                a.clone().expect("answered")
+            })
+            .collect();
+        let block = |r: &ControllerReply| match r {
+            ControllerReply::AllocateProducerIds(b) => b.first,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(block(&answers[0]), 0);
+        assert_eq!(block(&answers[3]), PRODUCER_ID_BLOCK);
+        let ControllerReply::CreateTopics(second) = &answers[2] else {
+            panic!("{:?}", answers[2]);
+        };
+        assert_eq!(
+            code(&second.topics[0]),
+            ErrorCode::TopicAlreadyExists.code()
+        );
+        let ControllerReply::DeleteTopics(deleted) = &answers[4] else {
+            panic!("{:?}", answers[4]);
+        };
+        assert!(deleted.topics[0].is_ok());
+        // One commit: created, then deleted; two blocks taken.
+        let after = applied(&image, &plan.records);
+        assert_eq!(after.topic_count(), 0);
+        assert_eq!(after.next_producer_id, 2 * PRODUCER_ID_BLOCK);
+    }
+
+    #[test]
+    fn answers_before_the_first_records_do_not_need_the_commit() {
+        let ops: Vec<ControllerOp> = vec![
+            create(vec![NewTopic::named("bad/name")]).into(),
+            create(vec![NewTopic::named("good")]).into(),
+            create(vec![NewTopic::named("bad/name")]).into(),
+        ];
+        let plan = plan_batch(&MetadataImage::default(), &config(&[]), &ops);
+        let needs: Vec<bool> = plan.answers.iter().map(|(_, n)| *n).collect();
+        assert_eq!(needs, vec![false, true, true]);
+    }
+}

@@ -1,0 +1,391 @@
+//! Typed controller operations and their replies.
+//!
+//! Every change of cluster metadata is one [`ControllerOp`]. The controller plans it against
+//! its current image (no I/O), commits the records the plan yields, and answers with the
+//! matching [`ControllerReply`]: per item (topic, resource) a result, so that one request can
+//! succeed for some items and fail for others, as Kafka's admin APIs do. Checks that need the
+//! client's connection (authorization, duplicates within one request) happen at the broker
+//! that received the request, before it submits the operation; what is submitted has passed
+//! them.
+//!
+//! Errors carry Kafka's error code as the wire number ([`OpError::code`]), so this crate needs
+//! no protocol dependency and the reply can travel between nodes as it is.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An item the controller refused: Kafka's error code and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpError {
+    /// Kafka's error code (e.g. 36 for TOPIC_ALREADY_EXISTS).
+    pub code: i16,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
+        OpError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error code {}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// The result of one item of an operation.
+pub type ItemResult<T> = Result<T, OpError>;
+
+/// One topic to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker default (`num.partitions`).
+    pub num_partitions: i32,
+    /// -1: the broker default (`default.replication.factor`).
+    pub replication_factor: i16,
+    /// Explicit replicas per partition; when non-empty, both counts above must be -1.
+    #[serde(default)]
+    pub assignments: Vec<ReplicaAssignment>,
+    /// Topic config overrides.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+impl NewTopic {
+    /// A topic with the broker defaults and no overrides.
+    pub fn named(name: impl Into<String>) -> Self {
+        NewTopic {
+            name: name.into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+}
+
+/// The replicas of one partition, first the preferred leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaAssignment {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+}
+
+/// CreateTopics (also auto-creation and the internal topics). Topics are planned in order,
+/// each against the image with the previous ones created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopics {
+    pub topics: Vec<NewTopic>,
+    /// Plan and answer, commit nothing.
+    #[serde(default)]
+    pub validate_only: bool,
+}
+
+/// A topic as created (or as it would be, when only validating).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// The topic's config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One result per requested topic, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopicsReply {
+    pub topics: Vec<ItemResult<CreatedTopic>>,
+}
+
+/// A topic named by name or by id (DeleteTopics v6+ allows either).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+/// DeleteTopics. A topic named twice is deleted once and reported deleted twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteTopics {
+    pub topics: Vec<TopicRef>,
+}
+
+/// A deleted topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTopic {
+    pub name: String,
+    pub topic_id: Uuid,
+}
+
+/// One result per requested topic, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteTopicsReply {
+    pub topics: Vec<ItemResult<DeletedTopic>>,
+}
+
+/// Growing one topic to `count` partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPartitions {
+    pub name: String,
+    pub count: i32,
+    /// Replicas of each added partition, in partition order; `None`: placed by the controller.
+    #[serde(default)]
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+/// CreatePartitions. Each topic is planned against the image as it was before the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatePartitions {
+    pub topics: Vec<NewPartitions>,
+    #[serde(default)]
+    pub validate_only: bool,
+}
+
+/// One result per requested topic, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatePartitionsReply {
+    pub topics: Vec<ItemResult<()>>,
+}
+
+/// A config resource as Kafka's admin APIs name it: resource type 2 is a topic (by name), 4
+/// a broker (`""` for the cluster-wide default, else a node id). Other types are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigTarget {
+    pub resource_type: i8,
+    pub name: String,
+}
+
+impl ConfigTarget {
+    /// Kafka's resource type of a topic.
+    pub const TOPIC: i8 = 2;
+    /// Kafka's resource type of a broker.
+    pub const BROKER: i8 = 4;
+}
+
+/// AlterConfigs (legacy): each resource's whole set of overrides is replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterConfigs {
+    pub resources: Vec<(ConfigTarget, BTreeMap<String, String>)>,
+    #[serde(default)]
+    pub validate_only: bool,
+}
+
+/// One IncrementalAlterConfigs operation on one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigOperation {
+    pub name: String,
+    /// Kafka's operation code: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT (the last two on list
+    /// configs only).
+    pub op: i8,
+    pub value: Option<String>,
+}
+
+impl ConfigOperation {
+    pub const SET: i8 = 0;
+    pub const DELETE: i8 = 1;
+    pub const APPEND: i8 = 2;
+    pub const SUBTRACT: i8 = 3;
+}
+
+/// IncrementalAlterConfigs: each resource's overrides are changed key by key, starting from
+/// the overrides in the image the operation is planned against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalAlterConfigs {
+    pub resources: Vec<(ConfigTarget, Vec<ConfigOperation>)>,
+    #[serde(default)]
+    pub validate_only: bool,
+}
+
+/// One result per resource, in request order (AlterConfigs and IncrementalAlterConfigs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterConfigsReply {
+    pub resources: Vec<ItemResult<()>>,
+}
+
+/// A block of producer ids for one broker to hand out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateProducerIds {
+    pub broker_id: i32,
+}
+
+/// Producer ids `[first, first + size)`, never handed out before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub first: i64,
+    pub size: i64,
+}
+
+/// An operation whose reply is a known type, so that a submitter gets that type back.
+pub trait Op: Into<ControllerOp> {
+    type Reply;
+    /// The reply of this kind of operation, `None` for another kind's.
+    fn take_reply(reply: ControllerReply) -> Option<Self::Reply>;
+}
+
+/// Declares [`ControllerOp`] and [`ControllerReply`] with one variant each per operation
+/// type (same name), and the conversions between them.
+macro_rules! controller_ops {
+    ($($(#[$doc:meta])* $op:ident => $reply:ident,)*) => {
+        /// A change of cluster metadata, as submitted to the controller.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "op")]
+        pub enum ControllerOp {
+            $($(#[$doc])* $op($op),)*
+        }
+
+        /// The controller's answer to a [`ControllerOp`], the variant of the same name.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "op")]
+        pub enum ControllerReply {
+            $($op($reply),)*
+        }
+
+        $(
+            impl From<$op> for ControllerOp {
+                fn from(op: $op) -> Self {
+                    ControllerOp::$op(op)
+                }
+            }
+
+            impl Op for $op {
+                type Reply = $reply;
+                fn take_reply(reply: ControllerReply) -> Option<$reply> {
+                    match reply {
+                        ControllerReply::$op(r) => Some(r),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
+}
+
+controller_ops! {
+    /// Create topics with their partitions and configs.
+    CreateTopics => CreateTopicsReply,
+    /// Delete topics and their partitions.
+    DeleteTopics => DeleteTopicsReply,
+    /// Add partitions to existing topics.
+    CreatePartitions => CreatePartitionsReply,
+    /// Replace the config overrides of topics or brokers.
+    AlterConfigs => AlterConfigsReply,
+    /// Change config overrides key by key.
+    IncrementalAlterConfigs => AlterConfigsReply,
+    /// Reserve a block of producer ids.
+    AllocateProducerIds => ProducerIdBlock,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_and_replies_round_trip_through_json() {
+        let ops: Vec<ControllerOp> = vec![
+            CreateTopics {
+                topics: vec![NewTopic {
+                    name: "orders".into(),
+                    num_partitions: 3,
+                    replication_factor: -1,
+                    assignments: vec![ReplicaAssignment {
+                        partition: 0,
+                        replicas: vec![1],
+                    }],
+                    configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+                }],
+                validate_only: true,
+            }
+            .into(),
+            DeleteTopics {
+                topics: vec![TopicRef::Name("a".into()), TopicRef::Id(Uuid::new_v4())],
+            }
+            .into(),
+            CreatePartitions {
+                topics: vec![NewPartitions {
+                    name: "a".into(),
+                    count: 4,
+                    assignments: Some(vec![vec![1]]),
+                }],
+                validate_only: false,
+            }
+            .into(),
+            AlterConfigs {
+                resources: vec![(
+                    ConfigTarget {
+                        resource_type: 4,
+                        name: String::new(),
+                    },
+                    BTreeMap::new(),
+                )],
+                validate_only: false,
+            }
+            .into(),
+            IncrementalAlterConfigs {
+                resources: vec![(
+                    ConfigTarget {
+                        resource_type: 2,
+                        name: "a".into(),
+                    },
+                    vec![ConfigOperation {
+                        name: "cleanup.policy".into(),
+                        op: 2,
+                        value: Some("compact".into()),
+                    }],
+                )],
+                validate_only: false,
+            }
+            .into(),
+            AllocateProducerIds { broker_id: 1 }.into(),
+        ];
+        for op in ops {
+            let json = serde_json::to_string(&op).expect("encode");
+            let back: ControllerOp = serde_json::from_str(&json).expect("decode");
+            assert_eq!(back, op, "{json}");
+        }
+        let reply = ControllerReply::CreateTopics(CreateTopicsReply {
+            topics: vec![
+                Ok(CreatedTopic {
+                    topic_id: Uuid::new_v4(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    configs: BTreeMap::new(),
+                }),
+                Err(OpError::new(36, "Topic 'a' already exists.")),
+            ],
+        });
+        let json = serde_json::to_string(&reply).expect("encode");
+        assert_eq!(
+            serde_json::from_str::<ControllerReply>(&json).expect("decode"),
+            reply
+        );
+    }
+
+    #[test]
+    fn a_reply_is_taken_only_by_its_own_kind() {
+        let reply = ControllerReply::AllocateProducerIds(ProducerIdBlock {
+            first: 1000,
+            size: 1000,
+        });
+        assert_eq!(
+            DeleteTopics::take_reply(reply.clone()),
+            None::<DeleteTopicsReply>
+        );
+        assert_eq!(
+            AllocateProducerIds::take_reply(reply),
+            Some(ProducerIdBlock {
+                first: 1000,
+                size: 1000
+            })
+        );
+    }
+}
