@@ -61,7 +61,7 @@ impl Transport for TcpStream {
 }
 
 /// TLS: one rustls session shared by both halves (a lock held only while a half is polled).
-impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+impl Transport for crate::tls::TlsStream {
     type Reader = tokio::io::ReadHalf<Self>;
     type Writer = tokio::io::WriteHalf<Self>;
     fn split(self) -> (Self::Reader, Self::Writer) {
