@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import threading
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
@@ -253,6 +254,45 @@ def test_wrong_clients_fail_cleanly_beside_a_working_one(broker_factory, pki, to
     assert "started a TLS handshake on a listener without TLS" in log
     assert "TLS handshake not finished within" in log
     assert log_lines_at(broker, "WARN", "ERROR") == []
+
+
+def kafka_continued(pem_path) -> str:
+    """A PEM file as a server.properties value written Kafka's way: its lines joined by
+    continuation backslashes."""
+    return " \\\n    ".join(Path(pem_path).read_text().strip().splitlines())
+
+
+def test_inline_pem_and_requested_client_certificates(broker_factory, pki, topic):
+    broker = broker_factory(
+        listeners=LISTENERS,
+        properties={
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.key": kafka_continued(pki.server.key),
+            "ssl.keystore.certificate.chain": kafka_continued(pki.server.cert),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.certificates": kafka_continued(pki.ca),
+            "ssl.client.auth": "requested",
+        },
+        env=TLS_LOG,
+    )
+    tls = broker.bootstrap_for("SSL")
+    # Without a certificate: served, as User:ANONYMOUS.
+    assert_delivered(confluent_produce(tls, topic, [dict(value=b"anonymous")], **confluent_ssl(pki)))
+    # With one: verified, and the principal is the whole subject (DEFAULT rule).
+    out = kcat("-b", tls, *kcat_ssl(pki, pki.alice), "-C", "-t", topic, "-e", "-q",
+               "-o", "beginning", "-f", "%s\n").stdout
+    assert out.splitlines() == ["anonymous"]
+    principals = principals_logged(broker)
+    assert "User:ANONYMOUS" in principals, principals
+    assert "User:CN=Alice,OU=eng,O=acme,C=US" in principals, principals
+    # The inline key is never shown by DescribeConfigs.
+    from confluent_kafka.admin import ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_for("PLAINTEXT")})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(30)
+    key = configs["ssl.keystore.key"]
+    assert key.is_sensitive and key.value is None, key
 
 
 def start_with_own_keystore(broker_factory, pki, tmp_path, name, reload_interval_ms):

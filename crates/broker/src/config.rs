@@ -722,6 +722,60 @@ pub fn listener_setting(
         .map(|v| (key.to_string(), v))
 }
 
+/// Whether a properties line continues on the next: it ends in an odd number of backslashes.
+fn ends_in_continuation(line: &str) -> bool {
+    line.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
+}
+
+/// A logical properties line's key and (still escaped) value: the key ends at the first
+/// unescaped `=`, `:` or blank; blanks and one `=` or `:` separate it from the value.
+fn split_property(line: &str) -> (&str, &str) {
+    let mut escaped = false;
+    let mut key_end = line.len();
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '=' || c == ':' || c.is_whitespace() {
+            key_end = i;
+            break;
+        }
+    }
+    let rest = line[key_end..].trim_start();
+    let rest = rest.strip_prefix(['=', ':']).map_or(rest, str::trim_start);
+    (&line[..key_end], rest)
+}
+
+/// Java's properties escapes: `\t` `\n` `\r` `\f`, `\uXXXX`, and `\c` for any other `c`.
+fn unescape_property(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let code = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|_| hex.len() == 4)
+                    .ok_or_else(|| format!("malformed \\uXXXX escape \\u{hex}"))?;
+                out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
 fn parse_protocol_map(value: &str) -> Result<BTreeMap<String, String>, InvalidConfig> {
     let mut map = BTreeMap::new();
@@ -910,22 +964,34 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Parses a properties file's text (Java properties: `key=value` or `key: value`, `#` and
-    /// `!` comments, blank lines).
+    /// Parses a properties file's text as `java.util.Properties.load` does: `key=value`,
+    /// `key: value` or `key value`; `#` and `!` comment lines; a line ending in a backslash
+    /// continues on the next (whose leading blanks are dropped), which is how Kafka files
+    /// carry inline PEM keys; `\t`, `\n`, `\uXXXX` and `\<char>` escapes. Values are trimmed.
     pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, InvalidConfig> {
         let mut map = BTreeMap::new();
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
+        let mut lines = text.lines().enumerate();
+        while let Some((n, raw)) = lines.next() {
+            let mut line = raw.trim_start().to_string();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
                 continue;
             }
-            let split = line.find(['=', ':']).ok_or_else(|| InvalidConfig {
+            while ends_in_continuation(&line) {
+                line.pop();
+                match lines.next() {
+                    Some((_, next)) => line.push_str(next.trim_start()),
+                    None => break,
+                }
+            }
+            let (key, value) = split_property(&line);
+            let bad = |reason: String| InvalidConfig {
                 key: format!("line {}", n + 1),
-                value: line.to_string(),
-                reason: "expected key=value".into(),
-            })?;
-            let (k, v) = line.split_at(split);
-            map.insert(k.trim().to_string(), v[1..].trim().to_string());
+                value: raw.to_string(),
+                reason,
+            };
+            let key = unescape_property(key).map_err(bad)?;
+            let value = unescape_property(value).map_err(bad)?;
+            map.insert(key, value.trim().to_string());
         }
         Ok(map)
     }
@@ -1316,6 +1382,28 @@ mod tests {
         let m =
             BrokerConfig::parse_properties("# c\n! c\n\na=1\nb : two\n c= x=y \n").expect("parses");
         assert_eq!(m, map(&[("a", "1"), ("b", "two"), ("c", "x=y")]));
+        // The rest of java.util.Properties: blank separators, a key alone, escapes, and
+        // continuation lines (Kafka's way of writing inline PEM), a comment never continuing.
+        let text = "d value of d\nalone\ne\\:f=1\ntab=a\\tb\\u0041\\\\\n\
+                    # not continued \\\nkey=-----BEGIN CERTIFICATE----- \\\n   \
+                    MIIB \\\n  -----END CERTIFICATE-----\nlast=x\\\n";
+        let m = BrokerConfig::parse_properties(text).expect("parses");
+        assert_eq!(
+            m,
+            map(&[
+                ("d", "value of d"),
+                ("alone", ""),
+                ("e:f", "1"),
+                ("tab", "a\tbA\\"),
+                (
+                    "key",
+                    "-----BEGIN CERTIFICATE----- MIIB -----END CERTIFICATE-----"
+                ),
+                ("last", "x"),
+            ])
+        );
+        let err = BrokerConfig::parse_properties("a=\\u00zz").expect_err("bad escape");
+        assert_eq!(err.key, "line 1");
     }
 
     #[test]

@@ -87,8 +87,28 @@ fn inline(what: &'static str, key: &'static str, text: &str) -> Pem {
     Pem {
         what,
         origin: key.to_string(),
-        bytes: text.as_bytes().to_vec(),
+        bytes: pem_lines(text).into_bytes(),
     }
+}
+
+/// PEM given inline in a properties file usually arrives as one line (continuation lines
+/// joined by blanks: `-----BEGIN PRIVATE KEY----- MIIE... -----END PRIVATE KEY-----`), which
+/// Kafka reads; this puts each section back on lines of its own. Text outside sections is
+/// dropped (PEM parsers ignore it anyway).
+fn pem_lines(text: &str) -> String {
+    let section =
+        regex::Regex::new(r"(?s)-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END ([A-Z0-9 ]+)-----")
+            .expect("a valid regex");
+    let mut out = String::with_capacity(text.len() + 64);
+    for caps in section.captures_iter(text) {
+        out.push_str(&format!("-----BEGIN {}-----\n", &caps[1]));
+        for chunk in caps[2].split_whitespace() {
+            out.push_str(chunk);
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {}-----\n", &caps[3]));
+    }
+    out
 }
 
 impl Pem {
@@ -109,9 +129,7 @@ impl Pem {
     fn private_key(&self, key_password_set: bool) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
         self.check_text()?;
         let text = String::from_utf8_lossy(&self.bytes);
-        if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-            || text.contains("Proc-Type: 4,ENCRYPTED")
-        {
+        if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("4,ENCRYPTED") {
             return Err(TlsLoadError::EncryptedKey {
                 origin: self.origin.clone(),
                 password: if key_password_set {
@@ -254,4 +272,24 @@ fn client_verifier(
         origin,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_pem_on_one_line_gets_its_lines_back() {
+        let one_line = "-----BEGIN CERTIFICATE----- QUJD REVG -----END CERTIFICATE----- \
+                        -----BEGIN PRIVATE KEY-----\nR0hJ\n-----END PRIVATE KEY-----";
+        assert_eq!(
+            pem_lines(one_line),
+            "-----BEGIN CERTIFICATE-----\nQUJD\nREVG\n-----END CERTIFICATE-----\n\
+             -----BEGIN PRIVATE KEY-----\nR0hJ\n-----END PRIVATE KEY-----\n"
+        );
+        let pem = inline("keystore", "ssl.keystore.certificate.chain", one_line);
+        let certs = pem.certificates().expect("parses");
+        assert_eq!(certs.len(), 1);
+        assert_eq!(certs[0].as_ref(), b"ABCDEF");
+    }
 }

@@ -243,15 +243,28 @@ pub fn load_listeners(
 }
 
 /// Watches the SSL listeners' certificate files: checks them every `interval` (when given)
-/// and re-reads them all on SIGHUP. Runs until dropped.
-pub async fn watch_certificates(listeners: Vec<Arc<ListenerTls>>, interval: Option<Duration>) {
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+/// and re-reads them all on SIGHUP. SIGHUP is caught from this call on (not from the first
+/// poll of the returned future), so a signal sent once the listeners accept never kills the
+/// broker. The future runs until dropped.
+pub fn watch_certificates(
+    listeners: Vec<Arc<ListenerTls>>,
+    interval: Option<Duration>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
             tracing::warn!(%error, "cannot watch for SIGHUP; certificates are reloaded by polling only");
             None
         }
     };
+    watch(listeners, interval, hangup)
+}
+
+async fn watch(
+    listeners: Vec<Arc<ListenerTls>>,
+    interval: Option<Duration>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+) {
     loop {
         let force = tokio::select! {
             _ = async {
