@@ -4,7 +4,7 @@
 # a real `strata` process with kafka-python, confluent-kafka and kcat.
 #
 # Needs a Debian/Ubuntu machine with a Rust toolchain and Python 3 (with venv + pip). It installs
-# kcat with apt-get when missing and keeps the Python test dependencies in .venv/ (reinstalled
+# kcat and openssl with apt-get when missing and keeps the Python test dependencies in .venv/ (reinstalled
 # only when tests/requirements.txt changes). Idempotent; works from any directory.
 #
 #   scripts/test.sh                 # everything
@@ -71,14 +71,21 @@ cargo clippy --all-targets --quiet -- -D warnings
 done_step
 
 # ---- 1. system packages ---------------------------------------------------------------------
-step "kcat"
-if command -v kcat >/dev/null 2>&1; then
-    echo "kcat present: $(command -v kcat)"
-else
-    quietly as_root apt-get update
-    quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y kcat
-    echo "installed $(command -v kcat)"
-fi
+# kcat (a third client), openssl (the TLS tests make their CA and certificates with it).
+step "kcat, openssl"
+APT_UPDATED=""
+for tool in kcat openssl; do
+    if command -v "$tool" >/dev/null 2>&1; then
+        echo "$tool present: $(command -v "$tool")"
+    else
+        if [ -z "$APT_UPDATED" ]; then
+            quietly as_root apt-get update
+            APT_UPDATED=1
+        fi
+        quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$tool"
+        echo "installed $(command -v "$tool")"
+    fi
+done
 done_step
 
 # ---- 2. Python virtualenv -------------------------------------------------------------------

@@ -66,11 +66,18 @@ def broker_factory(request, tmp_path):
     - env: extra environment variables for the process (e.g. LD_PRELOAD for fault tests).
     - kraft: start from the Kafka KRaft server.properties (tests/e2e/data); None follows
       STRATA_E2E_KRAFT_PROPERTIES.
+    - listeners: named listeners {NAME: PROTOCOL} (e.g. {"PLAINTEXT": "PLAINTEXT", "SSL":
+      "SSL"}), each on a free port on `listener`'s host: the broker starts from a Kafka-style
+      server.properties (`listeners`, `listener.security.protocol.map`, `log.dirs` and the
+      `properties` lines); `broker.port` is the first one's, `broker.bootstrap_for(NAME)`
+      each one's address.
+    - properties: {key: value} lines of that server.properties (with `listeners` only).
     """
     binary = strata_binary()
     started = []
 
-    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True, env=None, kraft=None):
+    def start(*overrides, port=None, data_dir=None, listener="127.0.0.1", wait=True, env=None,
+              kraft=None, listeners=None, properties=None):
         index = len(started)
         if data_dir is None:
             data_dir = tmp_path / f"data-{index}"
@@ -84,6 +91,8 @@ def broker_factory(request, tmp_path):
             listener_host=listener,
             env=env,
             kraft=kraft,
+            listeners=listeners,
+            properties=properties,
         )
         started.append(broker)
         broker.start(wait=wait)

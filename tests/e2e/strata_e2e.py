@@ -117,7 +117,8 @@ class BrokerStartError(AssertionError):
 class Broker:
     """One `strata serve` process with its own data directory and log file."""
 
-    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host, env=None, kraft=None):
+    def __init__(self, binary, port, data_dir, log_path, cwd, overrides, listener_host, env=None,
+                 kraft=None, listeners=None, properties=None):
         self.binary = Path(binary)
         self.fixed_port = port is not None
         self.port = port if port is not None else free_port()
@@ -127,6 +128,15 @@ class Broker:
         self.overrides = dict(overrides)
         self.listener_host = listener_host
         self.env = dict(env or {})
+        # Named listeners ({NAME: PROTOCOL}, first one is `port`) and Kafka server.properties
+        # lines ({key: value}): the broker starts from a properties file (`--config`).
+        self.listeners = dict(listeners or {})
+        self.properties = dict(properties or {})
+        self.ports = {}
+        if self.listeners:
+            assert not kraft, "named listeners and the KRaft file do not mix"
+            kraft = False
+            self._pick_listener_ports()
         self.kraft = kraft_mode() if kraft is None else kraft
         self.controller_port = free_port() if self.kraft else None
         self.proc = None
@@ -142,6 +152,15 @@ class Broker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def bootstrap_for(self, listener: str) -> str:
+        """The address of a named listener (a broker started with `listeners`)."""
+        return f"{self.host}:{self.ports[listener]}"
+
+    def _pick_listener_ports(self):
+        """The first named listener on `port`, the others on free ports."""
+        for i, name in enumerate(self.listeners):
+            self.ports[name] = free_port() if i else self.port
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -150,12 +169,14 @@ class Broker:
 
     @property
     def properties_path(self) -> Path:
-        """Where a KRaft-mode broker's server.properties is written."""
+        """Where a KRaft-mode (or named-listener) broker's server.properties is written."""
         return self.data_dir.parent / f"{self.data_dir.name}-server.properties"
 
     def command(self) -> list:
         if self.kraft:
             return self._kraft_command()
+        if self.listeners:
+            return self._properties_command()
         args = [str(self.binary), "serve", "--set", f"log.dirs={self.data_dir}"]
         if self.listener_host is not None:
             args += ["--set", f"listeners=PLAINTEXT://{self.listener_host}:{self.port}"]
@@ -175,6 +196,22 @@ class Broker:
                 value = value.replace("PLAINTEXT://", "CLIENT://")
                 if key == "listeners" and "CONTROLLER://" not in value:
                     value += f",CONTROLLER://127.0.0.1:{self.controller_port}"
+            args += ["--set", f"{key}={value}"]
+        return args
+
+    def _properties_command(self) -> list:
+        """A Kafka-style server.properties with the named listeners on free ports."""
+        host = self.host
+        lines = [
+            "listeners=" + ",".join(f"{n}://{host}:{self.ports[n]}" for n in self.listeners),
+            "listener.security.protocol.map="
+            + ",".join(f"{n}:{p}" for n, p in self.listeners.items()),
+            f"log.dirs={self.data_dir}",
+        ]
+        lines += [f"{k}={v}" for k, v in self.properties.items()]
+        self.properties_path.write_text("\n".join(lines) + "\n")
+        args = [str(self.binary), "serve", "--config", str(self.properties_path)]
+        for key, value in self.overrides.items():
             args += ["--set", f"{key}={value}"]
         return args
 
@@ -217,6 +254,8 @@ class Broker:
                 # Lost a race for the port (ephemeral pick) or TIME_WAIT after a kill: retry.
                 if not self.fixed_port:
                     self.port = free_port()
+                if self.listeners:
+                    self._pick_listener_ports()
                 if self.kraft:
                     self.controller_port = free_port()
                 time.sleep(0.5)
@@ -897,3 +936,79 @@ class ResponseDroppingProxy:
         self._stop.set()
         self._server.close()
         self._thread.join(timeout=5)
+
+
+# ---- TLS: a test certificate authority made with the openssl CLI ----------------------------
+
+
+Issued = namedtuple("Issued", "key cert keystore serial subject")
+
+
+class TestPki:
+    """A throw-away certificate authority in `directory`, made with the `openssl` CLI:
+    `ca` (its certificate, PEM) and `issue()`d certificates signed by it. Each issued
+    certificate has its key, its certificate, and a keystore file holding both (the key, then
+    the certificate: the PEM `ssl.keystore.location` Kafka and Strata read). Keys are EC P-256
+    unless `rsa` (fast to make); certificates are valid for two days."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca_key = self.dir / "ca.key"
+        self.ca = self.dir / "ca.pem"
+        self._serial = int.from_bytes(os.urandom(6), "big")
+        self._openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "2",
+            "-subj", "/CN=Strata test CA",
+        )
+
+    @staticmethod
+    def _openssl(*args):
+        binary = shutil.which("openssl")
+        assert binary, "openssl is not installed (scripts/test.sh installs it with apt-get)"
+        result = subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"openssl {' '.join(map(str, args))}:\n{result.stderr}"
+        return result.stdout
+
+    def issue(self, name: str, subject: str, server: bool = False, rsa: bool = False) -> Issued:
+        """A certificate for `subject` (openssl's /C=US/O=acme/CN=alice form, encoded in that
+        order); `server` adds serverAuth and the loopback names (DNS:localhost,
+        IP:127.0.0.1), otherwise clientAuth."""
+        key, csr, cert = (self.dir / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
+        keystore = self.dir / f"{name}-keystore.pem"
+        newkey = ["rsa:2048"] if rsa else ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        self._openssl("req", "-new", "-newkey", *newkey, "-nodes", "-keyout", key, "-out", csr,
+                      "-subj", subject)
+        extensions = self.dir / f"{name}.ext"
+        lines = ["basicConstraints=CA:FALSE"]
+        if server:
+            lines += ["extendedKeyUsage=serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+        else:
+            lines += ["extendedKeyUsage=clientAuth"]
+        extensions.write_text("\n".join(lines) + "\n")
+        self._serial += 1
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                      "-set_serial", str(self._serial), "-days", "2", "-extfile", extensions,
+                      "-out", cert)
+        keystore.write_text(key.read_text() + cert.read_text())
+        return Issued(key, cert, keystore, self._serial, subject)
+
+
+def peer_certificate(host: str, port: int, ca, timeout_s: float = 10) -> bytes:
+    """The DER certificate a TLS server on host:port presents (verified against `ca`)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        with context.wrap_socket(sock) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def certificate_der(cert_path) -> bytes:
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())

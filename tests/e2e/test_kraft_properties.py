@@ -68,10 +68,20 @@ def test_roles_other_than_combined_are_explained(broker_factory):
     assert "process.roles" in log and "broker,controller" in log, log[-2000:]
 
 
-def test_tls_listener_is_refused_clearly(broker_factory):
-    broker = broker_factory(
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:SSL", kraft=True, wait=False
-    )
+def assert_refused(broker_factory, protocol_map: str, *explanation):
+    """A KRaft file with this listener.security.protocol.map stops start-up, and the log
+    explains why with every string of `explanation`."""
+    broker = broker_factory(f"listener.security.protocol.map={protocol_map}", kraft=True, wait=False)
     assert broker.wait_exit(20) != 0
     log = broker.log_text()
-    assert "not supported yet" in log and "SSL" in log, log[-2000:]
+    assert all(s in log for s in explanation), log[-2000:]
+
+
+def test_sasl_listener_is_refused_clearly(broker_factory):
+    assert_refused(broker_factory, "CONTROLLER:PLAINTEXT,CLIENT:SASL_SSL",
+                   "SASL is not supported yet", "SASL_SSL")
+
+
+def test_ssl_listener_without_a_keystore_is_explained(broker_factory):
+    assert_refused(broker_factory, "CONTROLLER:PLAINTEXT,CLIENT:SSL",
+                   "ssl.keystore.location", "listener.name.client.")

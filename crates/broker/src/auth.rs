@@ -1,8 +1,11 @@
 //! Who is asking, and the one place where every request is authorized.
 //!
-//! Every connection carries a [`Principal`]; today every listener is PLAINTEXT and every
-//! principal is `User:ANONYMOUS`. Handlers call [`authorize`] for each resource they touch,
-//! so that ACLs, when they arrive, are checked here and nowhere else.
+//! Every connection carries a [`Principal`], set once when the connection is established: on
+//! a PLAINTEXT listener, and on an SSL listener without a client certificate, it is
+//! `User:ANONYMOUS`; with a client certificate it is `User:<name>`, the name mapped from the
+//! certificate's subject by `ssl.principal.mapping.rules` ([`crate::tls`]). SASL, when it
+//! comes, replaces it after authentication. Handlers call [`authorize`] for each resource
+//! they touch, so that ACLs, when they arrive, are checked here and nowhere else.
 
 use std::net::SocketAddr;
 
@@ -14,10 +17,22 @@ pub struct Principal {
 
 impl Principal {
     pub fn anonymous() -> Self {
+        Principal::user("ANONYMOUS")
+    }
+
+    /// A `User:` principal, the kind every Kafka authentication produces.
+    pub fn user(name: impl Into<String>) -> Self {
         Principal {
             kind: "User".into(),
-            name: "ANONYMOUS".into(),
+            name: name.into(),
         }
+    }
+}
+
+/// Kafka's text form, `User:alice`, as ACLs and logs show it.
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind, self.name)
     }
 }
 

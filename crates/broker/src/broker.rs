@@ -25,6 +25,8 @@ pub enum StartError {
     Config(String),
     #[error("cannot load metadata: {0}")]
     Metadata(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsLoadError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,

@@ -115,12 +115,18 @@ const DEFAULT_PROTOCOL_MAP: &str =
 
 /// Strata's own switch: acknowledge acks=all produce requests only after an fsync.
 pub const FSYNC_BEFORE_ACK: &str = "strata.fsync.before.ack";
+/// Strata's bound on a TLS handshake.
+pub const SSL_HANDSHAKE_TIMEOUT_MS: &str = "strata.ssl.handshake.timeout.ms";
+/// Strata's polling interval for changed certificate files.
+pub const SSL_RELOAD_INTERVAL_MS: &str = "strata.ssl.reload.interval.ms";
+/// The prefix of listener-scoped keys: `listener.name.<lowercase name>.ssl.keystore.location`.
+pub const LISTENER_PREFIX: &str = "listener.name.";
 
 /// Broker configs Strata knows, with Kafka's defaults.
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("listeners", T::List, Some("PLAINTEXT://localhost:9092"), "Comma-separated listener URIs NAME://host:port. A host of 'localhost' binds both loopback addresses."),
     def("advertised.listeners", T::List, None, "Listener addresses given to clients in metadata; defaults to 'listeners'."),
-    def("listener.security.protocol.map", T::String, Some(DEFAULT_PROTOCOL_MAP), "Security protocol of each listener name (NAME:PROTOCOL,...). Only PLAINTEXT is served so far."),
+    def("listener.security.protocol.map", T::String, Some(DEFAULT_PROTOCOL_MAP), "Security protocol of each listener name (NAME:PROTOCOL,...). PLAINTEXT and SSL are served; SASL_PLAINTEXT and SASL_SSL not yet."),
     def("log.dirs", T::String, None, "Data directory (one). Defaults to log.dir."),
     def("log.dir", T::String, Some("./strata-data"), "Data directory used when log.dirs is not set."),
     num("node.id", T::Int, "1", 0, "This broker's node id."),
@@ -206,6 +212,29 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num("share.coordinator.state.topic.replication.factor", T::Short, "3", 1, "Accepted for compatibility; share groups are not implemented."),
     num("share.coordinator.state.topic.min.isr", T::Short, "2", 1, "Accepted for compatibility; share groups are not implemented."),
     def("broker.rack", T::String, None, "Rack of this broker."),
+    // TLS (SSL listeners). Each can also be set for one listener as
+    // listener.name.<lowercase listener name>.<key>, which wins over the plain key.
+    def("ssl.keystore.type", T::String, Some("JKS"), "Format of the keystore: PEM (the only one Strata reads; JKS and PKCS12 must be converted, see docs/security.md)."),
+    def("ssl.keystore.location", T::String, None, "PEM file holding the listener's private key (unencrypted) and its certificate chain, leaf first. Re-read when it changes."),
+    def("ssl.keystore.password", T::Password, None, "Not used with PEM keystores (Kafka refuses it there too)."),
+    def("ssl.keystore.key", T::Password, None, "The private key in PEM, inline (instead of ssl.keystore.location)."),
+    def("ssl.keystore.certificate.chain", T::Password, None, "The certificate chain in PEM, inline (instead of ssl.keystore.location)."),
+    def("ssl.key.password", T::Password, None, "Password of an encrypted PEM private key: not supported, decrypt the key (docs/security.md)."),
+    def("ssl.truststore.type", T::String, Some("JKS"), "Format of the truststore: PEM (the only one Strata reads)."),
+    def("ssl.truststore.location", T::String, None, "PEM file of the CA certificates that client certificates must chain to (mutual TLS). Re-read when it changes."),
+    def("ssl.truststore.password", T::Password, None, "Not used with PEM truststores (Kafka refuses it there too)."),
+    def("ssl.truststore.certificates", T::Password, None, "The trusted CA certificates in PEM, inline (instead of ssl.truststore.location)."),
+    one_of(def("ssl.client.auth", T::String, Some("none"), "Client certificates: required (mutual TLS), requested (verified when presented) or none."), &["required", "requested", "none"]),
+    def("ssl.principal.mapping.rules", T::String, Some("DEFAULT"), "Rules mapping a client certificate's subject (RFC 2253) to the user name: RULE:pattern/replacement/[LU],...,DEFAULT."),
+    def("ssl.enabled.protocols", T::List, Some("TLSv1.2,TLSv1.3"), "TLS versions served: TLSv1.2 and/or TLSv1.3 (older versions are not offered)."),
+    def("ssl.cipher.suites", T::List, Some(""), "Cipher suites offered (IANA names); empty offers every suite of the TLS library."),
+    def("ssl.protocol", T::String, Some("TLSv1.3"), "Accepted for compatibility; ssl.enabled.protocols chooses the versions."),
+    def("ssl.endpoint.identification.algorithm", T::String, Some("https"), "Host name verification of the broker's outgoing TLS connections (none on a single node)."),
+    def("ssl.keymanager.algorithm", T::String, Some("SunX509"), "Accepted for compatibility (a Java setting)."),
+    def("ssl.trustmanager.algorithm", T::String, Some("PKIX"), "Accepted for compatibility (a Java setting)."),
+    def("ssl.secure.random.implementation", T::String, None, "Accepted for compatibility (a Java setting)."),
+    num(SSL_HANDSHAKE_TIMEOUT_MS, T::Long, "10000", 1, "Strata: a TLS handshake not finished in this time closes the connection."),
+    num(SSL_RELOAD_INTERVAL_MS, T::Long, "5000", 0, "Strata: how often keystore and truststore files are checked for changes and re-read (0: only on SIGHUP)."),
     def("cluster.id", T::String, None, "Cluster id to format a new data directory with."),
 ];
 
@@ -497,6 +526,18 @@ pub fn broker_config_def(name: &str) -> Option<&'static ConfigDef> {
     BROKER_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// A listener-scoped key, `listener.name.<listener>.<key>`: the listener name (lowercase, as
+/// Kafka writes it) and the definition of `<key>`. Only the TLS keys (`ssl.*`) can be scoped
+/// so far.
+pub fn listener_scoped_def(name: &str) -> Option<(&str, &'static ConfigDef)> {
+    let rest = name.strip_prefix(LISTENER_PREFIX)?;
+    let (listener, key) = rest.split_once('.')?;
+    if listener.is_empty() || !key.starts_with("ssl.") {
+        return None;
+    }
+    Some((listener, broker_config_def(key)?))
+}
+
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.def.name == name)
 }
@@ -632,6 +673,11 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "log.preallocate",
     "log.flush.scheduler.interval.ms",
     "unclean.leader.election.enable",
+    "ssl.protocol",
+    "ssl.endpoint.identification.algorithm",
+    "ssl.keymanager.algorithm",
+    "ssl.trustmanager.algorithm",
+    "ssl.secure.random.implementation",
 ];
 
 /// Topic configs accepted (with Kafka's defaults, listed by DescribeConfigs) that have no
@@ -656,6 +702,78 @@ pub fn topic_configs_not_in_effect<'a>(
         .map(String::as_str)
         .filter(|k| TOPIC_NOT_IN_EFFECT.contains(k))
         .collect()
+}
+
+/// The key and value that set `key` for `listener`: the listener-scoped key
+/// (`listener.name.<lowercase listener>.<key>`) wins over the plain one; unset, Kafka's default
+/// (under the plain key's name).
+pub fn listener_setting(
+    set: &BTreeMap<String, String>,
+    listener: &str,
+    key: &str,
+) -> Option<(String, String)> {
+    let scoped = format!("{LISTENER_PREFIX}{}.{key}", listener.to_ascii_lowercase());
+    if let Some(v) = set.get(&scoped) {
+        return Some((scoped, v.clone()));
+    }
+    set.get(key)
+        .cloned()
+        .or_else(|| broker_config_def(key).and_then(|d| d.default.map(str::to_string)))
+        .map(|v| (key.to_string(), v))
+}
+
+/// Whether a properties line continues on the next: it ends in an odd number of backslashes.
+fn ends_in_continuation(line: &str) -> bool {
+    line.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
+}
+
+/// A logical properties line's key and (still escaped) value: the key ends at the first
+/// unescaped `=`, `:` or blank; blanks and one `=` or `:` separate it from the value.
+fn split_property(line: &str) -> (&str, &str) {
+    let mut escaped = false;
+    let mut key_end = line.len();
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '=' || c == ':' || c.is_whitespace() {
+            key_end = i;
+            break;
+        }
+    }
+    let rest = line[key_end..].trim_start();
+    let rest = rest.strip_prefix(['=', ':']).map_or(rest, str::trim_start);
+    (&line[..key_end], rest)
+}
+
+/// Java's properties escapes: `\t` `\n` `\r` `\f`, `\uXXXX`, and `\c` for any other `c`.
+fn unescape_property(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let code = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|_| hex.len() == 4)
+                    .ok_or_else(|| format!("malformed \\uXXXX escape \\u{hex}"))?;
+                out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
@@ -698,12 +816,12 @@ fn assign_protocols(
                 l.name, l.name
             ),
         })?;
-        if protocol != "PLAINTEXT" {
+        if protocol.starts_with("SASL_") {
             return Err(InvalidConfig {
                 key: "listener.security.protocol.map".into(),
                 value: format!("{}:{protocol}", l.name),
                 reason: format!(
-                    "listener {} uses {protocol}, which is not supported yet; only PLAINTEXT listeners are served so far",
+                    "listener {} uses {protocol}: SASL is not supported yet; PLAINTEXT and SSL listeners are served (docs/security.md)",
                     l.name
                 ),
             });
@@ -826,6 +944,9 @@ pub struct BrokerConfig {
     pub listeners: Vec<Listener>,
     /// Client listeners' advertised addresses (controller listeners never appear here).
     pub advertised_listeners: Vec<Listener>,
+    /// The TLS settings of each SSL client listener, by listener name (files not read yet:
+    /// `crate::tls::ListenerTls::load` reads them).
+    pub tls: BTreeMap<String, crate::tls::TlsSettings>,
     /// `controller.listener.names`: bound, but they serve no client requests.
     pub controller_listener_names: Vec<String>,
     pub connections_max_idle: std::time::Duration,
@@ -843,22 +964,34 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Parses a properties file's text (Java properties: `key=value` or `key: value`, `#` and
-    /// `!` comments, blank lines).
+    /// Parses a properties file's text as `java.util.Properties.load` does: `key=value`,
+    /// `key: value` or `key value`; `#` and `!` comment lines; a line ending in a backslash
+    /// continues on the next (whose leading blanks are dropped), which is how Kafka files
+    /// carry inline PEM keys; `\t`, `\n`, `\uXXXX` and `\<char>` escapes. Values are trimmed.
     pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, InvalidConfig> {
         let mut map = BTreeMap::new();
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
+        let mut lines = text.lines().enumerate();
+        while let Some((n, raw)) = lines.next() {
+            let mut line = raw.trim_start().to_string();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
                 continue;
             }
-            let split = line.find(['=', ':']).ok_or_else(|| InvalidConfig {
+            while ends_in_continuation(&line) {
+                line.pop();
+                match lines.next() {
+                    Some((_, next)) => line.push_str(next.trim_start()),
+                    None => break,
+                }
+            }
+            let (key, value) = split_property(&line);
+            let bad = |reason: String| InvalidConfig {
                 key: format!("line {}", n + 1),
-                value: line.to_string(),
-                reason: "expected key=value".into(),
-            })?;
-            let (k, v) = line.split_at(split);
-            map.insert(k.trim().to_string(), v[1..].trim().to_string());
+                value: raw.to_string(),
+                reason,
+            };
+            let key = unescape_property(key).map_err(bad)?;
+            let value = unescape_property(value).map_err(bad)?;
+            map.insert(key, value.trim().to_string());
         }
         Ok(map)
     }
@@ -868,8 +1001,12 @@ impl BrokerConfig {
     pub fn from_map(set: BTreeMap<String, String>) -> Result<(Self, Vec<String>), InvalidConfig> {
         let mut unknown = Vec::new();
         for (key, value) in &set {
-            match broker_config_def(key) {
-                Some(def) => validate_value(def, value)?,
+            let def = broker_config_def(key).or_else(|| listener_scoped_def(key).map(|(_, d)| d));
+            match def {
+                Some(def) => validate_value(def, value).map_err(|e| InvalidConfig {
+                    key: key.clone(),
+                    ..e
+                })?,
                 None => unknown.push(key.clone()),
             }
         }
@@ -919,6 +1056,13 @@ impl BrokerConfig {
                 a
             })
             .collect();
+        let mut tls = BTreeMap::new();
+        for l in listeners.iter().filter(|l| is_client(l)) {
+            if l.security_protocol == "SSL" {
+                let settings = crate::tls::TlsSettings::resolve(&set, &l.name)?;
+                tls.insert(l.name.clone(), settings);
+            }
+        }
         let data_dir = set
             .get("log.dirs")
             .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
@@ -933,6 +1077,7 @@ impl BrokerConfig {
         let config = BrokerConfig {
             listeners,
             advertised_listeners,
+            tls,
             controller_listener_names,
             connections_max_idle: std::time::Duration::from_millis(
                 int("connections.max.idle.ms").max(1) as u64,
@@ -987,9 +1132,18 @@ impl BrokerConfig {
     pub fn set_but_not_in_effect(&self) -> Vec<String> {
         self.set
             .keys()
-            .filter(|k| NOT_IN_EFFECT.contains(&k.as_str()))
+            .filter(|k| {
+                let key = listener_scoped_def(k).map_or(k.as_str(), |(_, d)| d.name);
+                NOT_IN_EFFECT.contains(&key)
+            })
             .cloned()
             .collect()
+    }
+
+    /// The value of a listener-scoped key for `listener`: `listener.name.<listener>.<key>`
+    /// when set, else `<key>` when set, else Kafka's default.
+    pub fn listener_value(&self, listener: &str, key: &str) -> Option<String> {
+        listener_setting(&self.set, listener, key).map(|(_, v)| v)
     }
 }
 
@@ -1228,6 +1382,28 @@ mod tests {
         let m =
             BrokerConfig::parse_properties("# c\n! c\n\na=1\nb : two\n c= x=y \n").expect("parses");
         assert_eq!(m, map(&[("a", "1"), ("b", "two"), ("c", "x=y")]));
+        // The rest of java.util.Properties: blank separators, a key alone, escapes, and
+        // continuation lines (Kafka's way of writing inline PEM), a comment never continuing.
+        let text = "d value of d\nalone\ne\\:f=1\ntab=a\\tb\\u0041\\\\\n\
+                    # not continued \\\nkey=-----BEGIN CERTIFICATE----- \\\n   \
+                    MIIB \\\n  -----END CERTIFICATE-----\nlast=x\\\n";
+        let m = BrokerConfig::parse_properties(text).expect("parses");
+        assert_eq!(
+            m,
+            map(&[
+                ("d", "value of d"),
+                ("alone", ""),
+                ("e:f", "1"),
+                ("tab", "a\tbA\\"),
+                (
+                    "key",
+                    "-----BEGIN CERTIFICATE----- MIIB -----END CERTIFICATE-----"
+                ),
+                ("last", "x"),
+            ])
+        );
+        let err = BrokerConfig::parse_properties("a=\\u00zz").expect_err("bad escape");
+        assert_eq!(err.key, "line 1");
     }
 
     #[test]
@@ -1372,6 +1548,60 @@ log.retention.check.interval.ms=300000
         // A listener named after no protocol is fine when the map names it.
         let c = kraft(&[]).expect("accepted");
         assert_eq!(c.listeners[0].security_protocol, "PLAINTEXT");
+    }
+
+    #[test]
+    fn ssl_listeners_with_kafkas_keys() {
+        let c = kraft(&[
+            (
+                "listener.security.protocol.map",
+                "CONTROLLER:PLAINTEXT,CLIENT:SSL",
+            ),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", "/etc/kafka/server.pem"),
+            ("listener.name.client.ssl.client.auth", "required"),
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.location", "/etc/kafka/ca.pem"),
+            ("ssl.endpoint.identification.algorithm", ""),
+            (
+                "listener.name.client.ssl.endpoint.identification.algorithm",
+                "",
+            ),
+        ])
+        .expect("accepted");
+        let tls = &c.tls["CLIENT"];
+        assert_eq!(tls.client_auth, crate::tls::ClientAuth::Required);
+        assert_eq!(c.listeners[0].security_protocol, "SSL");
+        assert_eq!(
+            c.listener_value("CLIENT", "ssl.client.auth").as_deref(),
+            Some("required")
+        );
+        assert_eq!(
+            c.listener_value("OTHER", "ssl.client.auth").as_deref(),
+            Some("none")
+        );
+        // The controller listener is never served, so it needs no TLS settings.
+        assert!(!c.tls.contains_key("CONTROLLER"));
+        let ignored = c.set_but_not_in_effect();
+        assert!(
+            ignored.contains(&"listener.name.client.ssl.endpoint.identification.algorithm".into()),
+            "{ignored:?}"
+        );
+        // Listener-scoped keys are known keys, checked like the plain ones.
+        let mut m = BrokerConfig::parse_properties(KRAFT_FILE).expect("parses");
+        m.insert(
+            "listener.name.client.ssl.keystore.type".into(),
+            "PEM".into(),
+        );
+        let (_, unknown) = BrokerConfig::from_map(m.clone()).expect("accepted");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        m.insert(
+            "listener.name.client.ssl.client.auth".into(),
+            "always".into(),
+        );
+        let err = BrokerConfig::from_map(m).expect_err("bad value");
+        assert_eq!(err.key, "listener.name.client.ssl.client.auth");
+        assert!(listener_scoped_def("listener.name.client.num.partitions").is_none());
     }
 
     #[test]

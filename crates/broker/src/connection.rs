@@ -14,6 +14,13 @@
 //! frame larger than `socket.request.max.bytes`, an unknown API key, an unsupported version
 //! (other than ApiVersions, which gets the v0 fallback answer) or a malformed request closes
 //! the connection after one log line, as Kafka does.
+//!
+//! The request loop is generic over the byte stream ([`Transport`]): a PLAINTEXT listener
+//! serves the `TcpStream` itself (split without a lock, as before TLS existed), an SSL
+//! listener the rustls stream its handshake produced (`crate::tls`), with the principal taken
+//! from the client certificate. SASL, when it comes, is a stage of the request loop (the
+//! SaslHandshake/SaslAuthenticate requests before any other), so it works over either stream
+//! unchanged and only replaces `ConnectionContext::principal`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,8 +31,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use strata_protocol::request::{decode_request, encode_response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -34,6 +40,34 @@ use crate::auth::{ConnectionContext, Principal};
 use crate::broker::Broker;
 use crate::connection_limits::ConnectionPermit;
 use crate::handlers::{self, Reply};
+use crate::log_throttle::LogThrottle;
+use crate::tls::{HandshakeError, ListenerTls};
+
+/// A connection's byte stream, split into the reader (this task) and the writer (its writer
+/// task).
+pub trait Transport: Send + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// Plain TCP: two halves of one socket, no lock between them.
+impl Transport for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+/// TLS: one rustls session shared by both halves (a lock held only while a half is polled).
+impl Transport for crate::tls::TlsStream {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
 
 /// Requests whose responses may be pending at once on one connection (lowered to
 /// `queued.max.requests` when that is smaller).
@@ -82,7 +116,7 @@ enum FrameRead {
     TooLarge(i32),
 }
 
-async fn read_frame(reader: &mut OwnedReadHalf, max_frame: usize) -> FrameRead {
+async fn read_frame(reader: &mut (impl AsyncRead + Unpin), max_frame: usize) -> FrameRead {
     let mut len_buf = [0u8; 4];
     if reader.read_exact(&mut len_buf).await.is_err() {
         return FrameRead::Closed;
@@ -110,17 +144,71 @@ pub async fn refuse_on_controller_listener(stream: TcpStream, peer: SocketAddr, 
     drop(stream);
 }
 
+/// Serves one accepted connection: the TLS handshake first on an SSL listener (`tls`), then
+/// requests until the client closes, the connection idles out, or the broker shuts down.
+/// The permit (a connection counted against `max.connections`) is held throughout.
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
     listener: String,
+    tls: Option<Arc<ListenerTls>>,
     mut shutdown: watch::Receiver<bool>,
     _permit: ConnectionPermit,
 ) {
     let _ = stream.set_nodelay(true);
     crate::server::apply_socket_buffers(&stream, &broker.config);
-    let (mut reader, mut writer) = stream.into_split();
+    let mut ctx = ConnectionContext {
+        peer,
+        listener,
+        principal: Principal::anonymous(),
+        connection_id: broker.new_connection_id(),
+    };
+    let Some(tls) = tls else {
+        return serve_requests(broker, stream, ctx, shutdown).await;
+    };
+    let established = tokio::select! {
+        established = tls.handshake(stream) => established,
+        _ = shutdown.changed() => return,
+    };
+    match established {
+        Ok(established) => {
+            ctx.principal = established.principal;
+            tracing::debug!(
+                %peer,
+                listener = %ctx.listener,
+                principal = %ctx.principal,
+                subject = established.subject.as_deref().unwrap_or("(no client certificate)"),
+                "TLS connection established"
+            );
+            serve_requests(broker, established.stream, ctx, shutdown).await
+        }
+        // INFO at most (Kafka logs failed authentications at INFO), and a client retrying
+        // with the wrong settings must not flood the log: one INFO line per kind per 10 s.
+        Err(error) => {
+            static THROTTLES: [LogThrottle; HandshakeError::KINDS] =
+                [const { LogThrottle::new() }; HandshakeError::KINDS];
+            match THROTTLES[error.kind()].admit() {
+                Some(suppressed) => {
+                    tracing::info!(%peer, listener = %ctx.listener, %error, similar_since_last = suppressed, "closing connection")
+                }
+                None => {
+                    tracing::debug!(%peer, listener = %ctx.listener, %error, "closing connection")
+                }
+            }
+        }
+    }
+}
+
+/// The request loop of one connection, over a plain or a TLS stream.
+async fn serve_requests<T: Transport>(
+    broker: Arc<Broker>,
+    stream: T,
+    ctx: ConnectionContext,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = ctx.peer;
+    let (mut reader, mut writer) = stream.split();
     let in_flight = MAX_IN_FLIGHT.min(broker.config.queued_max_requests).max(1);
     let (tx, mut rx) = mpsc::channel::<Pending>(in_flight);
     let activity = Arc::new(Activity {
@@ -133,7 +221,9 @@ pub async fn serve(
         while let Some(pending) = rx.recv().await {
             let answer = pending.await;
             if let Some(bytes) = answer {
-                if writer.write_all(&bytes).await.is_err() {
+                // The flush is free on TCP; TLS may hold encrypted bytes the socket did not
+                // take yet.
+                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                     return;
                 }
             }
@@ -142,12 +232,6 @@ pub async fn serve(
         }
         let _ = writer.shutdown().await;
     });
-    let ctx = ConnectionContext {
-        peer,
-        listener,
-        principal: Principal::anonymous(),
-        connection_id: broker.new_connection_id(),
-    };
     let max_frame = broker.config.socket_request_max_bytes;
     let idle = broker.config.connections_max_idle;
     loop {
@@ -162,6 +246,17 @@ pub async fn serve(
         let frame = match read {
             FrameRead::Frame(frame) => frame,
             FrameRead::Closed => break,
+            FrameRead::TooLarge(len) if looks_like_tls(len) => {
+                static THROTTLE: LogThrottle = LogThrottle::new();
+                let why = "closing connection: the client started a TLS handshake on a listener without TLS (set security.protocol=PLAINTEXT in the client, or connect to an SSL listener)";
+                match THROTTLE.admit() {
+                    Some(suppressed) => {
+                        tracing::info!(%peer, listener = %ctx.listener, similar_since_last = suppressed, "{why}")
+                    }
+                    None => tracing::debug!(%peer, listener = %ctx.listener, "{why}"),
+                }
+                break;
+            }
             FrameRead::TooLarge(len) => {
                 tracing::warn!(%peer, frame_bytes = len, limit = max_frame, "closing connection: request frame larger than socket.request.max.bytes");
                 break;
@@ -221,6 +316,13 @@ pub async fn serve(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .release_connection(ctx.connection_id);
+}
+
+/// Whether a request size is really the start of a TLS record: a handshake record (0x16)
+/// of TLS 1.0-1.3 (0x03 0x01..0x04), as a ClientHello begins.
+fn looks_like_tls(size: i32) -> bool {
+    let [record, major, minor, _] = size.to_be_bytes();
+    record == 0x16 && major == 0x03 && (0x01..=0x04).contains(&minor)
 }
 
 fn log_encode(encoded: Result<Bytes, strata_protocol::request::EncodeError>) -> Option<Bytes> {

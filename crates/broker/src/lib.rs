@@ -18,6 +18,9 @@
 //!   watermarks, which wake acks=all producers and long-polling fetches.
 //! - [`groups`] and [`txn`] are the group and transaction coordinators, each sharded per
 //!   partition of its internal topic ([`shards`]), loaded and unloaded a partition at a time.
+//! - [`tls`] secures SSL listeners: Kafka's `ssl.*` settings, the rustls handshake (run by
+//!   [`connection`] before its first request), the principal from a client certificate, and
+//!   certificate reloading.
 //! - [`auth`] holds the connection's principal and the single authorization check.
 //!
 //! This crate must never trust the network: every decode error and bad batch is answered with
@@ -37,10 +40,12 @@ pub mod flusher;
 pub mod groups;
 pub mod handlers;
 pub mod log_dir;
+pub mod log_throttle;
 pub mod manager;
 pub mod partition;
 pub mod server;
 pub mod shards;
+pub mod tls;
 pub mod txn;
 
 pub use broker::{Broker, StartError};

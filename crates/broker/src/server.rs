@@ -3,6 +3,7 @@
 //! Shutdown order (SIGTERM or Ctrl-C): stop accepting, tell connections to stop reading new
 //! requests, let in-flight requests finish (bounded wait), fsync every partition, return.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,19 +14,25 @@ use tokio::task::JoinSet;
 
 use crate::broker::{Broker, StartError};
 use crate::config::Listener;
+use crate::tls::ListenerTls;
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bound sockets, ready to serve.
+/// Bound sockets, ready to serve, with the TLS state of the SSL listeners.
 pub struct BoundListeners {
     sockets: Vec<(TcpListener, String)>,
+    tls: BTreeMap<String, Arc<ListenerTls>>,
 }
 
 impl BoundListeners {
     /// Binds every configured listener. `localhost` binds both loopback addresses (clients
-    /// often resolve it to `::1` first); the IPv6 one is optional.
-    pub async fn bind(listeners: &[Listener]) -> Result<Self, StartError> {
+    /// often resolve it to `::1` first); the IPv6 one is optional. `tls` holds each SSL
+    /// listener's loaded certificates (`crate::tls::load_listeners`).
+    pub async fn bind(
+        listeners: &[Listener],
+        tls: BTreeMap<String, Arc<ListenerTls>>,
+    ) -> Result<Self, StartError> {
         let mut sockets = Vec::new();
         for l in listeners {
             let hosts: Vec<(&str, bool)> = if l.host == "localhost" {
@@ -53,7 +60,7 @@ impl BoundListeners {
                 }
             }
         }
-        Ok(BoundListeners { sockets })
+        Ok(BoundListeners { sockets, tls })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -81,14 +88,26 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = JoinSet::new();
     let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    if !listeners.tls.is_empty() {
+        let interval = broker
+            .config
+            .parsed::<u64>(crate::config::SSL_RELOAD_INTERVAL_MS)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let watched = listeners.tls.values().cloned().collect();
+        accept_tasks.spawn(crate::tls::watch_certificates(watched, interval));
+    }
     for (socket, name) in listeners.sockets {
         let broker = broker.clone();
         let stop_rx = stop_rx.clone();
         let connections = connections.clone();
         let controller = broker.config.is_controller_listener(&name);
+        let tls = listeners.tls.get(&name).cloned();
         if let Ok(addr) = socket.local_addr() {
             if controller {
                 tracing::info!(listener = %name, %addr, "listening (controller listener: reserved for the controller quorum, serves no client requests)");
+            } else if tls.is_some() {
+                tracing::info!(listener = %name, %addr, "listening (TLS)");
             } else {
                 tracing::info!(listener = %name, %addr, "listening");
             }
@@ -126,6 +145,7 @@ pub async fn serve(
                     stream,
                     peer,
                     name.clone(),
+                    tls.clone(),
                     stop_rx.clone(),
                     permit,
                 );

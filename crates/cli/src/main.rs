@@ -160,8 +160,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Lock the data directory before binding, so a second broker on the same directory
         // is refused for that reason even when its port is taken too.
         let listener_config = config.listeners.clone();
+        // Certificates first: a missing or broken keystore stops start-up before recovery.
+        let tls = strata_broker::tls::load_listeners(&config)?;
         let broker = tokio::task::block_in_place(|| strata_broker::Broker::open(config))?;
-        let listeners = strata_broker::server::BoundListeners::bind(&listener_config).await?;
+        let listeners = strata_broker::server::BoundListeners::bind(&listener_config, tls).await?;
         strata_broker::server::serve(broker, listeners, shutdown_signal()).await;
         anyhow::Ok(())
     })?;

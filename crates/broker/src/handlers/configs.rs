@@ -100,6 +100,10 @@ pub fn describe_configs(
 }
 
 fn encode_row(r: Row, synonyms: bool, docs: bool, version: i16) -> DescribeConfigsResourceResult {
+    // Passwords (and inline private keys) are never sent, as Kafka never sends them: the
+    // value and its synonyms' values are null, and is_sensitive says why.
+    let sensitive = r.kind == ConfigType::Password;
+    let shown = |v: Option<String>| if sensitive { None } else { v };
     // v0 has no source field; its "is_default" is carried in the same slot by the crate.
     let source = if version == 0 {
         i8::from(r.source == ConfigSource::DefaultConfig)
@@ -108,10 +112,10 @@ fn encode_row(r: Row, synonyms: bool, docs: bool, version: i16) -> DescribeConfi
     };
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(r.name))
-        .with_value(r.value.map(str_bytes))
+        .with_value(shown(r.value).map(str_bytes))
         .with_read_only(r.read_only)
         .with_config_source(source)
-        .with_is_sensitive(r.kind == ConfigType::Password)
+        .with_is_sensitive(sensitive)
         .with_config_type(r.kind.wire())
         .with_documentation(docs.then(|| str_bytes(r.doc)))
         .with_synonyms(if synonyms {
@@ -120,7 +124,7 @@ fn encode_row(r: Row, synonyms: bool, docs: bool, version: i16) -> DescribeConfi
                 .map(|(n, v, s)| {
                     DescribeConfigsSynonym::default()
                         .with_name(str_bytes(n))
-                        .with_value(v.map(str_bytes))
+                        .with_value(shown(v).map(str_bytes))
                         .with_source(s as i8)
                 })
                 .collect()
