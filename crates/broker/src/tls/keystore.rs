@@ -292,4 +292,34 @@ mod tests {
         assert_eq!(certs.len(), 1);
         assert_eq!(certs[0].as_ref(), b"ABCDEF");
     }
+
+    #[test]
+    fn encrypted_keys_and_binary_stores_are_explained() {
+        let encrypted = inline(
+            "keystore",
+            "ssl.keystore.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nQUJD\n-----END ENCRYPTED PRIVATE KEY-----",
+        );
+        let err = encrypted.private_key(true).expect_err("encrypted");
+        assert!(matches!(err, TlsLoadError::EncryptedKey { .. }), "{err}");
+        assert!(err.to_string().contains("openssl pkey"), "{err}");
+        assert!(err.to_string().contains("ssl.key.password"), "{err}");
+        // A PKCS12 file given as PEM: binary, no PEM section.
+        let binary = Pem {
+            what: "keystore",
+            origin: "/etc/strata/keystore.p12".into(),
+            bytes: vec![0x30, 0x82, 0x0a, 0x01, 0x02, 0x01, 0x03],
+        };
+        let err = binary.certificates().expect_err("not PEM");
+        assert!(matches!(err, TlsLoadError::NotPem { .. }), "{err}");
+        let no_key = inline(
+            "keystore",
+            "ssl.keystore.key",
+            "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----",
+        );
+        assert!(matches!(
+            no_key.private_key(false),
+            Err(TlsLoadError::NoKey { .. })
+        ));
+    }
 }
