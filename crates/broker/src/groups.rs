@@ -421,7 +421,8 @@ impl GroupService {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
                 let svc = &broker.groups;
-                let topics = subscribable_topics(&broker);
+                // Built only if a shard has KIP-848 groups (most ticks of most brokers: none).
+                let topics = std::cell::OnceCell::new();
                 let image = broker.image();
                 let offsets = image.topic_by_name(OFFSETS_TOPIC);
                 for p in 0..svc.offsets_partitions {
@@ -431,7 +432,10 @@ impl GroupService {
                         if !outputs.is_empty() {
                             svc.dispatch(&broker, outputs);
                         }
-                        shard.consumer.tick(now, &topics);
+                        if !shard.consumer.groups.is_empty() {
+                            let topics = topics.get_or_init(|| subscribable_topics(&broker));
+                            shard.consumer.tick(now, topics);
+                        }
                         !shard.classic.staged_partitions().is_empty()
                     });
                     // Commits whose own waiter gave up (timeout) apply once durable anyway,

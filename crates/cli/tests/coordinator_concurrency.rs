@@ -14,26 +14,17 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::Compression;
-use strata_protocol::records::{encode_batch_as, BatchProducer, PlainRecord};
+use support::txn::{self, s, topic};
 use support::{Client, TestBroker};
 
 const CONCURRENT_TRANSACTIONS: i16 = 51;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 /// Kafka's partition of an internal topic for a key (Java String.hashCode, Utils.abs).
 fn java_partition(key: &str, partitions: i32) -> i32 {
@@ -80,73 +71,20 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn topic(c: &mut Client, name: &str) {
-    let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
-        .with_name(TopicName(s(name)))
-        .with_num_partitions(1)
-        .with_replication_factor(1)]);
-    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req).expect("answer");
-    assert_eq!(r.topics[0].error_code, 0);
-}
-
 fn init(c: &mut Client, tid: &str) -> (i64, i16) {
-    let req = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(s(tid))))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req).expect("answer");
-    assert_eq!(r.error_code, 0, "InitProducerId of {tid}");
-    (r.producer_id.0, r.producer_epoch)
+    txn::init(c, tid, 60_000).unwrap_or_else(|code| panic!("InitProducerId of {tid}: {code}"))
 }
 
 fn add(c: &mut Client, tid: &str, pid: i64, epoch: i16, name: &str) -> i16 {
-    let req = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(s(tid)))
-        .with_v3_and_below_producer_id(ProducerId(pid))
-        .with_v3_and_below_producer_epoch(epoch)
-        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-            .with_name(TopicName(s(name)))
-            .with_partitions(vec![0])]);
-    let r: AddPartitionsToTxnResponse =
-        c.call(ApiKey::AddPartitionsToTxn, 3, &req).expect("answer");
-    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    txn::add(c, tid, pid, epoch, &[(name, 0)])[0]
 }
 
 fn produce(c: &mut Client, tid: &str, name: &str, pid: i64, epoch: i16) -> i16 {
-    let records = encode_batch_as(
-        &[PlainRecord::new(Some(b"k"), Some(b"v"), 1_700_000_000_000)],
-        Compression::None,
-        BatchProducer {
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: 0,
-            transactional: true,
-            control: false,
-        },
-    )
-    .expect("batch");
-    let req = ProduceRequest::default()
-        .with_transactional_id(Some(TransactionalId(s(tid))))
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(s(name)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).expect("answer");
-    r.responses[0].partition_responses[0].error_code
+    txn::produce(c, tid, name, pid, epoch, 0).0
 }
 
 fn end(c: &mut Client, tid: &str, pid: i64, epoch: i16) -> i16 {
-    let req = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(s(tid)))
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_committed(true);
-    let r: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &req).expect("answer");
-    r.error_code
+    txn::end(c, tid, pid, epoch, true)
 }
 
 fn state(c: &mut Client, tid: &str) -> String {

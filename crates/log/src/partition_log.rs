@@ -1076,13 +1076,12 @@ impl PartitionLog {
     where
         G: DerefMut<Target = PartitionLog>,
     {
-        clean_pass(
+        Self::clean_concurrently_with_hook(
             lock,
             now_ms,
             opts,
             high_watermark,
             max_keys,
-            CrashBudget(None),
             &mut |_| {},
         )
     }

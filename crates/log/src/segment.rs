@@ -230,6 +230,26 @@ fn scan(
 }
 
 impl Segment {
+    /// A closed segment over `log_path`, holding no descriptor until it is read.
+    fn closed(
+        base_offset: i64,
+        log_path: PathBuf,
+        size: u64,
+        end_offset: i64,
+        index: SegmentIndex,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log: Arc::new(CachedFile::lazy(log_path.clone(), OpenMode::Read)),
+            log_path,
+            size,
+            end_offset,
+            index,
+            active: false,
+            rolling_base_ms: None,
+        }
+    }
+
     /// Creates a new, empty active segment. Refuses to reuse a non-empty `.log`.
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let log_path = segment_path(dir, base_offset, "log");
@@ -324,16 +344,7 @@ impl Segment {
         // A closed segment needs no descriptor until it is read.
         drop(log);
         Ok((
-            Segment {
-                base_offset,
-                log: Arc::new(CachedFile::lazy(log_path.clone(), OpenMode::Read)),
-                log_path,
-                size,
-                end_offset,
-                index,
-                active: false,
-                rolling_base_ms: None,
-            },
+            Segment::closed(base_offset, log_path, size, end_offset, index),
             rebuilt,
         ))
     }
@@ -592,16 +603,7 @@ impl Segment {
                 .map_err(io_err("write index", path))?;
         }
         Ok((
-            Segment {
-                base_offset,
-                log: Arc::new(CachedFile::lazy(log_path.clone(), OpenMode::Read)),
-                log_path,
-                size,
-                end_offset,
-                index,
-                active: false,
-                rolling_base_ms: None,
-            },
+            Segment::closed(base_offset, log_path, size, end_offset, index),
             [index_path, time_path],
         ))
     }
