@@ -202,6 +202,15 @@ impl Broker {
         self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The high watermark of `topic`'s `partition` when this broker holds it (what a commit
+    /// records as its end offset, for lag evaluation).
+    pub fn end_offset_of(&self, image: &MetadataImage, topic: &str, partition: i32) -> Option<i64> {
+        let topic = image.topic_by_name(topic)?;
+        self.partitions
+            .get(&topic.topic_id, partition)
+            .map(|p| p.high_watermark())
+    }
+
     pub fn cluster_id(&self) -> String {
         self.image().cluster_id.clone().unwrap_or_default()
     }

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use strata_coordinator::consumer::{ConsumerConfig, Topics};
 use strata_coordinator::group::{JoinResponse, SyncResponse};
+use strata_coordinator::lag::LagConfig;
 use strata_coordinator::{
     GroupConfig, GroupEvent, GroupProtocol, GroupRecord, GroupShard, Output, Replayed, Token,
 };
@@ -129,6 +130,11 @@ impl GroupService {
             offsets_retention_ms: config_i64(config, "offsets.retention.minutes")
                 .saturating_mul(60_000),
             max_metadata_bytes: config_i64(config, "offset.metadata.max.bytes").max(0) as usize,
+            lag: LagConfig {
+                window_commits: config_i64(config, "strata.lag.window.commits").max(1) as usize,
+                min_distance_ms: config_i64(config, "strata.lag.min.commit.distance.ms"),
+                stop_floor_ms: config_i64(config, "strata.lag.stop.floor.ms"),
+            },
         };
         let consumer_config = ConsumerConfig {
             session_timeout_ms: config_i64(config, "group.consumer.session.timeout.ms"),
@@ -589,6 +595,7 @@ mod tests {
                 leader_epoch: -1,
                 metadata: String::new(),
                 commit_ms: now_ms(),
+                end_offset: None,
             }),
         }
     }

@@ -8,6 +8,7 @@ use crate::event::GroupEvent;
 use crate::group::{
     Answer, Group, GroupState, JoinRequest, JoinResponse, SyncRequest, SyncResponse, Timing,
 };
+use crate::lag::{CommitEntry, CommitWindow, LagConfig};
 use crate::record::{CommittedOffset, GroupRecord};
 use crate::Token;
 
@@ -20,6 +21,8 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// Longest committed-offset metadata string.
     pub max_metadata_bytes: usize,
+    /// How commit windows for lag evaluation are kept.
+    pub lag: LagConfig,
 }
 
 impl Default for GroupConfig {
@@ -30,6 +33,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             max_metadata_bytes: 4096,
+            lag: LagConfig::default(),
         }
     }
 }
@@ -179,6 +183,7 @@ impl GroupCoordinator {
             group.tick(now, &t, &mut answers);
             out.extend(Self::outputs(group, answers));
             if group.state == GroupState::Empty && now - group.empty_since_ms > retention {
+                group.commit_windows.clear();
                 for ((topic, partition), _) in std::mem::take(&mut group.offsets) {
                     out.push(Output::Persist(GroupRecord::Offset {
                         group: group.id.clone(),
@@ -234,15 +239,24 @@ impl GroupCoordinator {
                 value,
             } => match value {
                 Some(v) => {
-                    self.groups
+                    let g = self
+                        .groups
                         .entry(group.clone())
-                        .or_insert_with(|| Group::new(group, now))
-                        .offsets
-                        .insert((topic, partition), v);
+                        .or_insert_with(|| Group::new(group, now));
+                    let key = (topic, partition);
+                    // Every durable commit passes here (replay, settled commits, committed
+                    // transactions): the one place windows are fed.
+                    g.commit_windows.entry(key.clone()).or_default().push(
+                        CommitEntry::new(v.offset, v.commit_ms, v.end_offset),
+                        &self.config.lag,
+                    );
+                    g.offsets.insert(key, v);
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(&group) {
-                        g.offsets.remove(&(topic, partition));
+                        let key = (topic, partition);
+                        g.commit_windows.remove(&key);
+                        g.offsets.remove(&key);
                     }
                 }
             },
@@ -319,6 +333,16 @@ impl GroupCoordinator {
     /// all of a topic when its list is empty is not special: absent offsets answer -1).
     pub fn offsets(&self, group_id: &str) -> Option<&BTreeMap<(String, i32), CommittedOffset>> {
         self.groups.get(group_id).map(|g| &g.offsets)
+    }
+
+    /// A group's commit windows (one per committed partition), for lag evaluation; `None`
+    /// for an unknown group.
+    pub fn commit_windows(&self, group_id: &str) -> Option<&BTreeMap<(String, i32), CommitWindow>> {
+        self.groups.get(group_id).map(|g| &g.commit_windows)
+    }
+
+    pub fn lag_config(&self) -> &LagConfig {
+        &self.config.lag
     }
 
     pub fn max_metadata_bytes(&self) -> usize {
@@ -421,6 +445,27 @@ mod tests {
     use super::*;
     use crate::event::{GroupProtocol, RebalanceReason};
     use bytes::Bytes;
+
+    /// `group`'s commit of `offset` on partition 0 of `t`.
+    fn commit_of_t0(
+        group: &str,
+        offset: i64,
+        commit_ms: i64,
+        end_offset: Option<i64>,
+    ) -> GroupRecord {
+        GroupRecord::Offset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms,
+                end_offset,
+            }),
+        }
+    }
 
     fn cfg() -> GroupConfig {
         GroupConfig {
@@ -915,19 +960,7 @@ mod tests {
     #[test]
     fn staged_offsets_appear_only_once_durable_and_in_log_order() {
         let mut c = GroupCoordinator::new(cfg());
-        let commit = |offset: i64| {
-            vec![GroupRecord::Offset {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 0,
-                value: Some(CommittedOffset {
-                    offset,
-                    leader_epoch: -1,
-                    metadata: String::new(),
-                    commit_ms: 0,
-                }),
-            }]
-        };
+        let commit = |offset: i64| vec![commit_of_t0("g", offset, 0, None)];
         // Two commits appended to partition 7 (batches ending at 11 and 12).
         c.stage(7, 11, commit(5));
         c.stage(7, 12, commit(6));
@@ -955,6 +988,41 @@ mod tests {
     }
 
     #[test]
+    fn commit_windows_follow_durable_commits_only() {
+        let mut c = GroupCoordinator::new(cfg());
+        let commit = |offset, at, end| commit_of_t0("g", offset, at, end);
+        let window = |c: &GroupCoordinator| -> Vec<(i64, i64, Option<i64>)> {
+            c.commit_windows("g")
+                .and_then(|w| w.get(&("t".to_string(), 0)))
+                .map(|w| {
+                    w.entries()
+                        .map(|e| (e.offset, e.commit_ms, e.lag))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // Replayed commits (one written before end offsets were recorded), then a staged one.
+        c.apply(0, commit(5, 1_000, None));
+        c.apply(0, commit(8, 5_000, Some(10)));
+        c.stage(7, 11, vec![commit(9, 9_000, Some(12))]);
+        assert_eq!(window(&c), vec![(5, 1_000, None), (8, 5_000, Some(2))]);
+        c.durable(9_500, 7, 11);
+        assert_eq!(window(&c).last(), Some(&(9, 9_000, Some(3))));
+        assert!(c.commit_windows("nobody").is_none());
+        // A tombstone drops the window with the offset.
+        c.apply(
+            10_000,
+            GroupRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: None,
+            },
+        );
+        assert!(window(&c).is_empty());
+    }
+
+    #[test]
     fn offsets_apply_delete_and_expire() {
         let mut c = GroupCoordinator::new(GroupConfig {
             offsets_retention_ms: 1000,
@@ -971,6 +1039,7 @@ mod tests {
                     leader_epoch: 0,
                     metadata: "m".into(),
                     commit_ms: 0,
+                    end_offset: None,
                 }),
             },
         );

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use strata_protocol::ErrorCode;
 
 use crate::event::{GroupEvent, GroupProtocol, RebalanceReason};
+use crate::lag::CommitWindow;
 use crate::record::{CommittedOffset, PersistedGroup, PersistedMember};
 use crate::Token;
 
@@ -177,6 +178,9 @@ pub struct Group {
     sync_deadline_ms: i64,
     next_join_order: u64,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// The latest commits of each partition in `offsets`, for lag evaluation
+    /// ([`crate::lag`]); kept and dropped with the offset.
+    pub commit_windows: BTreeMap<(String, i32), CommitWindow>,
     pub empty_since_ms: i64,
     /// Set when the group's metadata changed and should be persisted.
     pub dirty: bool,
@@ -199,6 +203,7 @@ impl Group {
             sync_deadline_ms: 0,
             next_join_order: 0,
             offsets: BTreeMap::new(),
+            commit_windows: BTreeMap::new(),
             empty_since_ms: now_ms,
             dirty: false,
         }

@@ -24,6 +24,7 @@ pub mod consumer;
 pub mod coordinator;
 pub mod event;
 pub mod group;
+pub mod lag;
 pub mod record;
 pub mod shard;
 pub mod txn;

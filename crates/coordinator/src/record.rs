@@ -4,7 +4,7 @@
 //! compacted by key, so the latest value per key wins and a null value (tombstone) deletes:
 //!
 //! ```text
-//! key   {"v":1,"offset":{"group":G,"topic":T,"partition":P}}   value {"v":1,"offset":O,"leader_epoch":E,"metadata":M,"commit_ms":C}
+//! key   {"v":1,"offset":{"group":G,"topic":T,"partition":P}}   value {"v":1,"offset":O,"leader_epoch":E,"metadata":M,"commit_ms":C,"end_offset":H}
 //! key   {"v":1,"group":G}                                      value {"v":1,"protocol_type":..,"generation":..,"protocol":..,"leader":..,"members":[..]}
 //! ```
 
@@ -17,6 +17,11 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     pub metadata: String,
     pub commit_ms: i64,
+    /// The partition's high watermark when the commit was accepted (the lag at that moment is
+    /// this minus `offset`), kept for lag evaluation after a reload. Absent in records written
+    /// before it existed, and when the partition was not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_offset: Option<i64>,
 }
 
 /// A member as persisted with its group (enough to resume a Stable group after a restart).
@@ -195,6 +200,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn commits_without_an_end_offset_still_decode() {
+        let key = br#"{"v":1,"offset":{"group":"g","topic":"t","partition":0}}"#;
+        let value = br#"{"v":1,"offset":7,"leader_epoch":-1,"metadata":"","commit_ms":3}"#;
+        let GroupRecord::Offset { value: Some(v), .. } =
+            GroupRecord::decode(key, Some(value)).expect("decodes")
+        else {
+            panic!("an offset record");
+        };
+        assert_eq!((v.offset, v.end_offset), (7, None));
+        // And an unknown end offset is not written at all.
+        let (_, bytes) = GroupRecord::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(v),
+        }
+        .encode();
+        assert!(!String::from_utf8_lossy(&bytes.expect("value")).contains("end_offset"));
+    }
+
+    #[test]
     fn round_trip() {
         let records = vec![
             GroupRecord::Offset {
@@ -206,6 +232,7 @@ mod tests {
                     leader_epoch: 1,
                     metadata: "m".into(),
                     commit_ms: 5,
+                    end_offset: Some(50),
                 }),
             },
             GroupRecord::Offset {

@@ -154,6 +154,7 @@ mod tests {
                 leader_epoch: -1,
                 metadata: String::new(),
                 commit_ms: 0,
+                end_offset: None,
             }),
         }
     }

@@ -381,6 +381,7 @@ pub async fn offset_commit(
                         },
                         metadata,
                         commit_ms: now,
+                        end_offset: broker.end_offset_of(&image, &topic, p.partition_index),
                     }),
                 })
             };

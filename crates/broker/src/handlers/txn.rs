@@ -291,6 +291,7 @@ pub async fn txn_offset_commit(
         )
     };
     let now = now_ms();
+    let image = broker.image();
     let mut records = Vec::new();
     let mut per_partition: Vec<(usize, i32, Option<ErrorCode>)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -315,6 +316,7 @@ pub async fn txn_offset_commit(
                             .map(|m| m.to_string())
                             .unwrap_or_default(),
                         commit_ms: now,
+                        end_offset: broker.end_offset_of(&image, &topic, p.partition_index),
                     }),
                 });
                 None
