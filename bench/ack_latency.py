@@ -104,6 +104,7 @@ def run_one(binary, partitions, parallelism, workdir):
             "--set", f"log.dirs={data}",
             "--set", f"listeners=PLAINTEXT://127.0.0.1:{port}",
             "--set", "strata.fsync.before.ack=true",
+            "--set", "console.enable=false",
             "--set", f"strata.fsync.parallelism={parallelism}",
         ],
         stdout=subprocess.DEVNULL,

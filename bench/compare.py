@@ -39,7 +39,8 @@ def run(binary, work, records, fsync):
     logf = open(Path(work) / f"broker-{port}.log", "wb")
     proc = subprocess.Popen(
         [binary, "serve", "--set", f"listeners=PLAINTEXT://127.0.0.1:{port}",
-         "--set", f"log.dirs={data}", "--set", f"strata.fsync.before.ack={fsync}"],
+         "--set", f"log.dirs={data}", "--set", f"strata.fsync.before.ack={fsync}",
+         "--set", "console.enable=false"],
         stdout=logf, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 30
@@ -94,7 +95,8 @@ def consume_repeat(before, after, work, records, rounds, fsync):
             procs.append((subprocess.Popen(
                 [binary, "serve", "--set", f"listeners=PLAINTEXT://127.0.0.1:{port}",
                  "--set", f"log.dirs={Path(work) / ('repeat-' + which)}",
-                 "--set", f"strata.fsync.before.ack={fsync}"],
+                 "--set", f"strata.fsync.before.ack={fsync}",
+                 "--set", "console.enable=false"],
                 stdout=logf, stderr=subprocess.STDOUT), logf))
             boots[which] = (binary, f"127.0.0.1:{port}", port)
         for which, (binary, boot, port) in boots.items():

@@ -58,6 +58,7 @@ class Broker:
              "--set", f"listeners=PLAINTEXT://127.0.0.1:{port}",
              "--set", f"log.dirs={data_dir}",
              "--set", f"strata.fsync.before.ack={fsync}",
+             "--set", "console.enable=false",
              "--set", "group.initial.rebalance.delay.ms=0"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 600

@@ -128,6 +128,7 @@ class Broker:
              "--set", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
              "--set", f"log.dirs={self.dir}",
              "--set", f"strata.fsync.before.ack={'true' if fsync else 'false'}",
+             "--set", "console.enable=false",
              "--set", "group.initial.rebalance.delay.ms=0"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20

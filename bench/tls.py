@@ -97,6 +97,7 @@ def main():
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL",
         f"log.dirs={work / 'data'}",
         f"strata.fsync.before.ack={args.fsync}",
+        "console.enable=false",
         "ssl.keystore.type=PEM",
         f"ssl.keystore.location={server.keystore}",
     ]) + "\n")

@@ -19,6 +19,9 @@ from strata_e2e import Broker, strata_binary
 DEFAULT_OVERRIDES = {
     "num.partitions": "1",
     "auto.create.topics.enable": "true",
+    # The HTTP console on a free port: parallel brokers must not meet on 8080
+    # (`Broker.console_url` reads the address from the start-up line).
+    "console.listener": "127.0.0.1:0",
 }
 
 

@@ -9,6 +9,7 @@ are built with GroupMember (end of this file).
 
 import errno
 import os
+import re
 import shutil
 import signal
 import socket
@@ -155,6 +156,22 @@ class Broker:
     def bootstrap_for(self, listener: str) -> str:
         """The address of a named listener (a broker started with `listeners`)."""
         return f"{self.host}:{self.ports[listener]}"
+
+    def console_url(self, timeout_s: float = 10.0) -> str:
+        """The HTTP console's base URL (`http://127.0.0.1:PORT/`), from the latest start-up
+        line; waits for that line (it follows the Kafka listeners' bind)."""
+        deadline = time.monotonic() + timeout_s
+        marker = f"===== start #{self.starts}:"
+        while True:
+            text = self.log_path.read_text(errors="replace")
+            latest = text[text.rfind(marker):] if marker in text else ""
+            found = re.findall(r"strata started .*console=(http://\S+)", latest)
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline or not self.running:
+                raise AssertionError(
+                    f"no console URL in the start-up line; last log lines:\n{self.log_tail(20)}")
+            time.sleep(0.05)
 
     def _pick_listener_ports(self):
         """The first named listener on `port`, the others on free ports."""

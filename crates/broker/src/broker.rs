@@ -44,6 +44,8 @@ pub struct Broker {
     /// Held while partitions are brought in line with an image, so two syncs never overlap.
     partition_sync: Mutex<()>,
     pub partitions: Arc<PartitionManager>,
+    /// What `/metrics` exposes; the hot paths add to handles resolved from it.
+    pub metrics: Arc<crate::metrics::BrokerMetrics>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
     /// `max.connections` and `max.connections.per.ip`, counted by the accept loop.
     pub connection_limits: Arc<crate::connection_limits::ConnectionLimits>,
@@ -114,9 +116,15 @@ impl Broker {
             .unwrap_or(16)
             .clamp(1, 256);
         let flusher = Flusher::start(fsync_parallelism);
+        let metrics = Arc::new(crate::metrics::BrokerMetrics::new());
         let partitions = Arc::new(
-            PartitionManager::new(dir.clone(), config.fsync_before_ack, flusher.clone())
-                .map_err(dir_err)?,
+            PartitionManager::new(
+                dir.clone(),
+                config.fsync_before_ack,
+                flusher.clone(),
+                metrics.clone(),
+            )
+            .map_err(dir_err)?,
         );
         partitions.remove_orphans(&image);
         if let Err(error) = partitions.sync(&image, &config) {
@@ -169,6 +177,7 @@ impl Broker {
                 image: RwLock::new(image),
                 partition_sync: Mutex::new(()),
                 partitions,
+                metrics,
                 fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
                 connection_limits,
                 request_slots,

@@ -263,6 +263,7 @@ async fn serve_requests<T: Transport>(
             }
         };
         activity.touch();
+        let read_at = std::time::Instant::now();
         // queued.max.requests: at most that many requests are being decoded and handled at
         // once, broker-wide; a connection that finds none free stops reading (one request
         // read ahead), as Kafka's network threads stop reading when the request queue is full.
@@ -276,15 +277,22 @@ async fn serve_requests<T: Transport>(
                 let correlation_id = request.correlation_id();
                 let api_key = request.api_key;
                 let version = request.version();
+                let timer = broker.metrics.request_timer(api_key, version, read_at);
                 match handlers::handle(&broker, &ctx, request).await {
-                    Reply::None => continue,
+                    Reply::None => {
+                        timer.finish();
+                        continue;
+                    }
                     Reply::Now(body) => {
                         let encoded = encode_response(correlation_id, api_key, version, &body);
+                        timer.finish();
                         async move { log_encode(encoded) }.boxed()
                     }
                     Reply::Later(fut) => async move {
                         let body = fut.await;
-                        log_encode(encode_response(correlation_id, api_key, version, &body))
+                        let encoded = encode_response(correlation_id, api_key, version, &body);
+                        timer.finish();
+                        log_encode(encoded)
                     }
                     .boxed(),
                 }

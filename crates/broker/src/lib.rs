@@ -42,6 +42,7 @@ pub mod handlers;
 pub mod log_dir;
 pub mod log_throttle;
 pub mod manager;
+pub mod metrics;
 pub mod partition;
 pub mod server;
 pub mod shards;

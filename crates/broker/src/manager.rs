@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::config::{BrokerConfig, ConfigLayers, TopicSettings};
 use crate::flusher::Flusher;
 use crate::log_dir::LogDirState;
+use crate::metrics::BrokerMetrics;
 use crate::partition::{log_config, now_ms, Partition, PartitionInit};
 use strata_protocol::ErrorCode;
 
@@ -42,6 +43,8 @@ pub struct PartitionManager {
     recovery_points: Option<OffsetCheckpoint>,
     /// High watermarks from `replication-offset-checkpoint`, read at start-up.
     checkpointed_hws: OffsetCheckpoint,
+    /// Where each opened partition gets its topic's traffic counters.
+    metrics: Arc<BrokerMetrics>,
 }
 
 /// Written at the end of a clean shutdown, removed at start-up: its absence means the broker
@@ -57,6 +60,7 @@ impl PartitionManager {
         data_dir: PathBuf,
         fsync_before_ack: bool,
         flusher: Flusher,
+        metrics: Arc<BrokerMetrics>,
     ) -> std::io::Result<Self> {
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
@@ -89,6 +93,7 @@ impl PartitionManager {
             unopened: RwLock::new(HashSet::new()),
             recovery_points,
             checkpointed_hws,
+            metrics,
         })
     }
 
@@ -253,6 +258,7 @@ impl PartitionManager {
                         fsync_before_ack: self.fsync_before_ack,
                         log_dir: self.log_dir.clone(),
                         checkpointed_hw: self.checkpointed_hws.get(&name_key).copied(),
+                        metrics: self.metrics.topic(&topic.name),
                     },
                 ));
                 self.partitions

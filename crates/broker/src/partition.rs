@@ -28,9 +28,12 @@ use uuid::Uuid;
 
 use crate::config::TopicSettings;
 use crate::log_dir::LogDirState;
+use crate::metrics::TopicMetrics;
 
 pub struct Partition {
     pub topic: String,
+    /// Client traffic of the partition's topic, for `/metrics`.
+    pub metrics: Arc<TopicMetrics>,
     pub topic_id: Uuid,
     pub index: i32,
     log: Mutex<PartitionLog>,
@@ -124,6 +127,8 @@ pub struct PartitionInit {
     pub log_dir: Arc<LogDirState>,
     /// The high watermark from `replication-offset-checkpoint`, if it had one.
     pub checkpointed_hw: Option<i64>,
+    /// The topic's traffic counters (`crate::metrics`).
+    pub metrics: Arc<TopicMetrics>,
 }
 
 impl Partition {
@@ -140,6 +145,7 @@ impl Partition {
             fsync_before_ack,
             log_dir,
             checkpointed_hw,
+            metrics,
         } = init;
         let mut log = log;
         let (producers, snapshot_offset) = rebuild_producer_state(&mut log, &topic, index);
@@ -173,6 +179,7 @@ impl Partition {
             unflushed_messages: AtomicI64::new(0),
             unflushed_since_ms: AtomicI64::new(0),
             deleted: AtomicBool::new(false),
+            metrics,
             log_dir,
             clean_point: AtomicI64::new(start),
             dirty_since_ms: AtomicI64::new(0),
@@ -1054,6 +1061,7 @@ mod tests {
                 fsync_before_ack: false,
                 log_dir: Arc::new(LogDirState::new(dir)),
                 checkpointed_hw: None,
+                metrics: Default::default(),
             },
         )
     }

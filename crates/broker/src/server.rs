@@ -35,16 +35,9 @@ impl BoundListeners {
     ) -> Result<Self, StartError> {
         let mut sockets = Vec::new();
         for l in listeners {
-            let hosts: Vec<(&str, bool)> = if l.host == "localhost" {
-                vec![("127.0.0.1", true), ("::1", false)]
-            } else if l.host.is_empty() {
-                vec![("0.0.0.0", true)]
-            } else {
-                vec![(l.host.as_str(), true)]
-            };
             let mut port = l.port;
-            for (host, required) in hosts {
-                let addr = format!("{}:{port}", bracket(host));
+            for (host, required) in bind_hosts(&l.host) {
+                let addr = socket_address(host, port);
                 match TcpListener::bind(&addr).await {
                     Ok(socket) => {
                         if port == 0 {
@@ -71,11 +64,40 @@ impl BoundListeners {
     }
 }
 
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
+/// The addresses a listener host binds, each with whether it must succeed: `localhost` is
+/// both loopbacks (clients often resolve it to `::1` first; that one is optional), an empty
+/// host every IPv4 interface.
+pub fn bind_hosts(host: &str) -> Vec<(&str, bool)> {
+    if host == "localhost" {
+        vec![("127.0.0.1", true), ("::1", false)]
+    } else if host.is_empty() {
+        vec![("0.0.0.0", true)]
     } else {
-        host.to_string()
+        vec![(host, true)]
+    }
+}
+
+/// The next connection; a failed accept (out of file descriptors, say) is logged and retried
+/// after a pause rather than ending the listener.
+pub async fn accept(socket: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match socket.accept().await {
+            Ok(c) => return c,
+            Err(error) => {
+                let addr = socket.local_addr().ok();
+                tracing::warn!(%error, ?addr, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+pub fn socket_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -103,6 +125,7 @@ pub async fn serve(
         let connections = connections.clone();
         let controller = broker.config.is_controller_listener(&name);
         let tls = listeners.tls.get(&name).cloned();
+        let listener_metrics = broker.metrics.listener(&name);
         if let Ok(addr) = socket.local_addr() {
             if controller {
                 tracing::info!(listener = %name, %addr, "listening (controller listener: reserved for the controller quorum, serves no client requests)");
@@ -114,14 +137,7 @@ pub async fn serve(
         }
         accept_tasks.spawn(async move {
             loop {
-                let (stream, peer) = match socket.accept().await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+                let (stream, peer) = accept(&socket).await;
                 if controller {
                     tokio::spawn(crate::connection::refuse_on_controller_listener(
                         stream,
@@ -140,7 +156,8 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let task = crate::connection::serve(
+                let gauge = crate::metrics::ConnectionGauge::open(listener_metrics.clone());
+                let served = crate::connection::serve(
                     broker.clone(),
                     stream,
                     peer,
@@ -149,6 +166,10 @@ pub async fn serve(
                     stop_rx.clone(),
                     permit,
                 );
+                let task = async move {
+                    served.await;
+                    drop(gauge);
+                };
                 let mut set = connections.lock().await;
                 // Reap finished connections so the set stays bounded by live ones.
                 while set.try_join_next().is_some() {}

@@ -164,7 +164,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let tls = strata_broker::tls::load_listeners(&config)?;
         let broker = tokio::task::block_in_place(|| strata_broker::Broker::open(config))?;
         let listeners = strata_broker::server::BoundListeners::bind(&listener_config, tls).await?;
+        let console = strata_console::bind(&broker.config).await?;
+        let kafka: Vec<String> = listener_config
+            .iter()
+            .filter(|l| !broker.config.is_controller_listener(&l.name))
+            .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+            .collect();
+        let console_url = console.as_ref().and_then(|c| c.url());
+        let console = console.map(|c| c.serve(broker.clone()));
+        tracing::info!(
+            "strata started kafka={} console={}",
+            kafka.join(","),
+            console_url.as_deref().unwrap_or("off")
+        );
         strata_broker::server::serve(broker, listeners, shutdown_signal()).await;
+        if let Some(console) = console {
+            console.shutdown().await;
+        }
         anyhow::Ok(())
     })?;
     Ok(())

@@ -349,6 +349,11 @@ impl GroupCoordinator {
         self.config.max_metadata_bytes
     }
 
+    /// Every group this coordinator holds (dead ones included until they are dropped).
+    pub fn groups(&self) -> impl Iterator<Item = &Group> + '_ {
+        self.groups.values().filter(|g| g.state != GroupState::Dead)
+    }
+
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
         self.groups
             .values()

@@ -372,6 +372,13 @@ fn read_all(
                     res.records = Bytes::new();
                 }
                 total += res.records.len();
+                if !res.records.is_empty() {
+                    partition.metrics.bytes_out.add(res.records.len() as u64);
+                    partition
+                        .metrics
+                        .records_out
+                        .add(crate::metrics::records_in_batches(&res.records));
+                }
                 let aborted = (read_committed && !res.records.is_empty()).then(|| {
                     res.aborted
                         .iter()

@@ -191,6 +191,8 @@ fn append_all(
                 };
                 let bytes: &[u8] = recompressed.as_deref().unwrap_or(&records[..]);
                 let info = partition.append(bytes, &headers, record_count, now)?;
+                partition.metrics.bytes_in.add(bytes.len() as u64);
+                partition.metrics.records_in.add(record_count as u64);
                 broker.partitions.flusher.after_append(&partition);
                 if acks == -1 {
                     waiting.push(Waiting {

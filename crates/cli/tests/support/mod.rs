@@ -88,7 +88,10 @@ impl TestBroker {
             .arg("--set")
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
             .arg("--set")
-            .arg(format!("log.dirs={}", self.data_dir().display()));
+            .arg(format!("log.dirs={}", self.data_dir().display()))
+            // No HTTP console: parallel tests would meet on its default port.
+            .arg("--set")
+            .arg("console.enable=false");
         for e in &self.extra {
             cmd.arg("--set").arg(e);
         }
