@@ -163,7 +163,7 @@ def test_http_hygiene(broker_factory):
     status, _, body = fetch(url + "metrics", {"Host": "attacker.example:8080"})
     assert status == 403 and json.loads(body)["error"] == "host_not_allowed"
     status, _, body = fetch(url + "nope")
-    assert status == 404 and json.loads(body)["error"] == "not_found"
+    assert status == 404 and json.loads(body)["error"] == "no_such_route"
     request = urllib.request.Request(url + "metrics", method="POST", data=b"")
     try:
         urllib.request.urlopen(request, timeout=10)

@@ -38,6 +38,7 @@ pub mod fd_limit;
 pub mod fetch_session;
 pub mod flusher;
 pub mod groups;
+pub mod groupview;
 pub mod handlers;
 pub mod log_dir;
 pub mod log_throttle;

@@ -12,15 +12,15 @@
 //! (`kafka_topic_partition_current_offset`, `kafka_consumergroup_lag`, ...), so existing
 //! dashboards work unchanged. `docs/metrics.md` lists every family.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::ApiKey;
-use strata_coordinator::lag::{self, PartitionNow};
 use strata_metrics::{Counter, Exposition, Gauge, Histogram, Kind, REQUEST_SECONDS};
 
 use crate::broker::Broker;
+use crate::groupview::OffsetView;
 
 /// The broker's metrics. One per broker, shared by `Arc`.
 pub struct BrokerMetrics {
@@ -266,7 +266,7 @@ pub fn render(broker: &Broker) -> String {
     }
 
     render_partitions(&mut e, broker, &image);
-    render_groups(&mut e, broker, &image);
+    render_groups(&mut e, broker);
     render_process(&mut e, m.started);
     e.finish()
 }
@@ -390,101 +390,11 @@ fn render_partitions(e: &mut Exposition, broker: &Broker, image: &strata_quorum:
     }
 }
 
-/// One group's offsets as a scrape reports them.
-struct GroupRow {
-    group: String,
-    protocol: &'static str,
-    state: String,
-    members: usize,
-    /// Per consumed topic (one with any committed offset), each partition of the topic:
-    /// committed offset (-1: none) and lag (-1: no offset).
-    topics: BTreeMap<String, Vec<(i32, i64, i64)>>,
-    lag: lag::GroupLag<(String, i32)>,
-}
-
-fn render_groups(e: &mut Exposition, broker: &Broker, image: &strata_quorum::MetadataImage) {
-    let hw_of = |topic: &str, partition: i32| -> Option<i64> {
-        let t = image.topic_by_name(topic)?;
-        broker
-            .partitions
-            .get(&t.topic_id, partition)
-            .map(|p| p.high_watermark())
-    };
-    let now = crate::partition::now_ms();
-    let mut rows: Vec<GroupRow> = Vec::new();
-    broker.groups.for_each_shard(|shard| {
-        let consumer_groups = &shard.consumer.groups;
-        let mut seen = BTreeSet::new();
-        for g in shard.classic.groups() {
-            seen.insert(g.id.clone());
-            let modern = consumer_groups.get(&g.id);
-            let (protocol, state, members) = match modern {
-                Some(c) => ("consumer", c.state_name().to_string(), c.members.len()),
-                None => ("classic", g.state.name().to_string(), g.members.len()),
-            };
-            let mut topics: BTreeMap<String, Vec<(i32, i64, i64)>> = BTreeMap::new();
-            let consumed: BTreeSet<&String> = g.offsets.keys().map(|(t, _)| t).collect();
-            for topic in consumed {
-                let Some(t) = image.topic_by_name(topic) else {
-                    continue;
-                };
-                let parts = t
-                    .partitions
-                    .keys()
-                    .map(|&p| {
-                        let committed = g.offsets.get(&(topic.clone(), p)).map(|o| o.offset);
-                        let (offset, lag) = match (committed, hw_of(topic, p)) {
-                            (Some(c), Some(hw)) => (c, (hw - c).max(0)),
-                            (Some(c), None) => (c, -1),
-                            (None, _) => (-1, -1),
-                        };
-                        (p, offset, lag)
-                    })
-                    .collect();
-                topics.insert(topic.clone(), parts);
-            }
-            let config = shard.classic.lag_config();
-            let evaluated = g
-                .commit_windows
-                .iter()
-                .map(|((topic, p), window)| {
-                    let now = PartitionNow {
-                        end_offset: hw_of(topic, *p).unwrap_or(-1),
-                        recent_end_offsets: &[],
-                        now_ms: now,
-                    };
-                    (
-                        (topic.clone(), *p),
-                        lag::evaluate_partition(window, now, config),
-                    )
-                })
-                .collect();
-            rows.push(GroupRow {
-                group: g.id.clone(),
-                protocol,
-                state,
-                members,
-                topics,
-                lag: lag::roll_up(true, evaluated),
-            });
-        }
-        // Consumer-protocol groups that never committed.
-        for c in consumer_groups.values().filter(|c| !seen.contains(&c.id)) {
-            rows.push(GroupRow {
-                group: c.id.clone(),
-                protocol: "consumer",
-                state: c.state_name().to_string(),
-                members: c.members.len(),
-                topics: BTreeMap::new(),
-                lag: lag::roll_up(true, Vec::new()),
-            });
-        }
-    });
-    rows.sort_by(|a, b| a.group.cmp(&b.group));
-
+fn render_groups(e: &mut Exposition, broker: &Broker) {
+    let groups = crate::groupview::all_groups(broker);
     let mut states: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for r in &rows {
-        *states.entry((r.protocol, &r.state)).or_default() += 1;
+    for g in &groups {
+        *states.entry((g.protocol, &g.state)).or_default() += 1;
     }
     e.family(
         "strata_groups",
@@ -499,37 +409,37 @@ fn render_groups(e: &mut Exposition, broker: &Broker, image: &strata_quorum::Met
         Kind::Gauge,
         "Members of a consumer group.",
     );
-    for r in &rows {
-        e.sample_int(&[("consumergroup", &r.group)], r.members as i64);
+    for g in &groups {
+        e.sample_int(&[("consumergroup", &g.group)], g.members.len() as i64);
     }
-    type Pick = fn(&(i32, i64, i64)) -> i64;
+    // kafka_exporter's conventions: a partition of a consumed topic without a commit reports
+    // offset -1 and lag -1, and stays out of the sums.
+    type Pick = fn(&OffsetView) -> i64;
     let per_partition: [(&str, &str, Pick); 2] = [
         (
             "kafka_consumergroup_current_offset",
             "Committed offset of a consumer group in a partition (-1: none).",
-            |x| x.1,
+            |o| o.committed.unwrap_or(-1),
         ),
         (
             "kafka_consumergroup_lag",
             "High watermark minus the committed offset (-1: no committed offset).",
-            |x| x.2,
+            |o| o.lag.unwrap_or(-1),
         ),
     ];
     for (name, help, pick) in per_partition {
         e.family(name, Kind::Gauge, help);
-        for r in &rows {
-            for (topic, parts) in &r.topics {
-                for x in parts {
-                    let partition = x.0.to_string();
-                    e.sample_int(
-                        &[
-                            ("consumergroup", &r.group),
-                            ("topic", topic),
-                            ("partition", &partition),
-                        ],
-                        pick(x),
-                    );
-                }
+        for g in &groups {
+            for o in &g.offsets {
+                let partition = o.partition.to_string();
+                e.sample_int(
+                    &[
+                        ("consumergroup", &g.group),
+                        ("topic", &o.topic),
+                        ("partition", &partition),
+                    ],
+                    pick(o),
+                );
             }
         }
         e.family(
@@ -537,10 +447,16 @@ fn render_groups(e: &mut Exposition, broker: &Broker, image: &strata_quorum::Met
             Kind::Gauge,
             &format!("{help} Summed over the topic's partitions that have one."),
         );
-        for r in &rows {
-            for (topic, parts) in &r.topics {
-                let sum: i64 = parts.iter().filter(|x| x.1 >= 0).map(pick).sum();
-                e.sample_int(&[("consumergroup", &r.group), ("topic", topic)], sum);
+        for g in &groups {
+            let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+            for o in &g.offsets {
+                let sum = sums.entry(&o.topic).or_default();
+                if o.committed.is_some() {
+                    *sum += pick(o).max(0);
+                }
+            }
+            for (topic, sum) in sums {
+                e.sample_int(&[("consumergroup", &g.group), ("topic", topic)], sum);
             }
         }
     }
@@ -549,20 +465,20 @@ fn render_groups(e: &mut Exposition, broker: &Broker, image: &strata_quorum::Met
         Kind::Gauge,
         "Lag status of a group, evaluated over its recent commits: 1 OK, 2 WARN, 3 ERR.",
     );
-    for r in &rows {
-        e.sample_int(&[("consumergroup", &r.group)], r.lag.status.code());
+    for g in &groups {
+        e.sample_int(&[("consumergroup", &g.group)], g.lag.status.code());
     }
     e.family(
         "strata_consumergroup_partition_status",
         Kind::Gauge,
         "Lag status of a group's partition: 1 OK, 2 WARN, 4 STOP, 5 STALL, 6 REWIND.",
     );
-    for r in &rows {
-        for ((topic, p), lag) in &r.lag.partitions {
+    for g in &groups {
+        for ((topic, p), lag) in &g.lag.partitions {
             let partition = p.to_string();
             e.sample_int(
                 &[
-                    ("consumergroup", &r.group),
+                    ("consumergroup", &g.group),
                     ("topic", topic),
                     ("partition", &partition),
                 ],

@@ -74,17 +74,7 @@ pub struct ConfigEntry {
 impl ConfigEntry {
     /// The source's name, as Kafka's tools print it.
     pub fn source_name(&self) -> &'static str {
-        match self.source {
-            1 => "DYNAMIC_TOPIC_CONFIG",
-            2 => "DYNAMIC_BROKER_CONFIG",
-            3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
-            4 => "STATIC_BROKER_CONFIG",
-            5 => "DEFAULT_CONFIG",
-            6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
-            7 => "CLIENT_METRICS_CONFIG",
-            8 => "GROUP_CONFIG",
-            _ => "UNKNOWN",
-        }
+        config_source_name(self.source)
     }
 }
 
@@ -751,5 +741,20 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// A DescribeConfigs source code's name, as Kafka's tools print it.
+pub fn config_source_name(source: i8) -> &'static str {
+    match source {
+        1 => "DYNAMIC_TOPIC_CONFIG",
+        2 => "DYNAMIC_BROKER_CONFIG",
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
+        7 => "CLIENT_METRICS_CONFIG",
+        8 => "GROUP_CONFIG",
+        _ => "UNKNOWN",
     }
 }

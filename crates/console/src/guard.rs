@@ -7,6 +7,8 @@
 
 use std::net::IpAddr;
 
+use crate::api::ApiError;
+
 #[derive(Debug)]
 pub struct HostGuard {
     listener_host: String,
@@ -47,9 +49,80 @@ impl HostGuard {
     }
 }
 
+/// Cross-site request forgery: a state-changing request is refused (403 `csrf`) when the
+/// browser says it comes from another site (`Origin` not this console, `Sec-Fetch-Site` other
+/// than `same-origin` or `none`), and a body must be declared JSON (415 otherwise), which a
+/// cross-site page cannot send without a CORS preflight the console never answers. curl and
+/// the CLI send neither header and pass.
+pub fn check_write(headers: &hyper::HeaderMap, method: &hyper::Method) -> Result<(), ApiError> {
+    use hyper::header;
+    let csrf = |why: &str| ApiError::new(403, "csrf", format!("cross-site request refused: {why}"));
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if site != "same-origin" && site != "none" {
+            return Err(csrf(&format!("Sec-Fetch-Site is {site:?}")));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let same = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.strip_prefix(scheme) == Some(host));
+        if !same {
+            return Err(csrf(&format!("Origin {origin:?} is not this console")));
+        }
+    }
+    if *method != hyper::Method::DELETE {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_need_json_and_the_same_origin() {
+        use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
+        use hyper::{HeaderMap, Method};
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert_eq!(check_write(&h, &Method::POST).unwrap_err().status, 415);
+        assert!(
+            check_write(&h, &Method::DELETE).is_ok(),
+            "curl: no Origin, no body"
+        );
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(check_write(&h, &Method::POST).is_ok());
+        h.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        assert!(check_write(&h, &Method::POST).is_ok(), "same origin");
+        h.insert(ORIGIN, HeaderValue::from_static("http://evil.test"));
+        assert_eq!(check_write(&h, &Method::POST).unwrap_err().code, "csrf");
+        h.remove(ORIGIN);
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert_eq!(check_write(&h, &Method::DELETE).unwrap_err().code, "csrf");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(check_write(&h, &Method::POST).is_ok());
+    }
 
     #[test]
     fn host_allow_list() {

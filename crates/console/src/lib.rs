@@ -13,8 +13,11 @@
 //! like a Kafka listener; the default address failing (a second broker on the machine) only
 //! warns, and the broker runs without a console.
 
+mod admin;
+mod api;
 mod guard;
-mod routes;
+mod messages;
+pub mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,13 +35,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use guard::HostGuard;
+use routes::Settings;
 
 const DEFAULT_LISTENER: &str = "127.0.0.1:8080";
 
 /// The console's sockets, bound before the broker starts serving.
 pub struct BoundConsole {
     sockets: Vec<TcpListener>,
-    guard: Arc<HostGuard>,
+    settings: Arc<Settings>,
     max_connections: usize,
 }
 
@@ -64,7 +68,7 @@ impl BoundConsole {
             tasks.spawn(accept_loop(
                 socket,
                 broker.clone(),
-                self.guard.clone(),
+                self.settings.clone(),
                 slots.clone(),
             ));
         }
@@ -112,7 +116,13 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
         .map(|h| h.trim().to_ascii_lowercase())
         .filter(|h| !h.is_empty())
         .collect();
-    let guard = Arc::new(HostGuard::new(&host, allowed));
+    let settings = Arc::new(Settings {
+        guard: HostGuard::new(&host, allowed),
+        max_body: config
+            .parsed::<usize>("console.request.max.bytes")
+            .unwrap_or(2 << 20)
+            .max(1),
+    });
     let mut sockets = Vec::new();
     let mut port = port;
     for (h, required) in bind_hosts(&host) {
@@ -149,7 +159,7 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
         .max(1);
     Ok(Some(BoundConsole {
         sockets,
-        guard,
+        settings,
         max_connections,
     }))
 }
@@ -173,7 +183,7 @@ fn parse_host_port(s: &str) -> Option<(String, u16)> {
 async fn accept_loop(
     socket: TcpListener,
     broker: Arc<Broker>,
-    guard: Arc<HostGuard>,
+    settings: Arc<Settings>,
     slots: Arc<Semaphore>,
 ) {
     let mut connections = JoinSet::new();
@@ -186,13 +196,15 @@ async fn accept_loop(
             continue;
         };
         let broker = broker.clone();
-        let guard = guard.clone();
+        let settings = settings.clone();
         connections.spawn(async move {
             let _slot = slot;
             let service = service_fn(move |req| {
                 let broker = broker.clone();
-                let guard = guard.clone();
-                async move { Ok::<_, Infallible>(routes::handle(&broker, &guard, peer, req).await) }
+                let settings = settings.clone();
+                async move {
+                    Ok::<_, Infallible>(routes::handle(&broker, &settings, peer, req).await)
+                }
             });
             let mut builder = http1::Builder::new();
             builder

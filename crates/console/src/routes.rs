@@ -11,24 +11,72 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use strata_broker::broker::Broker;
 
-use crate::guard::HostGuard;
+use crate::guard::{self, HostGuard};
+use crate::{admin, api};
 
 type Answer = Response<Full<Bytes>>;
 
 /// Bodies of `/metrics` at least this large are gzipped when the scraper accepts it.
 const GZIP_FROM_BYTES: usize = 16 * 1024;
 
-/// Routes: path and the methods it answers.
-const ROUTES: &[(&str, &[Method])] = &[("/metrics", &[Method::GET]), ("/healthz", &[Method::GET])];
+/// Every route: its path pattern (`{name}` segments are parameters) and the methods it
+/// answers. Used for 405 answers with `Allow` and by the OpenAPI conformance test.
+pub const ROUTES: &[(&str, &[Method])] = &[
+    ("/metrics", &[Method::GET]),
+    ("/healthz", &[Method::GET]),
+    ("/api/openapi.json", &[Method::GET]),
+    ("/api/v1/cluster", &[Method::GET]),
+    ("/api/v1/brokers", &[Method::GET]),
+    ("/api/v1/brokers/{id}", &[Method::GET]),
+    ("/api/v1/brokers/{id}/configs", &[Method::GET]),
+    ("/api/v1/topics", &[Method::GET, Method::POST]),
+    ("/api/v1/topics/{topic}", &[Method::GET, Method::DELETE]),
+    (
+        "/api/v1/topics/{topic}/configs",
+        &[Method::GET, Method::PATCH],
+    ),
+    (
+        "/api/v1/topics/{topic}/partitions",
+        &[Method::GET, Method::POST],
+    ),
+    (
+        "/api/v1/topics/{topic}/partitions/{partition}",
+        &[Method::GET],
+    ),
+    (
+        "/api/v1/topics/{topic}/partitions/{partition}/messages/{offset}",
+        &[Method::GET],
+    ),
+    (
+        "/api/v1/topics/{topic}/messages",
+        &[Method::GET, Method::POST],
+    ),
+    ("/api/v1/groups", &[Method::GET]),
+    ("/api/v1/groups/{group}", &[Method::GET]),
+    ("/api/v1/groups/{group}/lag", &[Method::GET]),
+    ("/api/v1/lag", &[Method::GET]),
+];
+
+/// The OpenAPI document describing the REST API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// What every request is checked against.
+pub struct Settings {
+    pub guard: HostGuard,
+    /// Largest request body (`console.request.max.bytes`).
+    pub max_body: usize,
+}
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    guard: &HostGuard,
+    settings: &Settings,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Answer {
-    let host = req
-        .headers()
+    let guard = &settings.guard;
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
         .get(header::HOST)
         .map(|h| h.to_str().unwrap_or("\u{0}"));
     if !guard.allows(host) {
@@ -39,46 +87,195 @@ pub async fn handle(
             "the Host header names a host this console does not serve; add it to console.allowed.hosts",
         );
     }
-    let method = if req.method() == Method::HEAD {
+    let method = if parts.method == Method::HEAD {
         Method::GET
     } else {
-        req.method().clone()
+        parts.method.clone()
     };
-    let path = req.uri().path().to_string();
-    match (method, path.as_str()) {
-        (Method::GET, "/metrics") => metrics(broker, &req).await,
-        (Method::GET, "/healthz") => {
-            text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+    let path = parts.uri.path().to_string();
+    let Some(segments) = path
+        .split('/')
+        .skip(1)
+        .map(|s| api::percent_decode(s, false))
+        .collect::<Option<Vec<String>>>()
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the path is not valid percent-encoded UTF-8",
+        );
+    };
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let query = match api::Query::parse(parts.uri.query()) {
+        Ok(q) => q,
+        Err(e) => return api_answer(Err(e)),
+    };
+    // Unknown paths and methods are answered before any body is read or checked.
+    match route_of(&segs) {
+        Some((_, methods)) if methods.contains(&method) => {}
+        _ => return not_routed(&method, &segs),
+    }
+    let writes = matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let body = if writes {
+        if let Err(e) = guard::check_write(&parts.headers, &method) {
+            return api_answer(Err(e));
         }
-        (_, p) => match ROUTES.iter().find(|(route, _)| *route == p) {
-            Some((_, methods)) => {
-                let allow = methods
-                    .iter()
-                    .map(Method::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut r = error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    &format!("{p} answers {allow}"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&allow) {
-                    r.headers_mut().insert(header::ALLOW, v);
-                }
-                r
-            }
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no such path {p:?}; the console serves /metrics and /healthz"),
-            ),
+        match read_body(body, settings.max_body).await {
+            Ok(b) => b,
+            Err(e) => return api_answer(Err(e)),
+        }
+    } else {
+        Bytes::new()
+    };
+    let b = broker;
+    let result = match (&method, segs.as_slice()) {
+        (&Method::GET, ["metrics"]) => return metrics(broker, &parts.headers).await,
+        (&Method::GET, ["healthz"]) => {
+            return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+        }
+        (&Method::GET, ["api", "openapi.json"]) => {
+            return text(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from_static(OPENAPI.as_bytes()),
+            )
+        }
+        (&Method::GET, ["api", "v1", "cluster"]) => api::cluster(b, query),
+        (&Method::GET, ["api", "v1", "brokers"]) => api::brokers(b, query),
+        (&Method::GET, ["api", "v1", "brokers", id]) => api::one_broker(b, id, query),
+        (&Method::GET, ["api", "v1", "brokers", id, "configs"]) => {
+            api::broker_configs(b, peer, id, query).await
+        }
+        (&Method::GET, ["api", "v1", "topics"]) => api::topics(b, query),
+        (&Method::POST, ["api", "v1", "topics"]) => match query.finish() {
+            Ok(()) => admin::create_topic(b, peer, &body).await,
+            Err(e) => Err(e),
         },
+        (&Method::GET, ["api", "v1", "topics", t]) => api::topic(b, t, query),
+        (&Method::DELETE, ["api", "v1", "topics", t]) => {
+            admin::delete_topic(b, peer, t, query).await
+        }
+        (&Method::PATCH, ["api", "v1", "topics", t, "configs"]) => {
+            admin::alter_topic_configs(b, peer, t, query, &body).await
+        }
+        (&Method::POST, ["api", "v1", "topics", t, "partitions"]) => {
+            admin::add_partitions(b, peer, t, query, &body).await
+        }
+        (&Method::POST, ["api", "v1", "topics", t, "messages"]) => {
+            admin::produce(b, peer, t, query, &body).await
+        }
+        (&Method::GET, ["api", "v1", "topics", t, "configs"]) => {
+            api::topic_configs(b, peer, t, query).await
+        }
+        (&Method::GET, ["api", "v1", "topics", t, "partitions"]) => {
+            api::partitions(b, t, None, query)
+        }
+        (&Method::GET, ["api", "v1", "topics", t, "partitions", p]) => {
+            api::partitions(b, t, Some(p), query)
+        }
+        (&Method::GET, ["api", "v1", "topics", t, "partitions", p, "messages", o]) => {
+            api::one_message(b, t, p, o, query).await
+        }
+        (&Method::GET, ["api", "v1", "topics", t, "messages"]) => api::messages(b, t, query).await,
+        (&Method::GET, ["api", "v1", "groups"]) => api::groups(b, query),
+        (&Method::GET, ["api", "v1", "groups", g]) => api::group(b, g, query),
+        (&Method::GET, ["api", "v1", "groups", g, "lag"]) => api::group_lag(b, g, query),
+        (&Method::GET, ["api", "v1", "lag"]) => api::lag(b, query),
+        _ => return not_routed(&method, &segs),
+    };
+    api_answer(result)
+}
+
+/// The route a path matches (`{name}` segments match any non-empty segment).
+fn route_of(segs: &[&str]) -> Option<&'static (&'static str, &'static [Method])> {
+    ROUTES.iter().find(|(pattern, _)| {
+        let parts: Vec<&str> = pattern.split('/').skip(1).collect();
+        parts.len() == segs.len()
+            && parts
+                .iter()
+                .zip(segs)
+                .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
+    })
+}
+
+/// 405 with `Allow` for a known route, else 404.
+fn not_routed(method: &Method, segs: &[&str]) -> Answer {
+    match route_of(segs) {
+        Some((pattern, methods)) => {
+            let allow = methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{pattern} answers {allow}, not {method}"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            r
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no_such_route",
+            &format!(
+                "no such path /{}; the API is described at /api/openapi.json",
+                segs.join("/")
+            ),
+        ),
     }
 }
 
-async fn metrics(broker: &Arc<Broker>, req: &Request<Incoming>) -> Answer {
-    let gzip = req
-        .headers()
+fn api_answer(result: api::ApiResult) -> Answer {
+    let (status, body, location) = match result {
+        Ok(a) => (a.status, a.body, a.location),
+        Err(e) => (e.status, e.to_json(), None),
+    };
+    let bytes = if status == 204 {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let mut r = text(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "application/json",
+        bytes,
+    );
+    if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The body, at most `max` bytes (413 beyond, before any work).
+async fn read_body(body: Incoming, max: usize) -> Result<Bytes, api::ApiError> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(api::ApiError::new(
+                413,
+                "body_too_large",
+                format!("the body exceeds console.request.max.bytes ({max} bytes)"),
+            ))
+        }
+        Err(e) => Err(api::ApiError::bad(
+            "invalid_body",
+            format!("cannot read the body: {e}"),
+        )),
+    }
+}
+
+async fn metrics(broker: &Arc<Broker>, headers: &hyper::HeaderMap) -> Answer {
+    let gzip = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
