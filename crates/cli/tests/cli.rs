@@ -743,3 +743,62 @@ fn consume_follows_new_records_until_interrupted() {
     lines.sort();
     assert_eq!(lines, ["a=1", "b=2", "c=3"]);
 }
+
+#[test]
+fn groups_lag_reports_the_brokers_evaluation() {
+    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listener = format!("console.listener=127.0.0.1:{console_port}");
+    let b = TestBroker::start(&[
+        "console.enable=true",
+        &listener,
+        // Every commit its own window entry, and no STOP within the test.
+        "strata.lag.min.commit.distance.ms=0",
+        "strata.lag.stop.floor.ms=600000",
+    ]);
+    ok(&b, &["topics", "create", "work", "--partitions", "1"]);
+    ok_in(&b, &["produce", "work"], "a\nb\nc\nd\ne\n");
+    // The same offset committed twice while records wait: stalled.
+    for _ in 0..2 {
+        reset(&b, "g", "work", &["--to-offset", "1"]);
+    }
+    // Found through the broker's console.listener.
+    let all = ok(&b, &["groups", "lag"]);
+    assert!(
+        all.starts_with("GROUP  STATUS  TOTAL-LAG  PARTITIONS  COMPLETE\ng      ERR     4          1           0%"),
+        "{all}"
+    );
+    let one = ok(&b, &["groups", "lag", "g"]);
+    assert!(one.contains("Group: g  Status: ERR  Total lag: 4"), "{one}");
+    assert!(
+        one.contains("work   0          STALL   4    1          5"),
+        "{one}"
+    );
+    let r = strata(&b, &["groups", "lag", "--fail-on", "ERR"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    let missing = json(&ok(&b, &["groups", "lag", "nobody", "-o", "json"]));
+    assert_eq!(missing[0]["status"], "NOTFOUND");
+    let r = strata(&b, &["groups", "lag", "nobody", "--fail-on", "ERR"]);
+    assert_eq!(r.code, 3, "a missing group fails the check");
+
+    // The group catches up: its lag was 0 at the last commit.
+    assert_eq!(
+        ok(&b, &["consume", "work", "--group", "g", "-n", "4"]),
+        "b\nc\nd\ne\n"
+    );
+    let url = format!("http://127.0.0.1:{console_port}/");
+    let status = json(&ok(
+        &b,
+        &["groups", "lag", "g", "--console", &url, "-o", "json"],
+    ));
+    assert_eq!(status[0]["status"], "OK", "{status}");
+    assert_eq!(status[0]["totallag"], 0);
+    assert_eq!(strata(&b, &["groups", "lag", "--fail-on", "WARN"]).code, 0);
+
+    // Without a console there is no evaluation to read.
+    let plain = broker();
+    let e = fails(&plain, &["groups", "lag"]);
+    assert!(e.contains("console.enable=false"), "{e}");
+}

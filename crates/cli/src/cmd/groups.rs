@@ -38,6 +38,28 @@ pub enum GroupsCommand {
     ///   strata groups delete billing
     #[command(verbatim_doc_comment)]
     Delete(DeleteArgs),
+    /// Lag status of groups, judged over their recent commits (OK, WARN, ERR; per partition
+    /// also STOP, STALL, REWIND), from the broker's console
+    ///
+    /// Examples:
+    ///   strata groups lag
+    ///   strata groups lag billing --output json
+    ///   strata groups lag --fail-on ERR        # exit 3 when a group is in error
+    ///   strata groups lag --console http://10.0.0.7:8080/
+    #[command(verbatim_doc_comment)]
+    Lag(LagArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LagArgs {
+    /// Groups to show per partition; none: every group, one line each.
+    pub groups: Vec<String>,
+    /// The broker's console URL; found through the broker's console.listener when absent.
+    #[arg(long, value_name = "URL")]
+    pub console: Option<String>,
+    /// Exit with status 3 when a shown group's status is at least this.
+    #[arg(long, value_name = "STATUS", value_parser = ["WARN", "ERR"])]
+    pub fail_on: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +125,7 @@ pub async fn run(common: &Common, command: GroupsCommand) -> anyhow::Result<()> 
         }
         GroupsCommand::ResetOffsets(a) => reset(common, &client, a).await,
         GroupsCommand::Delete(a) => delete(common, &client, a).await,
+        GroupsCommand::Lag(a) => super::lag::run(common, &client, a).await,
     }
 }
 

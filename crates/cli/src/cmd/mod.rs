@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod configs;
 pub mod consume;
 pub mod groups;
+pub mod lag;
 pub mod perf;
 pub mod produce;
 pub mod table;
