@@ -194,3 +194,25 @@ def test_docs_name_the_families_a_scrape_has(broker_factory):
     assert scraped == documented, (
         f"scraped but not in docs/metrics.md: {sorted(scraped - documented)}; "
         f"documented but not scraped: {sorted(documented - scraped)}")
+
+
+def test_grafana_dashboard_queries_documented_series():
+    """dashboards/strata-grafana.json: well-formed panels, and every series a query names is
+    one docs/metrics.md documents (so a renamed metric cannot silently empty a panel)."""
+    dashboard = json.loads((REPO_ROOT / "dashboards" / "strata-grafana.json").read_text())
+    table = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE))
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    used = set()
+    for panel in dashboard["panels"]:
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+        assert panel["targets"], f"{panel['title']} has no query"
+        for target in panel["targets"]:
+            for name in re.findall(r"\b((?:strata|kafka|process)_[a-z_]+)\b", target["expr"]):
+                family = re.sub(r"_(bucket|sum|count)$", "", name)
+                assert name in documented or family in documented, (
+                    f"{panel['title']}: {name} is not in docs/metrics.md")
+                used.add(name in documented and name or family)
+    # The lag panels use the kafka_exporter names.
+    assert "kafka_consumergroup_lag_sum" in used and "strata_consumergroup_status" in used
