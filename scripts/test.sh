@@ -4,7 +4,7 @@
 # a real `strata` process with kafka-python, confluent-kafka and kcat.
 #
 # Needs a Debian/Ubuntu machine with a Rust toolchain and Python 3 (with venv + pip). It installs
-# kcat and openssl with apt-get when missing and keeps the Python test dependencies in .venv/ (reinstalled
+# kcat, openssl, chromium and Node with apt-get when missing, playwright-core with npm and keeps the Python test dependencies in .venv/ (reinstalled
 # only when tests/requirements.txt changes). Idempotent; works from any directory.
 #
 #   scripts/test.sh                 # everything
@@ -71,10 +71,11 @@ cargo clippy --all-targets --quiet -- -D warnings
 done_step
 
 # ---- 1. system packages ---------------------------------------------------------------------
-# kcat (a third client), openssl (the TLS tests make their CA and certificates with it).
-step "kcat, openssl"
+# kcat (a third client), openssl (the TLS tests make their CA and certificates with it),
+# chromium and Node (the console's browser test drives Debian's chromium with playwright-core).
+step "kcat, openssl, chromium, node"
 APT_UPDATED=""
-for tool in kcat openssl; do
+for tool in kcat openssl chromium node npm; do
     if command -v "$tool" >/dev/null 2>&1; then
         echo "$tool present: $(command -v "$tool")"
     else
@@ -82,10 +83,27 @@ for tool in kcat openssl; do
             quietly as_root apt-get update
             APT_UPDATED=1
         fi
-        quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$tool"
+        package="$tool"
+        [ "$tool" = node ] && package=nodejs
+        quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$package"
         echo "installed $(command -v "$tool")"
     fi
 done
+done_step
+
+# ---- 1b. browser driver ---------------------------------------------------------------------
+# playwright-core (no bundled browser) at the version package-lock.json pins, reinstalled only
+# when the lock file changes.
+step "playwright-core (tests/e2e/browser)"
+BROWSER_DIR="tests/e2e/browser"
+LOCK_HASH="$(sha256sum "$BROWSER_DIR/package-lock.json" | cut -c1-16)"
+if [ -f "$BROWSER_DIR/node_modules/.lock-$LOCK_HASH" ]; then
+    echo "package-lock.json unchanged ($LOCK_HASH); skipping npm ci"
+else
+    (cd "$BROWSER_DIR" && quietly npm ci --no-audit --no-fund)
+    touch "$BROWSER_DIR/node_modules/.lock-$LOCK_HASH"
+    echo "installed playwright-core ($LOCK_HASH)"
+fi
 done_step
 
 # ---- 2. Python virtualenv -------------------------------------------------------------------

@@ -113,6 +113,14 @@ impl BrokerMetrics {
         map.entry(listener.to_string()).or_default().clone()
     }
 
+    /// Records produced so far into each topic with open partitions.
+    pub fn topic_records_in(&self) -> Vec<(String, u64)> {
+        let map = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(k, v)| (k.clone(), v.records_in.get()))
+            .collect()
+    }
+
     /// The traffic counters of `topic`, resolved when a partition of it is opened.
     pub fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
         let mut map = self.topics.lock().unwrap_or_else(|p| p.into_inner());

@@ -171,6 +171,14 @@ impl Query {
         })
     }
 
+    /// A query built by the console's pages from parameters they chose.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Query {
+        Query {
+            pairs,
+            used: Vec::new(),
+        }
+    }
+
     pub fn get(&mut self, name: &str) -> Option<String> {
         self.used.push(name.to_string());
         self.pairs

@@ -55,6 +55,28 @@ impl HostGuard {
 /// cross-site page cannot send without a CORS preflight the console never answers. curl and
 /// the CLI send neither header and pass.
 pub fn check_write(headers: &hyper::HeaderMap, method: &hyper::Method) -> Result<(), ApiError> {
+    check_same_site(headers)?;
+    if *method != hyper::Method::DELETE && !content_type_is(headers, "application/json") {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the declared body type is `mime` (parameters ignored).
+pub fn content_type_is(headers: &hyper::HeaderMap, mime: &str) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(mime))
+}
+
+/// Refuses a request the browser marks as coming from another site.
+pub fn check_same_site(headers: &hyper::HeaderMap) -> Result<(), ApiError> {
     use hyper::header;
     let csrf = |why: &str| ApiError::new(403, "csrf", format!("cross-site request refused: {why}"));
     if let Some(site) = headers.get("sec-fetch-site") {
@@ -74,20 +96,6 @@ pub fn check_write(headers: &hyper::HeaderMap, method: &hyper::Method) -> Result
             .any(|scheme| origin.strip_prefix(scheme) == Some(host));
         if !same {
             return Err(csrf(&format!("Origin {origin:?} is not this console")));
-        }
-    }
-    if *method != hyper::Method::DELETE {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ));
         }
     }
     Ok(())

@@ -16,8 +16,10 @@
 mod admin;
 mod api;
 mod guard;
+mod history;
 mod messages;
 pub mod routes;
+mod ui;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ pub struct BoundConsole {
     sockets: Vec<TcpListener>,
     settings: Arc<Settings>,
     max_connections: usize,
+    history_interval: Duration,
 }
 
 impl BoundConsole {
@@ -64,6 +67,12 @@ impl BoundConsole {
     pub fn serve(self, broker: Arc<Broker>) -> ConsoleHandle {
         let mut tasks = JoinSet::new();
         let slots = Arc::new(Semaphore::new(self.max_connections));
+        tasks.spawn(
+            self.settings
+                .history
+                .clone()
+                .run(broker.clone(), self.history_interval),
+        );
         for socket in self.sockets {
             tasks.spawn(accept_loop(
                 socket,
@@ -122,7 +131,14 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
             .parsed::<usize>("console.request.max.bytes")
             .unwrap_or(2 << 20)
             .max(1),
+        history: Arc::new(history::History::default()),
     });
+    let history_interval = Duration::from_millis(
+        config
+            .parsed::<u64>("console.history.interval.ms")
+            .unwrap_or(10_000)
+            .max(100),
+    );
     let mut sockets = Vec::new();
     let mut port = port;
     for (h, required) in bind_hosts(&host) {
@@ -161,6 +177,7 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
         sockets,
         settings,
         max_connections,
+        history_interval,
     }))
 }
 

@@ -12,6 +12,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use strata_broker::broker::Broker;
 
 use crate::guard::{self, HostGuard};
+use crate::history::History;
+use crate::ui;
 use crate::{admin, api};
 
 type Answer = Response<Full<Bytes>>;
@@ -22,6 +24,16 @@ const GZIP_FROM_BYTES: usize = 16 * 1024;
 /// Every route: its path pattern (`{name}` segments are parameters) and the methods it
 /// answers. Used for 405 answers with `Allow` and by the OpenAPI conformance test.
 pub const ROUTES: &[(&str, &[Method])] = &[
+    ("/", &[Method::GET]),
+    ("/assets/console.css", &[Method::GET]),
+    ("/ui/topics", &[Method::GET, Method::POST]),
+    ("/ui/topics/{topic}", &[Method::GET]),
+    ("/ui/topics/{topic}/messages", &[Method::POST]),
+    ("/ui/topics/{topic}/configs", &[Method::POST]),
+    ("/ui/topics/{topic}/delete", &[Method::GET, Method::POST]),
+    ("/ui/groups", &[Method::GET]),
+    ("/ui/groups/{group}", &[Method::GET]),
+    ("/ui/brokers", &[Method::GET]),
     ("/metrics", &[Method::GET]),
     ("/healthz", &[Method::GET]),
     ("/api/openapi.json", &[Method::GET]),
@@ -65,6 +77,8 @@ pub struct Settings {
     pub guard: HostGuard,
     /// Largest request body (`console.request.max.bytes`).
     pub max_body: usize,
+    /// What the pages' charts draw.
+    pub history: Arc<History>,
 }
 
 pub async fn handle(
@@ -115,6 +129,9 @@ pub async fn handle(
         Some((_, methods)) if methods.contains(&method) => {}
         _ => return not_routed(&method, &segs),
     }
+    if segs.first() == Some(&"ui") || segs == [""] {
+        return ui_route(broker, settings, peer, &method, &segs, &parts, body).await;
+    }
     let writes = matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -135,6 +152,18 @@ pub async fn handle(
         (&Method::GET, ["metrics"]) => return metrics(broker, &parts.headers).await,
         (&Method::GET, ["healthz"]) => {
             return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+        }
+        (&Method::GET, ["assets", "console.css"]) => {
+            let mut r = text(
+                StatusCode::OK,
+                "text/css; charset=utf-8",
+                Bytes::from_static(ui::CSS.as_bytes()),
+            );
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            return r;
         }
         (&Method::GET, ["api", "openapi.json"]) => {
             return text(
@@ -248,6 +277,101 @@ fn api_answer(result: api::ApiResult) -> Answer {
     );
     if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The web console's pages and form posts.
+async fn ui_route(
+    broker: &Arc<Broker>,
+    settings: &Settings,
+    peer: SocketAddr,
+    method: &Method,
+    segs: &[&str],
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+) -> Answer {
+    let cookies = parts
+        .headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok());
+    let (token, set_cookie) = ui::csrf_token(cookies);
+    let query = parts.uri.query();
+    let history = &settings.history;
+    let page = if *method == Method::POST {
+        let form = async {
+            guard::check_same_site(&parts.headers)?;
+            if !guard::content_type_is(&parts.headers, "application/x-www-form-urlencoded") {
+                return Err(api::ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    "console forms are sent as application/x-www-form-urlencoded",
+                ));
+            }
+            let form = ui::parse_form(&read_body(body, settings.max_body).await?)?;
+            if !ui::csrf_matches(cookies, &form) {
+                return Err(api::ApiError::new(
+                    403,
+                    "csrf",
+                    "the form's token does not match this browser's; reload the page and send it again",
+                ));
+            }
+            Ok(form)
+        }
+        .await;
+        match form {
+            Err(e) => ui::error_page(&e),
+            Ok(form) => match segs {
+                ["ui", "topics"] => ui::create_topic(broker, peer, &form).await,
+                ["ui", "topics", t, "messages"] => ui::produce(broker, peer, t, &form).await,
+                ["ui", "topics", t, "configs"] => ui::alter_config(broker, peer, t, &form).await,
+                ["ui", "topics", t, "delete"] => ui::delete_topic(broker, peer, t, &form).await,
+                _ => return not_routed(method, segs),
+            },
+        }
+    } else {
+        match segs {
+            [""] => ui::Page {
+                status: 303,
+                html: String::new(),
+                set_cookie: None,
+                location: Some("/ui/topics".into()),
+            },
+            ["ui", "topics"] => ui::topics_page(broker, history, query, &token),
+            ["ui", "topics", t] => {
+                let notice = ui::notice(query);
+                ui::topic_page(broker, history, t, query, &token, notice).await
+            }
+            ["ui", "topics", t, "delete"] => ui::delete_page(broker, t, &token),
+            ["ui", "groups"] => ui::groups_page(broker, query),
+            ["ui", "groups", g] => ui::group_page(broker, history, g),
+            ["ui", "brokers"] => ui::brokers_page(broker, peer).await,
+            _ => return not_routed(method, segs),
+        }
+    };
+    let mut r = text(
+        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "text/html; charset=utf-8",
+        Bytes::from(page.html),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Some(v) = page.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Some(v) = set_cookie
+        .or(page.set_cookie)
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        h.insert(header::SET_COOKIE, v);
     }
     r
 }
