@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 
 pub use guard::HostGuard;
 use routes::Settings;
+pub use ui::enc as percent_encode;
 
 const DEFAULT_LISTENER: &str = "127.0.0.1:8080";
 

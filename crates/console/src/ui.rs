@@ -67,7 +67,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// Percent-encodes a path segment or query value.
+/// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved
+/// characters).
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -744,6 +745,18 @@ fn lines_to_map(text: &str) -> serde_json::Map<String, Value> {
         .collect()
 }
 
+/// An optional number field of a form (empty: absent).
+fn form_number(form: &BTreeMap<String, String>, field: &str) -> Result<Option<i64>, ApiError> {
+    match form.get(field).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad("invalid_field", format!("{field} must be a number"))),
+    }
+}
+
 pub async fn create_topic(
     broker: &Arc<Broker>,
     peer: SocketAddr,
@@ -751,16 +764,10 @@ pub async fn create_topic(
 ) -> Page {
     let name = form.get("name").cloned().unwrap_or_default();
     let mut body = json!({"name": name});
-    if let Some(p) = form.get("partitions").filter(|p| !p.is_empty()) {
-        match p.parse::<i64>() {
-            Ok(n) => body["partitions"] = json!(n),
-            Err(_) => {
-                return error_page(&ApiError::bad(
-                    "invalid_field",
-                    "partitions must be a number",
-                ))
-            }
-        }
+    match form_number(form, "partitions") {
+        Ok(Some(n)) => body["partitions"] = json!(n),
+        Ok(None) => {}
+        Err(e) => return error_page(&e),
     }
     let configs = lines_to_map(form.get("configs").map(String::as_str).unwrap_or(""));
     if !configs.is_empty() {
@@ -779,18 +786,12 @@ pub async fn produce(
     form: &BTreeMap<String, String>,
 ) -> Page {
     let mut body = serde_json::Map::new();
-    if let Some(p) = form.get("partition").filter(|p| !p.is_empty()) {
-        match p.parse::<i64>() {
-            Ok(n) => {
-                body.insert("partition".into(), json!(n));
-            }
-            Err(_) => {
-                return error_page(&ApiError::bad(
-                    "invalid_field",
-                    "partition must be a number",
-                ))
-            }
+    match form_number(form, "partition") {
+        Ok(Some(n)) => {
+            body.insert("partition".into(), json!(n));
         }
+        Ok(None) => {}
+        Err(e) => return error_page(&e),
     }
     if let Some(k) = form.get("key").filter(|k| !k.is_empty()) {
         body.insert("key".into(), json!(k));

@@ -10,6 +10,8 @@ use strata_client::admin::ResourceType;
 use strata_client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use strata_console::percent_encode;
+
 use super::groups::LagArgs;
 use super::table::Table;
 use super::{print_json, Common};
@@ -131,17 +133,6 @@ fn complete(v: &Value) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The console's URL from the broker's `console.enable` and `console.listener` configs; a
 /// wildcard host means the broker's own address.
 async fn discover(client: &Client) -> anyhow::Result<String> {
@@ -236,6 +227,5 @@ mod tests {
         assert!(!reaches("OK", "WARN"));
         assert!(!reaches("WARN", "ERR"));
         assert!(reaches("NOTFOUND", "ERR"));
-        assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
     }
 }
