@@ -173,6 +173,20 @@ class Broker:
                     f"no console URL in the start-up line; last log lines:\n{self.log_tail(20)}")
             time.sleep(0.05)
 
+    def metric_values(self, *names) -> dict:
+        """Unlabelled samples of `/metrics` by name (the console's HTTP listener)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.console_url() + "metrics", timeout=10) as r:
+            text = r.read().decode()
+        found = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in names:
+                found[name] = float(value)
+        assert set(found) == set(names), f"missing from /metrics: {set(names) - set(found)}"
+        return found
+
     def _pick_listener_ports(self):
         """The first named listener on `port`, the others on free ports."""
         for i, name in enumerate(self.listeners):

@@ -81,6 +81,10 @@ def test_compaction_keeps_the_latest_value_per_key_and_drops_tombstones(broker_f
                what=lambda: f"the tombstoned key to disappear; read {latest(broker, topic)}")
     gone = time.monotonic()
     assert gone - tombstone_written >= retention_s, f"tombstone gone after {gone - tombstone_written:.2f} s"
+    # The cleaner's activity shows in /metrics.
+    cleaner = broker.metric_values("strata_cleaner_passes_total", "strata_cleaner_bytes_written_total",
+                                   "strata_cleaner_pass_duration_seconds_count")
+    assert all(v > 0 for v in cleaner.values()), cleaner
 
 
 def test_kill9_during_cleaning_loses_nothing(broker_factory, topic):

@@ -112,6 +112,16 @@ def test_metrics_move_with_traffic_and_lag_matches_groups_describe(broker_factor
     produced = total(after, "strata_request_duration_seconds_count", api="Produce")
     assert produced > total(before, "strata_request_duration_seconds_count", api="Produce")
     assert total(after, "strata_connections_accepted_total") > 0
+    # acks=all with fsync before the acknowledgement (the default): fsyncs and the durable
+    # wait were measured.
+    assert value(after, "strata_log_fsync_duration_seconds_count") > value(
+        before, "strata_log_fsync_duration_seconds_count")
+    assert value(after, "strata_produce_durable_wait_seconds_count") > value(
+        before, "strata_produce_durable_wait_seconds_count")
+    assert value(after, "strata_log_flush_round_partitions_count") >= 1
+    assert [v for (n, _), v in after.items() if n == "strata_log_dir_online"] == [1]
+    assert value(after, "strata_partitions_offline") == 0
+    assert value(after, "strata_partitions_under_replicated") == 0
 
     # A group reads 40 of the 60 records (partitions 0 and 1 whole) and commits.
     consumer = confluent_consumer(
@@ -216,3 +226,39 @@ def test_grafana_dashboard_queries_documented_series():
                 used.add(name in documented and name or family)
     # The lag panels use the kafka_exporter names.
     assert "kafka_consumergroup_lag_sum" in used and "strata_consumergroup_status" in used
+
+
+def test_time_lag_is_reported_next_to_offset_lag(broker_factory):
+    """Time lag: the newest record's timestamp minus the first unconsumed one's, in the REST
+    lag answer and as strata_consumergroup_lag_seconds."""
+    broker = broker_factory({"console.history.interval.ms": "200"})
+    topic = f"timelag-{uuid.uuid4().hex[:8]}"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.bootstrap, topic, partitions=1)
+    import time as _time
+    t0 = int(_time.time() * 1000) - 120_000
+    for ts in (t0, t0 + 60_000):  # two batches: one record 60 s after the other
+        assert_delivered(confluent_produce(broker.bootstrap, topic,
+                                           [{"partition": 0, "value": b"x", "timestamp": ts}]))
+    from confluent_kafka import TopicPartition
+    consumer = confluent_consumer(broker.bootstrap, **{"group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    finally:
+        consumer.close()
+    url = broker.console_url()
+
+    def lag_answer():
+        status, _, body = fetch(url + f"api/v1/groups/{group}/lag")
+        answer = json.loads(body) if status == 200 else {}
+        parts = answer.get("partitions") or [{}]
+        return answer if parts[0].get("lag_seconds") is not None else None
+
+    answer = wait_until(lag_answer, 10, "a sampled time lag")
+    assert answer["partitions"][0]["lag_seconds"] == 60.0, answer
+    assert answer["partitions"][0]["current_lag"] == 2
+    assert answer["max_lag_seconds"] == 60.0
+    scraped = scrape(broker)
+    assert value(scraped, "strata_consumergroup_lag_seconds", consumergroup=group, topic=topic,
+                 partition="0") == 60.0
+    assert value(scraped, "strata_consumergroup_max_lag_seconds", consumergroup=group) == 60.0

@@ -115,8 +115,8 @@ impl Broker {
             .parsed::<usize>("strata.fsync.parallelism")
             .unwrap_or(16)
             .clamp(1, 256);
-        let flusher = Flusher::start(fsync_parallelism);
         let metrics = Arc::new(crate::metrics::BrokerMetrics::new());
+        let flusher = Flusher::start(fsync_parallelism, metrics.clone());
         let partitions = Arc::new(
             PartitionManager::new(
                 dir.clone(),

@@ -76,11 +76,11 @@ pub fn start(broker: &Arc<Broker>) {
                     .into_iter()
                     .filter(|p| p.settings().compact)
                     .collect();
-                drop(broker);
                 if partitions.is_empty() {
                     continue;
                 }
                 let shared = shared.clone();
+                let metrics = broker.metrics.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let (claims, throttle) = &*shared;
                     run_round(
@@ -89,6 +89,7 @@ pub fn start(broker: &Arc<Broker>) {
                         throttle,
                         max_keys,
                         crate::partition::now_ms,
+                        &metrics.cleaner,
                     );
                 })
                 .await;
@@ -181,6 +182,7 @@ pub(crate) fn run_round<P: Cleanable>(
     throttle: &Throttle,
     max_keys: usize,
     now_ms: impl Fn() -> i64,
+    metrics: &crate::metrics::CleanerMetrics,
 ) -> usize {
     let mut done = vec![false; partitions.len()];
     let mut passes = 0;
@@ -218,6 +220,9 @@ pub(crate) fn run_round<P: Cleanable>(
         let bytes = partitions[i].clean(now, max_keys);
         claims.lock().remove(&claim_key(&partitions[i]));
         passes += 1;
+        metrics.passes.inc();
+        metrics.bytes_written.add(bytes);
+        metrics.pass_duration.observe_duration(started.elapsed());
         throttle.charge(started, bytes);
     }
 }
@@ -272,7 +277,14 @@ mod tests {
             for _ in 0..workers {
                 s.spawn(|| {
                     for _ in 0..rounds {
-                        run_round(partitions, &claims, throttle, 100, || 0);
+                        run_round(
+                            partitions,
+                            &claims,
+                            throttle,
+                            100,
+                            || 0,
+                            &Default::default(),
+                        );
                     }
                 });
             }
@@ -316,7 +328,17 @@ mod tests {
             }
         }
         let p = vec![Arc::new(AlwaysDue(AtomicU32::new(0)))];
-        let passes = run_round(&p, &Claims::default(), &Throttle::new(None), 1, || 0);
+        let metrics = crate::metrics::CleanerMetrics::default();
+        let passes = run_round(
+            &p,
+            &Claims::default(),
+            &Throttle::new(None),
+            1,
+            || 0,
+            &metrics,
+        );
+        assert_eq!(metrics.passes.get(), passes as u64);
+        assert_eq!(metrics.pass_duration.count(), passes as u64);
         assert_eq!((passes, p[0].0.load(Ordering::SeqCst)), (1, 1));
     }
 

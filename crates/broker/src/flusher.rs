@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::metrics::BrokerMetrics;
 use crate::partition::{now_ms, Partition};
 
 #[derive(Clone)]
@@ -30,9 +31,9 @@ pub struct Flusher {
 impl Flusher {
     /// Starts the flusher task, running up to `parallelism` partitions' fsyncs at once; it
     /// ends when every `Flusher` handle is dropped.
-    pub fn start(parallelism: usize) -> Self {
+    pub fn start(parallelism: usize, metrics: Arc<BrokerMetrics>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, parallelism.max(1)));
+        tokio::spawn(run(rx, parallelism.max(1), metrics));
         Flusher { tx }
     }
 
@@ -84,14 +85,23 @@ pub fn flush_now(partition: &Partition) -> bool {
     }
     match partition.sync_job() {
         None => true,
-        Some(job) => run_job(partition, job),
+        Some(job) => run_job(partition, job, None),
     }
 }
 
 /// Runs one partition's fsync job and publishes the result; a failure takes the directory
 /// offline. Blocking.
-fn run_job(partition: &Partition, job: strata_log::SyncJob) -> bool {
-    match job.run() {
+fn run_job(
+    partition: &Partition,
+    job: strata_log::SyncJob,
+    metrics: Option<&BrokerMetrics>,
+) -> bool {
+    let started = std::time::Instant::now();
+    let result = job.run();
+    if let Some(m) = metrics {
+        m.storage.fsync.observe_duration(started.elapsed());
+    }
+    match result {
         Ok(durable) => {
             partition.on_flushed(durable);
             true
@@ -103,12 +113,21 @@ fn run_job(partition: &Partition, job: strata_log::SyncJob) -> bool {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>, parallelism: usize) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Arc<Partition>>,
+    parallelism: usize,
+    metrics: Arc<BrokerMetrics>,
+) {
     while let Some(first) = rx.recv().await {
         let mut round = vec![first];
         while let Ok(p) = rx.try_recv() {
             round.push(p);
         }
+        let round_started = std::time::Instant::now();
+        metrics
+            .storage
+            .flush_round_partitions
+            .observe_count(round.len() as u64);
         let jobs: Vec<_> = round
             .into_iter()
             .map(|p| {
@@ -129,18 +148,23 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arc<Partition>>, parallelism: usize
         for (i, item) in jobs.into_iter().enumerate() {
             groups[i % lanes].push(item);
         }
-        let tasks = groups
-            .into_iter()
-            .map(|group| tokio::task::spawn_blocking(move || run_group(group)));
+        let tasks = groups.into_iter().map(|group| {
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || run_group(group, &metrics))
+        });
         for done in futures::future::join_all(tasks).await {
             if let Err(error) = done {
                 tracing::error!(%error, "flusher task failed");
             }
         }
+        metrics
+            .storage
+            .flush_round
+            .observe_duration(round_started.elapsed());
     }
 }
 
-fn run_group(jobs: Vec<(Arc<Partition>, Option<strata_log::SyncJob>)>) {
+fn run_group(jobs: Vec<(Arc<Partition>, Option<strata_log::SyncJob>)>, metrics: &BrokerMetrics) {
     for (p, job) in jobs {
         if p.is_offline() {
             // Never fsync again after an error (a later success would hide lost pages); wake
@@ -149,7 +173,7 @@ fn run_group(jobs: Vec<(Arc<Partition>, Option<strata_log::SyncJob>)>) {
             continue;
         }
         if let Some(job) = job {
-            run_job(&p, job);
+            run_job(&p, job, Some(metrics));
         }
     }
 }

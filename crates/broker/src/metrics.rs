@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::ApiKey;
-use strata_metrics::{Counter, Exposition, Gauge, Histogram, Kind, REQUEST_SECONDS};
+use strata_metrics::{
+    Counter, Exposition, Gauge, Histogram, Kind, COUNTS, LONG_SECONDS, REQUEST_SECONDS,
+    STORAGE_SECONDS,
+};
 
 use crate::broker::Broker;
 use crate::groupview::OffsetView;
@@ -29,6 +32,37 @@ pub struct BrokerMetrics {
     listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
     topics: Mutex<HashMap<String, Arc<TopicMetrics>>>,
     started: SystemTime,
+    pub storage: StorageMetrics,
+    pub cleaner: CleanerMetrics,
+}
+
+/// Durability: fsyncs, the flusher's rounds (group commit), and how long acks=all waits.
+pub struct StorageMetrics {
+    /// One partition's fsync.
+    pub fsync: Histogram,
+    /// One flusher round: the fsyncs of every partition queued at its start, side by side.
+    pub flush_round: Histogram,
+    /// Partitions per flusher round.
+    pub flush_round_partitions: Histogram,
+    /// From a produce request's append to the high watermark passing its batches (acks=all).
+    pub durable_wait: Histogram,
+}
+
+/// The log cleaner's passes.
+pub struct CleanerMetrics {
+    pub passes: Counter,
+    pub bytes_written: Counter,
+    pub pass_duration: Histogram,
+}
+
+impl Default for CleanerMetrics {
+    fn default() -> Self {
+        CleanerMetrics {
+            passes: Counter::new(),
+            bytes_written: Counter::new(),
+            pass_duration: Histogram::seconds(LONG_SECONDS),
+        }
+    }
 }
 
 struct ApiRequests {
@@ -83,6 +117,13 @@ impl BrokerMetrics {
             listeners: Mutex::new(BTreeMap::new()),
             topics: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
+            storage: StorageMetrics {
+                fsync: Histogram::seconds(STORAGE_SECONDS),
+                flush_round: Histogram::seconds(STORAGE_SECONDS),
+                flush_round_partitions: Histogram::counts(COUNTS),
+                durable_wait: Histogram::seconds(STORAGE_SECONDS),
+            },
+            cleaner: CleanerMetrics::default(),
         }
     }
 
@@ -273,10 +314,54 @@ pub fn render(broker: &Broker) -> String {
         }
     }
 
+    render_storage(&mut e, broker);
     render_partitions(&mut e, broker, &image);
     render_groups(&mut e, broker);
     render_process(&mut e, m.started);
     e.finish()
+}
+
+fn render_storage(e: &mut Exposition, broker: &Broker) {
+    let s = &broker.metrics.storage;
+    let histograms: [(&str, &str, &Histogram); 4] = [
+        ("strata_log_fsync_duration_seconds", "One partition's fsync.", &s.fsync),
+        ("strata_log_flush_round_duration_seconds", "One flusher round (group commit): the fsyncs of every partition queued at its start, run side by side.", &s.flush_round),
+        ("strata_log_flush_round_partitions", "Partitions fsynced per flusher round.", &s.flush_round_partitions),
+        ("strata_produce_durable_wait_seconds", "acks=all produce requests: from the append to the high watermark passing the batches (the group-commit latency a producer sees).", &s.durable_wait),
+    ];
+    for (name, help, h) in histograms {
+        e.family(name, Kind::Histogram, help);
+        e.histogram(&[], h);
+    }
+    let dir = &broker.partitions.log_dir;
+    e.family(
+        "strata_log_dir_online",
+        Kind::Gauge,
+        "1 while the log directory serves, 0 after a storage error took it offline.",
+    );
+    e.sample_int(
+        &[("dir", &dir.path().display().to_string())],
+        i64::from(!dir.is_offline()),
+    );
+    let c = &broker.metrics.cleaner;
+    e.family(
+        "strata_cleaner_passes_total",
+        Kind::Counter,
+        "Log cleaner passes over compacted partitions.",
+    );
+    e.sample_int(&[], c.passes.get() as i64);
+    e.family(
+        "strata_cleaner_bytes_written_total",
+        Kind::Counter,
+        "Bytes the log cleaner rewrote.",
+    );
+    e.sample_int(&[], c.bytes_written.get() as i64);
+    e.family(
+        "strata_cleaner_pass_duration_seconds",
+        Kind::Histogram,
+        "One log cleaner pass.",
+    );
+    e.histogram(&[], &c.pass_duration);
 }
 
 /// What a scrape needs of one partition this broker holds.
@@ -348,6 +433,46 @@ fn render_partitions(e: &mut Exposition, broker: &Broker, image: &strata_quorum:
         }
     }
 
+    let offline = broker
+        .partitions
+        .all()
+        .iter()
+        .filter(|p| !p.is_deleted() && p.is_offline())
+        .count();
+    let (mut under_replicated, mut under_min_isr) = (0i64, 0i64);
+    for t in image.topics() {
+        let min_isr = t
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .or_else(|| broker.config.parsed::<usize>("min.insync.replicas"))
+            .unwrap_or(1);
+        for p in t.partitions.values() {
+            under_replicated += i64::from(p.isr.len() < p.replicas.len());
+            under_min_isr += i64::from(p.isr.len() < min_isr);
+        }
+    }
+    let health: [(&str, &str, i64); 3] = [
+        (
+            "strata_partitions_offline",
+            "Partitions this broker holds that cannot serve (their log directory failed).",
+            offline as i64,
+        ),
+        (
+            "strata_partitions_under_replicated",
+            "Partitions whose ISR is smaller than their replica set.",
+            under_replicated,
+        ),
+        (
+            "strata_partitions_under_min_isr",
+            "Partitions whose ISR is smaller than min.insync.replicas (acks=all is refused).",
+            under_min_isr,
+        ),
+    ];
+    for (name, help, v) in health {
+        e.family(name, Kind::Gauge, help);
+        e.sample_int(&[], v);
+    }
     e.family("kafka_brokers", Kind::Gauge, "Brokers in the cluster.");
     e.sample_int(&[], 1);
     let topics: Vec<_> = image.topics().collect();

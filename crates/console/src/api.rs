@@ -24,6 +24,7 @@ use strata_coordinator::lag::{LagStatus, PartitionLag};
 use strata_protocol::request::Request;
 use strata_protocol::ErrorCode;
 
+use crate::history::History;
 use crate::messages::{self, Encoding, ReadParams, Start};
 
 /// An API answer: status and JSON body.
@@ -988,11 +989,14 @@ fn entry_json(e: &Option<strata_coordinator::lag::CommitEntry>) -> Value {
 }
 
 /// A group's lag in the shape of Burrow's v3 lag answer.
-pub fn group_lag_json(g: &GroupView, problems_only: bool) -> Value {
+pub fn group_lag_json(g: &GroupView, problems_only: bool, history: &History) -> Value {
     let owners = g.owners();
     let partition = |(topic, p): &(String, i32), l: &PartitionLag| {
         let owner = owners.get(&(topic.clone(), *p));
+        let time_lag = history.time_lag(&g.group, topic, *p);
         json!({
+            "lag_seconds": time_lag.map(|(s, _)| s),
+            "lag_seconds_at": time_lag.map(|(_, at)| at),
             "topic": topic,
             "partition": p,
             "owner": owner.map(|m| m.host.clone()),
@@ -1010,12 +1014,19 @@ pub fn group_lag_json(g: &GroupView, problems_only: bool) -> Value {
         let (k, l) = &g.lag.partitions[i];
         partition(k, l)
     });
+    let max_lag_seconds = g
+        .lag
+        .partitions
+        .iter()
+        .filter_map(|((t, p), _)| history.time_lag(&g.group, t, *p).map(|(s, _)| s))
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
     json!({
         "group": g.group,
         "status": g.lag.status.as_str(),
         "complete": g.lag.complete,
         "partition_count": g.lag.partitions.len(),
         "totallag": g.lag.total_lag,
+        "max_lag_seconds": max_lag_seconds,
         "evaluated_at": strata_broker::partition::now_ms(),
         "maxlag": maxlag,
         "partitions": g.lag.partitions.iter()
@@ -1025,14 +1036,18 @@ pub fn group_lag_json(g: &GroupView, problems_only: bool) -> Value {
     })
 }
 
-pub fn group_lag(broker: &Broker, raw: &str, mut q: Query) -> ApiResult {
+pub fn group_lag(broker: &Broker, history: &History, raw: &str, mut q: Query) -> ApiResult {
     let show = q.one_of("show", "all", &["all", "problems"])?;
     q.finish()?;
     let g = find_group(broker, raw).map_err(|mut e| {
         e.message = format!("{} (status NOTFOUND)", e.message);
         e
     })?;
-    Ok(ApiAnswer::ok(group_lag_json(&g, show == "problems")))
+    Ok(ApiAnswer::ok(group_lag_json(
+        &g,
+        show == "problems",
+        history,
+    )))
 }
 
 pub fn lag(broker: &Broker, mut q: Query) -> ApiResult {

@@ -149,7 +149,9 @@ pub async fn handle(
     };
     let b = broker;
     let result = match (&method, segs.as_slice()) {
-        (&Method::GET, ["metrics"]) => return metrics(broker, &parts.headers).await,
+        (&Method::GET, ["metrics"]) => {
+            return metrics(broker, &settings.history, &parts.headers).await
+        }
         (&Method::GET, ["healthz"]) => {
             return text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
         }
@@ -211,7 +213,9 @@ pub async fn handle(
         (&Method::GET, ["api", "v1", "topics", t, "messages"]) => api::messages(b, t, query).await,
         (&Method::GET, ["api", "v1", "groups"]) => api::groups(b, query),
         (&Method::GET, ["api", "v1", "groups", g]) => api::group(b, g, query),
-        (&Method::GET, ["api", "v1", "groups", g, "lag"]) => api::group_lag(b, g, query),
+        (&Method::GET, ["api", "v1", "groups", g, "lag"]) => {
+            api::group_lag(b, &settings.history, g, query)
+        }
         (&Method::GET, ["api", "v1", "lag"]) => api::lag(b, query),
         _ => return not_routed(&method, &segs),
     };
@@ -398,15 +402,56 @@ async fn read_body(body: Incoming, max: usize) -> Result<Bytes, api::ApiError> {
     }
 }
 
-async fn metrics(broker: &Arc<Broker>, headers: &hyper::HeaderMap) -> Answer {
+/// The console's own families, after the broker's: time lag from the history's samples.
+fn render_time_lags(history: &History) -> String {
+    use strata_metrics::{Exposition, Kind};
+    let lags = history.time_lags();
+    let mut e = Exposition::new();
+    e.family(
+        "strata_consumergroup_lag_seconds",
+        Kind::Gauge,
+        "How far behind the newest record a group's partition is, in seconds (sampled every console.history.interval.ms).",
+    );
+    let mut max: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for ((group, topic, partition), seconds) in &lags {
+        let p = partition.to_string();
+        e.sample(
+            &[
+                ("consumergroup", group),
+                ("topic", topic),
+                ("partition", &p),
+            ],
+            *seconds,
+        );
+        let m = max.entry(group).or_insert(0.0);
+        *m = m.max(*seconds);
+    }
+    e.family(
+        "strata_consumergroup_max_lag_seconds",
+        Kind::Gauge,
+        "The largest time lag among a group's partitions, in seconds.",
+    );
+    for (group, seconds) in max {
+        e.sample(&[("consumergroup", group)], seconds);
+    }
+    e.finish()
+}
+
+async fn metrics(
+    broker: &Arc<Broker>,
+    history: &Arc<History>,
+    headers: &hyper::HeaderMap,
+) -> Answer {
     let gzip = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
     let b = broker.clone();
+    let history = history.clone();
     let rendered = tokio::task::spawn_blocking(move || {
-        let body = strata_broker::metrics::render(&b);
+        let mut body = strata_broker::metrics::render(&b);
+        body.push_str(&render_time_lags(&history));
         if gzip && body.len() >= GZIP_FROM_BYTES {
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             if enc.write_all(body.as_bytes()).is_ok() {

@@ -540,6 +540,12 @@ fn render_messages(topic: &str, page: &Value, browse: &[(String, String)], from:
     )
 }
 
+fn seconds_text(v: &Value) -> String {
+    v.as_f64()
+        .map(|s| format!("{s:.1} s"))
+        .unwrap_or_else(|| "–".into())
+}
+
 fn value_text(v: &Value) -> String {
     if v.is_null() {
         "null".into()
@@ -607,7 +613,7 @@ pub fn group_page(broker: &Broker, history: &History, name: &str) -> Page {
         Ok(a) => a.body,
         Err(e) => return error_page(&e),
     };
-    let lag = api::group_lag(broker, name, Query::from_pairs(Vec::new()))
+    let lag = api::group_lag(broker, history, name, Query::from_pairs(Vec::new()))
         .map(|a| a.body)
         .unwrap_or(Value::Null);
     let mut members = String::new();
@@ -627,28 +633,34 @@ pub fn group_page(broker: &Broker, history: &History, name: &str) -> Page {
             esc(&assignment.join(", ")),
         );
     }
-    let mut statuses: BTreeMap<(String, i64), (String, Value)> = BTreeMap::new();
+    let mut statuses: BTreeMap<(String, i64), (String, Value, Value)> = BTreeMap::new();
     for p in lag["partitions"].as_array().into_iter().flatten() {
         statuses.insert(
             (text(&p["topic"]), p["partition"].as_i64().unwrap_or(-1)),
-            (text(&p["status"]), p["complete"].clone()),
+            (
+                text(&p["status"]),
+                p["complete"].clone(),
+                p["lag_seconds"].clone(),
+            ),
         );
     }
     let mut offsets = String::new();
     for o in detail["offsets"].as_array().into_iter().flatten() {
         let key = (text(&o["topic"]), o["partition"].as_i64().unwrap_or(-1));
-        let (status, complete) = statuses
-            .get(&key)
-            .cloned()
-            .unwrap_or(("–".into(), Value::Null));
+        let (status, complete, seconds) =
+            statuses
+                .get(&key)
+                .cloned()
+                .unwrap_or(("–".into(), Value::Null, Value::Null));
         let _ = write!(
             offsets,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num lag\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num lag\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             esc(&key.0),
             key.1,
             text(&o["committed_offset"]),
             text(&o["end_offset"]),
             text(&o["lag"]),
+            seconds_text(&seconds),
             if status == "–" { status } else { status_badge(&status) },
             complete.as_f64().map(|c| format!("{:.0}%", c * 100.0)).unwrap_or_else(|| "–".into()),
             esc(&text(&o["owner"])),
@@ -657,9 +669,9 @@ pub fn group_page(broker: &Broker, history: &History, name: &str) -> Page {
     let trend = history.group_lag(name);
     let status = text(&detail["status"]);
     let body = format!(
-        "<dl class=\"facts\"><dt>State</dt><dd id=\"group-state\">{state}</dd><dt>Protocol</dt><dd>{protocol} ({ptype})</dd><dt>Generation / epoch</dt><dd>{generation}</dd><dt>Assignor</dt><dd>{assignor}</dd><dt>Lag status</dt><dd id=\"group-status\">{badge}</dd><dt>Total lag</dt><dd id=\"total-lag\">{total}</dd></dl>\
+        "<dl class=\"facts\"><dt>State</dt><dd id=\"group-state\">{state}</dd><dt>Protocol</dt><dd>{protocol} ({ptype})</dd><dt>Generation / epoch</dt><dd>{generation}</dd><dt>Assignor</dt><dd>{assignor}</dd><dt>Lag status</dt><dd id=\"group-status\">{badge}</dd><dt>Total lag</dt><dd id=\"total-lag\">{total}</dd><dt>Largest time lag</dt><dd id=\"max-lag-seconds\">{seconds}</dd></dl>\
          <h2>Lag trend</h2>{chart}\
-         <h2>Partitions</h2><table id=\"offsets\"><thead><tr><th>Topic</th><th>Partition</th><th>Committed</th><th>End offset</th><th>Lag</th><th>Status</th><th>Window</th><th>Owner</th></tr></thead><tbody>{offsets}</tbody></table>\
+         <h2>Partitions</h2><table id=\"offsets\"><thead><tr><th>Topic</th><th>Partition</th><th>Committed</th><th>End offset</th><th>Lag</th><th>Time lag</th><th>Status</th><th>Window</th><th>Owner</th></tr></thead><tbody>{offsets}</tbody></table>\
          <p class=\"muted\">Status is judged over each partition's recent commits, as Burrow does: OK, WARN (moving but falling behind), STOP (no recent commits), STALL (not moving), REWIND (went back). Window: how full the commit window is. JSON: <a href=\"/api/v1/groups/{g}/lag\">/api/v1/groups/{ge}/lag</a>.</p>\
          <h2>Members</h2><table id=\"members\"><thead><tr><th>Member</th><th>Client id</th><th>Host</th><th>Assignment</th></tr></thead><tbody>{members}</tbody></table>",
         state = esc(&text(&detail["state"])),
@@ -669,6 +681,7 @@ pub fn group_page(broker: &Broker, history: &History, name: &str) -> Page {
         assignor = esc(&text(&detail["assignor"])),
         badge = status_badge(&status),
         total = text(&detail["total_lag"]),
+        seconds = seconds_text(&lag["max_lag_seconds"]),
         chart = sparkline(&trend, 480, 80, &format!("total lag of {name} over time")),
         g = enc(name),
         ge = esc(name),

@@ -41,6 +41,7 @@ pub async fn produce(
 ) -> Reply {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    let metrics = broker.metrics.clone();
     let (broker, ctx) = (broker.clone(), ctx.clone());
     let appended = tokio::task::spawn_blocking(move || append_all(&broker, &ctx, req, version));
     let (response, waiting) = match appended.await {
@@ -56,7 +57,18 @@ pub async fn produce(
     if waiting.is_empty() {
         return Reply::now(ResponseKind::Produce(response));
     }
-    Reply::Later(acknowledge(response, waiting, timeout).boxed())
+    Reply::Later(
+        async move {
+            let started = std::time::Instant::now();
+            let answer = acknowledge(response, waiting, timeout).await;
+            metrics
+                .storage
+                .durable_wait
+                .observe_duration(started.elapsed());
+            answer
+        }
+        .boxed(),
+    )
 }
 
 /// Validates and appends every partition's batches; returns the response as acks=1 answers
