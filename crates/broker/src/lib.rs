@@ -43,6 +43,7 @@ pub mod log_dir;
 pub mod log_throttle;
 pub mod manager;
 pub mod partition;
+pub mod sasl;
 pub mod server;
 pub mod shards;
 pub mod tls;

@@ -15,6 +15,7 @@
 //! broker serves its outcome.
 
 pub mod plan;
+pub mod scram;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
