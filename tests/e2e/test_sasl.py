@@ -430,3 +430,48 @@ def test_failed_attempts_are_limited(broker_factory, pki):
     assert attempt("alice", "alice-secret")[0] == 58
     wait_until(lambda: log_lines(broker, "too many failed SASL authentications"), 10, "the WARN")
     assert len(log_lines(broker, "too many failed SASL authentications")) == 1, "once per window"
+
+
+def test_strata_cli_over_sasl_ssl(broker_factory, pki, topic, tmp_path):
+    """The strata CLI with Kafka's client properties: SCRAM over SASL_SSL (TLS with the CA
+    from ssl.ca.location), users managed with `strata users`."""
+    import subprocess
+
+    from strata_e2e import strata_binary
+
+    broker = start(broker_factory, pki)
+    admin = tmp_path / "admin.properties"
+    admin.write_text("security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n"
+                     "sasl.username=admin\nsasl.password=admin-secret\n"
+                     f"ssl.ca.location={pki.ca}\n")
+    client = tmp_path / "client.properties"
+    client.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+                      f"sasl.jaas.config={SCRAM_JAAS.replace('admin', 'gina')}\n"
+                      f"ssl.ca.location={pki.ca}\n")
+
+    def strata(config, *args, input=None):
+        return subprocess.run(
+            [str(strata_binary()), "--command-config", str(config),
+             "-b", broker.bootstrap_for("SASL_SSL"), *args],
+            input=input, capture_output=True, text=True, timeout=60,
+        )
+
+    made = strata(admin, "users", "create", "gina", "--mechanism", "SCRAM-SHA-512",
+                  "--password", "gina-secret")
+    assert made.returncode == 0, made.stderr
+    # The JAAS line's password is "gina-secret" (the line above with admin -> gina).
+    produced = strata(client, "produce", topic, input="one\ntwo\n")
+    assert produced.returncode == 0, produced.stderr
+    consumed = strata(client, "consume", topic, "--from-beginning", "--max-messages", "2")
+    assert consumed.returncode == 0, consumed.stderr
+    assert consumed.stdout.splitlines() == ["one", "two"]
+    # confluent-kafka sees the same records as gina.
+    conf = confluent_sasl(pki, "SASL_SSL", "SCRAM-SHA-512", "gina", "gina-secret")
+    assert [r.value for r in confluent_consume(broker.bootstrap_for("SASL_SSL"), topic, [0],
+                                               min_count=2, **conf)] == [b"one", b"two"]
+    # A CA that did not sign the broker's certificate: refused by the client's TLS.
+    other = TestPki(tmp_path / "other")
+    wrong = tmp_path / "wrong.properties"
+    wrong.write_text(client.read_text().replace(str(pki.ca), str(other.ca)))
+    failed = strata(wrong, "topics", "list")
+    assert failed.returncode == 1 and "TLS" in failed.stderr, failed.stderr
