@@ -247,6 +247,19 @@ def test_round_trip_with_every_mechanism_listener_and_client(broker_factory, pki
             out = kcat("-b", bootstrap, *kcat_sasl(pki, listener, mechanism, user, password),
                        "-C", "-t", topic, "-e", "-q", "-o", "beginning", "-f", "%s\n").stdout
             assert out.splitlines() == [v.decode() for v in expected]
+    # DescribeConfigs hides the JAAS line (a password-typed key) and its synonyms.
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    admin = AdminClient({"bootstrap.servers": plaintext})
+    resource = ConfigResource(ResourceType.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert configs["sasl.enabled.mechanisms"].value == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,GSSAPI"
+    assert configs["sasl.jaas.config"].is_sensitive and configs["sasl.jaas.config"].value is None
+    assert all("secret" not in str(c.value) for c in configs.values())
+    # SaslHandshake on a listener without SASL: ILLEGAL_SASL_STATE, the connection stays.
+    raw = Raw(broker.ports["PLAINTEXT"])
+    assert raw.handshake("PLAIN") == (34, [])
+    assert raw.metadata() is not None
+    raw.close()
     # One WARN for GSSAPI, listed but not served; the JAAS lines never reach the log.
     assert any("GSSAPI" in l and " WARN " in l for l in broker.log_text().splitlines())
     assert "alice-secret" not in broker.log_text()
