@@ -960,6 +960,9 @@ pub struct BrokerConfig {
     pub tls: BTreeMap<String, crate::tls::TlsSettings>,
     /// The SASL settings of each SASL_PLAINTEXT or SASL_SSL client listener, by listener name.
     pub sasl: BTreeMap<String, std::sync::Arc<crate::sasl::SaslSettings>>,
+    /// SCRAM credentials to write with the first metadata records (`strata serve
+    /// --add-scram`, Kafka's `kafka-storage.sh format --add-scram`); ignored once formatted.
+    pub add_scram: Vec<crate::sasl::AddScram>,
     /// `sasl.mechanism.inter.broker.protocol`, recorded for the cluster (a single node makes
     /// no inter-broker connections).
     pub sasl_inter_broker_mechanism: String,
@@ -1100,6 +1103,7 @@ impl BrokerConfig {
             advertised_listeners,
             tls,
             sasl,
+            add_scram: Vec::new(),
             sasl_inter_broker_mechanism: get("sasl.mechanism.inter.broker.protocol")
                 .trim()
                 .to_string(),

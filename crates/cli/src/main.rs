@@ -69,6 +69,11 @@ struct ServeArgs {
     /// Override one configuration key; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// A SCRAM user written when the data directory is formatted (the first start), as
+    /// kafka-storage.sh format --add-scram: 'SCRAM-SHA-256=[name=alice,password=alice-secret]';
+    /// repeatable. Ignored (with a warning) on a directory formatted before.
+    #[arg(long = "add-scram", value_name = "CREDENTIAL")]
+    add_scram: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -137,7 +142,13 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got {item:?}"))?;
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
-    let (config, unknown) = BrokerConfig::from_map(map)?;
+    let (mut config, unknown) = BrokerConfig::from_map(map)?;
+    for item in &args.add_scram {
+        config.add_scram.push(
+            strata_broker::sasl::AddScram::parse(item)
+                .map_err(|e| anyhow::anyhow!("--add-scram: {e}"))?,
+        );
+    }
     if !unknown.is_empty() {
         tracing::warn!(
             keys = unknown.join(","),

@@ -930,3 +930,43 @@ fn users_over_sasl_with_command_config() {
         r.stderr
     );
 }
+
+#[test]
+fn add_scram_bootstraps_the_first_user() {
+    // SCRAM only (no PLAIN admin): the first user comes from --add-scram at formatting.
+    let mut b = TestBroker::start_with_args(
+        &[
+            "--add-scram",
+            "SCRAM-SHA-512=[name=root,password=\"r00t,pw\",iterations=8192]",
+        ],
+        &[
+            "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        ],
+    );
+    let root = command_config(
+        &b,
+        "root.properties",
+        &[
+            "security.protocol=SASL_PLAINTEXT",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.username=root",
+            "sasl.password=r00t,pw",
+        ],
+    );
+    let listed = ok(
+        &b,
+        &["--command-config", &root, "users", "list", "-o", "json"],
+    );
+    assert_eq!(
+        json(&listed),
+        json(
+            r#"[{"user": "root", "credentials": [{"mechanism": "SCRAM-SHA-512", "iterations": 8192}]}]"#
+        )
+    );
+    assert!(!b.log().contains("r00t"), "the password is never logged");
+    // Formatted already: a second start ignores --add-scram (with a warning) and keeps root.
+    b.restart();
+    assert!(ok(&b, &["--command-config", &root, "users", "list"]).contains("root"));
+    assert!(b.log().contains("--add-scram ignored"), "{}", b.log());
+}

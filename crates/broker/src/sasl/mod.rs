@@ -26,6 +26,7 @@
 //! The stage owns only its connection's state; the broker-wide parts are the settings (read
 //! at start-up), the limiter and the metadata image.
 
+pub mod bootstrap;
 pub mod limiter;
 pub mod settings;
 
@@ -42,6 +43,7 @@ use strata_sasl::scram::{ScramCredential, ScramServer, ServerStep};
 use strata_sasl::SaslError;
 use tokio::time::Instant;
 
+pub use bootstrap::AddScram;
 pub use limiter::FailureLimiter;
 pub use settings::{Mechanism, SaslSettings};
 
