@@ -20,7 +20,7 @@ FUZZ_DIR="$ROOT/fuzz"
 SECS="${FUZZ_SECONDS:-60}"
 export RUSTC_BOOTSTRAP=1
 
-ALL_TARGETS=(decode_request batches log_append_read internal_records)
+ALL_TARGETS=(decode_request batches log_append_read internal_records sasl_messages)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

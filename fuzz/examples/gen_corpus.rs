@@ -300,8 +300,24 @@ fn main() {
     let batches_dir = out.join("batches");
     let log_dir = out.join("log_append_read");
     let internal_dir = out.join("internal_records");
-    for d in [&requests, &batches_dir, &log_dir, &internal_dir] {
+    let sasl_dir = out.join("sasl_messages");
+    for d in [&requests, &batches_dir, &log_dir, &internal_dir, &sasl_dir] {
         std::fs::create_dir_all(d).expect("create a corpus directory");
+    }
+    // SASL: a selector byte (the parser) and a message of each kind (sasl_messages.rs).
+    let sasl_seeds: [(u8, &[u8]); 7] = [
+        (0, b"\0alice\0alice-secret"),
+        (1, b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"),
+        (0x81, b"y,a=u,n=u,r=abc,ext=1"),
+        (2, b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="),
+        (3, br#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="a\"b" user_alice="x";"#),
+        (4, b"r=abcdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+        (5, b"n,,n=user,r=abcc=biws,r=abc,p=AAAA"),
+    ];
+    for (i, (selector, message)) in sasl_seeds.iter().enumerate() {
+        let mut seed = vec![*selector];
+        seed.extend_from_slice(message);
+        write(&sasl_dir, &format!("seed-{i}"), &seed);
     }
 
     // Requests.
@@ -422,6 +438,14 @@ fn default_body(key: ApiKey) -> Option<RequestKind> {
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
         ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(Default::default()),
+        ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
+        ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
+        ApiKey::DescribeUserScramCredentials => {
+            RequestKind::DescribeUserScramCredentials(Default::default())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            RequestKind::AlterUserScramCredentials(Default::default())
+        }
         _ => return None,
     })
 }

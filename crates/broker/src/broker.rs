@@ -51,6 +51,9 @@ pub struct Broker {
     pub connection_limits: Arc<crate::connection_limits::ConnectionLimits>,
     /// `queued.max.requests`: requests read from sockets and not yet handled, broker-wide.
     pub request_slots: Arc<tokio::sync::Semaphore>,
+    /// Failed SASL authentications per user and per address
+    /// (`strata.sasl.max.failed.attempts`).
+    pub sasl_failures: crate::sasl::FailureLimiter,
     /// Source of `ConnectionContext::connection_id`.
     next_connection_id: std::sync::atomic::AtomicU64,
     pub groups: crate::groups::GroupService,
@@ -160,6 +163,7 @@ impl Broker {
                 "topic configuration keys accepted but not in effect yet"
             );
         }
+        let sasl_failures = crate::sasl::announce(&config);
         let groups = crate::groups::GroupService::new(&config);
         let txns = crate::txn::TxnService::new(&config);
         let broker = Arc::new_cyclic(|weak: &std::sync::Weak<Broker>| {
@@ -181,6 +185,7 @@ impl Broker {
                 fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
                 connection_limits,
                 request_slots,
+                sasl_failures,
                 next_connection_id: std::sync::atomic::AtomicU64::new(1),
                 producer_ids: tokio::sync::Mutex::new((0, 0)),
                 _dir_lock: lock,

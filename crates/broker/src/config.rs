@@ -119,6 +119,10 @@ pub const FSYNC_BEFORE_ACK: &str = "strata.fsync.before.ack";
 pub const SSL_HANDSHAKE_TIMEOUT_MS: &str = "strata.ssl.handshake.timeout.ms";
 /// Strata's polling interval for changed certificate files.
 pub const SSL_RELOAD_INTERVAL_MS: &str = "strata.ssl.reload.interval.ms";
+/// Strata's limit of failed SASL authentications per user and per host within a window.
+pub const SASL_MAX_FAILED_ATTEMPTS: &str = "strata.sasl.max.failed.attempts";
+/// The window of [`SASL_MAX_FAILED_ATTEMPTS`].
+pub const SASL_FAILED_ATTEMPTS_WINDOW_MS: &str = "strata.sasl.failed.attempts.window.ms";
 /// The prefix of listener-scoped keys: `listener.name.<lowercase name>.ssl.keystore.location`.
 pub const LISTENER_PREFIX: &str = "listener.name.";
 
@@ -126,7 +130,7 @@ pub const LISTENER_PREFIX: &str = "listener.name.";
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("listeners", T::List, Some("PLAINTEXT://localhost:9092"), "Comma-separated listener URIs NAME://host:port. A host of 'localhost' binds both loopback addresses."),
     def("advertised.listeners", T::List, None, "Listener addresses given to clients in metadata; defaults to 'listeners'."),
-    def("listener.security.protocol.map", T::String, Some(DEFAULT_PROTOCOL_MAP), "Security protocol of each listener name (NAME:PROTOCOL,...). PLAINTEXT and SSL are served; SASL_PLAINTEXT and SASL_SSL not yet."),
+    def("listener.security.protocol.map", T::String, Some(DEFAULT_PROTOCOL_MAP), "Security protocol of each listener name (NAME:PROTOCOL,...): PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
     def("log.dirs", T::String, None, "Data directory (one). Defaults to log.dir."),
     def("log.dir", T::String, Some("./strata-data"), "Data directory used when log.dirs is not set."),
     num("node.id", T::Int, "1", 0, "This broker's node id."),
@@ -244,6 +248,16 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("ssl.secure.random.implementation", T::String, None, "Accepted for compatibility (a Java setting)."),
     num(SSL_HANDSHAKE_TIMEOUT_MS, T::Long, "10000", 1, "Strata: a TLS handshake not finished in this time closes the connection."),
     num(SSL_RELOAD_INTERVAL_MS, T::Long, "5000", 0, "Strata: how often keystore and truststore files are checked for changes and re-read (0: only on SIGHUP)."),
+    // SASL (SASL_PLAINTEXT and SASL_SSL listeners). sasl.enabled.mechanisms and
+    // sasl.jaas.config can be set per listener: listener.name.<l>.sasl.enabled.mechanisms and
+    // listener.name.<l>.<mechanism in lower case>.sasl.jaas.config.
+    def("sasl.enabled.mechanisms", T::List, Some("GSSAPI"), "SASL mechanisms offered on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (GSSAPI and OAUTHBEARER are accepted in the list but not served)."),
+    def("sasl.mechanism.inter.broker.protocol", T::String, Some("GSSAPI"), "SASL mechanism brokers use among themselves (recorded; a single node makes no inter-broker connections)."),
+    def("sasl.jaas.config", T::Password, None, "JAAS login module for SASL: PlainLoginModule with user_<name>=\"password\" options (PLAIN users), or ScramLoginModule (the inter-broker identity)."),
+    num("connections.max.reauth.ms", T::Long, "0", 0, "Lifetime of a SASL session (KIP-368): clients re-authenticate before it ends; a connection whose session ended is closed on its next request. 0: sessions do not expire."),
+    num("connection.failed.authentication.delay.ms", T::Int, "100", 0, "Delay before the answer to a failed SASL authentication (and the close that follows)."),
+    num(SASL_MAX_FAILED_ATTEMPTS, T::Int, "0", 0, "Strata: failed SASL authentications allowed per user and per client address within strata.sasl.failed.attempts.window.ms; more are refused without checking the password until the window ends. 0 (default): no limit."),
+    num(SASL_FAILED_ATTEMPTS_WINDOW_MS, T::Long, "60000", 1, "Strata: the window of strata.sasl.max.failed.attempts."),
     def("cluster.id", T::String, None, "Cluster id to format a new data directory with."),
 ];
 
@@ -536,15 +550,21 @@ pub fn broker_config_def(name: &str) -> Option<&'static ConfigDef> {
 }
 
 /// A listener-scoped key, `listener.name.<listener>.<key>`: the listener name (lowercase, as
-/// Kafka writes it) and the definition of `<key>`. Only the TLS keys (`ssl.*`) can be scoped
-/// so far.
+/// Kafka writes it) and the definition of `<key>`. The TLS keys (`ssl.*`), the SASL keys
+/// (`sasl.*`) and the per-mechanism JAAS line (`<mechanism>.sasl.jaas.config`) can be scoped.
 pub fn listener_scoped_def(name: &str) -> Option<(&str, &'static ConfigDef)> {
     let rest = name.strip_prefix(LISTENER_PREFIX)?;
     let (listener, key) = rest.split_once('.')?;
-    if listener.is_empty() || !key.starts_with("ssl.") {
+    if listener.is_empty() {
         return None;
     }
-    Some((listener, broker_config_def(key)?))
+    if key.starts_with("ssl.") || key.starts_with("sasl.") {
+        return Some((listener, broker_config_def(key)?));
+    }
+    let (mechanism, key) = key.split_once('.')?;
+    (!mechanism.is_empty() && key == "sasl.jaas.config")
+        .then(|| broker_config_def(key).map(|d| (listener, d)))
+        .flatten()
 }
 
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
@@ -687,6 +707,7 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "ssl.keymanager.algorithm",
     "ssl.trustmanager.algorithm",
     "ssl.secure.random.implementation",
+    "sasl.mechanism.inter.broker.protocol",
 ];
 
 /// Topic configs accepted (with Kafka's defaults, listed by DescribeConfigs) that have no
@@ -825,16 +846,6 @@ fn assign_protocols(
                 l.name, l.name
             ),
         })?;
-        if protocol.starts_with("SASL_") {
-            return Err(InvalidConfig {
-                key: "listener.security.protocol.map".into(),
-                value: format!("{}:{protocol}", l.name),
-                reason: format!(
-                    "listener {} uses {protocol}: SASL is not supported yet; PLAINTEXT and SSL listeners are served (docs/security.md)",
-                    l.name
-                ),
-            });
-        }
         l.security_protocol = protocol.clone();
     }
     Ok(())
@@ -956,6 +967,14 @@ pub struct BrokerConfig {
     /// The TLS settings of each SSL client listener, by listener name (files not read yet:
     /// `crate::tls::ListenerTls::load` reads them).
     pub tls: BTreeMap<String, crate::tls::TlsSettings>,
+    /// The SASL settings of each SASL_PLAINTEXT or SASL_SSL client listener, by listener name.
+    pub sasl: BTreeMap<String, std::sync::Arc<crate::sasl::SaslSettings>>,
+    /// SCRAM credentials to write with the first metadata records (`strata serve
+    /// --add-scram`, Kafka's `kafka-storage.sh format --add-scram`); ignored once formatted.
+    pub add_scram: Vec<crate::sasl::AddScram>,
+    /// `sasl.mechanism.inter.broker.protocol`, recorded for the cluster (a single node makes
+    /// no inter-broker connections).
+    pub sasl_inter_broker_mechanism: String,
     /// `controller.listener.names`: bound, but they serve no client requests.
     pub controller_listener_names: Vec<String>,
     pub connections_max_idle: std::time::Duration,
@@ -1066,10 +1085,15 @@ impl BrokerConfig {
             })
             .collect();
         let mut tls = BTreeMap::new();
+        let mut sasl = BTreeMap::new();
         for l in listeners.iter().filter(|l| is_client(l)) {
-            if l.security_protocol == "SSL" {
+            if l.security_protocol == "SSL" || l.security_protocol == "SASL_SSL" {
                 let settings = crate::tls::TlsSettings::resolve(&set, &l.name)?;
                 tls.insert(l.name.clone(), settings);
+            }
+            if l.security_protocol.starts_with("SASL_") {
+                let settings = crate::sasl::SaslSettings::resolve(&set, &l.name)?;
+                sasl.insert(l.name.clone(), std::sync::Arc::new(settings));
             }
         }
         let data_dir = set
@@ -1087,6 +1111,11 @@ impl BrokerConfig {
             listeners,
             advertised_listeners,
             tls,
+            sasl,
+            add_scram: Vec::new(),
+            sasl_inter_broker_mechanism: get("sasl.mechanism.inter.broker.protocol")
+                .trim()
+                .to_string(),
             controller_listener_names,
             connections_max_idle: std::time::Duration::from_millis(
                 int("connections.max.idle.ms").max(1) as u64,
@@ -1345,15 +1374,21 @@ impl TopicSettings {
     }
 }
 
+/// Set keys from `(key, value)` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn properties(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        properties(pairs)
     }
 
     #[test]
@@ -1539,12 +1574,29 @@ log.retention.check.interval.ms=300000
         assert!(err.reason.contains("not supported yet"), "{err}");
         let err = kraft(&[("node.id", "2")]).expect_err("not a voter");
         assert_eq!(err.key, "controller.quorum.voters");
+        // A SASL listener needs a mechanism Strata serves (Kafka's default is GSSAPI).
         let err = kraft(&[(
             "listener.security.protocol.map",
-            "CONTROLLER:PLAINTEXT,CLIENT:SASL_SSL",
+            "CONTROLLER:PLAINTEXT,CLIENT:SASL_PLAINTEXT",
         )])
-        .expect_err("sasl");
-        assert!(err.reason.contains("not supported yet"), "{err}");
+        .expect_err("sasl without mechanisms");
+        assert!(err.reason.contains("GSSAPI"), "{err}");
+        let c = kraft(&[
+            (
+                "listener.security.protocol.map",
+                "CONTROLLER:PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+            ),
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-512"),
+        ])
+        .expect("a SCRAM listener");
+        assert_eq!(c.sasl["CLIENT"].mechanism_names(), vec!["SCRAM-SHA-512"]);
+        assert_eq!(c.sasl_inter_broker_mechanism, "GSSAPI");
+        assert!(
+            listener_scoped_def("listener.name.client.scram-sha-256.sasl.jaas.config")
+                .is_some_and(|(l, d)| l == "client" && d.kind == ConfigType::Password)
+        );
+        assert!(listener_scoped_def("listener.name.client.sasl.enabled.mechanisms").is_some());
+        assert!(listener_scoped_def("listener.name.client.plain.sasl.other").is_none());
         let err = kraft(&[("listener.security.protocol.map", "CONTROLLER:PLAINTEXT")])
             .expect_err("no protocol for CLIENT");
         assert!(err.reason.contains("CLIENT:PLAINTEXT"), "{err}");

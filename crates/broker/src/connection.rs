@@ -18,9 +18,10 @@
 //! The request loop is generic over the byte stream ([`Transport`]): a PLAINTEXT listener
 //! serves the `TcpStream` itself (split without a lock, as before TLS existed), an SSL
 //! listener the rustls stream its handshake produced (`crate::tls`), with the principal taken
-//! from the client certificate. SASL, when it comes, is a stage of the request loop (the
-//! SaslHandshake/SaslAuthenticate requests before any other), so it works over either stream
-//! unchanged and only replaces `ConnectionContext::principal`.
+//! from the client certificate. On a SASL listener every frame passes the SASL stage
+//! (`crate::sasl`) before it is served: SaslHandshake and SaslAuthenticate (or a v0 client's
+//! raw tokens) before any other request, re-authentication later; it works over either
+//! stream unchanged and replaces `ConnectionContext::principal` with the SASL user.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +42,7 @@ use crate::broker::Broker;
 use crate::connection_limits::ConnectionPermit;
 use crate::handlers::{self, Reply};
 use crate::log_throttle::LogThrottle;
+use crate::sasl::{Outcome as SaslOutcome, SaslStage};
 use crate::tls::{HandshakeError, ListenerTls};
 
 /// A connection's byte stream, split into the reader (this task) and the writer (its writer
@@ -164,8 +166,13 @@ pub async fn serve(
         principal: Principal::anonymous(),
         connection_id: broker.new_connection_id(),
     };
+    let sasl = broker
+        .config
+        .sasl
+        .get(&ctx.listener)
+        .map(|settings| SaslStage::new(settings.clone()));
     let Some(tls) = tls else {
-        return serve_requests(broker, stream, ctx, shutdown).await;
+        return serve_requests(broker, stream, ctx, sasl, shutdown).await;
     };
     let established = tokio::select! {
         established = tls.handshake(stream) => established,
@@ -181,7 +188,7 @@ pub async fn serve(
                 subject = established.subject.as_deref().unwrap_or("(no client certificate)"),
                 "TLS connection established"
             );
-            serve_requests(broker, established.stream, ctx, shutdown).await
+            serve_requests(broker, established.stream, ctx, sasl, shutdown).await
         }
         // INFO at most (Kafka logs failed authentications at INFO), and a client retrying
         // with the wrong settings must not flood the log: one INFO line per kind per 10 s.
@@ -200,11 +207,13 @@ pub async fn serve(
     }
 }
 
-/// The request loop of one connection, over a plain or a TLS stream.
+/// The request loop of one connection, over a plain or a TLS stream; on a SASL listener
+/// every frame passes the SASL stage first (`sasl`).
 async fn serve_requests<T: Transport>(
     broker: Arc<Broker>,
     stream: T,
-    ctx: ConnectionContext,
+    mut ctx: ConnectionContext,
+    mut sasl: Option<SaslStage>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = ctx.peer;
@@ -272,7 +281,46 @@ async fn serve_requests<T: Transport>(
             _ = shutdown.changed() => break,
         };
         let Ok(slot) = slot else { break };
-        let pending: Pending = match decode_request(frame.freeze()) {
+        // The SASL stage: raw tokens after a v0 handshake, then every decoded request.
+        let mut outcome = None;
+        if let Some(stage) = sasl.as_mut().filter(|s| s.expects_raw_token()) {
+            outcome = Some(stage.on_raw_token(&broker, &mut ctx, &frame));
+        }
+        let decoded = match outcome {
+            Some(outcome) => Err(outcome),
+            None => match decode_request(frame.freeze()) {
+                Ok(request) => match sasl.as_mut() {
+                    Some(stage) => stage.on_request(&broker, &mut ctx, request).map(Ok),
+                    None => Ok(Ok(request)),
+                },
+                Err(error) => Ok(Err(error)),
+            },
+        };
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
+            Err(SaslOutcome::Close) => break,
+            Err(SaslOutcome::Answer(answer)) => {
+                drop(slot);
+                activity.owed.fetch_add(1, Ordering::Relaxed);
+                if tx.send(async move { Some(answer) }.boxed()).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Err(SaslOutcome::AnswerAndClose { answer, delay }) => {
+                // connection.failed.authentication.delay.ms: the writer holds the answer back,
+                // then the connection closes once it is written.
+                drop(slot);
+                activity.owed.fetch_add(1, Ordering::Relaxed);
+                let answer = async move {
+                    tokio::time::sleep(delay).await;
+                    (!answer.is_empty()).then_some(answer)
+                };
+                let _ = tx.send(answer.boxed()).await;
+                break;
+            }
+        };
+        let pending: Pending = match decoded {
             Ok(request) => {
                 let correlation_id = request.correlation_id();
                 let api_key = request.api_key;

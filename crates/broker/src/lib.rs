@@ -45,6 +45,7 @@ pub mod log_throttle;
 pub mod manager;
 pub mod metrics;
 pub mod partition;
+pub mod sasl;
 pub mod server;
 pub mod shards;
 pub mod tls;

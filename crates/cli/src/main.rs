@@ -56,6 +56,9 @@ enum Command {
     /// Producer and consumer performance tests (throughput, latency percentiles).
     #[command(subcommand)]
     Perf(cmd::perf::PerfCommand),
+    /// List, describe, create, alter and delete SCRAM users.
+    #[command(subcommand)]
+    Users(cmd::users::UsersCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -66,6 +69,11 @@ struct ServeArgs {
     /// Override one configuration key; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// A SCRAM user written when the data directory is formatted (the first start), as
+    /// kafka-storage.sh format --add-scram: 'SCRAM-SHA-256=[name=alice,password=alice-secret]';
+    /// repeatable. Ignored (with a warning) on a directory formatted before.
+    #[arg(long = "add-scram", value_name = "CREDENTIAL")]
+    add_scram: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +123,7 @@ fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
             Command::Configs(c) => cmd::configs::run(common, c).await,
             Command::Cluster(c) => cmd::cluster::run(common, c).await,
             Command::Perf(c) => cmd::perf::run(common, c).await,
+            Command::Users(c) => cmd::users::run(common, c).await,
             Command::Serve(_) => unreachable!("serve is handled by main"),
         }
     })
@@ -133,7 +142,13 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got {item:?}"))?;
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
-    let (config, unknown) = BrokerConfig::from_map(map)?;
+    let (mut config, unknown) = BrokerConfig::from_map(map)?;
+    for item in &args.add_scram {
+        config.add_scram.push(
+            strata_broker::sasl::AddScram::parse(item)
+                .map_err(|e| anyhow::anyhow!("--add-scram: {e}"))?,
+        );
+    }
     if !unknown.is_empty() {
         tracing::warn!(
             keys = unknown.join(","),

@@ -802,3 +802,230 @@ fn groups_lag_reports_the_brokers_evaluation() {
     let e = fails(&plain, &["groups", "lag"]);
     assert!(e.contains("console.enable=false"), "{e}");
 }
+
+/// A `--command-config` file in the broker's directory.
+fn command_config(b: &TestBroker, name: &str, lines: &[&str]) -> String {
+    let path = b.dir.path().join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write client properties");
+    path.display().to_string()
+}
+
+#[test]
+fn users_over_sasl_with_command_config() {
+    // The test broker's one listener, named PLAINTEXT, mapped to SASL_PLAINTEXT: PLAIN with
+    // an admin from the JAAS line, and SCRAM.
+    let b = TestBroker::start(&[
+        "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "connection.failed.authentication.delay.ms=0",
+        r#"sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="admin-secret";"#,
+    ]);
+    let admin = command_config(
+        &b,
+        "admin.properties",
+        &[
+            "security.protocol=SASL_PLAINTEXT",
+            "sasl.mechanism=PLAIN",
+            r#"sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret";"#,
+        ],
+    );
+    let alice = |mechanism: &str, password: &str| {
+        command_config(
+            &b,
+            &format!("alice-{mechanism}-{password}.properties"),
+            &[
+                "security.protocol=SASL_PLAINTEXT",
+                &format!("sasl.mechanism={mechanism}"),
+                "sasl.username=alice",
+                &format!("sasl.password={password}"),
+            ],
+        )
+    };
+    let cc = |file: &str, args: &[&str]| {
+        let mut all = vec!["--command-config", file];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        strata(&b, &args)
+    };
+    let must = |args: Vec<String>| {
+        let r = run(args.clone());
+        assert_eq!(
+            r.code, 0,
+            "strata {args:?} failed:\n{}{}",
+            r.stdout, r.stderr
+        );
+        r.stdout
+    };
+
+    // Without authenticating, the broker closes the connection.
+    let r = run(vec!["topics".into(), "list".into()]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+
+    // The PLAIN admin creates SCRAM users.
+    must(cc(
+        &admin,
+        &[
+            "users",
+            "create",
+            "alice",
+            "--password",
+            "alice-secret",
+            "--iterations",
+            "8192",
+        ],
+    ));
+    must(cc(
+        &admin,
+        &[
+            "users",
+            "create",
+            "alice",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--password",
+            "alice-512",
+        ],
+    ));
+    let again = run(cc(&admin, &["users", "create", "alice", "--password", "x"]));
+    assert!(
+        again.code == 1 && again.stderr.contains("users alter"),
+        "{}",
+        again.stderr
+    );
+    let listed = json(&must(cc(&admin, &["users", "list", "-o", "json"])));
+    assert_eq!(
+        listed,
+        json(
+            r#"[{"user": "alice", "credentials": [
+            {"mechanism": "SCRAM-SHA-256", "iterations": 8192},
+            {"mechanism": "SCRAM-SHA-512", "iterations": 4096}]}]"#
+        )
+    );
+    let table = must(cc(&admin, &["users", "describe", "alice"]));
+    assert_eq!(
+        table,
+        "MECHANISM      ITERATIONS\nSCRAM-SHA-256  8192\nSCRAM-SHA-512  4096\n"
+    );
+    let unknown = run(cc(&admin, &["users", "describe", "nobody"]));
+    assert!(
+        unknown.code == 1 && unknown.stderr.contains("does not exist"),
+        "{}",
+        unknown.stderr
+    );
+    let few = run(cc(
+        &admin,
+        &[
+            "users",
+            "alter",
+            "bob",
+            "--password",
+            "x",
+            "--iterations",
+            "100",
+        ],
+    ));
+    assert!(
+        few.code == 1 && few.stderr.contains("Too few iterations"),
+        "{}",
+        few.stderr
+    );
+
+    // Alice logs in with either mechanism and works; a wrong password is refused.
+    for (mechanism, password) in [
+        ("SCRAM-SHA-256", "alice-secret"),
+        ("SCRAM-SHA-512", "alice-512"),
+    ] {
+        let file = alice(mechanism, password);
+        must(cc(&file, &["topics", "create", &format!("t-{mechanism}")]));
+        assert!(must(cc(&file, &["topics", "list"])).contains(&format!("t-{mechanism}")));
+    }
+    let wrong = run(cc(&alice("SCRAM-SHA-256", "nope"), &["topics", "list"]));
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.contains("invalid username or password"),
+        "{}",
+        wrong.stderr
+    );
+
+    // A new password; then deleting the credential ends alice's SCRAM-SHA-256 logins.
+    must(cc(
+        &admin,
+        &["users", "alter", "alice", "--password", "changed"],
+    ));
+    must(cc(&alice("SCRAM-SHA-256", "changed"), &["topics", "list"]));
+    must(cc(
+        &admin,
+        &["users", "delete", "alice", "--mechanism", "SCRAM-SHA-256"],
+    ));
+    let gone = run(cc(&alice("SCRAM-SHA-256", "changed"), &["topics", "list"]));
+    assert!(
+        gone.code == 1 && gone.stderr.contains("invalid username or password"),
+        "{}",
+        gone.stderr
+    );
+    must(cc(
+        &alice("SCRAM-SHA-512", "alice-512"),
+        &["topics", "list"],
+    ));
+    must(cc(&admin, &["users", "delete", "alice"]));
+    assert_eq!(
+        json(&must(cc(&admin, &["users", "list", "-o", "json"]))),
+        json("[]")
+    );
+
+    // A bad command config says which key.
+    let bad = command_config(
+        &b,
+        "bad.properties",
+        &["security.protocol=SASL_PLAINTEXT", "sasl.mechanism=GSSAPI"],
+    );
+    let r = run(cc(&bad, &["topics", "list"]));
+    assert!(
+        r.code == 1 && r.stderr.contains("sasl.mechanism"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn add_scram_bootstraps_the_first_user() {
+    // SCRAM only (no PLAIN admin): the first user comes from --add-scram at formatting.
+    let mut b = TestBroker::start_with_args(
+        &[
+            "--add-scram",
+            "SCRAM-SHA-512=[name=root,password=\"r00t,pw\",iterations=8192]",
+        ],
+        &[
+            "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        ],
+    );
+    let root = command_config(
+        &b,
+        "root.properties",
+        &[
+            "security.protocol=SASL_PLAINTEXT",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.username=root",
+            "sasl.password=r00t,pw",
+        ],
+    );
+    let listed = ok(
+        &b,
+        &["--command-config", &root, "users", "list", "-o", "json"],
+    );
+    assert_eq!(
+        json(&listed),
+        json(
+            r#"[{"user": "root", "credentials": [{"mechanism": "SCRAM-SHA-512", "iterations": 8192}]}]"#
+        )
+    );
+    assert!(!b.log().contains("r00t"), "the password is never logged");
+    // Formatted already: a second start ignores --add-scram (with a warning) and keeps root.
+    b.restart();
+    assert!(ok(&b, &["--command-config", &root, "users", "list"]).contains("root"));
+    assert!(b.log().contains("--add-scram ignored"), "{}", b.log());
+}

@@ -26,6 +26,8 @@ pub struct ClientConfig {
     /// How many times a retriable failure is tried again.
     pub retries: u32,
     pub retry_backoff: Duration,
+    /// TLS and SASL (`security.protocol` and friends); plaintext by default.
+    pub security: crate::security::Security,
 }
 
 impl ClientConfig {
@@ -41,6 +43,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             retries: 5,
             retry_backoff: Duration::from_millis(100),
+            security: Default::default(),
         }
     }
 }
@@ -226,7 +229,14 @@ impl Client {
     async fn open(&self, addr: &str) -> Result<Arc<Connection>> {
         let c = &self.inner.config;
         Ok(Arc::new(
-            Connection::open(addr, &c.client_id, c.connect_timeout, c.request_timeout).await?,
+            Connection::open(
+                addr,
+                &c.client_id,
+                c.connect_timeout,
+                c.request_timeout,
+                &c.security,
+            )
+            .await?,
         ))
     }
 

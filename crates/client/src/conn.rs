@@ -1,8 +1,10 @@
 //! One TCP connection to one broker, with several requests in flight at once.
 //!
 //! Requests are written under a lock in the order they are sent; a reader task matches each
-//! response frame to its request by correlation id. The API versions the broker serves are
-//! read once (ApiVersions) when the connection opens.
+//! response frame to its request by correlation id. When the connection opens it runs the
+//! TLS handshake (SSL, SASL_SSL), reads the API versions the broker serves (ApiVersions),
+//! then authenticates (SASL_PLAINTEXT, SASL_SSL: SaslHandshake and SaslAuthenticate) before
+//! anything else is sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -12,12 +14,15 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::security::{Exchange, Security};
+
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Largest response frame accepted.
 const MAX_FRAME: usize = 512 * 1024 * 1024;
@@ -33,7 +38,7 @@ pub struct Connection {
     addr: String,
     client_id: StrBytes,
     request_timeout: Duration,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<Writer>,
     pending: Arc<Mutex<Pending>>,
     next_correlation: AtomicI32,
     versions: HashMap<i16, (i16, i16)>,
@@ -47,12 +52,14 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects and reads the broker's API versions.
+    /// Connects (TLS when `security` says so), reads the broker's API versions and
+    /// authenticates (SASL when `security` says so).
     pub async fn open(
         addr: &str,
         client_id: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
+        security: &Security,
     ) -> Result<Connection> {
         let failed = |reason: String| Error::Connection {
             addr: addr.to_string(),
@@ -68,7 +75,27 @@ impl Connection {
             })?
             .map_err(|e| failed(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write): (Reader, Writer) = match security.tls_config()? {
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| failed(format!("TLS server name {host}: {e}")))?;
+                let tls = tokio::time::timeout(
+                    connect_timeout,
+                    tokio_rustls::TlsConnector::from(config).connect(name, stream),
+                )
+                .await
+                .map_err(|_| failed("TLS handshake did not finish in time".into()))?
+                .map_err(|e| failed(format!("TLS handshake failed: {e}")))?;
+                let (read, write) = tokio::io::split(tls);
+                (Box::new(read), Box::new(write))
+            }
+        };
         // Small answers come in few reads; large ones are read past the buffer.
         let mut read = tokio::io::BufReader::with_capacity(64 * 1024, read);
         let pending = Arc::new(Mutex::new(Pending::default()));
@@ -129,7 +156,43 @@ impl Connection {
             reader,
         };
         conn.versions = conn.read_versions().await?;
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl).await?;
+        }
         Ok(conn)
+    }
+
+    /// The SASL exchange: SaslHandshake v1, then the mechanism's tokens in SaslAuthenticate.
+    async fn authenticate(&self, sasl: &crate::security::SaslConfig) -> Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mechanism = sasl.mechanism.name();
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let answer = self.send_at(1, &handshake).await?;
+        if answer.error_code != 0 {
+            let offered: Vec<String> = answer.mechanisms.iter().map(|m| m.to_string()).collect();
+            return Err(Error::kafka(
+                format!("SASL handshake for {mechanism}"),
+                answer.error_code,
+                Some(format!("the broker offers {}", offered.join(", "))),
+            ));
+        }
+        let version = self.version::<SaslAuthenticateRequest>(2)?;
+        let mut exchange = Exchange::new(sasl);
+        let mut server: Option<Bytes> = None;
+        while let Some(token) = exchange.next(server.as_deref())? {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+            let answer = self.send_at(version, &request).await?;
+            if answer.error_code != 0 {
+                return Err(Error::kafka(
+                    format!("SASL {mechanism} authentication as {}", sasl.username),
+                    answer.error_code,
+                    answer.error_message.map(|m| m.to_string()),
+                ));
+            }
+            server = Some(answer.auth_bytes);
+        }
+        Ok(())
     }
 
     async fn read_versions(&self) -> Result<HashMap<i16, (i16, i16)>> {

@@ -8,6 +8,8 @@
 //! - [`Consumer`]: manual assignment or group subscription (classic protocol, range
 //!   assignor), with fetches pipelined per leader.
 //!
+//! - [`Security`]: TLS (rustls) and SASL (PLAIN, SCRAM-SHA-256/512) from Kafka's client keys.
+//!
 //! Every request is sent at the highest version both this client and the broker speak, as
 //! ApiVersions reports when a connection opens.
 
@@ -20,6 +22,8 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+pub mod security;
+pub mod users;
 
 pub use admin::{ConfigOp, NewTopic, OffsetSpec, ResourceType, Tp};
 pub use client::{Client, ClientConfig, Metadata};
@@ -29,3 +33,6 @@ pub use kafka_protocol::records::Compression;
 /// Kafka's error codes.
 pub use kafka_protocol::ResponseError as ErrorCode;
 pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use security::{SaslConfig, SaslMechanism, Security, SecurityProtocol};
+pub use strata_sasl::scram::ScramMechanism;
+pub use users::{ScramAlteration, ScramCredentialInfo};

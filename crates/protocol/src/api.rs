@@ -23,6 +23,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::SyncGroup,
     ApiKey::DescribeGroups,
     ApiKey::ListGroups,
+    ApiKey::SaslHandshake,
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
@@ -37,6 +38,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::AlterConfigs,
     ApiKey::AlterReplicaLogDirs,
     ApiKey::DescribeLogDirs,
+    ApiKey::SaslAuthenticate,
     ApiKey::CreatePartitions,
     ApiKey::DeleteGroups,
     ApiKey::ElectLeaders,
@@ -44,6 +46,8 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
     ApiKey::OffsetDelete,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
     ApiKey::DescribeQuorum,
     ApiKey::DescribeCluster,
     ApiKey::DescribeProducers,
@@ -100,6 +104,14 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
             both::<ListConfigResourcesRequest, ListConfigResourcesResponse>()
         }
         ApiKey::ApiVersions => both::<ApiVersionsRequest, ApiVersionsResponse>(),
+        ApiKey::SaslHandshake => both::<SaslHandshakeRequest, SaslHandshakeResponse>(),
+        ApiKey::SaslAuthenticate => both::<SaslAuthenticateRequest, SaslAuthenticateResponse>(),
+        ApiKey::DescribeUserScramCredentials => {
+            both::<DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse>()
+        }
+        ApiKey::AlterUserScramCredentials => {
+            both::<AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse>()
+        }
         ApiKey::CreateTopics => both::<CreateTopicsRequest, CreateTopicsResponse>(),
         ApiKey::DeleteTopics => both::<DeleteTopicsRequest, DeleteTopicsResponse>(),
         ApiKey::DeleteRecords => both::<DeleteRecordsRequest, DeleteRecordsResponse>(),

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use uuid::Uuid;
 
 use crate::record::{ConfigResource, MetadataRecord};
@@ -25,6 +27,23 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A user's SCRAM credential for one mechanism: what verifies a login, not the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramCredentialImage {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredentialImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredentialImage")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetadataImage {
     pub cluster_id: Option<String>,
@@ -39,6 +58,8 @@ pub struct MetadataImage {
     /// Ids of deleted topics: a partition directory of one of them may be removed, while a
     /// directory of an id the metadata never saw is kept aside (see the partition manager).
     removed_topic_ids: BTreeSet<Uuid>,
+    /// SCRAM credentials by user, then mechanism (Kafka's wire number).
+    scram: BTreeMap<String, BTreeMap<i8, ScramCredentialImage>>,
 }
 
 impl MetadataImage {
@@ -117,7 +138,55 @@ impl MetadataImage {
                 }
                 self.removed_topic_ids.insert(*topic_id);
             }
+            MetadataRecord::UserScramCredential {
+                name,
+                mechanism,
+                salt,
+                stored_key,
+                server_key,
+                iterations,
+            } => {
+                let decoded = (
+                    B64.decode(salt),
+                    B64.decode(stored_key),
+                    B64.decode(server_key),
+                );
+                let (Ok(salt), Ok(stored_key), Ok(server_key)) = decoded else {
+                    tracing::warn!(user = %name, mechanism, "SCRAM credential record with keys that are not base64; ignored");
+                    return;
+                };
+                self.scram.entry(name.clone()).or_default().insert(
+                    *mechanism,
+                    ScramCredentialImage {
+                        salt,
+                        stored_key,
+                        server_key,
+                        iterations: *iterations,
+                    },
+                );
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                if let Some(user) = self.scram.get_mut(name) {
+                    user.remove(mechanism);
+                    if user.is_empty() {
+                        self.scram.remove(name);
+                    }
+                }
+            }
         }
+    }
+
+    /// `user`'s SCRAM credential for `mechanism` (Kafka's wire number).
+    pub fn scram_credential(&self, user: &str, mechanism: i8) -> Option<&ScramCredentialImage> {
+        self.scram.get(user).and_then(|m| m.get(&mechanism))
+    }
+
+    /// Users with at least one SCRAM credential, in name order, with their credentials by
+    /// mechanism.
+    pub fn scram_users(
+        &self,
+    ) -> impl Iterator<Item = (&String, &BTreeMap<i8, ScramCredentialImage>)> {
+        self.scram.iter()
     }
 
     pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
@@ -192,6 +261,48 @@ mod tests {
         assert_eq!(image.topic_count(), 0);
         assert!(image.was_removed(&id));
         assert!(!image.was_removed(&Uuid::new_v4()));
+    }
+
+    #[test]
+    fn scram_credentials_are_set_replaced_and_removed() {
+        let mut image = MetadataImage::default();
+        let set = |mechanism: i8, iterations: i32| MetadataRecord::UserScramCredential {
+            name: "alice".into(),
+            mechanism,
+            salt: "c2FsdA==".into(),
+            stored_key: "AQID".into(),
+            server_key: "BAUG".into(),
+            iterations,
+        };
+        image.apply(&set(1, 4096));
+        image.apply(&set(2, 8192));
+        image.apply(&set(1, 5000));
+        let c = image.scram_credential("alice", 1).expect("set");
+        assert_eq!((c.iterations, c.salt.as_slice()), (5000, &b"salt"[..]));
+        assert_eq!(c.stored_key, vec![1, 2, 3]);
+        assert_eq!(image.scram_users().count(), 1);
+        image.apply(&MetadataRecord::RemoveUserScramCredential {
+            name: "alice".into(),
+            mechanism: 1,
+        });
+        assert!(image.scram_credential("alice", 1).is_none());
+        assert!(image.scram_credential("alice", 2).is_some());
+        image.apply(&MetadataRecord::RemoveUserScramCredential {
+            name: "alice".into(),
+            mechanism: 2,
+        });
+        assert_eq!(image.scram_users().count(), 0);
+        // A record that is not base64 is skipped, not fatal.
+        image.apply(&MetadataRecord::UserScramCredential {
+            name: "bob".into(),
+            mechanism: 1,
+            salt: "!!".into(),
+            stored_key: String::new(),
+            server_key: String::new(),
+            iterations: 4096,
+        });
+        assert!(image.scram_credential("bob", 1).is_none());
+        assert!(!format!("{:?}", image).contains("[1, 2, 3]"));
     }
 
     #[test]

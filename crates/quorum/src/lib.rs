@@ -21,6 +21,6 @@ pub mod log;
 pub mod record;
 pub mod store;
 
-pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use image::{MetadataImage, PartitionImage, ScramCredentialImage, TopicImage};
 pub use record::{ConfigResource, MetadataRecord};
 pub use store::MetadataStore;

@@ -45,4 +45,17 @@ pub enum MetadataRecord {
     RemoveTopic { topic_id: Uuid },
     /// A block of producer ids was handed out: ids below `next_producer_id` are taken.
     ProducerIds { next_producer_id: i64 },
+    /// A user's SCRAM credential for one mechanism (Kafka's wire number: 1 SCRAM-SHA-256,
+    /// 2 SCRAM-SHA-512), set or replaced. Never the password: the salt and the two keys
+    /// derived from the salted password, base64.
+    UserScramCredential {
+        name: String,
+        mechanism: i8,
+        salt: String,
+        stored_key: String,
+        server_key: String,
+        iterations: i32,
+    },
+    /// A user's SCRAM credential for one mechanism was deleted.
+    RemoveUserScramCredential { name: String, mechanism: i8 },
 }

@@ -15,6 +15,7 @@
 //! broker serves its outcome.
 
 pub mod plan;
+pub mod scram;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -75,7 +76,19 @@ impl ControllerService {
                 .get("cluster.id")
                 .cloned()
                 .unwrap_or_else(crate::broker::new_cluster_id);
-            store.commit(vec![MetadataRecord::Cluster { cluster_id }])?;
+            // The first records: the cluster id, then the SCRAM users given to format it
+            // (--add-scram), in one commit.
+            let mut records = vec![MetadataRecord::Cluster { cluster_id }];
+            records.extend(config.add_scram.iter().map(|a| a.record()));
+            store.commit(records)?;
+            for a in &config.add_scram {
+                tracing::info!(credential = ?a, "SCRAM credential added while formatting (--add-scram)");
+            }
+        } else if !config.add_scram.is_empty() {
+            tracing::warn!(
+                credentials = ?config.add_scram,
+                "--add-scram ignored: the metadata was formatted before; change users with AlterUserScramCredentials (strata users)"
+            );
         }
         Ok(store)
     }

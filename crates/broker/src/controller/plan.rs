@@ -68,6 +68,10 @@ pub fn plan(
             let (records, reply) = allocate_producer_ids(image, op)?;
             (records, ControllerReply::AllocateProducerIds(reply))
         }
+        ControllerOp::AlterUserScramCredentials(op) => {
+            let (records, reply) = super::scram::alter_user_scram_credentials(image, op);
+            (records, ControllerReply::AlterUserScramCredentials(reply))
+        }
     })
 }
 

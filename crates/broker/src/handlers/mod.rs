@@ -32,6 +32,7 @@ mod offsets;
 mod produce;
 mod producer;
 mod txn;
+mod users;
 
 pub enum Reply {
     Now(Box<ResponseKind>),
@@ -218,6 +219,30 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         RequestKind::IncrementalAlterConfigs(req) => {
             Reply::now(ResponseKind::IncrementalAlterConfigs(
                 configs::incremental_alter_configs(broker, ctx, req).await,
+            ))
+        }
+        // A SASL listener's stage (`crate::sasl`) takes these before dispatch; here they come
+        // from a listener without SASL, or after authentication: Kafka answers
+        // ILLEGAL_SASL_STATE.
+        RequestKind::SaslHandshake(_) => Reply::now(ResponseKind::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(ErrorCode::IllegalSaslState.code()),
+        )),
+        RequestKind::SaslAuthenticate(_) => Reply::now(ResponseKind::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(ErrorCode::IllegalSaslState.code())
+                .with_error_message(Some(str_bytes(
+                    "SaslAuthenticate request received after successful authentication, or on a listener without SASL",
+                ))),
+        )),
+        RequestKind::DescribeUserScramCredentials(req) => {
+            Reply::now(ResponseKind::DescribeUserScramCredentials(
+                users::describe_user_scram_credentials(broker, ctx, req),
+            ))
+        }
+        RequestKind::AlterUserScramCredentials(req) => {
+            Reply::now(ResponseKind::AlterUserScramCredentials(
+                users::alter_user_scram_credentials(broker, ctx, req).await,
             ))
         }
         other => {

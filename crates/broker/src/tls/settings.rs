@@ -314,10 +314,7 @@ mod tests {
     use super::*;
 
     fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        crate::config::properties(pairs)
     }
 
     const PEM_FILE: &[(&str, &str)] = &[

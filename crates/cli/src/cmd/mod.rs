@@ -9,6 +9,7 @@ pub mod perf;
 pub mod produce;
 pub mod table;
 pub mod topics;
+pub mod users;
 
 use std::time::Duration;
 
@@ -34,6 +35,15 @@ pub struct Common {
     /// How long to wait for each broker answer, in milliseconds.
     #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
     pub request_timeout_ms: u64,
+    /// Kafka client properties: security.protocol, sasl.mechanism, sasl.username and
+    /// sasl.password (or sasl.jaas.config), ssl.ca.location.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_COMMAND_CONFIG",
+        value_name = "FILE"
+    )]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 /// How results are printed.
@@ -57,7 +67,21 @@ impl Common {
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
         config.connect_timeout = Duration::from_millis(self.request_timeout_ms.min(5_000));
         config.retries = 3;
+        config.security = self.security()?;
         Ok(Client::connect(config).await?)
+    }
+
+    /// TLS and SASL from `--command-config`.
+    pub fn security(&self) -> anyhow::Result<strata_client::Security> {
+        let Some(path) = &self.command_config else {
+            return Ok(Default::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read --command-config {}: {e}", path.display()))?;
+        let props = strata_broker::BrokerConfig::parse_properties(&text)
+            .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))?;
+        strata_client::Security::from_properties(&props)
+            .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))
     }
 }
 

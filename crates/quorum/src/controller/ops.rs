@@ -224,6 +224,49 @@ pub struct ProducerIdBlock {
     pub size: i64,
 }
 
+/// A SCRAM credential to set, as AlterUserScramCredentials carries it: the client salted the
+/// password; the plan derives StoredKey and ServerKey from it and records only those.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramUpsertion {
+    pub name: String,
+    /// Kafka's wire number: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    pub iterations: i32,
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramUpsertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramUpsertion")
+            .field("name", &self.name)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A SCRAM credential to delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramDeletion {
+    pub name: String,
+    pub mechanism: i8,
+}
+
+/// AlterUserScramCredentials: credentials set and deleted, all-or-nothing per user (a user
+/// named twice in one request is refused with DUPLICATE_RESOURCE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterUserScramCredentials {
+    pub deletions: Vec<ScramDeletion>,
+    pub upsertions: Vec<ScramUpsertion>,
+}
+
+/// One result per user of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterUserScramCredentialsReply {
+    pub results: Vec<(String, ItemResult<()>)>,
+}
+
 /// An operation whose reply is a known type, so that a submitter gets that type back.
 pub trait Op: Into<ControllerOp> {
     type Reply;
@@ -283,6 +326,8 @@ controller_ops! {
     IncrementalAlterConfigs => AlterConfigsReply,
     /// Reserve a block of producer ids.
     AllocateProducerIds => ProducerIdBlock,
+    /// Set and delete users' SCRAM credentials.
+    AlterUserScramCredentials => AlterUserScramCredentialsReply,
 }
 
 #[cfg(test)]
@@ -346,6 +391,20 @@ mod tests {
             }
             .into(),
             AllocateProducerIds { broker_id: 1 }.into(),
+            AlterUserScramCredentials {
+                deletions: vec![ScramDeletion {
+                    name: "bob".into(),
+                    mechanism: 2,
+                }],
+                upsertions: vec![ScramUpsertion {
+                    name: "alice".into(),
+                    mechanism: 1,
+                    iterations: 4096,
+                    salt: vec![1, 2],
+                    salted_password: vec![3, 4],
+                }],
+            }
+            .into(),
         ];
         for op in ops {
             let json = serde_json::to_string(&op).expect("encode");
