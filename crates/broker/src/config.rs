@@ -236,6 +236,10 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num(SSL_HANDSHAKE_TIMEOUT_MS, T::Long, "10000", 1, "Strata: a TLS handshake not finished in this time closes the connection."),
     num(SSL_RELOAD_INTERVAL_MS, T::Long, "5000", 0, "Strata: how often keystore and truststore files are checked for changes and re-read (0: only on SIGHUP)."),
     def("cluster.id", T::String, None, "Cluster id to format a new data directory with."),
+    // Authorization (docs/security.md).
+    def("authorizer.class.name", T::String, Some(""), "org.apache.kafka.metadata.authorizer.StandardAuthorizer (or StandardAuthorizer) checks every request against the ACLs; empty: no authorizer, everything is allowed."),
+    def("super.users", T::String, None, "Principals allowed everything whatever the ACLs say, separated by semicolons: User:admin;User:ops."),
+    def("allow.everyone.if.no.acl.found", T::Boolean, Some("false"), "With the authorizer on: allow an action on a resource no ACL matches (false: deny it)."),
 ];
 
 /// A topic config and where its default comes from on the broker.

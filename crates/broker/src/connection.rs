@@ -163,6 +163,8 @@ pub async fn serve(
         listener,
         principal: Principal::anonymous(),
         connection_id: broker.new_connection_id(),
+        authorizer: broker.authorizer.clone(),
+        api: Default::default(),
     };
     let Some(tls) = tls else {
         return serve_requests(broker, stream, ctx, shutdown).await;

@@ -56,6 +56,9 @@ enum Command {
     /// Producer and consumer performance tests (throughput, latency percentiles).
     #[command(subcommand)]
     Perf(cmd::perf::PerfCommand),
+    /// List, add and remove ACLs (the broker needs authorizer.class.name).
+    #[command(subcommand)]
+    Acls(cmd::acls::AclsCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -115,6 +118,7 @@ fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
             Command::Configs(c) => cmd::configs::run(common, c).await,
             Command::Cluster(c) => cmd::cluster::run(common, c).await,
             Command::Perf(c) => cmd::perf::run(common, c).await,
+            Command::Acls(c) => cmd::acls::run(common, c).await,
             Command::Serve(_) => unreachable!("serve is handled by main"),
         }
     })

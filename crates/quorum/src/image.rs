@@ -1,9 +1,11 @@
 //! The metadata state machine: the current picture of topics, partitions and configs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
 use crate::record::{ConfigResource, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +41,9 @@ pub struct MetadataImage {
     /// Ids of deleted topics: a partition directory of one of them may be removed, while a
     /// directory of an id the metadata never saw is kept aside (see the partition manager).
     removed_topic_ids: BTreeSet<Uuid>,
+    /// The ACLs by id. Behind an `Arc` so that cloning the image (every publish) does not
+    /// copy them, and so that the authorizer can tell by pointer whether they changed.
+    acls: Arc<BTreeMap<Uuid, AclBinding>>,
 }
 
 impl MetadataImage {
@@ -117,7 +122,20 @@ impl MetadataImage {
                 }
                 self.removed_topic_ids.insert(*topic_id);
             }
+            MetadataRecord::Acl { id, acl } => {
+                Arc::make_mut(&mut self.acls).insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAcl { id } => {
+                if Arc::make_mut(&mut self.acls).remove(id).is_none() {
+                    tracing::warn!(%id, "removal of an unknown ACL");
+                }
+            }
         }
+    }
+
+    /// The ACLs by id; the same `Arc` until an ACL record is applied.
+    pub fn acls(&self) -> &Arc<BTreeMap<Uuid, AclBinding>> {
+        &self.acls
     }
 
     pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
@@ -192,6 +210,43 @@ mod tests {
         assert_eq!(image.topic_count(), 0);
         assert!(image.was_removed(&id));
         assert!(!image.was_removed(&Uuid::new_v4()));
+    }
+
+    #[test]
+    fn acl_records_add_and_remove_bindings() {
+        use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+        let mut image = MetadataImage::default();
+        let before = image.acls().clone();
+        let id = Uuid::new_v4();
+        let acl = AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "orders".into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Write,
+            permission: AclPermission::Allow,
+        };
+        let record = MetadataRecord::Acl {
+            id,
+            acl: acl.clone(),
+        };
+        let json = serde_json::to_string(&record).expect("encode");
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&json).expect("decode"),
+            record
+        );
+        image.apply(&record);
+        assert_eq!(image.acls().get(&id), Some(&acl));
+        assert!(!Arc::ptr_eq(&before, image.acls()), "a change is a new map");
+        let cloned = image.clone();
+        assert!(
+            Arc::ptr_eq(cloned.acls(), image.acls()),
+            "cloning shares the map"
+        );
+        image.apply(&MetadataRecord::RemoveAcl { id });
+        image.apply(&MetadataRecord::RemoveAcl { id });
+        assert!(image.acls().is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
+
 /// What a config record applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name")]
@@ -45,4 +47,8 @@ pub enum MetadataRecord {
     RemoveTopic { topic_id: Uuid },
     /// A block of producer ids was handed out: ids below `next_producer_id` are taken.
     ProducerIds { next_producer_id: i64 },
+    /// An ACL was created; `id` names it for its removal.
+    Acl { id: Uuid, acl: AclBinding },
+    /// The ACL created with this id was removed.
+    RemoveAcl { id: Uuid },
 }

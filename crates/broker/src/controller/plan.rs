@@ -68,6 +68,14 @@ pub fn plan(
             let (records, reply) = allocate_producer_ids(image, op)?;
             (records, ControllerReply::AllocateProducerIds(reply))
         }
+        ControllerOp::CreateAcls(op) => {
+            let (records, reply) = super::acls::create_acls(image, op);
+            (records, ControllerReply::CreateAcls(reply))
+        }
+        ControllerOp::DeleteAcls(op) => {
+            let (records, reply) = super::acls::delete_acls(image, op);
+            (records, ControllerReply::DeleteAcls(reply))
+        }
     })
 }
 

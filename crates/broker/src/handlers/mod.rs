@@ -22,6 +22,7 @@ use crate::auth::ConnectionContext;
 use crate::broker::Broker;
 use crate::controller::plan::refuse;
 
+mod acls;
 mod admin;
 mod cluster;
 mod configs;
@@ -51,6 +52,7 @@ impl Reply {
 /// versions get the error codes and nulls they know.
 pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Request) -> Reply {
     let version = request.version();
+    ctx.api.set(request.api_key);
     match dispatch(broker, ctx, request).await {
         Reply::Now(mut body) => {
             fit_response(&mut body, version);
@@ -136,12 +138,12 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         RequestKind::JoinGroup(req) => {
             groups::join_group(broker, ctx, &client_id, req, version).await
         }
-        RequestKind::SyncGroup(req) => groups::sync_group(broker, req, version),
+        RequestKind::SyncGroup(req) => groups::sync_group(broker, ctx, req, version),
         RequestKind::Heartbeat(req) => Reply::now(ResponseKind::Heartbeat(groups::heartbeat(
-            broker, req, version,
+            broker, ctx, req, version,
         ))),
         RequestKind::LeaveGroup(req) => Reply::now(ResponseKind::LeaveGroup(groups::leave_group(
-            broker, req, version,
+            broker, ctx, req, version,
         ))),
         RequestKind::OffsetCommit(req) => Reply::now(ResponseKind::OffsetCommit(
             groups::offset_commit(broker, ctx, req, version).await,
@@ -150,7 +152,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
             groups::offset_fetch(broker, ctx, req, version),
         )),
         RequestKind::OffsetDelete(req) => Reply::now(ResponseKind::OffsetDelete(
-            groups::offset_delete(broker, req).await,
+            groups::offset_delete(broker, ctx, req).await,
         )),
         RequestKind::ListGroups(req) => Reply::now(ResponseKind::ListGroups(groups::list_groups(
             broker, ctx, req, version,
@@ -220,6 +222,15 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
                 configs::incremental_alter_configs(broker, ctx, req).await,
             ))
         }
+        RequestKind::DescribeAcls(req) => Reply::now(ResponseKind::DescribeAcls(
+            acls::describe_acls(broker, ctx, req),
+        )),
+        RequestKind::CreateAcls(req) => Reply::now(ResponseKind::CreateAcls(
+            acls::create_acls(broker, ctx, req).await,
+        )),
+        RequestKind::DeleteAcls(req) => Reply::now(ResponseKind::DeleteAcls(
+            acls::delete_acls(broker, ctx, req).await,
+        )),
         other => {
             // decode_request only lets through the APIs in strata_protocol::api, and each
             // has an arm above; reaching this is a bug in the table.

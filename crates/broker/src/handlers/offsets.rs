@@ -35,13 +35,14 @@ fn lookup(
     partition: i32,
     op: Operation,
 ) -> Result<Arc<Partition>, ErrorCode> {
+    // Authorized before existence: an unauthorized topic's existence is not disclosed.
+    if !authorize(ctx, op, Resource::Topic(topic)) {
+        return Err(ErrorCode::TopicAuthorizationFailed);
+    }
     let image = broker.image();
     let t = image
         .topic_by_name(topic)
         .ok_or(ErrorCode::UnknownTopicOrPartition)?;
-    if !authorize(ctx, op, Resource::Topic(topic)) {
-        return Err(ErrorCode::TopicAuthorizationFailed);
-    }
     broker.partitions.lookup(&t.topic_id, partition)
 }
 

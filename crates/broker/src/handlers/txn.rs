@@ -18,7 +18,7 @@ use strata_coordinator::{CommittedOffset, GroupRecord};
 use strata_protocol::ErrorCode;
 
 use super::str_bytes;
-use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::auth::{authorize, authorize_quiet, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::groups::{wait_durable, OFFSETS_TOPIC};
 use crate::partition::now_ms;
@@ -149,6 +149,13 @@ async fn add_one(
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let image = broker.image();
+    // Without WRITE on the transactional id every partition is answered so, before the
+    // topics are looked at (Kafka's order).
+    let tid_authorized = authorize(
+        ctx,
+        Operation::Write,
+        Resource::TransactionalId(transactional_id),
+    );
     // Kafka adds all partitions or none: any bad partition fails the request, the others
     // get OPERATION_NOT_ATTEMPTED.
     let mut wanted = Vec::new();
@@ -156,7 +163,9 @@ async fn add_one(
     for t in &topics {
         let name = t.name.0.to_string();
         for p in &t.partitions {
-            let problem = if !authorize(ctx, Operation::Write, Resource::Topic(&name)) {
+            let problem = if !tid_authorized {
+                Some(ErrorCode::TransactionalIdAuthorizationFailed)
+            } else if !authorize(ctx, Operation::Write, Resource::Topic(&name)) {
                 Some(ErrorCode::TopicAuthorizationFailed)
             } else if image
                 .topic_by_name(&name)
@@ -172,11 +181,7 @@ async fn add_one(
             }
         }
     }
-    let overall: Result<(), ErrorCode> = if !authorize(
-        ctx,
-        Operation::Write,
-        Resource::TransactionalId(transactional_id),
-    ) {
+    let overall: Result<(), ErrorCode> = if !tid_authorized {
         Err(ErrorCode::TransactionalIdAuthorizationFailed)
     } else if !bad.is_empty() {
         Err(ErrorCode::OperationNotAttempted)
@@ -492,7 +497,8 @@ pub fn list_transactions(
                     || req.producer_id_filters.contains(&ProducerId(m.producer_id)))
                 && (req.duration_filter < 0
                     || (m.start_ms >= 0 && now - m.start_ms >= req.duration_filter))
-                && authorize(
+                // A listing: ids the principal may not DESCRIBE are left out, not audited.
+                && authorize_quiet(
                     ctx,
                     Operation::Describe,
                     Resource::TransactionalId(&m.transactional_id),
