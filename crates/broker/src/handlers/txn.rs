@@ -105,7 +105,12 @@ pub async fn add_partitions_to_txn(
 ) -> AddPartitionsToTxnResponse {
     if version >= 4 {
         // The batched form is what brokers send each other; one node never needs it, but
-        // answer it properly: each transaction is handled like a v3 request.
+        // answer it properly: each transaction is handled like a v3 request. Being a
+        // broker's request, it needs CLUSTER_ACTION on the cluster (Kafka's check).
+        if !authorize(ctx, Operation::ClusterAction, Resource::Cluster) {
+            return AddPartitionsToTxnResponse::default()
+                .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+        }
         let mut results = Vec::new();
         for t in req.transactions {
             let topics = add_one(
