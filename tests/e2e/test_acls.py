@@ -265,6 +265,17 @@ def test_topics_hidden_from_metadata(secure_broker, pki, topic):
     # ...and asking did not create the missing one (alice may not CREATE).
     assert f"{topic}-missing" not in admin(broker, pki).list_topics(timeout=10).topics
 
+    # DescribeCluster is open to everyone (as Metadata); the cluster's operations are reported
+    # only to a principal that may DESCRIBE it.
+    for who, expected in (("alice", set()), ("admin", {AclOperation.ALTER, AclOperation.DESCRIBE})):
+        client = admin(broker, pki, who)
+        described = client.describe_cluster(include_authorized_operations=True,
+                                            request_timeout=10).result(timeout=10)
+        assert described.cluster_id and described.nodes, described
+        assert expected <= set(described.authorized_operations or []), (who, described)
+        if not expected:
+            assert not described.authorized_operations, described
+
     from kafka.admin import KafkaAdminClient
 
     client = KafkaAdminClient(bootstrap_servers=broker.tls, **kafka_python_conf(pki, "alice"))

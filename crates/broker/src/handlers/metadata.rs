@@ -136,7 +136,7 @@ pub async fn metadata(
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            authorized_operations(ctx, Resource::Cluster, CLUSTER_OPERATIONS)
+            cluster_operations(ctx)
         } else {
             OPERATIONS_OMITTED
         })
@@ -346,10 +346,8 @@ pub fn describe_cluster(
     ctx: &ConnectionContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    if !authorize(ctx, Operation::Describe, Resource::Cluster) {
-        return DescribeClusterResponse::default()
-            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
-    }
+    // Open to every principal, as in Kafka (clients bootstrap with it like with Metadata);
+    // only the authorized-operations bit set depends on DESCRIBE on the cluster.
     let l = broker.config.advertised_for(&ctx.listener);
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
@@ -374,7 +372,7 @@ pub fn describe_cluster(
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(vec![node])
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            authorized_operations(ctx, Resource::Cluster, CLUSTER_OPERATIONS)
+            cluster_operations(ctx)
         } else {
             OPERATIONS_OMITTED
         })
@@ -486,4 +484,14 @@ pub fn describe_topic_partitions(
     DescribeTopicPartitionsResponse::default()
         .with_topics(topics)
         .with_next_cursor(next_cursor)
+}
+
+/// The cluster operations the principal may perform, as Metadata and DescribeCluster report
+/// them: none without DESCRIBE on the cluster (Kafka's rule).
+fn cluster_operations(ctx: &ConnectionContext) -> i32 {
+    if authorize_quiet(ctx, Operation::Describe, Resource::Cluster) {
+        authorized_operations(ctx, Resource::Cluster, CLUSTER_OPERATIONS)
+    } else {
+        0
+    }
 }
