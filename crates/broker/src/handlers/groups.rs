@@ -1097,7 +1097,11 @@ pub fn consumer_group_describe(
                             .with_group_epoch(g.group_epoch)
                             .with_assignment_epoch(g.assignment_epoch)
                             .with_assignor_name(str_bytes(g.assignor.clone()))
-                            .with_authorized_operations(i32::MIN)
+                            .with_authorized_operations(if req.include_authorized_operations {
+                                authorized_operations(ctx, Resource::Group(&name), GROUP_OPERATIONS)
+                            } else {
+                                i32::MIN
+                            })
                             .with_members(
                                 g.members
                                     .values()

@@ -447,7 +447,11 @@ pub fn describe_transactions(
                 Err(code) => return base.with_error_code(code.code()),
             };
             let mut topics: Vec<TopicData> = Vec::new();
-            for (topic, p) in &m.partitions {
+            // Only the partitions of topics the principal may DESCRIBE (a filter, as Kafka's).
+            let partitions = m.partitions.iter().filter(|(topic, _)| {
+                authorize_quiet(ctx, Operation::Describe, Resource::Topic(topic))
+            });
+            for (topic, p) in partitions {
                 match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
                     Some(t) => t.partitions.push(*p),
                     None => topics.push(
