@@ -6,7 +6,7 @@
 //! The client is `User:ANONYMOUS` (PLAINTEXT). With `allow.everyone.if.no.acl.found=true` it
 //! may do anything to a resource no ACL names, so it creates its topic and ACLs itself; then
 //! ALLOW DESCRIBE on the cluster (the cluster now has ACLs: every other cluster operation is
-//! denied), DENY WRITE on every topic and ALLOW READ on `t`.
+//! denied), DENY WRITE on every topic, ALLOW READ on `t` and ALLOW CREATE on `u`.
 
 mod support;
 
@@ -14,6 +14,7 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
 use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::*;
 use support::txn::{s, topic};
@@ -71,10 +72,28 @@ fn requests_only_brokers_and_idempotent_producers_send_are_checked() {
     assert_eq!(
         create_acls(
             &mut c,
-            &[(4, "kafka-cluster", 8, 3), (2, "*", 4, 2), (2, "t", 3, 3)]
+            &[
+                (4, "kafka-cluster", 8, 3),
+                (2, "*", 4, 2),
+                (2, "t", 3, 3),
+                (2, "u", 5, 3)
+            ]
         ),
-        vec![0, 0, 0]
+        vec![0, 0, 0, 0]
     );
+
+    // CREATE on `u` creates it; without DESCRIBE_CONFIGS on it the answer carries no configs
+    // or sizes and says why (CREATE 5).
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(s("u")))
+        .with_num_partitions(2)
+        .with_replication_factor(1)]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &create).expect("answer");
+    let created = &r.topics[0];
+    assert_eq!(created.error_code, 0);
+    assert_eq!(created.topic_config_error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(created.num_partitions, -1);
+    assert!(created.configs.as_ref().is_none_or(Vec::is_empty));
 
     // A consumer may read `t`, a replica may not fetch it.
     assert_eq!(fetch(&mut c, -1), 0);
@@ -114,7 +133,7 @@ fn requests_only_brokers_and_idempotent_producers_send_are_checked() {
         .with_permission_type(1);
     let r: DescribeAclsResponse = c.call(ApiKey::DescribeAcls, 3, &describe).expect("answer");
     assert_eq!(r.error_code, 0);
-    assert_eq!(r.resources.len(), 3);
+    assert_eq!(r.resources.len(), 4);
     assert_eq!(
         create_acls(&mut c, &[(3, "g", 3, 3)]),
         vec![CLUSTER_AUTHORIZATION_FAILED]

@@ -194,11 +194,24 @@ pub async fn create_topics(
                     if version >= 7 {
                         result = result.with_topic_id(created.topic_id);
                     }
-                    if version >= 5 {
+                    // The created topic's configs and sizes only to a principal that may
+                    // DESCRIBE_CONFIGS it (Kafka's rule; a filter, not audited).
+                    let describable = || {
+                        authorize_quiet(
+                            ctx,
+                            Operation::DescribeConfigs,
+                            Resource::Topic(t.name.0.as_str()),
+                        )
+                    };
+                    if version >= 5 && describable() {
                         result = result
                             .with_num_partitions(created.num_partitions)
                             .with_replication_factor(created.replication_factor)
                             .with_configs(Some(created_configs(broker, &image, &created.configs)));
+                    } else if version >= 5 {
+                        result = result.with_topic_config_error_code(
+                            ErrorCode::TopicAuthorizationFailed.code(),
+                        );
                     }
                     result
                 }
