@@ -5,9 +5,21 @@
 //! `User:ANONYMOUS`; with a client certificate it is `User:<name>`, the name mapped from the
 //! certificate's subject by `ssl.principal.mapping.rules` ([`crate::tls`]). SASL, when it
 //! comes, replaces it after authentication. Handlers call [`authorize`] for each resource
-//! they touch, so that ACLs, when they arrive, are checked here and nowhere else.
+//! they touch, so ACLs are checked here and nowhere else: [`authorize`] asks the connection's
+//! [`crate::acl::Authorizer`] (everything allowed when none is configured) and writes a denial
+//! to the audit log (target `strata::audit`, INFO), naming the principal, the client's
+//! address, the operation, the resource and the API. Checks that only filter what a listing
+//! shows ([`authorize_quiet`]: Metadata of all topics, ListGroups) log their denials at DEBUG,
+//! as Kafka does.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI16, Ordering};
+use std::sync::Arc;
+
+use kafka_protocol::messages::ApiKey;
+use strata_quorum::acl::{ResourceType, CLUSTER_NAME};
+
+use crate::acl::Authorizer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -47,22 +59,39 @@ pub struct ConnectionContext {
     /// Unique per connection for the broker's lifetime; what connection-bound state (fetch
     /// sessions) is tied to.
     pub connection_id: u64,
+    /// The broker's authorizer, which [`authorize`] asks.
+    pub authorizer: Arc<Authorizer>,
+    /// The API of the request being handled, for the audit log.
+    pub api: CurrentApi,
 }
 
-/// Kafka's ACL operations, as far as requests need them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Read,
-    Write,
-    Create,
-    Delete,
-    Alter,
-    Describe,
-    DescribeConfigs,
-    AlterConfigs,
+/// The API key of the request a connection is handling. A connection handles one request at
+/// a time, so one slot per connection suffices; atomic so that the context stays `Sync`.
+#[derive(Debug, Default)]
+pub struct CurrentApi(AtomicI16);
+
+impl CurrentApi {
+    pub fn set(&self, api: ApiKey) {
+        self.0.store(api as i16, Ordering::Relaxed);
+    }
+
+    /// The API's name (`Produce`), or its key when unknown.
+    pub fn name(&self) -> String {
+        let key = self.0.load(Ordering::Relaxed);
+        ApiKey::try_from(key).map_or_else(|_| key.to_string(), |api| format!("{api:?}"))
+    }
 }
 
-/// Kafka's ACL resources.
+impl Clone for CurrentApi {
+    fn clone(&self) -> Self {
+        CurrentApi(AtomicI16::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Kafka's ACL operations (the same type the ACLs are written with).
+pub use strata_quorum::acl::AclOperation as Operation;
+
+/// Kafka's ACL resources, as handlers name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource<'a> {
     Topic(&'a str),
@@ -71,9 +100,110 @@ pub enum Resource<'a> {
     TransactionalId(&'a str),
 }
 
-/// Whether `ctx`'s principal may perform `op` on `resource`. No ACLs exist yet: everything is
-/// allowed, as in a Kafka cluster without an authorizer.
+impl Resource<'_> {
+    /// The ACL resource type and name.
+    pub fn parts(&self) -> (ResourceType, &str) {
+        match *self {
+            Resource::Topic(name) => (ResourceType::Topic, name),
+            Resource::Cluster => (ResourceType::Cluster, CLUSTER_NAME),
+            Resource::Group(name) => (ResourceType::Group, name),
+            Resource::TransactionalId(name) => (ResourceType::TransactionalId, name),
+        }
+    }
+}
+
+/// Whether `ctx`'s principal may perform `op` on `resource`; a denial is written to the audit
+/// log. Without an authorizer, everything is allowed.
 pub fn authorize(ctx: &ConnectionContext, op: Operation, resource: Resource<'_>) -> bool {
-    let _ = (ctx, op, resource);
-    true
+    check(ctx, op, resource, true)
+}
+
+/// [`authorize`] for checks that only filter a listing (Kafka's `logIfDenied = false`): a
+/// denial is logged at DEBUG, not in the audit log.
+pub fn authorize_quiet(ctx: &ConnectionContext, op: Operation, resource: Resource<'_>) -> bool {
+    check(ctx, op, resource, false)
+}
+
+/// Whether `ctx`'s principal may perform `op` on some resource of the type (Kafka's
+/// `authorizeByResourceType`; see [`crate::acl::AclIndex::allows_any`]). Not audited: it is
+/// one of two ways to pass a check, the caller audits the other.
+pub fn authorize_any(ctx: &ConnectionContext, op: Operation, resource_type: ResourceType) -> bool {
+    ctx.authorizer
+        .allows_any(&ctx.principal, ctx.peer.ip(), op, resource_type)
+}
+
+fn check(ctx: &ConnectionContext, op: Operation, resource: Resource<'_>, audit: bool) -> bool {
+    if !ctx.authorizer.is_enabled() {
+        return true;
+    }
+    let (resource_type, name) = resource.parts();
+    let decision = ctx
+        .authorizer
+        .decide(&ctx.principal, ctx.peer.ip(), op, resource_type, name);
+    if !decision.allowed {
+        let host = ctx.peer.ip().to_canonical();
+        let api = ctx.api.name();
+        // One line per denial, the same fields at either level.
+        macro_rules! denied {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    target: "strata::audit",
+                    principal = %ctx.principal,
+                    %host,
+                    operation = %op,
+                    resource_type = %resource_type,
+                    resource_name = %name,
+                    %api,
+                    rule = %decision.rule,
+                    $message
+                )
+            };
+        }
+        if audit {
+            denied!(info, "denied");
+        } else {
+            denied!(debug, "denied (filtered from a listing)");
+        }
+    }
+    decision.allowed
+}
+
+/// The operations Kafka reports as authorized for a topic.
+pub const TOPIC_OPERATIONS: &[Operation] = &[
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
+
+/// The operations Kafka reports as authorized for the cluster.
+pub const CLUSTER_OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+];
+
+/// The operations Kafka reports as authorized for a group.
+pub const GROUP_OPERATIONS: &[Operation] =
+    &[Operation::Read, Operation::Describe, Operation::Delete];
+
+/// The bit set (bit = Kafka's operation code) of `ops` the principal may perform on
+/// `resource`, as Metadata, DescribeCluster and DescribeGroups report it when asked. Quiet:
+/// this reports, it refuses nothing.
+pub fn authorized_operations(
+    ctx: &ConnectionContext,
+    resource: Resource<'_>,
+    ops: &[Operation],
+) -> i32 {
+    ops.iter()
+        .filter(|op| authorize_quiet(ctx, **op, resource))
+        .fold(0, |bits, op| bits | (1 << op.code()))
 }

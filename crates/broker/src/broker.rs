@@ -58,6 +58,8 @@ pub struct Broker {
     next_connection_id: std::sync::atomic::AtomicU64,
     pub groups: crate::groups::GroupService,
     pub txns: crate::txn::TxnService,
+    /// ACL checks: the settings and an index of the image's ACLs, rebuilt on publish.
+    pub authorizer: Arc<crate::acl::Authorizer>,
     /// The block of producer ids this broker hands out: `[next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
@@ -68,6 +70,8 @@ impl Broker {
     /// Locks the data directory, loads metadata, recovers every partition log. Blocking; call
     /// before serving. Needs a tokio runtime (the flusher task).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        let authorizer_settings =
+            crate::acl::AuthorizerSettings::from_config(&config).map_err(StartError::Config)?;
         apply_open_file_limit();
         let dir = config.data_dir.clone();
         let dir_err = |source| StartError::DataDir {
@@ -93,6 +97,10 @@ impl Broker {
         let store = ControllerService::open_store(&dir.join("meta"), &config)
             .map_err(|e| StartError::Metadata(e.to_string()))?;
         let image = Arc::new(store.image().clone());
+        if authorizer_settings.is_some() {
+            tracing::info!(acls = image.acls().len(), "authorizer on");
+        }
+        let authorizer = Arc::new(crate::acl::Authorizer::new(authorizer_settings, &image));
         let found_version = previous.as_ref().map(|m| m.format_version);
         if found_version != Some(crate::data_dir::FORMAT_VERSION) {
             if had_data {
@@ -188,6 +196,7 @@ impl Broker {
                 sasl_failures,
                 next_connection_id: std::sync::atomic::AtomicU64::new(1),
                 producer_ids: tokio::sync::Mutex::new((0, 0)),
+                authorizer,
                 _dir_lock: lock,
             }
         });
@@ -249,6 +258,7 @@ impl Broker {
         if let Err(error) = self.partitions.sync(&image, &self.config) {
             tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
         }
+        self.authorizer.update(&image);
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
     }
 

@@ -259,6 +259,10 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num(SASL_MAX_FAILED_ATTEMPTS, T::Int, "0", 0, "Strata: failed SASL authentications allowed per user and per client address within strata.sasl.failed.attempts.window.ms; more are refused without checking the password until the window ends. 0 (default): no limit."),
     num(SASL_FAILED_ATTEMPTS_WINDOW_MS, T::Long, "60000", 1, "Strata: the window of strata.sasl.max.failed.attempts."),
     def("cluster.id", T::String, None, "Cluster id to format a new data directory with."),
+    // Authorization (docs/security.md).
+    def("authorizer.class.name", T::String, Some(""), "org.apache.kafka.metadata.authorizer.StandardAuthorizer (or StandardAuthorizer) checks every request against the ACLs; empty: no authorizer, everything is allowed."),
+    def("super.users", T::String, None, "Principals allowed everything whatever the ACLs say, separated by semicolons: User:admin;User:ops."),
+    def("allow.everyone.if.no.acl.found", T::Boolean, Some("false"), "With the authorizer on: allow an action on a resource no ACL matches (false: deny it)."),
 ];
 
 /// A topic config and where its default comes from on the broker.

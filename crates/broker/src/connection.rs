@@ -165,6 +165,8 @@ pub async fn serve(
         listener,
         principal: Principal::anonymous(),
         connection_id: broker.new_connection_id(),
+        authorizer: broker.authorizer.clone(),
+        api: Default::default(),
     };
     let sasl = broker
         .config

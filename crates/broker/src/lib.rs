@@ -21,11 +21,13 @@
 //! - [`tls`] secures SSL listeners: Kafka's `ssl.*` settings, the rustls handshake (run by
 //!   [`connection`] before its first request), the principal from a client certificate, and
 //!   certificate reloading.
-//! - [`auth`] holds the connection's principal and the single authorization check.
+//! - [`auth`] holds the connection's principal and the single authorization check, which asks
+//!   [`acl::Authorizer`] (Kafka's StandardAuthorizer over the image's ACLs, indexed).
 //!
 //! This crate must never trust the network: every decode error and bad batch is answered with
 //! Kafka's error code or a closed connection, never a panic.
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod cleaner;

@@ -59,6 +59,9 @@ enum Command {
     /// List, describe, create, alter and delete SCRAM users.
     #[command(subcommand)]
     Users(cmd::users::UsersCommand),
+    /// List, add and remove ACLs (the broker needs authorizer.class.name).
+    #[command(subcommand)]
+    Acls(cmd::acls::AclsCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -124,6 +127,7 @@ fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
             Command::Cluster(c) => cmd::cluster::run(common, c).await,
             Command::Perf(c) => cmd::perf::run(common, c).await,
             Command::Users(c) => cmd::users::run(common, c).await,
+            Command::Acls(c) => cmd::acls::run(common, c).await,
             Command::Serve(_) => unreachable!("serve is handled by main"),
         }
     })

@@ -1029,3 +1029,174 @@ fn add_scram_bootstraps_the_first_user() {
     assert!(ok(&b, &["--command-config", &root, "users", "list"]).contains("root"));
     assert!(b.log().contains("--add-scram ignored"), "{}", b.log());
 }
+
+/// `strata acls add|list|remove` against a broker with the authorizer on (the CLI connects
+/// over PLAINTEXT as User:ANONYMOUS, a super user here, so it may manage ACLs).
+#[test]
+fn acls_are_added_listed_and_removed() {
+    let b = TestBroker::start(&[
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:ANONYMOUS",
+    ]);
+    ok(
+        &b,
+        &[
+            "acls",
+            "add",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "write",
+            "--operation",
+            "describe",
+            "--topic",
+            "orders",
+        ],
+    );
+    ok(
+        &b,
+        &[
+            "acls",
+            "add",
+            "--deny-principal",
+            "User:bob",
+            "--deny-host",
+            "10.0.0.9",
+            "--operation",
+            "read",
+            "--topic",
+            "fin-",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+    );
+    ok(
+        &b,
+        &[
+            "acls",
+            "add",
+            "--allow-principal",
+            "User:bob",
+            "--operation",
+            "read",
+            "--group",
+            "billing",
+            "--transactional-id",
+            "tx",
+            "--cluster",
+        ],
+    );
+    let table = ok(&b, &["acls", "list"]);
+    let expected = "\
+PRINCIPAL   PERMISSION  OPERATION  HOST      RESOURCE-TYPE     PATTERN   NAME
+User:alice  ALLOW       WRITE      *         TOPIC             LITERAL   orders
+User:alice  ALLOW       DESCRIBE   *         TOPIC             LITERAL   orders
+User:bob    DENY        READ       10.0.0.9  TOPIC             PREFIXED  fin-
+User:bob    ALLOW       READ       *         GROUP             LITERAL   billing
+User:bob    ALLOW       READ       *         CLUSTER           LITERAL   kafka-cluster
+User:bob    ALLOW       READ       *         TRANSACTIONAL_ID  LITERAL   tx
+";
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&table), sorted(expected), "{table}");
+    // A MATCH filter finds what applies to a topic name: the prefixed DENY for fin-ledger.
+    let matched = json(&ok(
+        &b,
+        &[
+            "acls",
+            "list",
+            "--topic",
+            "fin-ledger",
+            "--resource-pattern-type",
+            "match",
+            "--output",
+            "json",
+        ],
+    ));
+    assert_eq!(matched.as_array().map(Vec::len), Some(1), "{matched}");
+    assert_eq!(matched[0]["resource_name"], "fin-");
+    assert_eq!(matched[0]["permission"], "DENY");
+    let bobs = json(&ok(
+        &b,
+        &["acls", "list", "--principal", "User:bob", "-o", "json"],
+    ));
+    assert_eq!(bobs.as_array().map(Vec::len), Some(4), "{bobs}");
+
+    // Removing one binding, then everything of a resource.
+    let r = strata(
+        &b,
+        &[
+            "acls",
+            "remove",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "write",
+            "--topic",
+            "orders",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("removed 1 ACL(s)"), "{}", r.stderr);
+    let left = json(&ok(
+        &b,
+        &["acls", "list", "--topic", "orders", "-o", "json"],
+    ));
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    assert_eq!(left[0]["operation"], "DESCRIBE");
+    let r = strata(
+        &b,
+        &["acls", "remove", "--topic", "orders", "--group", "billing"],
+    );
+    assert!(r.stderr.contains("removed 2 ACL(s)"), "{}", r.stderr);
+    let all = json(&ok(&b, &["acls", "list", "-o", "json"]));
+    assert_eq!(all.as_array().map(Vec::len), Some(3), "{all}");
+
+    // Bad input is refused before anything is sent.
+    let err = fails(
+        &b,
+        &[
+            "acls",
+            "add",
+            "--allow-principal",
+            "User:a",
+            "--operation",
+            "fly",
+            "--topic",
+            "t",
+        ],
+    );
+    assert!(
+        err.contains("unknown operation") && err.contains("describe_configs"),
+        "{err}"
+    );
+    let err = fails(&b, &["acls", "add", "--operation", "read", "--topic", "t"]);
+    assert!(err.contains("--allow-principal"), "{err}");
+    // The broker refuses what it cannot accept: a principal without a type.
+    let err = fails(
+        &b,
+        &[
+            "acls",
+            "add",
+            "--allow-principal",
+            "alice",
+            "--operation",
+            "read",
+            "--topic",
+            "t",
+        ],
+    );
+    assert!(err.contains("Type:name"), "{err}");
+}
+
+/// Without an authorizer the ACL commands fail with the broker's SECURITY_DISABLED and say
+/// what to set.
+#[test]
+fn acls_need_an_authorizer() {
+    let b = TestBroker::start(&[]);
+    let err = fails(&b, &["acls", "list"]);
+    assert!(err.contains("authorizer.class.name"), "{err}");
+}

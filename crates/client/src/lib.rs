@@ -13,6 +13,7 @@
 //! Every request is sent at the highest version both this client and the broker speak, as
 //! ApiVersions reports when a connection opens.
 
+pub mod acls;
 pub mod admin;
 pub mod client;
 pub mod conn;
@@ -25,6 +26,7 @@ pub mod records;
 pub mod security;
 pub mod users;
 
+pub use acls::{Acl, AclFilter};
 pub use admin::{ConfigOp, NewTopic, OffsetSpec, ResourceType, Tp};
 pub use client::{Client, ClientConfig, Metadata};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek};

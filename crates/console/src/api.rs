@@ -272,6 +272,8 @@ pub fn context(broker: &Broker, peer: SocketAddr) -> ConnectionContext {
         listener: "CONSOLE".into(),
         principal: Principal::anonymous(),
         connection_id: broker.new_connection_id(),
+        authorizer: broker.authorizer.clone(),
+        api: Default::default(),
     }
 }
 

@@ -34,6 +34,9 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
     ApiKey::TxnOffsetCommit,
+    ApiKey::DescribeAcls,
+    ApiKey::CreateAcls,
+    ApiKey::DeleteAcls,
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
     ApiKey::AlterReplicaLogDirs,
@@ -120,6 +123,9 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
             both::<OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse>()
         }
         ApiKey::DescribeConfigs => both::<DescribeConfigsRequest, DescribeConfigsResponse>(),
+        ApiKey::DescribeAcls => both::<DescribeAclsRequest, DescribeAclsResponse>(),
+        ApiKey::CreateAcls => both::<CreateAclsRequest, CreateAclsResponse>(),
+        ApiKey::DeleteAcls => both::<DeleteAclsRequest, DeleteAclsResponse>(),
         ApiKey::AlterConfigs => both::<AlterConfigsRequest, AlterConfigsResponse>(),
         ApiKey::CreatePartitions => both::<CreatePartitionsRequest, CreatePartitionsResponse>(),
         ApiKey::IncrementalAlterConfigs => {

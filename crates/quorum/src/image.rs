@@ -1,11 +1,13 @@
 //! The metadata state machine: the current picture of topics, partitions and configs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
 use crate::record::{ConfigResource, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +62,9 @@ pub struct MetadataImage {
     removed_topic_ids: BTreeSet<Uuid>,
     /// SCRAM credentials by user, then mechanism (Kafka's wire number).
     scram: BTreeMap<String, BTreeMap<i8, ScramCredentialImage>>,
+    /// The ACLs by id. Behind an `Arc` so that cloning the image (every publish) does not
+    /// copy them, and so that the authorizer can tell by pointer whether they changed.
+    acls: Arc<BTreeMap<Uuid, AclBinding>>,
 }
 
 impl MetadataImage {
@@ -173,6 +178,14 @@ impl MetadataImage {
                     }
                 }
             }
+            MetadataRecord::Acl { id, acl } => {
+                Arc::make_mut(&mut self.acls).insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAcl { id } => {
+                if Arc::make_mut(&mut self.acls).remove(id).is_none() {
+                    tracing::warn!(%id, "removal of an unknown ACL");
+                }
+            }
         }
     }
 
@@ -187,6 +200,11 @@ impl MetadataImage {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<i8, ScramCredentialImage>)> {
         self.scram.iter()
+    }
+
+    /// The ACLs by id; the same `Arc` until an ACL record is applied.
+    pub fn acls(&self) -> &Arc<BTreeMap<Uuid, AclBinding>> {
+        &self.acls
     }
 
     pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
@@ -303,6 +321,43 @@ mod tests {
         });
         assert!(image.scram_credential("bob", 1).is_none());
         assert!(!format!("{:?}", image).contains("[1, 2, 3]"));
+    }
+
+    #[test]
+    fn acl_records_add_and_remove_bindings() {
+        use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+        let mut image = MetadataImage::default();
+        let before = image.acls().clone();
+        let id = Uuid::new_v4();
+        let acl = AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "orders".into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Write,
+            permission: AclPermission::Allow,
+        };
+        let record = MetadataRecord::Acl {
+            id,
+            acl: acl.clone(),
+        };
+        let json = serde_json::to_string(&record).expect("encode");
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&json).expect("decode"),
+            record
+        );
+        image.apply(&record);
+        assert_eq!(image.acls().get(&id), Some(&acl));
+        assert!(!Arc::ptr_eq(&before, image.acls()), "a change is a new map");
+        let cloned = image.clone();
+        assert!(
+            Arc::ptr_eq(cloned.acls(), image.acls()),
+            "cloning shares the map"
+        );
+        image.apply(&MetadataRecord::RemoveAcl { id });
+        image.apply(&MetadataRecord::RemoveAcl { id });
+        assert!(image.acls().is_empty());
     }
 
     #[test]

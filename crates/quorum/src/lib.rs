@@ -1,7 +1,8 @@
 //! Cluster metadata as a sequence of records applied to a state machine.
 //!
 //! - [`record::MetadataRecord`]: the facts (a topic exists, a partition has these replicas and
-//!   this leader epoch, a config was set, a topic was removed).
+//!   this leader epoch, a config was set, a topic was removed, an ACL was created).
+//! - [`acl`]: ACL bindings and filters (Kafka's model), held by the image.
 //! - [`image::MetadataImage`]: the state machine; `apply` is the only way it changes.
 //! - [`log::MetadataLog`]: where records are made durable before they are applied. On one node
 //!   it is [`log::LocalMetadataLog`], a checksummed file; in a cluster the same records will go
@@ -15,6 +16,7 @@
 //! commits them through the store and answers; the broker then reacts to the new image (opens
 //! or deletes partition logs).
 
+pub mod acl;
 pub mod controller;
 pub mod image;
 pub mod log;

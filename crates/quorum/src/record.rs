@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
+
 /// What a config record applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name")]
@@ -58,4 +60,8 @@ pub enum MetadataRecord {
     },
     /// A user's SCRAM credential for one mechanism was deleted.
     RemoveUserScramCredential { name: String, mechanism: i8 },
+    /// An ACL was created; `id` names it for its removal.
+    Acl { id: Uuid, acl: AclBinding },
+    /// The ACL created with this id was removed.
+    RemoveAcl { id: Uuid },
 }

@@ -14,6 +14,7 @@
 //! (`PartitionManager::sync`) and publishes the image, so an operation is answered once this
 //! broker serves its outcome.
 
+pub mod acls;
 pub mod plan;
 pub mod scram;
 

@@ -72,6 +72,14 @@ pub fn plan(
             let (records, reply) = super::scram::alter_user_scram_credentials(image, op);
             (records, ControllerReply::AlterUserScramCredentials(reply))
         }
+        ControllerOp::CreateAcls(op) => {
+            let (records, reply) = super::acls::create_acls(image, op);
+            (records, ControllerReply::CreateAcls(reply))
+        }
+        ControllerOp::DeleteAcls(op) => {
+            let (records, reply) = super::acls::delete_acls(image, op);
+            (records, ControllerReply::DeleteAcls(reply))
+        }
     })
 }
 

@@ -23,7 +23,7 @@ use strata_quorum::MetadataImage;
 use uuid::Uuid;
 
 use super::{merge_answers, str_bytes};
-use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::auth::{authorize, authorize_quiet, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::config::{resolve_topic_config, ConfigLayers, TOPIC_CONFIGS};
 use crate::controller::plan::refuse;
@@ -106,6 +106,8 @@ pub async fn create_topics(
     for t in &req.topics {
         *seen.entry(t.name.0.to_string()).or_insert(0) += 1;
     }
+    // CREATE on the cluster allows every topic; otherwise CREATE on each topic is needed.
+    let may_create_any = authorize_quiet(ctx, Operation::Create, Resource::Cluster);
     let mut screened = Vec::with_capacity(req.topics.len());
     let mut topics = Vec::new();
     for t in &req.topics {
@@ -115,7 +117,7 @@ pub async fn create_topics(
                 ErrorCode::InvalidRequest,
                 format!("Topic '{name}' appears more than once in the request."),
             ))));
-        } else if !authorize(ctx, Operation::Create, Resource::Topic(&name)) {
+        } else if !may_create_any && !authorize(ctx, Operation::Create, Resource::Topic(&name)) {
             screened.push(Some(Err(refuse(
                 ErrorCode::TopicAuthorizationFailed,
                 "Not authorized to create the topic.",
@@ -192,11 +194,24 @@ pub async fn create_topics(
                     if version >= 7 {
                         result = result.with_topic_id(created.topic_id);
                     }
-                    if version >= 5 {
+                    // The created topic's configs and sizes only to a principal that may
+                    // DESCRIBE_CONFIGS it (Kafka's rule; a filter, not audited).
+                    let describable = || {
+                        authorize_quiet(
+                            ctx,
+                            Operation::DescribeConfigs,
+                            Resource::Topic(t.name.0.as_str()),
+                        )
+                    };
+                    if version >= 5 && describable() {
                         result = result
                             .with_num_partitions(created.num_partitions)
                             .with_replication_factor(created.replication_factor)
                             .with_configs(Some(created_configs(broker, &image, &created.configs)));
+                    } else if version >= 5 {
+                        result = result.with_topic_config_error_code(
+                            ErrorCode::TopicAuthorizationFailed.code(),
+                        );
                     }
                     result
                 }
@@ -247,17 +262,21 @@ pub async fn delete_topics(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    // A topic this broker knows is authorized by its name; one it does not know goes to the
-    // controller, which answers that it is unknown.
+    // A topic named is authorized by that name whether it exists or not (its existence is not
+    // disclosed); one named by id is authorized by the name of the topic it is, and an
+    // unknown id goes to the controller, which answers that it is unknown (ids are not
+    // secret).
     let image = broker.image();
     let mut screened = Vec::with_capacity(wanted.len());
     let mut topics = Vec::new();
     for (name, id) in &wanted {
-        let known = match name {
-            Some(n) => image.topic_by_name(n),
-            None => image.topic_by_id(id),
+        let denied = match name {
+            Some(n) => !authorize(ctx, Operation::Delete, Resource::Topic(n)),
+            None => image
+                .topic_by_id(id)
+                .is_some_and(|t| !authorize(ctx, Operation::Delete, Resource::Topic(&t.name))),
         };
-        if known.is_some_and(|t| !authorize(ctx, Operation::Delete, Resource::Topic(&t.name))) {
+        if denied {
             let code = ErrorCode::TopicAuthorizationFailed;
             screened.push(Some(Err(refuse(code, code.to_string()))));
         } else {

@@ -213,17 +213,20 @@ pub fn list_config_resources(
     if version == 0 {
         return ListConfigResourcesResponse::default();
     }
+    // As its predecessor ListClientMetricsResources: DESCRIBE_CONFIGS on the cluster.
+    if !authorize(ctx, Operation::DescribeConfigs, Resource::Cluster) {
+        return ListConfigResourcesResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let wants = |t: i8| req.resource_types.is_empty() || req.resource_types.contains(&t);
     let mut resources = Vec::new();
     if wants(TOPIC) {
         for t in broker.image().topics() {
-            if authorize(ctx, Operation::DescribeConfigs, Resource::Topic(&t.name)) {
-                resources.push(
-                    ConfigResource::default()
-                        .with_resource_name(str_bytes(t.name.clone()))
-                        .with_resource_type(TOPIC),
-                );
-            }
+            resources.push(
+                ConfigResource::default()
+                    .with_resource_name(str_bytes(t.name.clone()))
+                    .with_resource_type(TOPIC),
+            );
         }
     }
     if wants(BROKER) {

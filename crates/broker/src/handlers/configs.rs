@@ -139,13 +139,14 @@ fn topic_rows(
     ctx: &ConnectionContext,
     name: &str,
 ) -> Result<Vec<Row>, OpError> {
-    let topic = known_topic(image, name)?;
+    // Authorized before existence: an unauthorized topic's existence is not disclosed.
     if !authorize(ctx, Operation::DescribeConfigs, Resource::Topic(name)) {
         return Err(refuse(
             ErrorCode::TopicAuthorizationFailed,
             "Not authorized.",
         ));
     }
+    let topic = known_topic(image, name)?;
     let layers = ConfigLayers {
         topic: &topic.configs,
         dynamic_broker: image.broker_configs.get(&Some(broker.node_id())),

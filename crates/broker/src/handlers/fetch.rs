@@ -147,12 +147,16 @@ pub fn fetch(
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
     let read_committed = req.isolation_level == 1;
+    // A replica's fetch needs CLUSTER_ACTION on the cluster; without it every partition is
+    // TOPIC_AUTHORIZATION_FAILED, as Kafka answers.
+    let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
+    let follower_denied = follower && !authorize(&ctx, Operation::ClusterAction, Resource::Cluster);
     Reply::Later(
         async move {
             let resolved: Arc<Vec<Resolved>> = Arc::new(
                 partitions
                     .into_iter()
-                    .map(|(key, sp)| resolve(&broker, &ctx, by_id, key, sp))
+                    .map(|(key, sp)| resolve(&broker, &ctx, by_id, follower_denied, key, sp))
                     .collect(),
             );
             let deadline = tokio::time::Instant::now() + max_wait;
@@ -267,6 +271,7 @@ fn resolve(
     broker: &Broker,
     ctx: &ConnectionContext,
     by_id: bool,
+    follower_denied: bool,
     key: FetchKey,
     session: SessionPartition,
 ) -> Resolved {
@@ -276,8 +281,14 @@ fn resolve(
     } else {
         image.topic_by_name(&key.topic)
     };
+    // By name, READ is checked before existence, so an unauthorized topic's existence is not
+    // disclosed; topic ids are not secret (Kafka answers UNKNOWN_TOPIC_ID first).
     let lookup = match topic {
+        _ if follower_denied => Err(ErrorCode::TopicAuthorizationFailed),
         None if by_id => Err(ErrorCode::UnknownTopicId),
+        None if !authorize(ctx, Operation::Read, Resource::Topic(&key.topic)) => {
+            Err(ErrorCode::TopicAuthorizationFailed)
+        }
         None => Err(ErrorCode::UnknownTopicOrPartition),
         Some(t) if !authorize(ctx, Operation::Read, Resource::Topic(&t.name)) => {
             Err(ErrorCode::TopicAuthorizationFailed)

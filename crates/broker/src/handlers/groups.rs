@@ -1,6 +1,6 @@
 //! Consumer-group APIs (classic protocol), committed offsets, and group admin.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,10 @@ use strata_protocol::ErrorCode;
 use strata_quorum::controller::ops::{CreateTopics, NewTopic};
 
 use super::{str_bytes, Reply};
-use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::auth::{
+    authorize, authorize_quiet, authorized_operations, ConnectionContext, Operation, Resource,
+    GROUP_OPERATIONS,
+};
 use crate::broker::Broker;
 use crate::groups::{wait_durable, OFFSETS_TOPIC, WRITE_TIMEOUT};
 use crate::partition::now_ms;
@@ -189,7 +192,12 @@ pub async fn join_group(
     )
 }
 
-pub fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Reply {
+pub fn sync_group(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: SyncGroupRequest,
+    version: i16,
+) -> Reply {
     let respond = move |r: SyncResponse| {
         ResponseKind::SyncGroup(
             SyncGroupResponse::default()
@@ -224,6 +232,11 @@ pub fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> 
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
+    if !authorize(ctx, Operation::Read, Resource::Group(&sync.group_id)) {
+        return Reply::now(respond(SyncResponse::error(
+            ErrorCode::GroupAuthorizationFailed,
+        )));
+    }
     let svc = &broker.groups;
     let (token, rx) = svc.wait_sync(&sync.group_id);
     let group_id = sync.group_id.clone();
@@ -245,13 +258,22 @@ pub fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> 
     )
 }
 
-pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> HeartbeatResponse {
+pub fn heartbeat(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: HeartbeatRequest,
+    version: i16,
+) -> HeartbeatResponse {
     let instance = if version >= 3 {
         opt_str(&req.group_instance_id)
     } else {
         None
     };
     let group_id = req.group_id.0.as_str();
+    if !authorize(ctx, Operation::Read, Resource::Group(group_id)) {
+        return HeartbeatResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let error = broker
         .groups
         .with(group_id, |shard| {
@@ -269,9 +291,18 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> H
 
 pub fn leave_group(
     broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
+    if !authorize(
+        ctx,
+        Operation::Read,
+        Resource::Group(req.group_id.0.as_str()),
+    ) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -361,10 +392,12 @@ pub async fn offset_commit(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let result = if known.is_none_or(|k| !k.partitions.contains_key(&p.partition_index)) {
-                Err(ErrorCode::UnknownTopicOrPartition)
-            } else if !authorize(ctx, Operation::Read, Resource::Topic(&topic)) {
+            // Authorized before existence, so an unauthorized topic's existence is not
+            // disclosed.
+            let result = if !authorize(ctx, Operation::Read, Resource::Topic(&topic)) {
                 Err(ErrorCode::TopicAuthorizationFailed)
+            } else if known.is_none_or(|k| !k.partitions.contains_key(&p.partition_index)) {
+                Err(ErrorCode::UnknownTopicOrPartition)
             } else if metadata.len() > max_metadata {
                 Err(ErrorCode::OffsetMetadataTooLarge)
             } else {
@@ -521,9 +554,11 @@ pub fn offset_fetch(
                     Ok(rows) => rows,
                     Err(e) => return group.with_error_code(e.code()),
                 };
+                let (rows, denied) = topic_access(ctx, rows, g.topics.is_some());
                 group.with_topics(
                     rows.into_iter()
                         .map(|(t, parts)| {
+                            let refused = denied.contains(&t);
                             let partitions = parts
                                 .into_iter()
                                 .map(|f| {
@@ -532,7 +567,13 @@ pub fn offset_fetch(
                                         .with_committed_offset(f.offset)
                                         .with_committed_leader_epoch(f.leader_epoch)
                                         .with_metadata(Some(str_bytes(f.metadata)));
-                                    if f.unsettled {
+                                    if refused {
+                                        r.with_committed_offset(-1)
+                                            .with_metadata(None)
+                                            .with_error_code(
+                                                ErrorCode::TopicAuthorizationFailed.code(),
+                                            )
+                                    } else if f.unsettled {
                                         r.with_committed_offset(-1)
                                             .with_error_code(ErrorCode::UnstableOffsetCommit.code())
                                     } else {
@@ -567,9 +608,11 @@ pub fn offset_fetch(
         Ok(rows) => rows,
         Err(e) => return OffsetFetchResponse::default().with_error_code(e.code()),
     };
+    let (rows, denied) = topic_access(ctx, rows, req.topics.is_some());
     OffsetFetchResponse::default().with_topics(
         rows.into_iter()
             .map(|(t, parts)| {
+                let refused = denied.contains(&t);
                 let partitions = parts
                     .into_iter()
                     .map(|f| {
@@ -578,7 +621,11 @@ pub fn offset_fetch(
                             .with_committed_offset(f.offset)
                             .with_committed_leader_epoch(epoch(f.leader_epoch))
                             .with_metadata(Some(str_bytes(f.metadata)));
-                        if f.unsettled {
+                        if refused {
+                            r.with_committed_offset(-1)
+                                .with_metadata(None)
+                                .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                        } else if f.unsettled {
                             r.with_committed_offset(-1)
                                 .with_error_code(ErrorCode::UnstableOffsetCommit.code())
                         } else {
@@ -592,6 +639,31 @@ pub fn offset_fetch(
             })
             .collect(),
     )
+}
+
+/// OffsetFetch's topic check (DESCRIBE): the topics a client named and may not describe are
+/// returned in the set (their partitions answer TOPIC_AUTHORIZATION_FAILED); when it asked for
+/// all of the group's offsets, such topics are left out (quietly: a filtered listing).
+fn topic_access<P>(
+    ctx: &ConnectionContext,
+    rows: Vec<(String, P)>,
+    named: bool,
+) -> (Vec<(String, P)>, HashSet<String>) {
+    if named {
+        let denied = rows
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| !authorize(ctx, Operation::Describe, Resource::Topic(t)))
+            .cloned()
+            .collect();
+        (rows, denied)
+    } else {
+        let rows = rows
+            .into_iter()
+            .filter(|(t, _)| authorize_quiet(ctx, Operation::Describe, Resource::Topic(t)))
+            .collect();
+        (rows, HashSet::new())
+    }
 }
 
 /// Topics a group's members subscribe to (consumer protocol), decoded from their metadata.
@@ -610,8 +682,23 @@ fn subscribed_topics(metadata: &[Bytes]) -> Vec<String> {
     topics
 }
 
-pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn offset_delete(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let group_id = req.group_id.0.to_string();
+    if !authorize(ctx, Operation::Delete, Resource::Group(&group_id)) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
+    // READ on each topic, checked before anything about the group is looked at.
+    let readable: HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|name| authorize(ctx, Operation::Read, Resource::Topic(name)))
+        .collect();
     let svc = &broker.groups;
     let planned = svc.with(&group_id, |shard| {
         let c = &mut shard.classic;
@@ -634,7 +721,9 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
                     .partitions
                     .iter()
                     .map(|p| {
-                        let error = if subscribed.contains(&name) {
+                        let error = if !readable.contains(&name) {
+                            Some(ErrorCode::TopicAuthorizationFailed)
+                        } else if subscribed.contains(&name) {
                             Some(ErrorCode::GroupSubscribedToTopic)
                         } else {
                             records.push(GroupRecord::Offset {
@@ -722,10 +811,15 @@ pub fn list_groups(
                 }),
         );
     });
+    // DESCRIBE on the cluster lists every group; otherwise those the principal may DESCRIBE.
+    // A filter on a listing, so denials are not audited.
+    let sees_all = authorize_quiet(ctx, Operation::Describe, Resource::Cluster);
     let groups = classic
         .into_iter()
         .chain(consumer)
-        .filter(|(id, _, _, _)| authorize(ctx, Operation::Describe, Resource::Group(id)))
+        .filter(|(id, _, _, _)| {
+            sees_all || authorize_quiet(ctx, Operation::Describe, Resource::Group(id))
+        })
         .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
         .filter(|(_, _, _, kind)| types.is_empty() || types.iter().any(|t| t == kind))
         .map(|(id, protocol_type, state, kind)| {
@@ -805,7 +899,7 @@ pub fn describe_groups(
                 .with_protocol_data(str_bytes(d.protocol))
                 .with_members(members)
                 .with_authorized_operations(if version >= 3 && req.include_authorized_operations {
-                    ALL_GROUP_OPERATIONS
+                    authorized_operations(ctx, Resource::Group(&name), GROUP_OPERATIONS)
                 } else {
                     i32::MIN
                 })
@@ -813,9 +907,6 @@ pub fn describe_groups(
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)
 }
-
-/// READ 3, DELETE 6, DESCRIBE 8: everything, without an authorizer.
-const ALL_GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 pub async fn delete_groups(
     broker: &Arc<Broker>,
@@ -876,6 +967,22 @@ pub async fn consumer_group_heartbeat(
     };
     if !authorize(ctx, Operation::Read, Resource::Group(&group_id)) {
         return fail(ErrorCode::GroupAuthorizationFailed);
+    }
+    // Subscribed topics need DESCRIBE (Kafka names the ones refused).
+    let refused: Vec<String> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.0.to_string())
+        .filter(|t| !authorize(ctx, Operation::Describe, Resource::Topic(t)))
+        .collect();
+    if !refused.is_empty() {
+        return fail(ErrorCode::TopicAuthorizationFailed).with_error_message(Some(str_bytes(
+            format!(
+                "The member is not authorized to access topics: {}",
+                refused.join(", ")
+            ),
+        )));
     }
     if let Err(e) = ensure_offsets_topic(broker).await {
         return fail(e);
@@ -991,7 +1098,11 @@ pub fn consumer_group_describe(
                             .with_group_epoch(g.group_epoch)
                             .with_assignment_epoch(g.assignment_epoch)
                             .with_assignor_name(str_bytes(g.assignor.clone()))
-                            .with_authorized_operations(i32::MIN)
+                            .with_authorized_operations(if req.include_authorized_operations {
+                                authorized_operations(ctx, Resource::Group(&name), GROUP_OPERATIONS)
+                            } else {
+                                i32::MIN
+                            })
                             .with_members(
                                 g.members
                                     .values()

@@ -1,5 +1,6 @@
 //! Metadata, FindCoordinator, DescribeCluster, DescribeTopicPartitions.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -22,7 +23,10 @@ use strata_quorum::{MetadataImage, TopicImage};
 use uuid::Uuid;
 
 use super::str_bytes;
-use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::auth::{
+    authorize, authorize_quiet, authorized_operations, ConnectionContext, Operation, Resource,
+    CLUSTER_OPERATIONS, TOPIC_OPERATIONS,
+};
 use crate::broker::Broker;
 
 /// "Authorized operations were not requested" on the wire.
@@ -46,25 +50,65 @@ pub async fn metadata(
     };
     let allow_auto_create =
         broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let include_ops = req.include_topic_authorized_operations;
+    // As Kafka: a requested topic the principal may not DESCRIBE is answered
+    // TOPIC_AUTHORIZATION_FAILED whether it exists or not (its existence is not disclosed),
+    // and one that would be auto-created needs CREATE on the cluster or on the topic.
+    let mut refused_create = HashSet::new();
     if let (Some(list), true) = (&requested, allow_auto_create) {
-        auto_create(broker, ctx, list).await;
+        let describable: Vec<&String> = list
+            .iter()
+            .filter_map(|(name, _)| name.as_ref())
+            .filter(|n| authorize(ctx, Operation::Describe, Resource::Topic(n)))
+            .collect();
+        refused_create = auto_create(broker, ctx, &describable).await;
     }
     let image = broker.image();
+    let refused = |name: Option<String>, id: Uuid| {
+        MetadataResponseTopic::default()
+            .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+            .with_name(name.map(|n| TopicName(str_bytes(n))))
+            .with_topic_id(id)
+            .with_topic_authorized_operations(OPERATIONS_OMITTED)
+    };
     let topics = match requested {
+        // Listing every topic shows only those the principal may DESCRIBE (not audited: the
+        // listing is filtered, nothing is refused).
         None => image
             .topics()
-            .filter(|t| authorize(ctx, Operation::Describe, Resource::Topic(&t.name)))
-            .map(|t| topic_metadata(t, req.include_topic_authorized_operations))
+            .filter(|t| authorize_quiet(ctx, Operation::Describe, Resource::Topic(&t.name)))
+            .map(|t| topic_metadata(ctx, t, include_ops))
             .collect(),
         Some(list) => list
             .into_iter()
             .map(|(name, id)| {
                 let found = match &name {
-                    Some(n) => image.topic_by_name(n),
-                    None => image.topic_by_id(&id),
+                    Some(n) => {
+                        if !authorize_quiet(ctx, Operation::Describe, Resource::Topic(n)) {
+                            // Audited once, above, when auto-creation asked; else here.
+                            if !allow_auto_create {
+                                authorize(ctx, Operation::Describe, Resource::Topic(n));
+                            }
+                            return refused(Some(n.clone()), Uuid::nil());
+                        }
+                        if refused_create.contains(n) {
+                            return refused(Some(n.clone()), Uuid::nil());
+                        }
+                        image.topic_by_name(n)
+                    }
+                    None => {
+                        let found = image.topic_by_id(&id);
+                        // Topic ids are not secret: an unauthorized one is refused by id.
+                        if found.is_some_and(|t| {
+                            !authorize(ctx, Operation::Describe, Resource::Topic(&t.name))
+                        }) {
+                            return refused(None, id);
+                        }
+                        found
+                    }
                 };
                 match (found, name) {
-                    (Some(t), _) => topic_metadata(t, req.include_topic_authorized_operations),
+                    (Some(t), _) => topic_metadata(ctx, t, include_ops),
                     (None, Some(n)) => {
                         let code = if strata_protocol::topic::validate_topic_name(&n).is_err() {
                             ErrorCode::InvalidTopicException
@@ -91,31 +135,45 @@ pub async fn metadata(
         )))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            cluster_operations(ctx)
+        } else {
+            OPERATIONS_OMITTED
+        })
 }
 
-/// Creates requested topics that do not exist yet, with the broker's defaults.
+/// Creates requested topics that do not exist yet, with the broker's defaults; returns the
+/// names refused for want of CREATE (on the cluster or the topic), which Metadata answers
+/// TOPIC_AUTHORIZATION_FAILED.
 async fn auto_create(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
-    requested: &[(Option<String>, Uuid)],
-) {
+    requested: &[&String],
+) -> HashSet<String> {
     let image = broker.image();
     let missing: Vec<String> = requested
         .iter()
-        .filter_map(|(name, _)| name.clone())
         .filter(|n| image.topic_by_name(n).is_none())
         .filter(|n| strata_protocol::topic::validate_topic_name(n).is_ok())
-        .filter(|n| authorize(ctx, Operation::Create, Resource::Topic(n)))
+        .map(|n| n.to_string())
         .collect();
+    let mut refused = HashSet::new();
     if missing.is_empty() {
-        return;
+        return refused;
+    }
+    let may_create_any = authorize_quiet(ctx, Operation::Create, Resource::Cluster);
+    let (missing, not_allowed): (Vec<String>, Vec<String>) = missing
+        .into_iter()
+        .partition(|n| may_create_any || authorize(ctx, Operation::Create, Resource::Topic(n)));
+    refused.extend(not_allowed);
+    if missing.is_empty() {
+        return refused;
     }
     // As CreateTopics: no topic is made whose partitions could not be opened for lack of
     // descriptors; the names stay unknown and a later request tries again.
     if let Some(message) = crate::fd_limit::create_headroom_error() {
         tracing::warn!(topics = ?missing, %message, "not auto-creating topics");
-        return;
+        return refused;
     }
     // Another request may have created a name meanwhile, or an earlier name in this list may
     // collide with it: the controller plans each against the ones before and refuses those,
@@ -137,6 +195,7 @@ async fn auto_create(
         }
         Err(error) => tracing::error!(%error, "auto-creating topics failed"),
     }
+    refused
 }
 
 fn self_broker(broker: &Broker, ctx: &ConnectionContext) -> MetadataResponseBroker {
@@ -154,7 +213,11 @@ fn self_broker(broker: &Broker, ctx: &ConnectionContext) -> MetadataResponseBrok
         )
 }
 
-fn topic_metadata(topic: &TopicImage, include_operations: bool) -> MetadataResponseTopic {
+fn topic_metadata(
+    ctx: &ConnectionContext,
+    topic: &TopicImage,
+    include_operations: bool,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .values()
@@ -173,16 +236,11 @@ fn topic_metadata(topic: &TopicImage, include_operations: bool) -> MetadataRespo
         .with_is_internal(is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(if include_operations {
-            ALL_TOPIC_OPERATIONS
+            authorized_operations(ctx, Resource::Topic(&topic.name), TOPIC_OPERATIONS)
         } else {
             OPERATIONS_OMITTED
         })
 }
-
-/// Bit set of the topic operations a principal may perform (READ 3, WRITE 4, CREATE 5, DELETE 6,
-/// ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11): all, without an authorizer.
-const ALL_TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
 /// Groups are coordinated by this broker (the only one); transactions have no coordinator
 /// yet and get COORDINATOR_NOT_AVAILABLE, which clients treat as "retry later".
@@ -229,22 +287,51 @@ pub async fn find_coordinator(
             Some(str_bytes(e.to_string())),
         ),
     };
+    // DESCRIBE on the group or transactional id, per key (Kafka checks after the key type).
+    let refusal = |key: &str| -> Option<ErrorCode> {
+        match req.key_type {
+            GROUP if !authorize(ctx, Operation::Describe, Resource::Group(key)) => {
+                Some(ErrorCode::GroupAuthorizationFailed)
+            }
+            TRANSACTION if !authorize(ctx, Operation::Describe, Resource::TransactionalId(key)) => {
+                Some(ErrorCode::TransactionalIdAuthorizationFailed)
+            }
+            _ => None,
+        }
+    };
+    let refused = |e: ErrorCode| {
+        (
+            -1,
+            String::new(),
+            -1,
+            e.code(),
+            Some(str_bytes(e.to_string())),
+        )
+    };
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|key| {
+                let (node, host, port, code, message) = match refusal(key) {
+                    Some(e) => refused(e),
+                    None => (node, host.clone(), port, code, message.clone()),
+                };
                 Coordinator::default()
-                    .with_key(key)
+                    .with_key(key.clone())
                     .with_node_id(BrokerId(node))
-                    .with_host(str_bytes(host.clone()))
+                    .with_host(str_bytes(host))
                     .with_port(port)
                     .with_error_code(code)
-                    .with_error_message(message.clone())
+                    .with_error_message(message)
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
+        let (node, host, port, code, message) = match refusal(&req.key) {
+            Some(e) => refused(e),
+            None => (node, host, port, code, message),
+        };
         FindCoordinatorResponse::default()
             .with_error_code(code)
             .with_error_message(message.filter(|_| version >= 1))
@@ -259,10 +346,8 @@ pub fn describe_cluster(
     ctx: &ConnectionContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    if !authorize(ctx, Operation::Describe, Resource::Cluster) {
-        return DescribeClusterResponse::default()
-            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
-    }
+    // Open to every principal, as in Kafka (clients bootstrap with it like with Metadata);
+    // only the authorized-operations bit set depends on DESCRIBE on the cluster.
     let l = broker.config.advertised_for(&ctx.listener);
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
@@ -286,7 +371,11 @@ pub fn describe_cluster(
         .with_cluster_id(str_bytes(broker.cluster_id()))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(vec![node])
-        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            cluster_operations(ctx)
+        } else {
+            OPERATIONS_OMITTED
+        })
 }
 
 pub fn describe_topic_partitions(
@@ -296,8 +385,14 @@ pub fn describe_topic_partitions(
 ) -> DescribeTopicPartitionsResponse {
     let image: Arc<MetadataImage> = broker.image();
     let limit = req.response_partition_limit.clamp(1, 2000) as usize;
-    let mut names: Vec<String> = if req.topics.is_empty() {
-        image.topics().map(|t| t.name.clone()).collect()
+    let listing_all = req.topics.is_empty();
+    let mut names: Vec<String> = if listing_all {
+        // Only the topics the principal may DESCRIBE are listed.
+        image
+            .topics()
+            .filter(|t| authorize_quiet(ctx, Operation::Describe, Resource::Topic(&t.name)))
+            .map(|t| t.name.clone())
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -316,6 +411,16 @@ pub fn describe_topic_partitions(
                 continue;
             }
         }
+        // Authorized before its existence is looked at, so that it is not disclosed.
+        if !listing_all && !authorize(ctx, Operation::Describe, Resource::Topic(&name)) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
+            );
+            continue;
+        }
         let Some(topic) = image.topic_by_name(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -325,15 +430,6 @@ pub fn describe_topic_partitions(
             );
             continue;
         };
-        if !authorize(ctx, Operation::Describe, Resource::Topic(&name)) {
-            topics.push(
-                DescribeTopicPartitionsResponseTopic::default()
-                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
-                    .with_name(Some(TopicName(str_bytes(name))))
-                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
-            );
-            continue;
-        }
         if budget == 0 {
             next_cursor = Some(
                 Cursor::default()
@@ -375,7 +471,11 @@ pub fn describe_topic_partitions(
                 .with_topic_id(topic.topic_id)
                 .with_is_internal(is_internal(&name))
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+                .with_topic_authorized_operations(authorized_operations(
+                    ctx,
+                    Resource::Topic(&name),
+                    TOPIC_OPERATIONS,
+                )),
         );
         if next_cursor.is_some() {
             break;
@@ -384,4 +484,14 @@ pub fn describe_topic_partitions(
     DescribeTopicPartitionsResponse::default()
         .with_topics(topics)
         .with_next_cursor(next_cursor)
+}
+
+/// The cluster operations the principal may perform, as Metadata and DescribeCluster report
+/// them: none without DESCRIBE on the cluster (Kafka's rule).
+fn cluster_operations(ctx: &ConnectionContext) -> i32 {
+    if authorize_quiet(ctx, Operation::Describe, Resource::Cluster) {
+        authorized_operations(ctx, Resource::Cluster, CLUSTER_OPERATIONS)
+    } else {
+        0
+    }
 }

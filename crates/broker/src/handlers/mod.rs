@@ -22,6 +22,7 @@ use crate::auth::ConnectionContext;
 use crate::broker::Broker;
 use crate::controller::plan::refuse;
 
+mod acls;
 mod admin;
 mod cluster;
 mod configs;
@@ -52,6 +53,7 @@ impl Reply {
 /// versions get the error codes and nulls they know.
 pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Request) -> Reply {
     let version = request.version();
+    ctx.api.set(request.api_key);
     match dispatch(broker, ctx, request).await {
         Reply::Now(mut body) => {
             fit_response(&mut body, version);
@@ -137,12 +139,12 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         RequestKind::JoinGroup(req) => {
             groups::join_group(broker, ctx, &client_id, req, version).await
         }
-        RequestKind::SyncGroup(req) => groups::sync_group(broker, req, version),
+        RequestKind::SyncGroup(req) => groups::sync_group(broker, ctx, req, version),
         RequestKind::Heartbeat(req) => Reply::now(ResponseKind::Heartbeat(groups::heartbeat(
-            broker, req, version,
+            broker, ctx, req, version,
         ))),
         RequestKind::LeaveGroup(req) => Reply::now(ResponseKind::LeaveGroup(groups::leave_group(
-            broker, req, version,
+            broker, ctx, req, version,
         ))),
         RequestKind::OffsetCommit(req) => Reply::now(ResponseKind::OffsetCommit(
             groups::offset_commit(broker, ctx, req, version).await,
@@ -151,7 +153,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
             groups::offset_fetch(broker, ctx, req, version),
         )),
         RequestKind::OffsetDelete(req) => Reply::now(ResponseKind::OffsetDelete(
-            groups::offset_delete(broker, req).await,
+            groups::offset_delete(broker, ctx, req).await,
         )),
         RequestKind::ListGroups(req) => Reply::now(ResponseKind::ListGroups(groups::list_groups(
             broker, ctx, req, version,
@@ -245,6 +247,15 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
                 users::alter_user_scram_credentials(broker, ctx, req).await,
             ))
         }
+        RequestKind::DescribeAcls(req) => Reply::now(ResponseKind::DescribeAcls(
+            acls::describe_acls(broker, ctx, req),
+        )),
+        RequestKind::CreateAcls(req) => Reply::now(ResponseKind::CreateAcls(
+            acls::create_acls(broker, ctx, req).await,
+        )),
+        RequestKind::DeleteAcls(req) => Reply::now(ResponseKind::DeleteAcls(
+            acls::delete_acls(broker, ctx, req).await,
+        )),
         other => {
             // decode_request only lets through the APIs in strata_protocol::api, and each
             // has an arm above; reaching this is a bug in the table.

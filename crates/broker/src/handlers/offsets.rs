@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use strata_protocol::ErrorCode;
 
-use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::auth::{authorize, authorize_quiet, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
@@ -28,20 +28,23 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
+/// The partition, once `op` on its topic is authorized (`None`: already authorized, e.g. by
+/// CLUSTER_ACTION on the cluster).
 fn lookup(
     broker: &Broker,
     ctx: &ConnectionContext,
     topic: &str,
     partition: i32,
-    op: Operation,
+    op: Option<Operation>,
 ) -> Result<Arc<Partition>, ErrorCode> {
+    // Authorized before existence: an unauthorized topic's existence is not disclosed.
+    if op.is_some_and(|op| !authorize(ctx, op, Resource::Topic(topic))) {
+        return Err(ErrorCode::TopicAuthorizationFailed);
+    }
     let image = broker.image();
     let t = image
         .topic_by_name(topic)
         .ok_or(ErrorCode::UnknownTopicOrPartition)?;
-    if !authorize(ctx, op, Resource::Topic(topic)) {
-        return Err(ErrorCode::TopicAuthorizationFailed);
-    }
     broker.partitions.lookup(&t.topic_id, partition)
 }
 
@@ -70,7 +73,7 @@ pub fn list_offsets(
                         ctx,
                         t.name.0.as_str(),
                         p.partition_index,
-                        Operation::Describe,
+                        Some(Operation::Describe),
                     )
                     .and_then(|partition| {
                         let ours = partition.leader_epoch();
@@ -136,7 +139,7 @@ pub fn delete_records(
                         ctx,
                         t.name.0.as_str(),
                         p.partition_index,
-                        Operation::Delete,
+                        Some(Operation::Delete),
                     )
                     .and_then(|partition| {
                         // -1 means "up to the high watermark".
@@ -172,6 +175,10 @@ pub fn offset_for_leader_epoch(
     ctx: &ConnectionContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    // A replica may ask with CLUSTER_ACTION on the cluster, a consumer (KIP-320) with DESCRIBE
+    // on the topic.
+    let replica = authorize_quiet(ctx, Operation::ClusterAction, Resource::Cluster);
+    let op = (!replica).then_some(Operation::Describe);
     let topics = req
         .topics
         .into_iter()
@@ -180,8 +187,8 @@ pub fn offset_for_leader_epoch(
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let answer = lookup(broker, ctx, &t.topic, p.partition, Operation::Describe)
-                        .and_then(|partition| {
+                    let answer =
+                        lookup(broker, ctx, &t.topic, p.partition, op).and_then(|partition| {
                             let ours = partition.leader_epoch();
                             match p.current_leader_epoch {
                                 e if e < 0 || e == ours => {}

@@ -81,6 +81,11 @@ fn append_all(
 ) -> (ProduceResponse, Vec<Waiting>) {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    // A transactional request needs WRITE on its transactional id: without it every
+    // partition is refused (Kafka's answer), checked once per request.
+    let transactional_id_denied = transactional_id
+        .as_deref()
+        .is_some_and(|tid| !authorize(ctx, Operation::Write, Resource::TransactionalId(tid)));
     let image = broker.image();
     let now = now_ms();
     let mut waiting = Vec::new();
@@ -90,6 +95,17 @@ fn append_all(
             image.topic_by_id(&topic_data.topic_id)
         } else {
             image.topic_by_name(topic_data.name.0.as_str())
+        };
+        // WRITE on the topic, once per topic and, by name, before its existence is looked at
+        // (not disclosed to a principal that may not write it). An unknown id has no name.
+        let write_denied = match (version >= 13, topic) {
+            (true, None) => false,
+            (true, Some(t)) => !authorize(ctx, Operation::Write, Resource::Topic(&t.name)),
+            (false, _) => !authorize(
+                ctx,
+                Operation::Write,
+                Resource::Topic(topic_data.name.0.as_str()),
+            ),
         };
         let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
         for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
@@ -104,14 +120,17 @@ fn append_all(
                 if !matches!(acks, -1..=1) {
                     return Err((ErrorCode::InvalidRequiredAcks, None));
                 }
+                if transactional_id_denied {
+                    return Err((ErrorCode::TransactionalIdAuthorizationFailed, None));
+                }
+                if write_denied {
+                    return Err((ErrorCode::TopicAuthorizationFailed, None));
+                }
                 let topic = topic.ok_or(if version >= 13 {
                     (ErrorCode::UnknownTopicId, None)
                 } else {
                     (ErrorCode::UnknownTopicOrPartition, None)
                 })?;
-                if !authorize(ctx, Operation::Write, Resource::Topic(&topic.name)) {
-                    return Err((ErrorCode::TopicAuthorizationFailed, None));
-                }
                 let partition = broker
                     .partitions
                     .lookup(&topic.topic_id, data.index)
@@ -184,9 +203,6 @@ fn append_all(
                                 .to_string(),
                         ),
                     ))?;
-                    if !authorize(ctx, Operation::Write, Resource::TransactionalId(tid)) {
-                        return Err((ErrorCode::TransactionalIdAuthorizationFailed, None));
-                    }
                     broker
                         .txns
                         .verify(tid, h.producer_id, h.producer_epoch, &(topic.name.clone(), data.index))

@@ -8,14 +8,18 @@
 //! fence any producer. A transactional producer is answered by the transaction coordinator
 //! (`handlers::txn::init_transactional`), which checks the presented id and epoch against the
 //! transactional id's. Sequence checks happen per partition on produce
-//! (`strata_log::producer_state`).
+//! (`strata_log::producer_state`). Authorization is Kafka's: WRITE on the transactional id for
+//! a transactional producer; for an idempotent one IDEMPOTENT_WRITE on the cluster or WRITE on
+//! any topic (else CLUSTER_AUTHORIZATION_FAILED).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use strata_protocol::ErrorCode;
 
-use crate::auth::ConnectionContext;
+use strata_quorum::acl::ResourceType;
+
+use crate::auth::{authorize, authorize_any, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 
 pub async fn init_producer_id(
@@ -47,6 +51,13 @@ pub async fn init_producer_id(
             // through `fit_response`, like every version-dependent code.
             Err(code) => base.with_error_code(code.code()),
         };
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster, or WRITE on some topic
+    // (Kafka's rule since KIP-679 made idempotence the default).
+    if !authorize_any(ctx, Operation::Write, ResourceType::Topic)
+        && !authorize(ctx, Operation::IdempotentWrite, Resource::Cluster)
+    {
+        return base.with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
     match broker.allocate_producer_id().await {
         Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),

@@ -18,7 +18,7 @@ use strata_coordinator::{CommittedOffset, GroupRecord};
 use strata_protocol::ErrorCode;
 
 use super::str_bytes;
-use crate::auth::{authorize, ConnectionContext, Operation, Resource};
+use crate::auth::{authorize, authorize_quiet, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::groups::{wait_durable, OFFSETS_TOPIC};
 use crate::partition::now_ms;
@@ -105,7 +105,12 @@ pub async fn add_partitions_to_txn(
 ) -> AddPartitionsToTxnResponse {
     if version >= 4 {
         // The batched form is what brokers send each other; one node never needs it, but
-        // answer it properly: each transaction is handled like a v3 request.
+        // answer it properly: each transaction is handled like a v3 request. Being a
+        // broker's request, it needs CLUSTER_ACTION on the cluster (Kafka's check).
+        if !authorize(ctx, Operation::ClusterAction, Resource::Cluster) {
+            return AddPartitionsToTxnResponse::default()
+                .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+        }
         let mut results = Vec::new();
         for t in req.transactions {
             let topics = add_one(
@@ -149,6 +154,13 @@ async fn add_one(
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let image = broker.image();
+    // Without WRITE on the transactional id every partition is answered so, before the
+    // topics are looked at (Kafka's order).
+    let tid_authorized = authorize(
+        ctx,
+        Operation::Write,
+        Resource::TransactionalId(transactional_id),
+    );
     // Kafka adds all partitions or none: any bad partition fails the request, the others
     // get OPERATION_NOT_ATTEMPTED.
     let mut wanted = Vec::new();
@@ -156,7 +168,9 @@ async fn add_one(
     for t in &topics {
         let name = t.name.0.to_string();
         for p in &t.partitions {
-            let problem = if !authorize(ctx, Operation::Write, Resource::Topic(&name)) {
+            let problem = if !tid_authorized {
+                Some(ErrorCode::TransactionalIdAuthorizationFailed)
+            } else if !authorize(ctx, Operation::Write, Resource::Topic(&name)) {
                 Some(ErrorCode::TopicAuthorizationFailed)
             } else if image
                 .topic_by_name(&name)
@@ -172,11 +186,7 @@ async fn add_one(
             }
         }
     }
-    let overall: Result<(), ErrorCode> = if !authorize(
-        ctx,
-        Operation::Write,
-        Resource::TransactionalId(transactional_id),
-    ) {
+    let overall: Result<(), ErrorCode> = if !tid_authorized {
         Err(ErrorCode::TransactionalIdAuthorizationFailed)
     } else if !bad.is_empty() {
         Err(ErrorCode::OperationNotAttempted)
@@ -439,7 +449,11 @@ pub fn describe_transactions(
                 Err(code) => return base.with_error_code(code.code()),
             };
             let mut topics: Vec<TopicData> = Vec::new();
-            for (topic, p) in &m.partitions {
+            // Only the partitions of topics the principal may DESCRIBE (a filter, as Kafka's).
+            let partitions = m.partitions.iter().filter(|(topic, _)| {
+                authorize_quiet(ctx, Operation::Describe, Resource::Topic(topic))
+            });
+            for (topic, p) in partitions {
                 match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
                     Some(t) => t.partitions.push(*p),
                     None => topics.push(
@@ -494,7 +508,8 @@ pub fn list_transactions(
                     || req.producer_id_filters.contains(&ProducerId(m.producer_id)))
                 && (req.duration_filter < 0
                     || (m.start_ms >= 0 && now - m.start_ms >= req.duration_filter))
-                && authorize(
+                // A listing: ids the principal may not DESCRIBE are left out, not audited.
+                && authorize_quiet(
                     ctx,
                     Operation::Describe,
                     Resource::TransactionalId(&m.transactional_id),

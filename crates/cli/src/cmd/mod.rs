@@ -1,5 +1,6 @@
-//! The client subcommands: topics, produce, consume, groups, configs and cluster.
+//! The client subcommands: topics, produce, consume, groups, configs, cluster and acls.
 
+pub mod acls;
 pub mod cluster;
 pub mod configs;
 pub mod consume;
@@ -146,6 +147,12 @@ pub fn hint(error: &anyhow::Error) -> Option<&'static str> {
         C::GroupIdNotFound => "list the groups with `strata groups list`",
         C::NonEmptyGroup => "stop the group's consumers first, then try again",
         C::InvalidConfig => "check the config name and value with `strata configs describe --all`",
+        C::SecurityDisabled => {
+            "the broker has no authorizer: set authorizer.class.name (see docs/security.md)"
+        }
+        C::ClusterAuthorizationFailed => {
+            "this principal may not do that on the cluster; ACLs are managed by super.users or principals allowed ALTER on the cluster"
+        }
         _ => return None,
     })
 }

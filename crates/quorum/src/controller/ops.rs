@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::{AclBinding, AclBindingFilter};
+
 /// An item the controller refused: Kafka's error code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpError {
@@ -267,6 +269,31 @@ pub struct AlterUserScramCredentialsReply {
     pub results: Vec<(String, ItemResult<()>)>,
 }
 
+/// CreateAcls: each binding is validated and created unless an equal one exists (then it is
+/// answered as created, as Kafka does, and no record is written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAcls {
+    pub acls: Vec<AclBinding>,
+}
+
+/// One result per binding, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAclsReply {
+    pub results: Vec<ItemResult<()>>,
+}
+
+/// DeleteAcls: every binding some filter selects is removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAcls {
+    pub filters: Vec<AclBindingFilter>,
+}
+
+/// Per filter, in request order: the bindings it selected (all removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAclsReply {
+    pub results: Vec<ItemResult<Vec<AclBinding>>>,
+}
+
 /// An operation whose reply is a known type, so that a submitter gets that type back.
 pub trait Op: Into<ControllerOp> {
     type Reply;
@@ -328,6 +355,10 @@ controller_ops! {
     AllocateProducerIds => ProducerIdBlock,
     /// Set and delete users' SCRAM credentials.
     AlterUserScramCredentials => AlterUserScramCredentialsReply,
+    /// Create ACL bindings.
+    CreateAcls => CreateAclsReply,
+    /// Remove the ACL bindings that filters select.
+    DeleteAcls => DeleteAclsReply,
 }
 
 #[cfg(test)]
@@ -403,6 +434,22 @@ mod tests {
                     salt: vec![1, 2],
                     salted_password: vec![3, 4],
                 }],
+            }
+            .into(),
+            CreateAcls {
+                acls: vec![AclBinding {
+                    resource_type: crate::acl::ResourceType::Group,
+                    resource_name: "g".into(),
+                    pattern_type: crate::acl::PatternType::Prefixed,
+                    principal: "User:*".into(),
+                    host: "*".into(),
+                    operation: crate::acl::AclOperation::Read,
+                    permission: crate::acl::AclPermission::Deny,
+                }],
+            }
+            .into(),
+            DeleteAcls {
+                filters: vec![AclBindingFilter::any()],
             }
             .into(),
         ];
