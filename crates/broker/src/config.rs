@@ -200,6 +200,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("console.allowed.hosts", T::List, Some(""), "Strata: Host header names the console accepts besides IP literals, localhost and the console.listener host (protection against DNS rebinding)."),
     num("console.max.connections", T::Int, "64", 1, "Strata: open HTTP connections the console accepts at once."),
     num("console.history.interval.ms", T::Long, "10000", 100, "Strata: how often the console samples produce rates and group lag for its charts."),
+    def("console.auth.required", T::Boolean, Some("false"), "Strata: require a login (a SASL user's password) for the console, its API and /metrics even without SASL listeners; with a SASL listener it is always required."),
     num("console.request.max.bytes", T::Int, "2097152", 1, "Strata: largest request body the console accepts (larger ones get 413)."),
     num("strata.lag.window.commits", T::Int, "10", 1, "Strata: commits kept per group partition for lag evaluation (Burrow's intervals)."),
     num("strata.lag.min.commit.distance.ms", T::Long, "1000", 0, "Strata: a commit closer than this to the newest kept one replaces it in the lag window."),

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::messages::{DescribeConfigsRequest, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
-use strata_broker::auth::{ConnectionContext, Principal};
+use strata_broker::auth::{authorize, authorize_quiet, ConnectionContext, Operation, Resource};
 use strata_broker::broker::Broker;
 use strata_broker::groupview::{self, GroupView};
 use strata_broker::handlers::{self, Reply};
@@ -265,15 +265,45 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A request context for Kafka handlers called by the console.
+/// A request context for Kafka handlers called by the console: the caller's principal
+/// (`crate::session`), so ACLs apply to console requests as to a client's.
 pub fn context(broker: &Broker, peer: SocketAddr) -> ConnectionContext {
     ConnectionContext {
         peer,
         listener: "CONSOLE".into(),
-        principal: Principal::anonymous(),
+        principal: crate::session::caller().0,
         connection_id: broker.new_connection_id(),
         authorizer: broker.authorizer.clone(),
         api: Default::default(),
+    }
+}
+
+/// The context of the request being handled.
+fn caller_context(broker: &Broker) -> ConnectionContext {
+    context(broker, crate::session::caller().1)
+}
+
+/// Refuses `op` on a topic as Kafka does (403 TOPIC_AUTHORIZATION_FAILED), with an audit line.
+fn allow_topic(broker: &Broker, op: Operation, topic: &str) -> Result<(), ApiError> {
+    if authorize(&caller_context(broker), op, Resource::Topic(topic)) {
+        Ok(())
+    } else {
+        Err(ApiError::kafka(
+            ErrorCode::TopicAuthorizationFailed,
+            Some(format!("not allowed to {op:?} topic {topic:?}")),
+        ))
+    }
+}
+
+/// Refuses `op` on a group (403 GROUP_AUTHORIZATION_FAILED).
+fn allow_group(broker: &Broker, op: Operation, group: &str) -> Result<(), ApiError> {
+    if authorize(&caller_context(broker), op, Resource::Group(group)) {
+        Ok(())
+    } else {
+        Err(ApiError::kafka(
+            ErrorCode::GroupAuthorizationFailed,
+            Some(format!("not allowed to {op:?} group {group:?}")),
+        ))
     }
 }
 
@@ -586,10 +616,12 @@ pub fn topics(broker: &Broker, mut q: Query) -> ApiResult {
     let page_size = q.int("page_size", 100, 1, 1000)? as usize;
     q.finish()?;
     let image = broker.image();
+    let ctx = caller_context(broker);
     let mut rows: Vec<Value> = image
         .topics()
         .filter(|t| internal || !strata_protocol::topic::is_internal(&t.name))
         .filter(|t| t.name.contains(&needle))
+        .filter(|t| authorize_quiet(&ctx, Operation::Describe, Resource::Topic(&t.name)))
         .map(|t| topic_summary(broker, t))
         .collect();
     match sort.as_str() {
@@ -614,6 +646,7 @@ pub fn topics(broker: &Broker, mut q: Query) -> ApiResult {
 pub fn topic(broker: &Broker, raw: &str, q: Query) -> ApiResult {
     let name = topic_name(raw)?;
     q.finish()?;
+    allow_topic(broker, Operation::Describe, &name)?;
     let image = broker.image();
     let t = image.topic_by_name(&name).ok_or_else(|| no_topic(&name))?;
     let mut detail = topic_summary(broker, t);
@@ -631,6 +664,7 @@ pub fn partitions(broker: &Broker, raw: &str, partition: Option<&str>, q: Query)
     let name = topic_name(raw)?;
     let partition = partition.map(partition_number).transpose()?;
     q.finish()?;
+    allow_topic(broker, Operation::Describe, &name)?;
     let image = broker.image();
     let t = image.topic_by_name(&name).ok_or_else(|| no_topic(&name))?;
     match partition {
@@ -747,6 +781,7 @@ pub async fn messages(broker: &Arc<Broker>, raw: &str, mut q: Query) -> ApiResul
             .unwrap_or(Encoding::Auto);
     let scan_max_bytes = q.int("scan_max_bytes", 32 << 20, 1, 256 << 20)? as usize;
     q.finish()?;
+    allow_topic(broker, Operation::Read, &name)?;
     let image = broker.image();
     let t = image.topic_by_name(&name).ok_or_else(|| no_topic(&name))?;
     let selected: Vec<i32> = if partition_raw == "all" {
@@ -866,6 +901,7 @@ pub async fn one_message(
         Encoding::parse(&q.one_of("encoding", "auto", &["auto", "utf8", "base64", "hex"])?)
             .unwrap_or(Encoding::Auto);
     q.finish()?;
+    allow_topic(broker, Operation::Read, &name)?;
     let image = broker.image();
     let t = image.topic_by_name(&name).ok_or_else(|| no_topic(&name))?;
     if !t.partitions.contains_key(&p) {
@@ -914,8 +950,10 @@ pub fn groups(broker: &Broker, mut q: Query) -> ApiResult {
     let page = q.int("page", 1, 1, 1_000_000)? as usize;
     let page_size = q.int("page_size", 100, 1, 1000)? as usize;
     q.finish()?;
+    let ctx = caller_context(broker);
     let rows: Vec<Value> = groupview::all_groups(broker)
         .iter()
+        .filter(|g| authorize_quiet(&ctx, Operation::Describe, Resource::Group(&g.group)))
         .filter(|g| g.group.contains(&needle))
         .filter(|g| {
             state
@@ -935,6 +973,7 @@ pub fn groups(broker: &Broker, mut q: Query) -> ApiResult {
 
 fn find_group(broker: &Broker, raw: &str) -> Result<GroupView, ApiError> {
     let name = group_name(raw)?;
+    allow_group(broker, Operation::Describe, &name)?;
     groupview::one_group(broker, &name).ok_or_else(|| {
         let mut e = ApiError::not_found("group_not_found", format!("no group {name:?}"));
         e.kafka_error = Some(ErrorCode::GroupIdNotFound);
@@ -1060,8 +1099,10 @@ pub fn lag(broker: &Broker, mut q: Query) -> ApiResult {
         _ => LagStatus::Ok,
     };
     q.finish()?;
+    let ctx = caller_context(broker);
     let rows: Vec<Value> = groupview::all_groups(broker)
         .iter()
+        .filter(|g| authorize_quiet(&ctx, Operation::Describe, Resource::Group(&g.group)))
         .filter(|g| g.lag.status >= min)
         .map(|g| {
             json!({

@@ -19,6 +19,7 @@ mod guard;
 mod history;
 mod messages;
 pub mod routes;
+mod session;
 mod ui;
 
 use std::convert::Infallible;
@@ -133,6 +134,7 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
             .unwrap_or(2 << 20)
             .max(1),
         history: Arc::new(history::History::default()),
+        sessions: login_required(config).then(|| Arc::new(session::Sessions::default())),
     });
     let history_interval = Duration::from_millis(
         config
@@ -167,7 +169,7 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
         .iter()
         .filter_map(|s| s.local_addr().ok())
         .all(|a| a.ip().is_loopback());
-    if !loopback_only {
+    if !loopback_only && !login_required(config) {
         tracing::warn!(listener = %listener, "the console listens beyond loopback without a login: anyone who reaches it can read every topic and group");
     }
     let max_connections = config
@@ -180,6 +182,15 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<BoundConsole>, StartEr
         max_connections,
         history_interval,
     }))
+}
+
+/// Whether the console asks for a login: when a Kafka listener uses SASL, or
+/// `console.auth.required=true`.
+fn login_required(config: &BrokerConfig) -> bool {
+    !config.sasl.is_empty()
+        || config
+            .parsed::<bool>("console.auth.required")
+            .unwrap_or(false)
 }
 
 /// `host:port`, `[v6]:port` or `:port` (all interfaces).

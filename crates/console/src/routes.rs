@@ -13,8 +13,10 @@ use strata_broker::broker::Broker;
 
 use crate::guard::{self, HostGuard};
 use crate::history::History;
+use crate::session::{self, Sessions};
 use crate::ui;
 use crate::{admin, api};
+use strata_broker::auth::Principal;
 
 type Answer = Response<Full<Bytes>>;
 
@@ -34,6 +36,8 @@ pub const ROUTES: &[(&str, &[Method])] = &[
     ("/ui/groups", &[Method::GET]),
     ("/ui/groups/{group}", &[Method::GET]),
     ("/ui/brokers", &[Method::GET]),
+    ("/ui/login", &[Method::GET, Method::POST]),
+    ("/ui/logout", &[Method::POST]),
     ("/metrics", &[Method::GET]),
     ("/healthz", &[Method::GET]),
     ("/api/openapi.json", &[Method::GET]),
@@ -79,6 +83,8 @@ pub struct Settings {
     pub max_body: usize,
     /// What the pages' charts draw.
     pub history: Arc<History>,
+    /// Console logins, when the broker uses SASL (`None`: no login, every request anonymous).
+    pub sessions: Option<Arc<Sessions>>,
 }
 
 pub async fn handle(
@@ -129,6 +135,71 @@ pub async fn handle(
         Some((_, methods)) if methods.contains(&method) => {}
         _ => return not_routed(&method, &segs),
     }
+    // With SASL on the broker, a login: a session or HTTP Basic credentials; the request then
+    // acts as that user (`session::CALLER`), so ACLs apply.
+    let principal = match &settings.sessions {
+        None => Principal::anonymous(),
+        Some(sessions) => match session::authenticate(broker, sessions, &parts.headers) {
+            Some(user) => Principal::user(user),
+            None if matches!(
+                segs.as_slice(),
+                ["healthz"] | ["assets", _] | ["ui", "login"]
+            ) =>
+            {
+                Principal::anonymous()
+            }
+            None => return unauthenticated(&segs, &parts.uri),
+        },
+    };
+    session::CALLER
+        .scope(
+            (principal, peer),
+            dispatch(broker, settings, peer, method, segs, query, parts, body),
+        )
+        .await
+}
+
+/// Without a login: pages send the browser to the login form, the rest answer 401 with an
+/// HTTP Basic challenge.
+fn unauthenticated(segs: &[&str], uri: &hyper::Uri) -> Answer {
+    if segs.first() == Some(&"ui") || segs == [""] {
+        let next = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/ui/topics");
+        let mut r = text(
+            StatusCode::SEE_OTHER,
+            "text/html; charset=utf-8",
+            Bytes::new(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("/ui/login?next={}", ui::enc(next))) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "login_required",
+        "the broker uses SASL: log in at /ui/login, or send a SASL user's credentials with HTTP Basic authentication",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"strata console\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    broker: &Arc<Broker>,
+    settings: &Settings,
+    peer: SocketAddr,
+    method: Method,
+    segs: Vec<&str>,
+    query: api::Query,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+) -> Answer {
     if segs.first() == Some(&"ui") || segs == [""] {
         return ui_route(broker, settings, peer, &method, &segs, &parts, body).await;
     }
@@ -326,6 +397,8 @@ async fn ui_route(
         match form {
             Err(e) => ui::error_page(&e),
             Ok(form) => match segs {
+                ["ui", "login"] => ui::login(broker, settings.sessions.as_deref(), &form),
+                ["ui", "logout"] => ui::logout(settings.sessions.as_deref(), cookies),
                 ["ui", "topics"] => ui::create_topic(broker, peer, &form).await,
                 ["ui", "topics", t, "messages"] => ui::produce(broker, peer, t, &form).await,
                 ["ui", "topics", t, "configs"] => ui::alter_config(broker, peer, t, &form).await,
@@ -350,6 +423,7 @@ async fn ui_route(
             ["ui", "groups"] => ui::groups_page(broker, query),
             ["ui", "groups", g] => ui::group_page(broker, history, g),
             ["ui", "brokers"] => ui::brokers_page(broker, peer).await,
+            ["ui", "login"] => ui::login_page(query, &token, None),
             _ => return not_routed(method, segs),
         }
     };
@@ -371,11 +445,10 @@ async fn ui_route(
     if let Some(v) = page.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         h.insert(header::LOCATION, v);
     }
-    if let Some(v) = set_cookie
-        .or(page.set_cookie)
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
-        h.insert(header::SET_COOKIE, v);
+    for cookie in set_cookie.into_iter().chain(page.set_cookie) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.append(header::SET_COOKIE, v);
+        }
     }
     r
 }

@@ -189,9 +189,22 @@ fn layout(title: &str, section: &str, body: &str) -> String {
     .join(" ");
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · Strata</title><link rel=\"stylesheet\" href=\"/assets/console.css\"></head>\
-         <body><header><a class=\"brand\" href=\"/ui/topics\">Strata</a><nav>{nav}</nav></header><main><h1>{t}</h1>{body}</main>\
+         <body><header><a class=\"brand\" href=\"/ui/topics\">Strata</a><nav>{nav}</nav>{user}</header><main><h1>{t}</h1>{body}</main>\
          <footer>REST API: <a href=\"/api/openapi.json\">/api/openapi.json</a> · <a href=\"/metrics\">/metrics</a></footer></body></html>",
-        t = esc(title)
+        t = esc(title),
+        user = signed_in(),
+    )
+}
+
+/// "Signed in as" with a logout button, when the request carries a login.
+fn signed_in() -> String {
+    let (principal, _) = crate::session::caller();
+    if principal.name == "ANONYMOUS" {
+        return String::new();
+    }
+    format!(
+        "<form method=\"post\" action=\"/ui/logout\" class=\"inline user\" id=\"logout\"><span>Signed in as {}</span> <button type=\"submit\">Log out</button></form>",
+        esc(&principal.name)
     )
 }
 
@@ -224,7 +237,7 @@ fn csrf_field(token: &str) -> String {
 
 /// The request's CSRF token: the cookie's, or a new one to set.
 pub fn csrf_token(cookie_header: Option<&str>) -> (String, Option<String>) {
-    if let Some(token) = cookie_value(cookie_header, "strata_csrf") {
+    if let Some(token) = crate::session::cookie(cookie_header, "strata_csrf") {
         if token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()) {
             return (token, None);
         }
@@ -236,18 +249,10 @@ pub fn csrf_token(cookie_header: Option<&str>) -> (String, Option<String>) {
     (token, Some(cookie))
 }
 
-fn cookie_value(header: Option<&str>, name: &str) -> Option<String> {
-    header?
-        .split(';')
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 /// Whether a form's `_csrf` matches the cookie (constant time).
 pub fn csrf_matches(cookie_header: Option<&str>, form: &BTreeMap<String, String>) -> bool {
     let (Some(cookie), Some(field)) = (
-        cookie_value(cookie_header, "strata_csrf"),
+        crate::session::cookie(cookie_header, "strata_csrf"),
         form.get("_csrf"),
     ) else {
         return false;
@@ -895,6 +900,84 @@ pub fn notice(raw_query: Option<&str>) -> Option<String> {
         return Some("Topic created.".into());
     }
     None
+}
+
+// ---- login -------------------------------------------------------------------------------
+
+/// Where a login goes next: a console page, never another site.
+fn next_page(raw: Option<&str>) -> String {
+    match raw {
+        Some(n) if n.starts_with("/ui/") && !n.starts_with("/ui/login") && !n.contains("//") => {
+            n.to_string()
+        }
+        _ => "/ui/topics".into(),
+    }
+}
+
+pub fn login_page(raw_query: Option<&str>, token: &str, failed: Option<&str>) -> Page {
+    let next = query_pairs(raw_query)
+        .into_iter()
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v);
+    let message = failed
+        .map(|m| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+                esc(m)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "{message}<p>The broker uses SASL: log in with a user of its Kafka listeners (PLAIN or SCRAM). What you may see and change follows that user's ACLs.</p>\
+         <form method=\"post\" action=\"/ui/login\" id=\"login\">{csrf}<input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <label>User <input name=\"user\" required autocomplete=\"username\" autofocus></label> \
+         <label>Password <input name=\"password\" type=\"password\" required autocomplete=\"current-password\"></label> \
+         <button type=\"submit\">Log in</button></form>",
+        csrf = csrf_field(token),
+        next = esc(&next_page(next.as_deref())),
+    );
+    let status = if failed.is_some() { 401 } else { 200 };
+    Page {
+        status,
+        html: layout("Log in", "", &body),
+        set_cookie: None,
+        location: None,
+    }
+}
+
+pub fn login(
+    broker: &Broker,
+    sessions: Option<&crate::session::Sessions>,
+    form: &BTreeMap<String, String>,
+) -> Page {
+    let Some(sessions) = sessions else {
+        return Page::redirect("/ui/topics".into());
+    };
+    let user = form.get("user").cloned().unwrap_or_default();
+    let password = form.get("password").cloned().unwrap_or_default();
+    if user.is_empty() || !strata_broker::sasl::password_is_valid(broker, &user, &password) {
+        tracing::info!(user = %user, "console login refused: wrong user or password");
+        let token = form.get("_csrf").cloned().unwrap_or_default();
+        return login_page(None, &token, Some("Wrong user or password."));
+    }
+    let id = sessions.open(&user);
+    tracing::info!(user = %user, "console login");
+    let mut page = Page::redirect(next_page(form.get("next").map(String::as_str)));
+    page.set_cookie = Some(format!(
+        "strata_session={id}; Path=/; HttpOnly; SameSite=Strict"
+    ));
+    page
+}
+
+pub fn logout(sessions: Option<&crate::session::Sessions>, cookies: Option<&str>) -> Page {
+    if let (Some(sessions), Some(id)) =
+        (sessions, crate::session::cookie(cookies, "strata_session"))
+    {
+        sessions.close(&id);
+    }
+    let mut page = Page::redirect("/ui/login".into());
+    page.set_cookie = Some("strata_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0".into());
+    page
 }
 
 #[cfg(test)]

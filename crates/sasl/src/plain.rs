@@ -67,7 +67,12 @@ pub fn client_message(user: &str, password: &str) -> Vec<u8> {
 /// Compares a presented password with the expected one in time independent of where they
 /// differ (the length still shows).
 pub fn password_matches(presented: &str, expected: &str) -> bool {
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+    password_matches_bytes(presented.as_bytes(), expected.as_bytes())
+}
+
+/// Constant-time equality of two secrets (length aside).
+pub fn password_matches_bytes(presented: &[u8], expected: &[u8]) -> bool {
+    presented.ct_eq(expected).into()
 }
 
 #[cfg(test)]

@@ -499,3 +499,40 @@ fn authenticate_error(request: &Request, error: ErrorCode, message: &str) -> Byt
         ),
     )
 }
+
+/// Whether `password` is `user`'s, by the broker's SASL users: a PLAIN user of any SASL
+/// listener, or a SCRAM credential in the metadata (the password salted with the credential's
+/// salt and iterations must give its StoredKey). Comparisons are constant-time. For logins
+/// outside the Kafka protocol (the HTTP console), which then act as `User:<user>`.
+pub fn password_is_valid(broker: &Broker, user: &str, password: &str) -> bool {
+    let plain = broker.config.sasl.values().any(|s| {
+        s.serves(settings::Mechanism::Plain)
+            && s.plain_users
+                .get(user)
+                .is_some_and(|expected| strata_sasl::plain::password_matches(password, expected))
+    });
+    if plain {
+        return true;
+    }
+    let image = broker.image();
+    [
+        strata_sasl::scram::ScramMechanism::Sha256,
+        strata_sasl::scram::ScramMechanism::Sha512,
+    ]
+    .into_iter()
+    .any(|m| {
+        image.scram_credential(user, m.wire()).is_some_and(|c| {
+            let derived = ScramCredential::from_salted_password(
+                m,
+                &m.salted_password(
+                    password.as_bytes(),
+                    &c.salt,
+                    c.iterations.max(1).unsigned_abs(),
+                ),
+                &c.salt,
+                c.iterations,
+            );
+            strata_sasl::plain::password_matches_bytes(&derived.stored_key, &c.stored_key)
+        })
+    })
+}
