@@ -98,7 +98,7 @@ pub async fn alter_client_quotas(
             .map(|(e, result)| {
                 let r = AlterResult::default().with_entity(echo(&e.entity));
                 match result {
-                    Ok(()) => r,
+                    Ok(()) => r.with_error_message(None),
                     Err(OpError { code, message }) => r
                         .with_error_code(code)
                         .with_error_message(Some(str_bytes(message))),
@@ -263,7 +263,9 @@ pub fn describe_client_quotas(
                 )
         })
         .collect();
-    DescribeClientQuotasResponse::default().with_entries(Some(entries))
+    DescribeClientQuotasResponse::default()
+        .with_error_message(None)
+        .with_entries(Some(entries))
 }
 
 #[cfg(test)]
