@@ -60,6 +60,8 @@ pub struct Broker {
     pub txns: crate::txn::TxnService,
     /// ACL checks: the settings and an index of the image's ACLs, rebuilt on publish.
     pub authorizer: Arc<crate::acl::Authorizer>,
+    /// Client quotas and the byte-rate windows they are measured in.
+    pub quotas: crate::quota::QuotaManager,
     /// The block of producer ids this broker hands out: `[next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
@@ -101,6 +103,7 @@ impl Broker {
             tracing::info!(acls = image.acls().len(), "authorizer on");
         }
         let authorizer = Arc::new(crate::acl::Authorizer::new(authorizer_settings, &image));
+        let quotas = crate::quota::QuotaManager::new(&image);
         let found_version = previous.as_ref().map(|m| m.format_version);
         if found_version != Some(crate::data_dir::FORMAT_VERSION) {
             if had_data {
@@ -197,6 +200,7 @@ impl Broker {
                 next_connection_id: std::sync::atomic::AtomicU64::new(1),
                 producer_ids: tokio::sync::Mutex::new((0, 0)),
                 authorizer,
+                quotas,
                 _dir_lock: lock,
             }
         });
@@ -259,6 +263,7 @@ impl Broker {
             tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
         }
         self.authorizer.update(&image);
+        self.quotas.update(&image);
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
     }
 

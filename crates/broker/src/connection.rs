@@ -22,6 +22,12 @@
 //! (`crate::sasl`) before it is served: SaslHandshake and SaslAuthenticate (or a v0 client's
 //! raw tokens) before any other request, re-authentication later; it works over either
 //! stream unchanged and replaces `ConnectionContext::principal` with the SASL user.
+//!
+//! Client quotas (`crate::quota`): a Produce's request bytes and a Fetch's record bytes are
+//! counted against the byte-rate quota of the connection's (user, client id). When they push
+//! the rate over it, the response carries the throttle time in `throttle_time_ms` and the
+//! reader stops reading this connection's next request until the throttle ends, as Kafka
+//! mutes a throttled channel (KIP-219: the response is not delayed, the connection is).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,8 +48,11 @@ use crate::broker::Broker;
 use crate::connection_limits::ConnectionPermit;
 use crate::handlers::{self, Reply};
 use crate::log_throttle::LogThrottle;
+use crate::quota::QuotaKind;
 use crate::sasl::{Outcome as SaslOutcome, SaslStage};
 use crate::tls::{HandshakeError, ListenerTls};
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use strata_protocol::request::Request;
 
 /// A connection's byte stream, split into the reader (this task) and the writer (its writer
 /// task).
@@ -85,12 +94,28 @@ struct Activity {
     opened: Instant,
     last_ms: AtomicU64,
     owed: AtomicUsize,
+    /// Until when (ms since opened) a quota throttle mutes the connection's reads.
+    muted_until_ms: AtomicU64,
 }
 
 impl Activity {
     fn touch(&self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Mutes reads for `throttle_ms` from now (never shortening a longer mute).
+    fn mute_for(&self, throttle_ms: u64) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.muted_until_ms
+            .fetch_max(now.saturating_add(throttle_ms), Ordering::Relaxed);
+    }
+
+    /// When the current mute ends, if the connection is muted.
+    fn muted_until(&self) -> Option<Instant> {
+        let until =
+            self.opened + Duration::from_millis(self.muted_until_ms.load(Ordering::Relaxed));
+        (until > Instant::now()).then_some(until)
     }
 
     /// Resolves once the connection has been idle for `idle`.
@@ -226,6 +251,7 @@ async fn serve_requests<T: Transport>(
         opened: Instant::now(),
         last_ms: AtomicU64::new(0),
         owed: AtomicUsize::new(0),
+        muted_until_ms: AtomicU64::new(0),
     });
     let writer_activity = activity.clone();
     let writer_task = tokio::spawn(async move {
@@ -246,6 +272,12 @@ async fn serve_requests<T: Transport>(
     let max_frame = broker.config.socket_request_max_bytes;
     let idle = broker.config.connections_max_idle;
     loop {
+        if let Some(until) = activity.muted_until() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
         let read = tokio::select! {
             r = read_frame(&mut reader, max_frame) => r,
             _ = shutdown.changed() => break,
@@ -274,6 +306,7 @@ async fn serve_requests<T: Transport>(
             }
         };
         activity.touch();
+        let frame_bytes = frame.len();
         let read_at = std::time::Instant::now();
         // queued.max.requests: at most that many requests are being decoded and handled at
         // once, broker-wide; a connection that finds none free stops reading (one request
@@ -328,18 +361,45 @@ async fn serve_requests<T: Transport>(
                 let api_key = request.api_key;
                 let version = request.version();
                 let timer = broker.metrics.request_timer(api_key, version, read_at);
-                match handlers::handle(&broker, &ctx, request).await {
+                let quota = QuotaCharge::of(&request, &ctx, frame_bytes);
+                let reply = handlers::handle(&broker, &ctx, request).await;
+                // A Produce is charged as soon as it is handled, so that the mute holds back
+                // the requests behind it; a Fetch once its records are known.
+                let produce_throttle_ms = quota
+                    .as_ref()
+                    .filter(|q| q.kind == QuotaKind::Produce)
+                    .map(|q| q.record(&broker, q.request_bytes));
+                if let Some(t) = produce_throttle_ms {
+                    activity.mute_for(t);
+                }
+                // Only Produce and Fetch pay for the quota bookkeeping below.
+                let settle = quota.map(|q| {
+                    let (broker, activity) = (broker.clone(), activity.clone());
+                    move |body: &mut ResponseKind| {
+                        let t = produce_throttle_ms
+                            .unwrap_or_else(|| q.record(&broker, fetched_bytes(body)));
+                        activity.mute_for(t);
+                        set_throttle(body, t);
+                    }
+                });
+                match reply {
                     Reply::None => {
                         timer.finish();
                         continue;
                     }
-                    Reply::Now(body) => {
+                    Reply::Now(mut body) => {
+                        if let Some(settle) = settle {
+                            settle(&mut body);
+                        }
                         let encoded = encode_response(correlation_id, api_key, version, &body);
                         timer.finish();
                         async move { log_encode(encoded) }.boxed()
                     }
                     Reply::Later(fut) => async move {
-                        let body = fut.await;
+                        let mut body = fut.await;
+                        if let Some(settle) = settle {
+                            settle(&mut body);
+                        }
                         let encoded = encode_response(correlation_id, api_key, version, &body);
                         timer.finish();
                         log_encode(encoded)
@@ -374,6 +434,69 @@ async fn serve_requests<T: Transport>(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .release_connection(ctx.connection_id);
+}
+
+/// What a Produce or Fetch is charged against its client's byte-rate quota.
+struct QuotaCharge {
+    kind: QuotaKind,
+    user: String,
+    client_id: String,
+    /// A Produce's request size; a Fetch is charged its response's record bytes.
+    request_bytes: usize,
+}
+
+impl QuotaCharge {
+    /// The charge of `request`, if it is one quotas count (not a follower's fetch).
+    fn of(request: &Request, ctx: &ConnectionContext, frame_bytes: usize) -> Option<QuotaCharge> {
+        let kind = match &request.body {
+            RequestKind::Produce(_) => QuotaKind::Produce,
+            RequestKind::Fetch(f) if f.replica_id.0 < 0 && f.replica_state.replica_id.0 < 0 => {
+                QuotaKind::Fetch
+            }
+            _ => return None,
+        };
+        Some(QuotaCharge {
+            kind,
+            user: ctx.principal.name.clone(),
+            client_id: request
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            request_bytes: frame_bytes,
+        })
+    }
+
+    /// Records `bytes` against the quota and answers the throttle time, in ms.
+    fn record(&self, broker: &Broker, bytes: usize) -> u64 {
+        broker
+            .quotas
+            .record(self.kind, &self.user, &self.client_id, bytes)
+    }
+}
+
+/// The record bytes of a Fetch response (0 for any other).
+fn fetched_bytes(body: &ResponseKind) -> usize {
+    match body {
+        ResponseKind::Fetch(f) => f
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Writes a quota throttle into a Produce or Fetch response (never lowering one it holds).
+fn set_throttle(body: &mut ResponseKind, throttle_ms: u64) {
+    let wire = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    match body {
+        ResponseKind::Produce(r) => r.throttle_time_ms = r.throttle_time_ms.max(wire),
+        ResponseKind::Fetch(r) => r.throttle_time_ms = r.throttle_time_ms.max(wire),
+        _ => {}
+    }
 }
 
 /// Whether a request size is really the start of a TLS record: a handshake record (0x16)

@@ -47,6 +47,7 @@ pub mod log_throttle;
 pub mod manager;
 pub mod metrics;
 pub mod partition;
+pub mod quota;
 pub mod sasl;
 pub mod server;
 pub mod shards;

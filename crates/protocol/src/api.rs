@@ -49,6 +49,8 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
     ApiKey::OffsetDelete,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
     ApiKey::DescribeQuorum,
@@ -131,6 +133,10 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
         ApiKey::IncrementalAlterConfigs => {
             both::<IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse>()
         }
+        ApiKey::DescribeClientQuotas => {
+            both::<DescribeClientQuotasRequest, DescribeClientQuotasResponse>()
+        }
+        ApiKey::AlterClientQuotas => both::<AlterClientQuotasRequest, AlterClientQuotasResponse>(),
         ApiKey::DescribeCluster => both::<DescribeClusterRequest, DescribeClusterResponse>(),
         ApiKey::ConsumerGroupHeartbeat => {
             both::<ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse>()

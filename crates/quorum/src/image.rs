@@ -8,6 +8,7 @@ use base64::Engine;
 use uuid::Uuid;
 
 use crate::acl::AclBinding;
+use crate::quota::QuotaEntity;
 use crate::record::{ConfigResource, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,10 @@ pub struct MetadataImage {
     /// The ACLs by id. Behind an `Arc` so that cloning the image (every publish) does not
     /// copy them, and so that the authorizer can tell by pointer whether they changed.
     acls: Arc<BTreeMap<Uuid, AclBinding>>,
+    /// Client quotas by entity, then key; an entity without keys is not kept. Behind an `Arc`
+    /// for the same reasons as the ACLs: the quota manager tells by pointer whether they
+    /// changed.
+    client_quotas: Arc<BTreeMap<QuotaEntity, BTreeMap<String, f64>>>,
 }
 
 impl MetadataImage {
@@ -186,6 +191,25 @@ impl MetadataImage {
                     tracing::warn!(%id, "removal of an unknown ACL");
                 }
             }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                let quotas = Arc::make_mut(&mut self.client_quotas);
+                match value {
+                    Some(v) => {
+                        quotas
+                            .entry(entity.clone())
+                            .or_default()
+                            .insert(key.clone(), v.0);
+                    }
+                    None => {
+                        if let Some(keys) = quotas.get_mut(entity) {
+                            keys.remove(key);
+                            if keys.is_empty() {
+                                quotas.remove(entity);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -205,6 +229,11 @@ impl MetadataImage {
     /// The ACLs by id; the same `Arc` until an ACL record is applied.
     pub fn acls(&self) -> &Arc<BTreeMap<Uuid, AclBinding>> {
         &self.acls
+    }
+
+    /// The client quotas by entity, then key; the same `Arc` until a quota record is applied.
+    pub fn client_quotas(&self) -> &Arc<BTreeMap<QuotaEntity, BTreeMap<String, f64>>> {
+        &self.client_quotas
     }
 
     pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
@@ -358,6 +387,38 @@ mod tests {
         image.apply(&MetadataRecord::RemoveAcl { id });
         image.apply(&MetadataRecord::RemoveAcl { id });
         assert!(image.acls().is_empty());
+    }
+
+    #[test]
+    fn client_quota_records_set_replace_and_remove() {
+        use crate::quota::{QuotaName, QuotaValue};
+        let mut image = MetadataImage::default();
+        let entity = QuotaEntity {
+            user: Some(QuotaName::Default),
+            client_id: Some(QuotaName::Name("app".into())),
+        };
+        let set = |key: &str, value: Option<f64>| MetadataRecord::ClientQuota {
+            entity: entity.clone(),
+            key: key.into(),
+            value: value.map(QuotaValue),
+        };
+        let record = set("producer_byte_rate", Some(1024.0));
+        let json = serde_json::to_string(&record).expect("encode");
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&json).expect("decode"),
+            record
+        );
+        image.apply(&record);
+        image.apply(&set("consumer_byte_rate", Some(2048.0)));
+        image.apply(&set("producer_byte_rate", Some(4096.0)));
+        assert_eq!(image.client_quotas()[&entity]["producer_byte_rate"], 4096.0);
+        image.apply(&set("producer_byte_rate", None));
+        image.apply(&set("consumer_byte_rate", None));
+        image.apply(&set("consumer_byte_rate", None));
+        assert!(
+            image.client_quotas().is_empty(),
+            "an entity without keys is gone"
+        );
     }
 
     #[test]

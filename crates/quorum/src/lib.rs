@@ -3,6 +3,7 @@
 //! - [`record::MetadataRecord`]: the facts (a topic exists, a partition has these replicas and
 //!   this leader epoch, a config was set, a topic was removed, an ACL was created).
 //! - [`acl`]: ACL bindings and filters (Kafka's model), held by the image.
+//! - [`quota`]: client quota entities and values (Kafka's model), held by the image.
 //! - [`image::MetadataImage`]: the state machine; `apply` is the only way it changes.
 //! - [`log::MetadataLog`]: where records are made durable before they are applied. On one node
 //!   it is [`log::LocalMetadataLog`], a checksummed file; in a cluster the same records will go
@@ -20,6 +21,7 @@ pub mod acl;
 pub mod controller;
 pub mod image;
 pub mod log;
+pub mod quota;
 pub mod record;
 pub mod store;
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::acl::AclBinding;
+use crate::quota::{QuotaEntity, QuotaValue};
 
 /// What a config record applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,4 +65,10 @@ pub enum MetadataRecord {
     Acl { id: Uuid, acl: AclBinding },
     /// The ACL created with this id was removed.
     RemoveAcl { id: Uuid },
+    /// A client quota of `entity` was set (`value` is `Some`) or removed (`None`).
+    ClientQuota {
+        entity: QuotaEntity,
+        key: String,
+        value: Option<QuotaValue>,
+    },
 }

@@ -16,6 +16,7 @@
 
 pub mod acls;
 pub mod plan;
+pub mod quotas;
 pub mod scram;
 
 use std::path::Path;

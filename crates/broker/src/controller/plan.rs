@@ -80,6 +80,10 @@ pub fn plan(
             let (records, reply) = super::acls::delete_acls(image, op);
             (records, ControllerReply::DeleteAcls(reply))
         }
+        ControllerOp::AlterClientQuotas(op) => {
+            let (records, reply) = super::quotas::alter_client_quotas(image, op);
+            (records, ControllerReply::AlterClientQuotas(reply))
+        }
     })
 }
 

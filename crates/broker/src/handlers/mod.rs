@@ -32,6 +32,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer;
+mod quotas;
 mod txn;
 mod users;
 
@@ -255,6 +256,12 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         )),
         RequestKind::DeleteAcls(req) => Reply::now(ResponseKind::DeleteAcls(
             acls::delete_acls(broker, ctx, req).await,
+        )),
+        RequestKind::DescribeClientQuotas(req) => Reply::now(ResponseKind::DescribeClientQuotas(
+            quotas::describe_client_quotas(broker, ctx, req),
+        )),
+        RequestKind::AlterClientQuotas(req) => Reply::now(ResponseKind::AlterClientQuotas(
+            quotas::alter_client_quotas(broker, ctx, req).await,
         )),
         other => {
             // decode_request only lets through the APIs in strata_protocol::api, and each

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::acl::{AclBinding, AclBindingFilter};
+use crate::quota::{QuotaEntity, QuotaValue};
 
 /// An item the controller refused: Kafka's error code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +295,26 @@ pub struct DeleteAclsReply {
     pub results: Vec<ItemResult<Vec<AclBinding>>>,
 }
 
+/// One entity's quota changes: per key, the new value or `None` to remove it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaAlteration {
+    pub entity: QuotaEntity,
+    pub ops: Vec<(String, Option<QuotaValue>)>,
+}
+
+/// AlterClientQuotas: each entity's changes are validated and applied all-or-nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterClientQuotas {
+    pub entries: Vec<QuotaAlteration>,
+    pub validate_only: bool,
+}
+
+/// One result per entity, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterClientQuotasReply {
+    pub results: Vec<ItemResult<()>>,
+}
+
 /// An operation whose reply is a known type, so that a submitter gets that type back.
 pub trait Op: Into<ControllerOp> {
     type Reply;
@@ -359,6 +380,8 @@ controller_ops! {
     CreateAcls => CreateAclsReply,
     /// Remove the ACL bindings that filters select.
     DeleteAcls => DeleteAclsReply,
+    /// Set and remove client quotas.
+    AlterClientQuotas => AlterClientQuotasReply,
 }
 
 #[cfg(test)]
@@ -450,6 +473,20 @@ mod tests {
             .into(),
             DeleteAcls {
                 filters: vec![AclBindingFilter::any()],
+            }
+            .into(),
+            AlterClientQuotas {
+                entries: vec![QuotaAlteration {
+                    entity: QuotaEntity {
+                        user: Some(crate::quota::QuotaName::Default),
+                        client_id: None,
+                    },
+                    ops: vec![
+                        ("producer_byte_rate".into(), Some(QuotaValue(1024.0))),
+                        ("consumer_byte_rate".into(), None),
+                    ],
+                }],
+                validate_only: false,
             }
             .into(),
         ];

@@ -1,0 +1,131 @@
+"""Client quotas end to end: a producer_byte_rate quota set for a client id with
+AlterClientQuotas and read back with DescribeClientQuotas (kafka-python's protocol framing;
+neither client library here has an admin call for them), then enforced by throttling: a
+confluent-kafka producer with that client id producing as fast as it can is held to about the
+quota and is told its throttle time, one with another client id is not, and removing the quota
+(value null) stops the throttling."""
+
+import time
+
+from confluent_kafka import Producer
+from kafka.admin import KafkaAdminClient
+from kafka.protocol.admin import DescribeClientQuotasRequest_v0
+from kafka.protocol.api import Request, Response
+from kafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
+
+from strata_e2e import create_topic
+
+QUOTA_BPS = 200_000
+PAYLOAD = b"x" * 10_000
+MESSAGES = 400  # 4 MB
+# Kafka's quota windows: 11 of 1 s; a fresh entity's first burst is measured over 10 s.
+WINDOW_S = 11
+
+
+class AlterClientQuotasResponse_v0(Response):
+    API_KEY = 49
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("entries", Array(
+            ("error_code", Int16),
+            ("error_message", String("utf-8")),
+            ("entity", Array(("entity_type", String("utf-8")), ("entity_name", String("utf-8")))),
+        )),
+    )
+
+
+class AlterClientQuotasRequest_v0(Request):
+    API_KEY = 49
+    API_VERSION = 0
+    RESPONSE_TYPE = AlterClientQuotasResponse_v0
+    SCHEMA = Schema(
+        ("entries", Array(
+            ("entity", Array(("entity_type", String("utf-8")), ("entity_name", String("utf-8")))),
+            ("ops", Array(("key", String("utf-8")), ("value", Float64), ("remove", Boolean))),
+        )),
+        ("validate_only", Boolean),
+    )
+
+
+def call(admin, request):
+    node = admin._client.least_loaded_node()
+    future = admin._send_request_to_node(node, request)
+    admin._wait_for_futures([future])
+    return future.value
+
+
+def alter(admin, entity, ops, validate_only=False):
+    response = call(admin, AlterClientQuotasRequest_v0(entries=[(entity, ops)], validate_only=validate_only))
+    return [(code, msg) for code, msg, _ in response.entries]
+
+
+def describe(admin, components, strict=False):
+    response = call(admin, DescribeClientQuotasRequest_v0(components=components, strict=strict))
+    assert response.error_code == 0, response
+    return {
+        tuple(tuple(c) for c in entity): dict(values) for entity, values in response.entries
+    }
+
+
+def produce_all(bootstrap, topic, client_id):
+    """Produces MESSAGES as fast as the producer takes them; answers the time taken and the
+    throttle times reported."""
+    throttles = []
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "client.id": client_id,
+        "linger.ms": 5,
+        "throttle_cb": lambda event: throttles.append(event.throttle_time),
+    })
+    errors = []
+    start = time.monotonic()
+    for _ in range(MESSAGES):
+        while True:
+            try:
+                producer.produce(topic, PAYLOAD, on_delivery=lambda e, m: e and errors.append(e))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(120) == 0, "every message delivered"
+    elapsed = time.monotonic() - start
+    producer.poll(0.5)  # let pending throttle events through
+    assert not errors, errors
+    return elapsed, throttles
+
+
+def test_producer_byte_rate_quota_throttles_its_client_only(broker, topic):
+    create_topic(broker.bootstrap, topic)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        entity = [("client-id", "slow-app")]
+        # Kafka's validation: unknown keys and negative values are INVALID_REQUEST (42).
+        assert alter(admin, entity, [("bogus_rate", 1.0, False)])[0][0] == 42
+        assert alter(admin, entity, [("producer_byte_rate", -5.0, False)])[0][0] == 42
+        assert alter(admin, entity, [("producer_byte_rate", 1.0, False)], validate_only=True) == [(0, None)]
+        assert describe(admin, [("client-id", 0, "slow-app")]) == {}
+        assert alter(admin, entity, [("producer_byte_rate", float(QUOTA_BPS), False)]) == [(0, None)]
+        assert describe(admin, [("client-id", 0, "slow-app")]) == {
+            (("client-id", "slow-app"),): {"producer_byte_rate": float(QUOTA_BPS)}
+        }
+        assert describe(admin, [("user", 2, None)]) == {}
+
+        fast_elapsed, fast_throttles = produce_all(broker.bootstrap, topic, "fast-app")
+        assert not [t for t in fast_throttles if t > 0], fast_throttles
+
+        slow_elapsed, slow_throttles = produce_all(broker.bootstrap, topic, "slow-app")
+        size = len(PAYLOAD) * MESSAGES
+        # The first WINDOW_S windows' worth passes before the rate is over the quota; the rest
+        # is held to it. Half of that is the check: throttling, not speed.
+        expected_s = size / QUOTA_BPS - WINDOW_S
+        assert slow_elapsed >= 0.5 * expected_s, (slow_elapsed, expected_s, slow_throttles)
+        assert [t for t in slow_throttles if t > 0], "the producer was told of its throttle"
+        assert slow_elapsed > fast_elapsed
+
+        assert alter(admin, entity, [("producer_byte_rate", 0.0, True)]) == [(0, None)]
+        assert describe(admin, [("client-id", 2, None)]) == {}
+        _, after = produce_all(broker.bootstrap, topic, "slow-app")
+        assert not [t for t in after if t > 0], after
+    finally:
+        admin.close()
