@@ -97,10 +97,6 @@ pub fn one_group(broker: &Broker, group: &str) -> Option<GroupView> {
         .flatten()
 }
 
-fn high_watermark(broker: &Broker, image: &MetadataImage, topic: &str, p: i32) -> Option<i64> {
-    broker.end_offset_of(image, topic, p)
-}
-
 fn groups_of_shard(
     broker: &Broker,
     image: &MetadataImage,
@@ -214,7 +210,7 @@ fn offset_views(
         };
         for &p in t.partitions.keys() {
             let committed = committed.get(&(topic.clone(), p)).copied();
-            let end_offset = high_watermark(broker, image, topic, p);
+            let end_offset = broker.end_offset_of(image, topic, p);
             let lag = match (committed, end_offset) {
                 (Some(c), Some(e)) => Some((e - c).max(0)),
                 _ => None,
@@ -242,7 +238,7 @@ fn evaluate(
         .iter()
         .map(|((topic, p), window)| {
             let now = PartitionNow {
-                end_offset: high_watermark(broker, image, topic, *p).unwrap_or(-1),
+                end_offset: broker.end_offset_of(image, topic, *p).unwrap_or(-1),
                 recent_end_offsets: &[],
                 now_ms: now,
             };

@@ -158,7 +158,7 @@ pub async fn create_topic(broker: &Arc<Broker>, peer: SocketAddr, body: &[u8]) -
     if validate_only {
         return Ok(ApiAnswer::ok(json!({"name": name, "validate_only": true})));
     }
-    let mut answer = topic(broker, &name, Query::parse(None)?)?;
+    let mut answer = topic(broker, &name, Query::empty())?;
     answer.status = 201;
     answer.location = Some(format!("/api/v1/topics/{name}"));
     Ok(answer)
@@ -298,7 +298,7 @@ pub async fn add_partitions(
     let resp = kafka!(broker, peer, CreatePartitions, 3, req);
     let result = only(&resp.results)?;
     first_error(result.error_code, result.error_message.as_ref())?;
-    topic(broker, &name, Query::parse(None)?)
+    topic(broker, &name, Query::empty())
 }
 
 static ROUND_ROBIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

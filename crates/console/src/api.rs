@@ -172,6 +172,11 @@ impl Query {
         })
     }
 
+    /// No parameters (a page calling the API for its defaults).
+    pub fn empty() -> Query {
+        Query::from_pairs(Vec::new())
+    }
+
     /// A query built by the console's pages from parameters they chose.
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Query {
         Query {

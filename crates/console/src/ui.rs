@@ -364,7 +364,7 @@ pub async fn topic_page(
     token: &str,
     notice: Option<String>,
 ) -> Page {
-    let detail = match api::topic(broker, name, Query::from_pairs(Vec::new())) {
+    let detail = match api::topic(broker, name, Query::empty()) {
         Ok(a) => a.body,
         Err(e) => return error_page(&e),
     };
@@ -560,7 +560,7 @@ fn value_text(v: &Value) -> String {
 }
 
 pub fn delete_page(broker: &Broker, name: &str, token: &str) -> Page {
-    if let Err(e) = api::topic(broker, name, Query::from_pairs(Vec::new())) {
+    if let Err(e) = api::topic(broker, name, Query::empty()) {
         return error_page(&e);
     }
     let body = format!(
@@ -614,11 +614,11 @@ pub fn groups_page(broker: &Broker, raw_query: Option<&str>) -> Page {
 }
 
 pub fn group_page(broker: &Broker, history: &History, name: &str) -> Page {
-    let detail = match api::group(broker, name, Query::from_pairs(Vec::new())) {
+    let detail = match api::group(broker, name, Query::empty()) {
         Ok(a) => a.body,
         Err(e) => return error_page(&e),
     };
-    let lag = api::group_lag(broker, history, name, Query::from_pairs(Vec::new()))
+    let lag = api::group_lag(broker, history, name, Query::empty())
         .map(|a| a.body)
         .unwrap_or(Value::Null);
     let mut members = String::new();
@@ -695,7 +695,7 @@ pub fn group_page(broker: &Broker, history: &History, name: &str) -> Page {
 }
 
 pub async fn brokers_page(broker: &Arc<Broker>, peer: SocketAddr) -> Page {
-    let cluster = match api::cluster(broker, Query::from_pairs(Vec::new())) {
+    let cluster = match api::cluster(broker, Query::empty()) {
         Ok(a) => a.body,
         Err(e) => return error_page(&e),
     };
@@ -728,7 +728,7 @@ pub async fn brokers_page(broker: &Arc<Broker>, peer: SocketAddr) -> Page {
         );
     }
     let id = text(&cluster["controller_id"]);
-    let configs = api::broker_configs(broker, peer, &id, Query::from_pairs(Vec::new()))
+    let configs = api::broker_configs(broker, peer, &id, Query::empty())
         .await
         .map(|a| a.body)
         .unwrap_or(json!([]));
@@ -763,6 +763,19 @@ fn lines_to_map(text: &str) -> serde_json::Map<String, Value> {
         .collect()
 }
 
+/// A form field's text (absent: empty).
+fn field<'a>(form: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map(String::as_str).unwrap_or("")
+}
+
+/// A form's answer: to `next` after the write, or the write's error.
+fn after(result: api::ApiResult, next: impl FnOnce(&api::ApiAnswer) -> String) -> Page {
+    match result {
+        Ok(answer) => Page::redirect(next(&answer)),
+        Err(e) => error_page(&e),
+    }
+}
+
 /// An optional number field of a form (empty: absent).
 fn form_number(form: &BTreeMap<String, String>, field: &str) -> Result<Option<i64>, ApiError> {
     match form.get(field).filter(|v| !v.trim().is_empty()) {
@@ -787,14 +800,14 @@ pub async fn create_topic(
         Ok(None) => {}
         Err(e) => return error_page(&e),
     }
-    let configs = lines_to_map(form.get("configs").map(String::as_str).unwrap_or(""));
+    let configs = lines_to_map(field(form, "configs"));
     if !configs.is_empty() {
         body["configs"] = Value::Object(configs);
     }
-    match admin::create_topic(broker, peer, body.to_string().as_bytes()).await {
-        Ok(_) => Page::redirect(format!("/ui/topics/{}?created=1", enc(&name))),
-        Err(e) => error_page(&e),
-    }
+    after(
+        admin::create_topic(broker, peer, body.to_string().as_bytes()).await,
+        |_| format!("/ui/topics/{}?created=1", enc(&name)),
+    )
 }
 
 pub async fn produce(
@@ -818,31 +831,26 @@ pub async fn produce(
         "value".into(),
         json!(form.get("value").cloned().unwrap_or_default()),
     );
-    let headers: Vec<Value> = lines_to_map(form.get("headers").map(String::as_str).unwrap_or(""))
+    let headers: Vec<Value> = lines_to_map(field(form, "headers"))
         .into_iter()
         .map(|(k, v)| json!({"key": k, "value": v}))
         .collect();
     if !headers.is_empty() {
         body.insert("headers".into(), Value::Array(headers));
     }
-    match admin::produce(
-        broker,
-        peer,
-        topic,
-        Query::from_pairs(Vec::new()),
-        Value::Object(body).to_string().as_bytes(),
+    let body = Value::Object(body).to_string();
+    after(
+        admin::produce(broker, peer, topic, Query::empty(), body.as_bytes()).await,
+        |a| {
+            format!(
+                "/ui/topics/{}?partition={}&from=offset&offset={}&produced={}",
+                enc(topic),
+                a.body["partition"],
+                a.body["offset"],
+                a.body["offset"]
+            )
+        },
     )
-    .await
-    {
-        Ok(a) => Page::redirect(format!(
-            "/ui/topics/{}?partition={}&from=offset&offset={}&produced={}",
-            enc(topic),
-            a.body["partition"],
-            a.body["offset"],
-            a.body["offset"]
-        )),
-        Err(e) => error_page(&e),
-    }
 }
 
 pub async fn alter_config(
@@ -858,18 +866,11 @@ pub async fn alter_config(
     } else {
         json!({"set": {name: value}})
     };
-    match admin::alter_topic_configs(
-        broker,
-        peer,
-        topic,
-        Query::from_pairs(Vec::new()),
-        body.to_string().as_bytes(),
+    let body = body.to_string();
+    after(
+        admin::alter_topic_configs(broker, peer, topic, Query::empty(), body.as_bytes()).await,
+        |_| format!("/ui/topics/{}", enc(topic)),
     )
-    .await
-    {
-        Ok(_) => Page::redirect(format!("/ui/topics/{}", enc(topic))),
-        Err(e) => error_page(&e),
-    }
 }
 
 pub async fn delete_topic(
@@ -884,10 +885,10 @@ pub async fn delete_topic(
             format!("type the topic's name ({topic}) to confirm its deletion"),
         ));
     }
-    match admin::delete_topic(broker, peer, topic, Query::from_pairs(Vec::new())).await {
-        Ok(_) => Page::redirect("/ui/topics?deleted=1".into()),
-        Err(e) => error_page(&e),
-    }
+    after(
+        admin::delete_topic(broker, peer, topic, Query::empty()).await,
+        |_| "/ui/topics?deleted=1".into(),
+    )
 }
 
 /// The notice a page shows after a redirect from a form.
