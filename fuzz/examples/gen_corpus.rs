@@ -305,7 +305,7 @@ fn main() {
         std::fs::create_dir_all(d).expect("create a corpus directory");
     }
     // SASL: a selector byte (the parser) and a message of each kind (sasl_messages.rs).
-    let sasl_seeds: [(u8, &[u8]); 7] = [
+    let sasl_seeds: [(u8, &[u8]); 9] = [
         (0, b"\0alice\0alice-secret"),
         (1, b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"),
         (0x81, b"y,a=u,n=u,r=abc,ext=1"),
@@ -313,6 +313,8 @@ fn main() {
         (3, br#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="a\"b" user_alice="x";"#),
         (4, b"r=abcdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
         (5, b"n,,n=user,r=abcc=biws,r=abc,p=AAAA"),
+        (6, b"n,a=alice,\x01auth=Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.\x01k=v\x01\x01"),
+        (7, br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","y":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}eyJhbGciOiJFUzI1NiIsImtpZCI6ImsifQ.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5LCJpYXQiOjF9.AAAA"#),
     ];
     for (i, (selector, message)) in sasl_seeds.iter().enumerate() {
         let mut seed = vec![*selector];

@@ -1,6 +1,7 @@
 //! The SASL parsers that read bytes from unauthenticated peers or from the broker's own
 //! configuration (`strata_sasl`): the PLAIN message, SCRAM client-first and client-final (and
-//! the client's view of server-first and server-final), and JAAS lines.
+//! the client's view of server-first and server-final), JAAS lines, the OAUTHBEARER message,
+//! JSON Web Key Sets and JWTs (both validators).
 //!
 //! The first byte picks the parser, the rest is its input. A SCRAM server is also driven
 //! through a whole exchange: the input's first half as client-first (with a known
@@ -8,7 +9,8 @@
 //!
 //! Checks: nothing panics; a PLAIN message that parses has a non-empty user and password and
 //! no NUL in them; a JAAS line that parses has a non-empty module name; a SCRAM exchange
-//! driven by random bytes never authenticates.
+//! driven by random bytes never authenticates; an OAUTHBEARER message that parses has a
+//! non-empty token.
 #![no_main]
 
 #[global_allocator]
@@ -30,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         ScramMechanism::Sha512
     };
-    match selector % 6 {
+    match selector % 8 {
         0 => {
             if let Ok(m) = strata_sasl::plain::parse(input) {
                 assert!(!m.user.is_empty() && !m.password.is_empty());
@@ -56,6 +58,24 @@ fuzz_target!(|data: &[u8]| {
             let mut client = ScramClient::with_nonce(mechanism, "user", "pencil", "abc");
             if client.final_message(first).is_ok() {
                 let _ = client.verify_server_final(last);
+            }
+        }
+        6 => {
+            if let Ok(m) = strata_sasl::oauthbearer::parse(input) {
+                assert!(!m.token.is_empty());
+            }
+        }
+        7 => {
+            // A key set from the first half, a token from the second, both validators.
+            use strata_sasl::oauthbearer::{Jwks, SignedRules, UnsecuredRules, Validator};
+            let (first, last) = input.split_at(input.len() / 2);
+            let keys = Jwks::parse(first).ok();
+            if let Ok(token) = std::str::from_utf8(last) {
+                let now = 1_800_000_000_000;
+                let _ = Validator::Unsecured(UnsecuredRules::default()).validate(token, None, now);
+                let _ =
+                    Validator::Signed(SignedRules::default()).validate(token, keys.as_ref(), now);
+                let _ = strata_sasl::oauthbearer::key_id(token);
             }
         }
         _ => {

@@ -252,9 +252,21 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     // SASL (SASL_PLAINTEXT and SASL_SSL listeners). sasl.enabled.mechanisms and
     // sasl.jaas.config can be set per listener: listener.name.<l>.sasl.enabled.mechanisms and
     // listener.name.<l>.<mechanism in lower case>.sasl.jaas.config.
-    def("sasl.enabled.mechanisms", T::List, Some("GSSAPI"), "SASL mechanisms offered on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (GSSAPI and OAUTHBEARER are accepted in the list but not served)."),
+    def("sasl.enabled.mechanisms", T::List, Some("GSSAPI"), "SASL mechanisms offered on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (GSSAPI is accepted in the list but not served)."),
     def("sasl.mechanism.inter.broker.protocol", T::String, Some("GSSAPI"), "SASL mechanism brokers use among themselves (recorded; a single node makes no inter-broker connections)."),
     def("sasl.jaas.config", T::Password, None, "JAAS login module for SASL: PlainLoginModule with user_<name>=\"password\" options (PLAIN users), or ScramLoginModule (the inter-broker identity)."),
+    def("sasl.server.callback.handler.class", T::String, None, "OAUTHBEARER token validation (usually scoped: listener.name.<l>.oauthbearer.sasl.server.callback.handler.class): unset, unsigned tokens (Kafka's development default); org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler, tokens signed with a key of sasl.oauthbearer.jwks.endpoint.url."),
+    def("sasl.oauthbearer.jwks.endpoint.url", T::String, None, "The JSON Web Key Set that signed OAUTHBEARER tokens are checked against: a file: URL (file:///etc/strata/jwks.json). Re-read on refresh and when a token names a key id it lacks."),
+    num("sasl.oauthbearer.jwks.endpoint.refresh.ms", T::Long, "3600000", 0, "How often the JWKS file is re-read."),
+    num("sasl.oauthbearer.jwks.endpoint.retry.backoff.ms", T::Long, "100", 0, "The least time between two re-reads of the JWKS file for a key id it lacks."),
+    num("sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms", T::Long, "10000", 0, "Accepted for compatibility (re-reads of a file need no growing backoff)."),
+    def("sasl.oauthbearer.expected.audience", T::List, None, "Audiences (aud) a signed OAUTHBEARER token must name one of; unset, not checked."),
+    def("sasl.oauthbearer.expected.issuer", T::String, None, "The issuer (iss) a signed OAUTHBEARER token must name; unset, not checked."),
+    def("sasl.oauthbearer.sub.claim.name", T::String, Some("sub"), "The claim holding the principal's name in signed OAUTHBEARER tokens."),
+    def("sasl.oauthbearer.scope.claim.name", T::String, Some("scope"), "The claim holding the scope in signed OAUTHBEARER tokens."),
+    num("sasl.oauthbearer.clock.skew.seconds", T::Int, "30", 0, "Clock difference tolerated when checking exp and iat of signed OAUTHBEARER tokens."),
+    def("sasl.oauthbearer.token.endpoint.url", T::String, None, "Accepted for compatibility (the token endpoint of a broker's own logins; a single node makes none)."),
+    def("sasl.login.callback.handler.class", T::String, None, "Accepted for compatibility (a Java class for a broker's own logins; a single node makes none)."),
     num("connections.max.reauth.ms", T::Long, "0", 0, "Lifetime of a SASL session (KIP-368): clients re-authenticate before it ends; a connection whose session ended is closed on its next request. 0: sessions do not expire."),
     num("connection.failed.authentication.delay.ms", T::Int, "100", 0, "Delay before the answer to a failed SASL authentication (and the close that follows)."),
     num(SASL_MAX_FAILED_ATTEMPTS, T::Int, "0", 0, "Strata: failed SASL authentications allowed per user and per client address within strata.sasl.failed.attempts.window.ms; more are refused without checking the password until the window ends. 0 (default): no limit."),
@@ -566,8 +578,10 @@ pub fn listener_scoped_def(name: &str) -> Option<(&str, &'static ConfigDef)> {
     if key.starts_with("ssl.") || key.starts_with("sasl.") {
         return Some((listener, broker_config_def(key)?));
     }
+    // <mechanism>.sasl.jaas.config and the OAUTHBEARER keys
+    // (oauthbearer.sasl.server.callback.handler.class, oauthbearer.sasl.oauthbearer.*).
     let (mechanism, key) = key.split_once('.')?;
-    (!mechanism.is_empty() && key == "sasl.jaas.config")
+    (!mechanism.is_empty() && key.starts_with("sasl."))
         .then(|| broker_config_def(key).map(|d| (listener, d)))
         .flatten()
 }
@@ -713,6 +727,8 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "ssl.trustmanager.algorithm",
     "ssl.secure.random.implementation",
     "sasl.mechanism.inter.broker.protocol",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.login.callback.handler.class",
 ];
 
 /// Topic configs accepted (with Kafka's defaults, listed by DescribeConfigs) that have no

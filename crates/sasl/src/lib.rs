@@ -4,6 +4,8 @@
 //! - [`scram`]: SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677): the credential
 //!   derivation ([`scram::ScramCredential`]: salt, StoredKey, ServerKey, iterations; never the
 //!   password), the server's and the client's state machines, and the message parsers.
+//! - [`oauthbearer`]: OAUTHBEARER (RFC 7628) messages and Kafka's two JWT validators
+//!   (unsecured tokens, and tokens signed with a key of a JSON Web Key Set).
 //! - [`jaas`]: Kafka's `sasl.jaas.config` lines (one JAAS login module with its options).
 //!
 //! Everything here takes bytes from an unauthenticated peer: parsers return
@@ -11,6 +13,7 @@
 //! in constant time (`subtle`).
 
 pub mod jaas;
+pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
 
@@ -32,6 +35,9 @@ pub enum SaslError {
     /// delegation tokens, an authorization id other than the user).
     #[error("{0}")]
     Unsupported(String),
+    /// An OAUTHBEARER token that is not valid (expired, badly signed, lacking a scope...).
+    #[error("Authentication failed: invalid token: {0}")]
+    InvalidToken(String),
     /// The server's answer did not prove that it knows the credential (client side).
     #[error(
         "the server's SCRAM signature does not match: it does not know this user's credential"
@@ -43,3 +49,4 @@ pub enum SaslError {
 pub const PLAIN: &str = "PLAIN";
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 pub const SCRAM_SHA_512: &str = "SCRAM-SHA-512";
+pub const OAUTHBEARER: &str = "OAUTHBEARER";

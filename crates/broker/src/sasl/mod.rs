@@ -9,6 +9,8 @@
 //!  tokens ─▶ PLAIN: one message, checked against the JAAS line's user_<name> passwords
 //!            SCRAM: client-first ▶ server-first, client-final ▶ server-final, against the
 //!                   credential in the metadata image (looked up at authentication time)
+//!            OAUTHBEARER: one message carrying a JWT, checked by the listener's validator
+//!                   ([`oauth`]); the session ends no later than the token
 //!     failure: SASL_AUTHENTICATION_FAILED after connection.failed.authentication.delay.ms,
 //!              then close
 //!  authenticated: principal User:<name>; every request is served until the session
@@ -28,6 +30,7 @@
 
 pub mod bootstrap;
 pub mod limiter;
+pub mod oauth;
 pub mod settings;
 
 use std::sync::Arc;
@@ -99,8 +102,21 @@ pub fn announce(config: &crate::config::BrokerConfig) -> FailureLimiter {
                 listener = %settings.listener,
                 not_served = settings.not_served.join(","),
                 served = settings.mechanism_names().join(","),
-                "sasl.enabled.mechanisms lists mechanisms Strata does not offer (GSSAPI/Kerberos, OAUTHBEARER, ...): clients asking for them get UNSUPPORTED_SASL_MECHANISM"
+                "sasl.enabled.mechanisms lists mechanisms Strata does not offer (GSSAPI/Kerberos, ...): clients asking for them get UNSUPPORTED_SASL_MECHANISM"
             );
+        }
+        match settings.oauth.as_deref() {
+            Some(oauth) if oauth.is_unsecured() => tracing::warn!(
+                listener = %settings.listener,
+                "OAUTHBEARER takes unsigned tokens on this listener (Kafka's default validator, meant for development): any client can claim any principal. For production set listener.name.<l>.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler and sasl.oauthbearer.jwks.endpoint.url"
+            ),
+            Some(oauth) => tracing::info!(
+                listener = %settings.listener,
+                jwks = %oauth.keys.as_ref().map_or_else(String::new, |k| k.path.display().to_string()),
+                keys = oauth.keys.as_ref().map_or(0, |k| k.key_count()),
+                "OAUTHBEARER checks signed tokens against the key set"
+            ),
+            None => {}
         }
         tracing::info!(
             listener = %settings.listener,
@@ -317,6 +333,8 @@ impl SaslStage {
         let host = ctx.peer.ip();
         let now = std::time::Instant::now();
         let limiter = &broker.sasl_failures;
+        // When the credential itself expires (an OAUTHBEARER token's exp).
+        let mut credential_expiry: Option<Duration> = None;
         let (user, response) = match mechanism {
             Mechanism::Plain => {
                 let message = strata_sasl::plain::parse(token).map_err(|e| from_sasl(e, None))?;
@@ -337,6 +355,45 @@ impl SaslStage {
                 // Kafka's PLAIN server answers with an empty token (a zero-length frame for
                 // v0 clients).
                 (message.user, Some(Vec::new()))
+            }
+            Mechanism::OAuthBearer => {
+                let Some(oauth) = self.settings.oauth.as_deref() else {
+                    return Err(refusal(
+                        ErrorCode::UnsupportedSaslMechanism,
+                        "OAUTHBEARER is not configured on this listener",
+                        None,
+                        "no validator",
+                    ));
+                };
+                let message =
+                    strata_sasl::oauthbearer::parse(token).map_err(|e| from_sasl(e, None))?;
+                // The user is only known once the token is checked: attempts count per address.
+                if let Some(blocked) = limiter.check(None, host, now) {
+                    return Err(self.blocked(ctx, mechanism, None, blocked));
+                }
+                let valid = oauth.validate(&message.token).map_err(|e| {
+                    limiter.record_failure(None, host, now);
+                    from_sasl(e, None)
+                })?;
+                if message
+                    .authzid
+                    .as_ref()
+                    .is_some_and(|a| *a != valid.principal)
+                {
+                    return Err(from_sasl(
+                        SaslError::Unsupported(
+                            "Authentication failed: the authorization id must be empty or the token's principal".into(),
+                        ),
+                        Some(valid.principal),
+                    ));
+                }
+                let remaining = valid
+                    .expires_at_ms
+                    .saturating_sub(crate::partition::now_ms())
+                    .max(0);
+                credential_expiry = Some(Duration::from_millis(remaining.unsigned_abs()));
+                // Kafka's OAUTHBEARER server answers success with an empty token.
+                (valid.principal, Some(Vec::new()))
             }
             Mechanism::Scram(m) => {
                 let server = scram.get_or_insert_with(|| Box::new(ScramServer::new(m)));
@@ -383,7 +440,12 @@ impl SaslStage {
                 ));
             }
         }
-        let expires = self.settings.session_lifetime.map(|l| Instant::now() + l);
+        // KIP-368: a session ends with connections.max.reauth.ms, or earlier with its
+        // credential (only when re-authentication is on, as in Kafka).
+        let expires = self
+            .settings
+            .session_lifetime
+            .map(|l| Instant::now() + credential_expiry.map_or(l, |c| c.min(l)));
         tracing::debug!(peer = %ctx.peer, listener = %ctx.listener, mechanism = %mechanism.name(), %user, reauthentication = self.session.is_some(), "SASL authentication succeeded");
         ctx.principal = Principal::user(user.clone());
         self.session = Some(Session {
@@ -451,6 +513,7 @@ fn from_sasl(error: SaslError, user: Option<String>) -> Refusal {
         SaslError::BadCredentials => "wrong password or unknown user",
         SaslError::Malformed { .. } => "malformed message",
         SaslError::Unsupported(_) => "unsupported feature",
+        SaslError::InvalidToken(_) => "invalid token",
         SaslError::BadServerSignature => "server signature",
     };
     Refusal {

@@ -17,12 +17,15 @@ use crate::config::{
 /// Kafka's login modules, as JAAS lines name them.
 pub const PLAIN_LOGIN_MODULE: &str = "org.apache.kafka.common.security.plain.PlainLoginModule";
 pub const SCRAM_LOGIN_MODULE: &str = "org.apache.kafka.common.security.scram.ScramLoginModule";
+pub const OAUTHBEARER_LOGIN_MODULE: &str =
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule";
 
 /// A mechanism a SASL listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -30,12 +33,16 @@ impl Mechanism {
         match self {
             Mechanism::Plain => strata_sasl::PLAIN,
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => strata_sasl::OAUTHBEARER,
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         if name == strata_sasl::PLAIN {
             return Some(Mechanism::Plain);
+        }
+        if name == strata_sasl::OAUTHBEARER {
+            return Some(Mechanism::OAuthBearer);
         }
         ScramMechanism::from_name(name).map(Mechanism::Scram)
     }
@@ -47,7 +54,7 @@ pub struct SaslSettings {
     pub listener: String,
     /// Served mechanisms, in the order `sasl.enabled.mechanisms` lists them.
     pub mechanisms: Vec<Mechanism>,
-    /// Mechanisms listed but not served (GSSAPI, OAUTHBEARER, ...): answered
+    /// Mechanisms listed but not served (GSSAPI, ...): answered
     /// UNSUPPORTED_SASL_MECHANISM like any other.
     pub not_served: Vec<String>,
     /// PLAIN users and passwords: the `user_<name>` options of the PLAIN JAAS line.
@@ -55,6 +62,8 @@ pub struct SaslSettings {
     /// The `username` of a ScramLoginModule line: the identity this broker would use towards
     /// other brokers (recorded; a single node makes no such connection).
     pub inter_broker_user: Option<String>,
+    /// How OAUTHBEARER tokens are checked, when the listener serves it.
+    pub oauth: Option<std::sync::Arc<super::oauth::OAuthSettings>>,
     /// `connections.max.reauth.ms`; `None` when 0 (sessions do not expire).
     pub session_lifetime: Option<Duration>,
     /// `connection.failed.authentication.delay.ms`.
@@ -112,12 +121,13 @@ impl SaslSettings {
                     "listener {listener} uses SASL but enables no mechanism Strata serves \
                      (Kafka's default is GSSAPI, which Strata does not offer): set \
                      sasl.enabled.mechanisms (or {scoped}sasl.enabled.mechanisms) to PLAIN, \
-                     SCRAM-SHA-256 and/or SCRAM-SHA-512"
+                     SCRAM-SHA-256, SCRAM-SHA-512 and/or OAUTHBEARER"
                 ),
             });
         }
         let mut plain_users = BTreeMap::new();
         let mut inter_broker_user = None;
+        let mut oauth_jaas = None;
         for mechanism in &mechanisms {
             let Some((key, entry)) = jaas_for(set, listener, mechanism.name())? else {
                 if *mechanism == Mechanism::Plain {
@@ -133,10 +143,7 @@ impl SaslSettings {
                 }
                 continue;
             };
-            let expected = match mechanism {
-                Mechanism::Plain => PLAIN_LOGIN_MODULE,
-                Mechanism::Scram(_) => SCRAM_LOGIN_MODULE,
-            };
+            let expected = login_module(*mechanism);
             if entry.login_module != expected {
                 return Err(InvalidConfig {
                     key,
@@ -168,8 +175,16 @@ impl SaslSettings {
                         inter_broker_user = entry.option("username").map(str::to_string);
                     }
                 }
+                Mechanism::OAuthBearer => oauth_jaas = Some((key, entry)),
             }
         }
+        let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
+            Some(std::sync::Arc::new(super::oauth::OAuthSettings::resolve(
+                set, listener, oauth_jaas,
+            )?))
+        } else {
+            None
+        };
         let millis = |key: &str| -> u64 {
             get(key)
                 .and_then(|(_, v)| v.trim().parse::<i64>().ok())
@@ -183,6 +198,7 @@ impl SaslSettings {
             not_served,
             plain_users,
             inter_broker_user,
+            oauth,
             session_lifetime: (reauth_ms > 0).then(|| Duration::from_millis(reauth_ms)),
             failed_authentication_delay: Duration::from_millis(millis(
                 "connection.failed.authentication.delay.ms",
@@ -193,6 +209,15 @@ impl SaslSettings {
                 millis(SASL_FAILED_ATTEMPTS_WINDOW_MS).max(1),
             ),
         })
+    }
+}
+
+/// The login module a mechanism's JAAS line names.
+fn login_module(mechanism: Mechanism) -> &'static str {
+    match mechanism {
+        Mechanism::Plain => PLAIN_LOGIN_MODULE,
+        Mechanism::Scram(_) => SCRAM_LOGIN_MODULE,
+        Mechanism::OAuthBearer => OAUTHBEARER_LOGIN_MODULE,
     }
 }
 
@@ -225,11 +250,13 @@ fn jaas_for(
     // The plain key holds one login module, like one entry of a JAAS file's KafkaServer
     // section: it serves the mechanisms of its module only.
     let entry = parse("sasl.jaas.config", text)?;
-    let module = match Mechanism::from_name(mechanism) {
-        Some(Mechanism::Plain) => PLAIN_LOGIN_MODULE,
-        _ => SCRAM_LOGIN_MODULE,
-    };
-    let known = [PLAIN_LOGIN_MODULE, SCRAM_LOGIN_MODULE].contains(&entry.login_module.as_str());
+    let module = Mechanism::from_name(mechanism).map_or(SCRAM_LOGIN_MODULE, login_module);
+    let known = [
+        PLAIN_LOGIN_MODULE,
+        SCRAM_LOGIN_MODULE,
+        OAUTHBEARER_LOGIN_MODULE,
+    ]
+    .contains(&entry.login_module.as_str());
     if known && entry.login_module != module {
         return Ok(None);
     }
@@ -304,7 +331,7 @@ mod tests {
     fn start_up_errors() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "enables no mechanism"),
-            (&[("sasl.enabled.mechanisms", "GSSAPI,OAUTHBEARER")], "enables no mechanism"),
+            (&[("sasl.enabled.mechanisms", "GSSAPI,OTHER")], "enables no mechanism"),
             (&[("sasl.enabled.mechanisms", "PLAIN")], "plain.sasl.jaas.config"),
             (
                 &[
