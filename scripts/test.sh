@@ -70,6 +70,12 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 done_step
 
+# The fuzz targets live outside the workspace (fuzz/, a cargo-fuzz crate run by
+# scripts/fuzz.sh); checking that they still compile keeps them from rotting unseen.
+step "cargo check of the fuzz targets"
+cargo check --manifest-path fuzz/Cargo.toml --bins --examples --quiet
+done_step
+
 # ---- 1. system packages ---------------------------------------------------------------------
 # kcat (a third client), openssl (the TLS tests make their CA and certificates with it),
 # chromium and Node (the console's browser test drives Debian's chromium with playwright-core).

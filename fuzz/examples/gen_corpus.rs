@@ -395,6 +395,7 @@ fn main() {
             leader_epoch: -1,
             metadata: String::new(),
             commit_ms: 1_700_000_000_000,
+            end_offset: Some(50),
         }),
     }
     .encode();
