@@ -32,6 +32,7 @@ use strata_coordinator::{
 };
 use strata_protocol::records::{encode_batch_as, BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
+use strata_quorum::MetadataImage;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
@@ -353,12 +354,12 @@ impl GroupService {
     /// records and starts answering for its groups (this node became the partition's
     /// leader). Loading a loaded shard does nothing. Offsets of transactions still open wait
     /// for their markers.
-    pub fn load_partition(&self, broker: &Broker, partition: i32) {
+    pub fn load_partition(&self, broker: &Broker, image: &MetadataImage, partition: i32) {
         self.shards.load(partition, || {
             let now = now_ms();
             let mut shard = GroupShard::new(partition, self.group_config, self.consumer_config);
             let mut loaded = 0usize;
-            replay_partition(broker, OFFSETS_TOPIC, partition, |r| {
+            replay_partition(broker, image, OFFSETS_TOPIC, partition, |r| {
                 let entry = if r.control {
                     // A transaction marker: key = version i16, type i16 (1 = commit).
                     let commit = r
@@ -403,19 +404,6 @@ impl GroupService {
     pub fn unload_partition(&self, partition: i32) {
         self.shards.unload(partition);
         self.waiting().retain(|_, (p, _)| *p != partition);
-    }
-
-    /// Loads every partition of `__consumer_offsets` not loaded yet (one node leads them
-    /// all): at start-up, and when the topic is created.
-    pub fn load_all(&self, broker: &Broker) {
-        let loaded = self
-            .shards
-            .load_all(broker, OFFSETS_TOPIC, |p| self.load_partition(broker, p));
-        if let Some(partitions) = loaded {
-            let mut groups = 0;
-            self.for_each_shard(|shard| groups += shard.classic.list().len());
-            tracing::info!(partitions, groups, "loaded consumer groups");
-        }
     }
 
     /// Runs the shards' timers every 100 ms while the broker lives.
@@ -495,8 +483,13 @@ pub fn append_to_internal_topic(
 /// Calls `f(record)` for every record of one partition of an internal topic, from the log
 /// start to the high watermark, in log order (loading a coordinator). An undecodable batch
 /// ends the replay, with an error logged.
-pub fn replay_partition(broker: &Broker, name: &str, p: i32, mut f: impl FnMut(Record)) {
-    let image = broker.image();
+pub fn replay_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    name: &str,
+    p: i32,
+    mut f: impl FnMut(Record),
+) {
     let Some(topic) = image.topic_by_name(name) else {
         return;
     };
@@ -664,7 +657,7 @@ mod tests {
         assert!(listed.iter().any(|(id, _, _)| id == &b));
         // Loading it again rebuilds a's groups from its partition's records alone; the open
         // transaction's offset still waits for its marker.
-        svc.load_partition(&broker, svc.partition_for(a));
+        svc.load_partition(&broker, &broker.image(), svc.partition_for(a));
         assert_eq!(committed(&broker, a), Ok(Some(5)));
         assert_eq!(
             svc.with(a, |shard| shard.has_unsettled_offset(a, "t", 0)),

@@ -32,6 +32,7 @@ use strata_coordinator::txn::{encode_record, MarkerPlan, TxnConfig, TxnMetadata,
 use strata_log::Marker;
 use strata_protocol::records::{BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
+use strata_quorum::MetadataImage;
 
 use crate::broker::Broker;
 use crate::groups::{append_to_internal_topic, replay_partition, wait_durable, OFFSETS_TOPIC};
@@ -300,15 +301,15 @@ impl TxnService {
     /// records and starts answering for its ids (this node became the partition's leader).
     /// Loading a loaded shard does nothing. Prepare* transactions found are finished by the
     /// ticker.
-    pub fn load_partition(&self, broker: &Broker, partition: i32) {
+    pub fn load_partition(&self, broker: &Broker, image: &MetadataImage, partition: i32) {
         self.shards
-            .load(partition, || self.build_shard(broker, partition));
+            .load(partition, || self.build_shard(broker, image, partition));
     }
 
     /// The shard of `partition`, built from that partition's records.
-    fn build_shard(&self, broker: &Broker, partition: i32) -> TxnShard {
+    fn build_shard(&self, broker: &Broker, image: &MetadataImage, partition: i32) -> TxnShard {
         let mut records = Vec::new();
-        replay_partition(broker, TXN_TOPIC, partition, |r| {
+        replay_partition(broker, image, TXN_TOPIC, partition, |r| {
             if let Some(key) = r.key {
                 records.push((key.to_vec(), r.value.map(|v| v.to_vec())));
             }
@@ -335,21 +336,6 @@ impl TxnService {
     /// their next step the same way, and the new leader finishes them from the log.
     pub fn unload_partition(&self, partition: i32) {
         self.shards.unload(partition);
-    }
-
-    /// Loads every partition of `__transaction_state` not loaded yet (one node leads them
-    /// all): at start-up, and when the topic is created.
-    pub fn load_all(&self, broker: &Broker) {
-        let loaded = self
-            .shards
-            .load_all(broker, TXN_TOPIC, |p| self.load_partition(broker, p));
-        if let Some(partitions) = loaded {
-            tracing::info!(
-                partitions,
-                transactional_ids = self.all().len(),
-                "loaded transaction state"
-            );
-        }
     }
 
     /// One pass of the ticker over one shard, under its lock: timed-out transactions move to
@@ -514,7 +500,7 @@ mod tests {
         );
         assert!(svc.all().iter().all(|m| m.transactional_id != a));
         // Loading it again rebuilds a's state from its partition's records alone.
-        svc.load_partition(&broker, svc.partition_for(a));
+        svc.load_partition(&broker, &broker.image(), svc.partition_for(a));
         assert_eq!(svc.get(a), Ok(Some(ma.clone())));
         assert_eq!(ma.state, TxnState::Empty);
         let again = init(&broker, a, 4).await.expect("init a again");
