@@ -36,7 +36,7 @@ use strata_quorum::MetadataImage;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
-use crate::partition::{now_ms, Partition};
+use crate::partition::{now_ms, HwWait, HwWaitError, Partition};
 use crate::shards::Shards;
 
 /// Logs a rebalance milestone at INFO, as Kafka's group coordinator does: the group, why it
@@ -90,7 +90,7 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Appended records: per partition, the offset the high watermark must reach.
-pub type Waits = Vec<(Arc<Partition>, i64)>;
+pub type Waits = Vec<HwWait>;
 
 enum Waiting {
     Join(oneshot::Sender<JoinResponse>),
@@ -316,8 +316,8 @@ impl GroupService {
     pub async fn wait_and_settle(&self, waits: Waits, timeout: Duration) -> Result<(), ErrorCode> {
         let offsets: Vec<Arc<Partition>> = waits
             .iter()
-            .filter(|(p, _)| p.topic == OFFSETS_TOPIC)
-            .map(|(p, _)| p.clone())
+            .filter(|w| w.partition.topic == OFFSETS_TOPIC)
+            .map(|w| w.partition.clone())
             .collect();
         let durable = wait_durable(waits, timeout).await;
         for p in offsets {
@@ -454,7 +454,7 @@ pub fn append_to_internal_topic(
     records: Vec<(i32, PlainRecord)>,
     producer: BatchProducer,
     now: i64,
-) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+) -> Result<Waits, ErrorCode> {
     let image = broker.image();
     let topic = image
         .topic_by_name(name)
@@ -475,7 +475,7 @@ pub fn append_to_internal_topic(
         })?;
         let info = partition.append_internal(&batch, now)?;
         broker.partitions.flusher.after_append(&partition);
-        waits.push((partition, info.last_offset() + 1));
+        waits.push(HwWait::new(partition, &info));
     }
     Ok(waits)
 }
@@ -530,31 +530,18 @@ pub fn replay_partition(
     }
 }
 
-/// Waits until every partition's high watermark passes its offset, or `timeout`.
-pub async fn wait_durable(
-    waits: Vec<(Arc<Partition>, i64)>,
-    timeout: Duration,
-) -> Result<(), ErrorCode> {
+/// Waits until every partition's high watermark passes its offset, or `timeout`. An append
+/// whose partition was deleted, went offline or changed leader epoch meanwhile is not
+/// durable here: COORDINATOR_NOT_AVAILABLE (the coordinator's clients retry, finding the
+/// coordinator again after an epoch change).
+pub async fn wait_durable(waits: Waits, timeout: Duration) -> Result<(), ErrorCode> {
     let deadline = tokio::time::Instant::now() + timeout;
-    for (partition, needed) in waits {
-        let mut rx = partition.subscribe();
-        let reached = tokio::time::timeout_at(deadline, async {
-            loop {
-                if *rx.borrow_and_update() >= needed {
-                    return true;
-                }
-                if partition.is_offline() {
-                    return false;
-                }
-                if rx.changed().await.is_err() || partition.is_deleted() {
-                    return false;
-                }
+    for w in waits {
+        match tokio::time::timeout_at(deadline, w.wait()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(HwWaitError::Deleted | HwWaitError::Offline | HwWaitError::EpochChanged)) => {
+                return Err(ErrorCode::CoordinatorNotAvailable)
             }
-        })
-        .await;
-        match reached {
-            Ok(true) => {}
-            Ok(false) => return Err(ErrorCode::CoordinatorNotAvailable),
             Err(_) => return Err(ErrorCode::RequestTimedOut),
         }
     }
@@ -600,8 +587,10 @@ mod tests {
         let records = vec![offset(group, value)];
         let waits = svc.with(group, |shard| {
             let waits = svc.append(broker, &records)?;
-            for (p, end) in &waits {
-                shard.classic.stage(p.index, *end, records.clone());
+            for w in &waits {
+                shard
+                    .classic
+                    .stage(w.partition.index, w.offset, records.clone());
             }
             Ok(waits)
         })??;

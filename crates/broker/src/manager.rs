@@ -223,7 +223,7 @@ impl PartitionManager {
                 if !p.replicas.contains(&node) {
                     continue;
                 }
-                if let Err(error) = self.ensure_open(topic, p, &settings) {
+                if let Err(error) = self.ensure_open(node, topic, p, &settings) {
                     unopened.insert((topic.topic_id, p.partition));
                     first_error.get_or_insert(error);
                 }
@@ -308,7 +308,7 @@ impl PartitionManager {
                 .topic_by_id(&topic_id)
                 .expect("hosted partitions exist");
             let p = &topic.partitions[&index];
-            let opened = self.ensure_open(topic, p, &settings_of(topic));
+            let opened = self.ensure_open(node, topic, p, &settings_of(topic));
             let mut unopened = self.unopened.write().unwrap_or_else(|p| p.into_inner());
             match opened {
                 Ok(()) => unopened.remove(&(topic_id, index)),
@@ -324,10 +324,12 @@ impl PartitionManager {
         }
     }
 
-    /// Opens partition `p` of `topic` unless it is open, else brings its settings and leader
-    /// epoch up to date. An open that fails is logged and returned.
+    /// Opens partition `p` of `topic` unless it is open, else brings its settings and role
+    /// (leader epoch, leader, ISR) up to date for `node`. An open that fails is logged and
+    /// returned.
     fn ensure_open(
         &self,
+        node: i32,
         topic: &TopicImage,
         p: &PartitionImage,
         settings: &Arc<TopicSettings>,
@@ -336,7 +338,7 @@ impl PartitionManager {
             if *existing.settings() != **settings {
                 existing.set_settings(settings.clone());
             }
-            existing.set_leader_epoch(p.leader_epoch);
+            existing.assign(node, p.leader, p.leader_epoch, &p.isr);
             return Ok(());
         }
         let dir = self.partition_dir(&topic.name, p.partition);
@@ -384,6 +386,9 @@ impl PartitionManager {
             log,
             settings.clone(),
             PartitionInit {
+                node_id: node,
+                leader: p.leader,
+                isr: p.isr.clone(),
                 leader_epoch: p.leader_epoch,
                 fsync_before_ack: self.fsync_before_ack,
                 log_dir: self.log_dir.clone(),

@@ -36,7 +36,7 @@ use strata_quorum::MetadataImage;
 
 use crate::broker::Broker;
 use crate::groups::{append_to_internal_topic, replay_partition, wait_durable, OFFSETS_TOPIC};
-use crate::partition::{now_ms, Partition};
+use crate::partition::{now_ms, HwWait};
 use crate::shards::Shards;
 
 /// The internal topic of transaction state.
@@ -46,7 +46,7 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Appended records: per partition, the offset the high watermark must reach.
-pub type Waits = Vec<(Arc<Partition>, i64)>;
+pub type Waits = crate::groups::Waits;
 
 pub struct TxnService {
     config: TxnConfig,
@@ -175,8 +175,12 @@ impl TxnService {
             .topic_by_name(TXN_TOPIC)
             .and_then(|t| broker.partitions.get(&t.topic_id, partition))
             .map(|p| {
-                let end = p.log_end_offset();
-                vec![(p, end)]
+                let (offset, leader_epoch) = (p.log_end_offset(), p.leader_epoch());
+                vec![HwWait {
+                    partition: p,
+                    offset,
+                    leader_epoch,
+                }]
             })
             .unwrap_or_default()
     }
@@ -255,17 +259,18 @@ impl TxnService {
                 continue;
             };
             match partition.append_marker(plan.producer_id, plan.epoch, marker, 0, now) {
-                Ok(offset) => {
+                Ok(appended) => {
                     broker.partitions.flusher.after_append(&partition);
+                    let wait = HwWait::new(partition, &appended);
                     if topic_name == OFFSETS_TOPIC {
                         broker.groups.complete_txn(
                             plan.producer_id,
                             plan.commit,
                             *index,
-                            offset + 1,
+                            wait.offset,
                         );
                     }
-                    waits.push((partition, offset + 1));
+                    waits.push(wait);
                 }
                 Err(ErrorCode::InvalidProducerEpoch) => {
                     // A newer epoch already wrote here: this transaction was fenced and

@@ -431,8 +431,10 @@ pub async fn offset_commit(
         // (settled below, or by the ticker).
         let waits = svc.append(broker, &records);
         if let Ok(waits) = &waits {
-            for (partition, end) in waits {
-                shard.classic.stage(partition.index, *end, records.clone());
+            for w in waits {
+                shard
+                    .classic
+                    .stage(w.partition.index, w.offset, records.clone());
             }
         }
         Ok(waits)
