@@ -11,39 +11,19 @@ Usage: bench/metadata_changes.py BEFORE_BIN AFTER_BIN [--big 10000] [--small 40]
 """
 
 import argparse
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import broker  # noqa: E402  (the same fresh broker as the throughput bench)
 
 
 def measure(binary, client, work, big, small):
-    port = free_port()
-    data = Path(work) / f"data-{port}"
-    logf = open(Path(work) / f"broker-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [binary, "serve", "--set", f"listeners=PLAINTEXT://127.0.0.1:{port}",
-         "--set", f"log.dirs={data}", "--set", "console.enable=false"],
-        stdout=logf, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("broker did not start")
-                time.sleep(0.05)
-        boot = f"127.0.0.1:{port}"
+    with broker(binary, work) as boot:
 
         def create(name, partitions):
             started = time.perf_counter()
@@ -59,9 +39,6 @@ def measure(binary, client, work, big, small):
         times = sorted(create(f"small-{i}", 1) * 1000 for i in range(small))
         return {"big_s": big_s, "median_ms": statistics.median(times),
                 "p90_ms": times[int(len(times) * 0.9) - 1]}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def main():
