@@ -12,6 +12,7 @@ Usage: bench/compare.py BEFORE_BIN AFTER_BIN [--records 200000] [--rounds 3] [--
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -33,7 +34,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run(binary, work, records, fsync):
+@contextlib.contextmanager
+def broker(binary, work, fsync="true"):
+    """A fresh `binary serve` on a free loopback port with its data in `work`; yields the
+    bootstrap address, stops the broker and removes its data on exit."""
     port = free_port()
     data = Path(work) / f"data-{port}"
     logf = open(Path(work) / f"broker-{port}.log", "wb")
@@ -52,7 +56,19 @@ def run(binary, work, records, fsync):
                 if time.time() > deadline:
                     raise RuntimeError("broker did not start")
                 time.sleep(0.05)
-        boot = f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        logf.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def run(binary, work, records, fsync):
+    with broker(binary, work, fsync) as boot:
 
         def strata(*args):
             out = subprocess.run([binary, "--bootstrap-server", boot, *args],
@@ -73,14 +89,6 @@ def run(binary, work, records, fsync):
                                   str(records), "--json"))
             out[f"consume (after acks={acks})"] = c["mb_per_sec"]
         return out
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        logf.close()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def consume_repeat(before, after, work, records, rounds, fsync):

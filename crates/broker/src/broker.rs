@@ -38,11 +38,13 @@ pub struct Broker {
     pub config: BrokerConfig,
     /// Where every metadata change is submitted ([`Broker::submit`]).
     controller: ControllerService,
-    /// The image this broker serves: published by the controller after each commit, once the
-    /// partitions are in line with it.
+    /// The image this broker serves: set by the metadata publisher after each change, once
+    /// the partitions and coordinator shards are in line with it.
     image: RwLock<Arc<MetadataImage>>,
-    /// Held while partitions are brought in line with an image, so two syncs never overlap.
-    partition_sync: Mutex<()>,
+    /// The one door through which metadata changes reach this broker.
+    pub(crate) publisher: crate::metadata_publisher::MetadataPublisher,
+    /// Held while partitions are brought in line with an image, so two never overlap.
+    pub(crate) partition_sync: Mutex<()>,
     pub partitions: Arc<PartitionManager>,
     /// What `/metrics` exposes; the hot paths add to handles resolved from it.
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
@@ -178,13 +180,13 @@ impl Broker {
         let groups = crate::groups::GroupService::new(&config);
         let txns = crate::txn::TxnService::new(&config);
         let broker = Arc::new_cyclic(|weak: &std::sync::Weak<Broker>| {
-            let weak = weak.clone();
-            let controller = ControllerService::start(store, config.clone(), move |image| {
-                if let Some(broker) = weak.upgrade() {
-                    broker.publish(image);
-                }
-            });
+            let publisher = crate::metadata_publisher::MetadataPublisher::start(
+                weak.clone(),
+                image.applied_records,
+            );
+            let controller = ControllerService::start(store, config.clone(), publisher.sink());
             Broker {
+                publisher,
                 groups,
                 txns,
                 config,
@@ -204,9 +206,8 @@ impl Broker {
                 _dir_lock: lock,
             }
         });
-        broker.groups.load_all(&broker);
+        crate::metadata_publisher::load_coordinators_at_start(&broker, &broker.image());
         crate::groups::GroupService::start_ticker(&broker);
-        broker.txns.load_all(&broker);
         crate::txn::TxnService::start_ticker(&broker);
         start_log_maintenance(&broker);
         start_checkpoints(&broker);
@@ -243,27 +244,17 @@ impl Broker {
     }
 
     /// Submits a metadata change to the controller and returns its reply, once the change is
-    /// committed and this broker serves it (its partitions opened, its image published).
+    /// committed and this broker serves it (the metadata publisher has applied the offset the
+    /// controller answered with: partitions opened, shards loaded, image published).
     pub async fn submit<O: Op>(&self, op: O) -> Result<O::Reply, ControllerError> {
-        self.controller.submit(op).await
+        let (reply, offset) = self.controller.submit(op).await?;
+        self.publisher.wait_applied(offset).await?;
+        Ok(reply)
     }
 
-    /// Called by the controller after each commit, on a blocking thread: brings the
-    /// partitions in line with `image`, then publishes it.
-    fn publish(&self, image: Arc<MetadataImage>) {
-        let _sync = self
-            .partition_sync
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Open the new partitions before publishing the image: a request that sees a topic
-        // must find its partitions. The change is durable and applied whether or not they
-        // open: one that cannot is logged, answers KAFKA_STORAGE_ERROR and is retried by the
-        // maintenance task (a topic that was created is reported created).
-        if let Err(error) = self.partitions.sync(&image, &self.config) {
-            tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
-        }
-        self.authorizer.update(&image);
-        self.quotas.update(&image);
+    /// Replaces the image this broker serves. Only the metadata publisher calls it, once
+    /// everything else is in line with `image`.
+    pub(crate) fn set_image(&self, image: Arc<MetadataImage>) {
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
     }
 

@@ -32,10 +32,11 @@ use strata_coordinator::{
 };
 use strata_protocol::records::{encode_batch_as, BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
+use strata_quorum::MetadataImage;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
-use crate::partition::{now_ms, Partition};
+use crate::partition::{now_ms, HwWait, HwWaitError, Partition};
 use crate::shards::Shards;
 
 /// Logs a rebalance milestone at INFO, as Kafka's group coordinator does: the group, why it
@@ -89,7 +90,7 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Appended records: per partition, the offset the high watermark must reach.
-pub type Waits = Vec<(Arc<Partition>, i64)>;
+pub type Waits = Vec<HwWait>;
 
 enum Waiting {
     Join(oneshot::Sender<JoinResponse>),
@@ -315,8 +316,8 @@ impl GroupService {
     pub async fn wait_and_settle(&self, waits: Waits, timeout: Duration) -> Result<(), ErrorCode> {
         let offsets: Vec<Arc<Partition>> = waits
             .iter()
-            .filter(|(p, _)| p.topic == OFFSETS_TOPIC)
-            .map(|(p, _)| p.clone())
+            .filter(|w| w.partition.topic == OFFSETS_TOPIC)
+            .map(|w| w.partition.clone())
             .collect();
         let durable = wait_durable(waits, timeout).await;
         for p in offsets {
@@ -353,12 +354,12 @@ impl GroupService {
     /// records and starts answering for its groups (this node became the partition's
     /// leader). Loading a loaded shard does nothing. Offsets of transactions still open wait
     /// for their markers.
-    pub fn load_partition(&self, broker: &Broker, partition: i32) {
+    pub fn load_partition(&self, broker: &Broker, image: &MetadataImage, partition: i32) {
         self.shards.load(partition, || {
             let now = now_ms();
             let mut shard = GroupShard::new(partition, self.group_config, self.consumer_config);
             let mut loaded = 0usize;
-            replay_partition(broker, OFFSETS_TOPIC, partition, |r| {
+            replay_partition(broker, image, OFFSETS_TOPIC, partition, |r| {
                 let entry = if r.control {
                     // A transaction marker: key = version i16, type i16 (1 = commit).
                     let commit = r
@@ -403,19 +404,6 @@ impl GroupService {
     pub fn unload_partition(&self, partition: i32) {
         self.shards.unload(partition);
         self.waiting().retain(|_, (p, _)| *p != partition);
-    }
-
-    /// Loads every partition of `__consumer_offsets` not loaded yet (one node leads them
-    /// all): at start-up, and when the topic is created.
-    pub fn load_all(&self, broker: &Broker) {
-        let loaded = self
-            .shards
-            .load_all(broker, OFFSETS_TOPIC, |p| self.load_partition(broker, p));
-        if let Some(partitions) = loaded {
-            let mut groups = 0;
-            self.for_each_shard(|shard| groups += shard.classic.list().len());
-            tracing::info!(partitions, groups, "loaded consumer groups");
-        }
     }
 
     /// Runs the shards' timers every 100 ms while the broker lives.
@@ -466,7 +454,7 @@ pub fn append_to_internal_topic(
     records: Vec<(i32, PlainRecord)>,
     producer: BatchProducer,
     now: i64,
-) -> Result<Vec<(Arc<Partition>, i64)>, ErrorCode> {
+) -> Result<Waits, ErrorCode> {
     let image = broker.image();
     let topic = image
         .topic_by_name(name)
@@ -487,7 +475,7 @@ pub fn append_to_internal_topic(
         })?;
         let info = partition.append_internal(&batch, now)?;
         broker.partitions.flusher.after_append(&partition);
-        waits.push((partition, info.last_offset() + 1));
+        waits.push(HwWait::new(partition, &info));
     }
     Ok(waits)
 }
@@ -495,8 +483,13 @@ pub fn append_to_internal_topic(
 /// Calls `f(record)` for every record of one partition of an internal topic, from the log
 /// start to the high watermark, in log order (loading a coordinator). An undecodable batch
 /// ends the replay, with an error logged.
-pub fn replay_partition(broker: &Broker, name: &str, p: i32, mut f: impl FnMut(Record)) {
-    let image = broker.image();
+pub fn replay_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    name: &str,
+    p: i32,
+    mut f: impl FnMut(Record),
+) {
     let Some(topic) = image.topic_by_name(name) else {
         return;
     };
@@ -537,31 +530,18 @@ pub fn replay_partition(broker: &Broker, name: &str, p: i32, mut f: impl FnMut(R
     }
 }
 
-/// Waits until every partition's high watermark passes its offset, or `timeout`.
-pub async fn wait_durable(
-    waits: Vec<(Arc<Partition>, i64)>,
-    timeout: Duration,
-) -> Result<(), ErrorCode> {
+/// Waits until every partition's high watermark passes its offset, or `timeout`. An append
+/// whose partition was deleted, went offline or changed leader epoch meanwhile is not
+/// durable here: COORDINATOR_NOT_AVAILABLE (the coordinator's clients retry, finding the
+/// coordinator again after an epoch change).
+pub async fn wait_durable(waits: Waits, timeout: Duration) -> Result<(), ErrorCode> {
     let deadline = tokio::time::Instant::now() + timeout;
-    for (partition, needed) in waits {
-        let mut rx = partition.subscribe();
-        let reached = tokio::time::timeout_at(deadline, async {
-            loop {
-                if *rx.borrow_and_update() >= needed {
-                    return true;
-                }
-                if partition.is_offline() {
-                    return false;
-                }
-                if rx.changed().await.is_err() || partition.is_deleted() {
-                    return false;
-                }
+    for w in waits {
+        match tokio::time::timeout_at(deadline, w.wait()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(HwWaitError::Deleted | HwWaitError::Offline | HwWaitError::EpochChanged)) => {
+                return Err(ErrorCode::CoordinatorNotAvailable)
             }
-        })
-        .await;
-        match reached {
-            Ok(true) => {}
-            Ok(false) => return Err(ErrorCode::CoordinatorNotAvailable),
             Err(_) => return Err(ErrorCode::RequestTimedOut),
         }
     }
@@ -607,8 +587,10 @@ mod tests {
         let records = vec![offset(group, value)];
         let waits = svc.with(group, |shard| {
             let waits = svc.append(broker, &records)?;
-            for (p, end) in &waits {
-                shard.classic.stage(p.index, *end, records.clone());
+            for w in &waits {
+                shard
+                    .classic
+                    .stage(w.partition.index, w.offset, records.clone());
             }
             Ok(waits)
         })??;
@@ -664,7 +646,7 @@ mod tests {
         assert!(listed.iter().any(|(id, _, _)| id == &b));
         // Loading it again rebuilds a's groups from its partition's records alone; the open
         // transaction's offset still waits for its marker.
-        svc.load_partition(&broker, svc.partition_for(a));
+        svc.load_partition(&broker, &broker.image(), svc.partition_for(a));
         assert_eq!(committed(&broker, a), Ok(Some(5)));
         assert_eq!(
             svc.with(a, |shard| shard.has_unsettled_offset(a, "t", 0)),

@@ -13,7 +13,11 @@
 //! - [`controller`] is where metadata changes: handlers submit typed operations
 //!   (`strata_quorum::controller::ops`) with [`broker::Broker::submit`]; the controller plans
 //!   them against the image ([`controller::plan`]), commits their records in groups to the
-//!   metadata log, and answers once the broker serves the new image.
+//!   metadata log, and hands each new image with its delta to the
+//!   [`metadata_publisher::MetadataPublisher`], the one door through which metadata reaches
+//!   the broker: it opens or deletes the partitions the delta names
+//!   ([`manager::PartitionManager::apply`]), loads or unloads coordinator shards, publishes
+//!   the image and advances the applied offset, which `submit` waits for before answering.
 //! - [`flusher`] performs group-commit fsyncs off the request path and advances high
 //!   watermarks, which wake acks=all producers and long-polling fetches.
 //! - [`groups`] and [`txn`] are the group and transaction coordinators, each sharded per
@@ -45,6 +49,7 @@ pub mod handlers;
 pub mod log_dir;
 pub mod log_throttle;
 pub mod manager;
+pub mod metadata_publisher;
 pub mod metrics;
 pub mod partition;
 pub mod quota;

@@ -12,6 +12,15 @@
 //! in ([`Partition::clean`]), so produce requests to a compacted partition do not wait for
 //! the copy. The HW is published through a `watch` channel that long-polling fetches and
 //! acks=all produces wait on.
+//!
+//! Each replica has a [`Role`] (`strata_replication`), set from the metadata by
+//! [`Partition::assign`]: a leader keeps a `LeaderState`, the only place its HW is computed
+//! (from its own durable end and, in a cluster, its followers' positions); followers and
+//! offline replicas refuse appends. A new leader epoch replaces the role under the
+//! producer-state and log locks, so no append straddles it, and wakes every waiter: a wait
+//! for the HW to pass an append of an older epoch fails ([`HwWait`]), because a deposed
+//! leader's records may be truncated. Lock order: `role`, then `producers`, then `log`; the
+//! role lock is never taken while holding either of the others.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -23,6 +32,7 @@ use strata_log::{
 };
 use strata_protocol::batch::BatchHeader;
 use strata_protocol::ErrorCode;
+use strata_replication::Role;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -46,6 +56,10 @@ pub struct Partition {
     /// writes one whenever the log moved and the next start-up replays only what follows.
     snapshot_offset: AtomicI64,
     settings: RwLock<Arc<TopicSettings>>,
+    /// Leader, follower or offline, for the current leader epoch ([`Partition::assign`]).
+    role: Mutex<Role>,
+    /// Whether `role` is leader: the check every append makes, without the role lock.
+    leading: AtomicBool,
     leader_epoch: AtomicI32,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
@@ -86,26 +100,39 @@ pub struct ReadResult {
     pub aborted: Vec<AbortedTxn>,
 }
 
-/// What an append did.
+/// What an append did, and the leader epoch it was made in (what an acknowledgement waits
+/// under: [`HwWait`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
     /// The batches were written at these offsets.
-    New(AppendInfo),
+    New { info: AppendInfo, leader_epoch: i32 },
     /// The batch repeats one the producer wrote before: its original offsets, nothing written.
-    Duplicate { base_offset: i64, last_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+        leader_epoch: i32,
+    },
 }
 
 impl Appended {
+    pub fn leader_epoch(&self) -> i32 {
+        match self {
+            Appended::New { leader_epoch, .. } | Appended::Duplicate { leader_epoch, .. } => {
+                *leader_epoch
+            }
+        }
+    }
+
     pub fn base_offset(&self) -> i64 {
         match self {
-            Appended::New(info) => info.base_offset,
+            Appended::New { info, .. } => info.base_offset,
             Appended::Duplicate { base_offset, .. } => *base_offset,
         }
     }
 
     pub fn last_offset(&self) -> i64 {
         match self {
-            Appended::New(info) => info.last_offset,
+            Appended::New { info, .. } => info.last_offset,
             Appended::Duplicate { last_offset, .. } => *last_offset,
         }
     }
@@ -120,8 +147,67 @@ pub fn producer_error_code(e: &ProducerError) -> ErrorCode {
     }
 }
 
+/// Why a wait for the high watermark ended before it passed the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HwWaitError {
+    /// The partition was deleted.
+    Deleted,
+    /// Its data directory went offline after a storage error.
+    Offline,
+    /// The leader epoch changed: this node may no longer lead, and the append may be cut.
+    EpochChanged,
+}
+
+/// An append to wait for: acknowledged once the partition's HW passes `offset` (durable, and
+/// on every ISR member), provided the leader epoch it was made in still holds.
+#[derive(Clone)]
+pub struct HwWait {
+    pub partition: Arc<Partition>,
+    /// The offset after the append's last record.
+    pub offset: i64,
+    pub leader_epoch: i32,
+}
+
+impl HwWait {
+    pub fn new(partition: Arc<Partition>, appended: &Appended) -> HwWait {
+        HwWait {
+            partition,
+            offset: appended.last_offset() + 1,
+            leader_epoch: appended.leader_epoch(),
+        }
+    }
+
+    /// Waits until the HW passes the append. No deadline: callers bound it.
+    pub async fn wait(&self) -> Result<(), HwWaitError> {
+        let p = &self.partition;
+        let mut rx = p.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= self.offset {
+                return Ok(());
+            }
+            if p.is_deleted() {
+                return Err(HwWaitError::Deleted);
+            }
+            if p.is_offline() {
+                return Err(HwWaitError::Offline);
+            }
+            if p.leader_epoch() != self.leader_epoch {
+                return Err(HwWaitError::EpochChanged);
+            }
+            if rx.changed().await.is_err() {
+                return Err(HwWaitError::Deleted);
+            }
+        }
+    }
+}
+
 /// How a partition replica starts, besides its identity and log.
 pub struct PartitionInit {
+    /// This node, and the partition's leader (-1: none), leader epoch and ISR as the metadata
+    /// records them.
+    pub node_id: i32,
+    pub leader: i32,
+    pub isr: Vec<i32>,
     pub leader_epoch: i32,
     pub fsync_before_ack: bool,
     pub log_dir: Arc<LogDirState>,
@@ -141,6 +227,9 @@ impl Partition {
         init: PartitionInit,
     ) -> Self {
         let PartitionInit {
+            node_id,
+            leader,
+            isr,
             leader_epoch,
             fsync_before_ack,
             log_dir,
@@ -151,12 +240,16 @@ impl Partition {
         let (producers, snapshot_offset) = rebuild_producer_state(&mut log, &topic, index);
         let start = log.log_start_offset();
         let end = log.log_end_offset();
-        // The high watermark starts at its checkpoint (within the log). A replica that is
-        // the whole ISR (a single node) then advances it to the log end: everything recovered
-        // is durable (a clean shutdown fsynced it; an unclean start's recovery fsyncs what
-        // it kept).
+        // The high watermark starts at its checkpoint (within the log). A leader that is the
+        // whole ISR (a single node) then advances it to the log end: everything recovered is
+        // durable (a clean shutdown fsynced it; an unclean start's recovery fsyncs what it
+        // kept), and it is on the whole ISR.
         let checkpointed = checkpointed_hw.map_or(end, |hw| hw.clamp(start, end));
-        let hw = checkpointed.max(end);
+        let role = Role::assign(node_id, leader, leader_epoch, &isr, checkpointed, end);
+        let hw = match &role {
+            Role::Leader(state) => state.high_watermark(),
+            _ => checkpointed,
+        };
         let (hw_tx, _) = watch::channel(hw);
         Partition {
             topic,
@@ -167,6 +260,8 @@ impl Partition {
             producers_dirty: AtomicBool::new(false),
             snapshot_offset: AtomicI64::new(snapshot_offset),
             settings: RwLock::new(settings),
+            leading: AtomicBool::new(role.is_leader()),
+            role: Mutex::new(role),
             leader_epoch: AtomicI32::new(leader_epoch),
             log_start_offset: AtomicI64::new(start),
             log_end_offset: AtomicI64::new(end),
@@ -211,15 +306,70 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    /// Sets the leader epoch that Fetch and Produce check and that appends stamp into their
-    /// batches (and record in the epoch cache).
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        if self.leader_epoch.swap(epoch, Ordering::AcqRel) == epoch {
+    fn lock_role(&self) -> MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this replica leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// How many replicas the leader's ISR holds, itself included (`None` unless it leads):
+    /// what acks=all checks against `min.insync.replicas`.
+    pub fn in_sync_replica_count(&self) -> Option<usize> {
+        match &*self.lock_role() {
+            Role::Leader(state) => Some(state.isr().len()),
+            _ => None,
+        }
+    }
+
+    /// Takes the role the metadata gives `node` for this partition: led by `leader` (-1:
+    /// none) in `leader_epoch` with `isr`. Within the same epoch and role only the ISR can
+    /// change. A new epoch sets the leader epoch that Fetch and Produce check and appends
+    /// stamp (recorded in the epoch cache), starts a fresh role (as a leader: every follower's
+    /// position unknown, the HW where it is), and wakes every waiter, so waits of the old
+    /// epoch fail. Done under the producer-state and log locks, so no append straddles it.
+    pub fn assign(&self, node: i32, leader: i32, leader_epoch: i32, isr: &[i32]) {
+        let mut role = self.lock_role();
+        if role.leader_epoch() == leader_epoch && role.is_leader() == (leader == node) {
+            if let Role::Leader(state) = &mut *role {
+                if state.isr() != isr {
+                    if let Some(hw) = state.set_isr(isr) {
+                        self.publish_high_watermark(hw);
+                    }
+                }
+            }
             return;
         }
-        if let Err(e) = self.lock_log().set_leader_epoch(epoch) {
-            self.fail_storage("checkpoint the leader epoch of", &e);
+        {
+            let _producers = self.lock_producers();
+            let mut log = self.lock_log();
+            if self.leader_epoch.swap(leader_epoch, Ordering::AcqRel) != leader_epoch {
+                if let Err(e) = log.set_leader_epoch(leader_epoch) {
+                    self.fail_storage("checkpoint the leader epoch of", &e);
+                }
+            }
+            let own_end = if self.fsync_before_ack {
+                self.recovery_point()
+            } else {
+                log.log_end_offset()
+            };
+            *role = Role::assign(
+                node,
+                leader,
+                leader_epoch,
+                isr,
+                self.high_watermark(),
+                own_end,
+            );
+            self.leading.store(role.is_leader(), Ordering::Release);
         }
+        if let Role::Leader(state) = &*role {
+            self.publish_high_watermark(state.high_watermark());
+        }
+        drop(role);
+        self.wake();
     }
 
     /// OffsetForLeaderEpoch: the largest epoch at or below `requested` and the offset where
@@ -372,6 +522,9 @@ impl Partition {
         if self.is_offline() {
             return Err(self.offline_error());
         }
+        if !self.is_leader() {
+            return Err((ErrorCode::NotLeaderOrFollower, None));
+        }
         let settings = self.settings();
         let log_append_time = settings.log_append_time.then_some(now_ms);
         let idempotent = headers.iter().any(|h| h.producer_id >= 0);
@@ -389,9 +542,12 @@ impl Partition {
                 Ok(Check::Append) => {}
                 Ok(Check::Duplicate(batch)) => {
                     tracing::debug!(topic = %self.topic, partition = self.index, producer_id = headers[0].producer_id, sequence = batch.first_seq, "duplicate batch");
+                    // Answered under the current epoch: if the original is cut by a new
+                    // leader, the wait fails and the producer retries.
                     return Ok(Appended::Duplicate {
                         base_offset: batch.first_offset,
                         last_offset: batch.last_offset,
+                        leader_epoch: self.leader_epoch(),
                     });
                 }
                 Err(e) => {
@@ -400,7 +556,7 @@ impl Partition {
                 }
             }
         }
-        let info = {
+        let (info, leader_epoch) = {
             let mut log = self.lock_log();
             let info = log
                 .append(batches, now_ms, log_append_time)
@@ -408,7 +564,8 @@ impl Partition {
             debug_assert_eq!(info.last_offset + 1, log.log_end_offset());
             self.log_end_offset
                 .store(log.log_end_offset(), Ordering::Release);
-            info
+            // The epoch the log stamped: it changes only under this lock.
+            (info, self.leader_epoch())
         };
         if idempotent {
             let mut h = headers[0];
@@ -418,7 +575,7 @@ impl Partition {
         }
         drop(producers);
         self.after_write(info.last_offset, record_count, now_ms);
-        Ok(Appended::New(info))
+        Ok(Appended::New { info, leader_epoch })
     }
 
     /// Appends batches the broker built itself (internal topics).
@@ -436,7 +593,7 @@ impl Partition {
 
     /// Appends a transaction marker for `producer_id` (a control batch) and records it in
     /// the producer state; an abort that ends an open transaction goes to the aborted
-    /// transaction index. Returns the marker's offset.
+    /// transaction index. Returns what was appended (the marker's offset is its base).
     pub fn append_marker(
         &self,
         producer_id: i64,
@@ -444,12 +601,15 @@ impl Partition {
         marker: Marker,
         coordinator_epoch: i32,
         now_ms: i64,
-    ) -> Result<i64, ErrorCode> {
+    ) -> Result<Appended, ErrorCode> {
         if self.is_deleted() {
             return Err(ErrorCode::UnknownTopicOrPartition);
         }
         if self.is_offline() {
             return Err(ErrorCode::KafkaStorageError);
+        }
+        if !self.is_leader() {
+            return Err(ErrorCode::NotLeaderOrFollower);
         }
         let mut producers = self.lock_producers();
         producers
@@ -486,16 +646,17 @@ impl Partition {
                 return Err(ErrorCode::KafkaStorageError);
             }
         }
+        let leader_epoch = self.leader_epoch();
         drop(log);
         self.producers_dirty.store(true, Ordering::Release);
         drop(producers);
         self.after_write(info.last_offset, 1, now_ms);
-        Ok(info.base_offset)
+        Ok(Appended::New { info, leader_epoch })
     }
 
     fn after_write(&self, last_offset: i64, record_count: i64, now_ms: i64) {
         if !self.fsync_before_ack && !self.is_offline() {
-            self.advance_high_watermark(last_offset + 1);
+            self.on_own_end(last_offset + 1);
         }
         let _ = self.unflushed_since_ms.compare_exchange(
             0,
@@ -609,14 +770,28 @@ impl Partition {
         // After a storage error nothing more is acknowledged, even if a later fsync works:
         // Linux may have dropped the pages that failed.
         if self.fsync_before_ack && !self.is_offline() {
-            self.advance_high_watermark(durable_offset);
+            self.on_own_end(durable_offset);
         }
     }
 
-    fn advance_high_watermark(&self, offset: i64) {
+    /// This replica's own end moved (durable with `strata.fsync.before.ack`, written
+    /// otherwise): a leader's state may advance the HW. On a single node (ISR = {self}) the
+    /// new end is the HW.
+    fn on_own_end(&self, end: i64) {
+        let moved = match &mut *self.lock_role() {
+            Role::Leader(state) => state.on_leader_end(end),
+            Role::Follower { .. } | Role::Offline { .. } => None,
+        };
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+    }
+
+    /// Publishes a HW the leader state computed; it never moves back.
+    fn publish_high_watermark(&self, offset: i64) {
         let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
         if offset > previous {
-            self.hw_tx.send_replace(offset.max(previous));
+            self.hw_tx.send_replace(offset);
         }
     }
 
@@ -1033,15 +1208,29 @@ mod tests {
     /// A partition of a compacted topic with one batch a segment (`segment.bytes` is tiny)
     /// in `dir`.
     fn compacted_partition(dir: &std::path::Path) -> Partition {
-        let topic: BTreeMap<String, String> = [
-            ("cleanup.policy", "compact"),
-            ("delete.retention.ms", "1000"),
-            ("min.compaction.lag.ms", "0"),
-            ("segment.bytes", "14"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        partition_with(
+            dir,
+            &[
+                ("cleanup.policy", "compact"),
+                ("delete.retention.ms", "1000"),
+                ("min.compaction.lag.ms", "0"),
+                ("segment.bytes", "14"),
+            ],
+            false,
+        )
+    }
+
+    /// Partition 0 of topic `t` in `dir` with topic configs `configs`, led by this node (1)
+    /// alone in epoch 0.
+    fn partition_with(
+        dir: &std::path::Path,
+        configs: &[(&str, &str)],
+        fsync_before_ack: bool,
+    ) -> Partition {
+        let topic: BTreeMap<String, String> = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let settings = Arc::new(TopicSettings::resolve(&ConfigLayers {
             topic: &topic,
             dynamic_broker: None,
@@ -1057,8 +1246,11 @@ mod tests {
             log,
             settings,
             PartitionInit {
+                node_id: 1,
+                leader: 1,
+                isr: vec![1],
                 leader_epoch: 0,
-                fsync_before_ack: false,
+                fsync_before_ack,
                 log_dir: Arc::new(LogDirState::new(dir)),
                 checkpointed_hw: None,
                 metrics: Default::default(),
@@ -1161,5 +1353,70 @@ mod tests {
         assert!(p.cleaning_priority(now).is_some(), "still due");
         assert!(p.clean(now, 1_000) > 0);
         assert_eq!(offsets(&p), vec![4, 5]);
+    }
+
+    /// A wait for the HW fails once the leader epoch changes before the HW passes the
+    /// append; appends of the new epoch are acknowledged as usual.
+    #[tokio::test]
+    async fn an_epoch_change_fails_waits_of_the_old_epoch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = Arc::new(partition_with(dir.path(), &[], true));
+        let batch = |p: &Partition| {
+            let batch = encode_batch(
+                &[PlainRecord::new(Some(b"k"), Some(b"v"), 1)],
+                kafka_protocol::records::Compression::None,
+            )
+            .expect("encode");
+            p.append_internal(&batch, 0).expect("append")
+        };
+        let old = HwWait::new(p.clone(), &batch(&p));
+        assert_eq!(old.leader_epoch, 0);
+        // Same epoch, same ISR: nothing changes.
+        p.assign(1, 1, 0, &[1]);
+        p.assign(1, 1, 1, &[1]);
+        assert_eq!(old.wait().await, Err(HwWaitError::EpochChanged));
+        let new = HwWait::new(p.clone(), &batch(&p));
+        assert_eq!(new.leader_epoch, 1);
+        assert_eq!(
+            p.leader_epochs().last(),
+            Some(&(1, 1)),
+            "stamped from offset 1"
+        );
+        p.on_flushed(p.log_end_offset());
+        assert_eq!(new.wait().await, Ok(()));
+        assert_eq!(p.high_watermark(), 2);
+    }
+
+    /// A follower refuses appends and its HW does not follow its own log; a leader with
+    /// followers holds the HW until they are known; a leader alone again moves it to its
+    /// durable end.
+    #[test]
+    fn roles_decide_appends_and_the_high_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = partition_with(dir.path(), &[], true);
+        let batch = encode_batch(
+            &[PlainRecord::new(Some(b"k"), Some(b"v"), 1)],
+            kafka_protocol::records::Compression::None,
+        )
+        .expect("encode");
+        p.append_internal(&batch, 0).expect("append");
+        p.on_flushed(1);
+        assert_eq!(p.high_watermark(), 1);
+        p.assign(1, 2, 1, &[2, 1]);
+        assert!(!p.is_leader());
+        assert_eq!(p.in_sync_replica_count(), None);
+        assert_eq!(
+            p.append_internal(&batch, 0),
+            Err(ErrorCode::NotLeaderOrFollower)
+        );
+        // Leader again with a follower whose position is unknown in this epoch.
+        p.assign(1, 1, 2, &[1, 2]);
+        assert_eq!(p.in_sync_replica_count(), Some(2));
+        p.append_internal(&batch, 0).expect("append");
+        p.on_flushed(2);
+        assert_eq!(p.high_watermark(), 1, "held by the unknown follower");
+        // The follower leaves the ISR: the leader's durable end is the HW.
+        p.assign(1, 1, 2, &[1]);
+        assert_eq!(p.high_watermark(), 2);
     }
 }

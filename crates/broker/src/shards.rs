@@ -8,15 +8,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use strata_protocol::ErrorCode;
 
-use crate::broker::Broker;
-
 pub struct Shards<T> {
     /// One slot per partition: its shard when loaded here.
     slots: Vec<Mutex<Option<T>>>,
-    /// Every partition of the topic has been loaded (the fast path of [`Self::load_all`]).
-    all_loaded: AtomicBool,
-    /// The internal topic exists (it is created on first use). Before that no key has any
-    /// state, so lookups answer as for an unknown key rather than NOT_COORDINATOR.
+    /// A shard has been loaded, so the internal topic exists (it is created on first use).
+    /// Before that no key has any state, so lookups answer as for an unknown key rather than
+    /// NOT_COORDINATOR.
     created: AtomicBool,
 }
 
@@ -24,7 +21,6 @@ impl<T> Shards<T> {
     pub fn new(partitions: i32) -> Self {
         Shards {
             slots: (0..partitions.max(1)).map(|_| Mutex::new(None)).collect(),
-            all_loaded: AtomicBool::new(false),
             created: AtomicBool::new(false),
         }
     }
@@ -62,42 +58,21 @@ impl<T> Shards<T> {
     }
 
     /// Loads the shard of `partition` with `build` unless it is loaded (its slot stays
-    /// locked meanwhile, so requests for it wait for the load).
+    /// locked meanwhile, so requests for it wait for the load). The metadata publisher calls
+    /// it when this node becomes the partition's leader.
     pub fn load(&self, partition: i32, build: impl FnOnce() -> T) {
         if let Some(mut slot) = self.slot(partition) {
             if slot.is_none() {
                 *slot = Some(build());
             }
+            self.created.store(true, Ordering::Release);
         }
     }
 
     /// Drops the shard of `partition` (this node no longer leads it).
     pub fn unload(&self, partition: i32) {
-        self.all_loaded.store(false, Ordering::Release);
         if let Some(mut slot) = self.slot(partition) {
             *slot = None;
         }
-    }
-
-    /// Calls `load` for every partition of internal topic `topic` unless all were loaded
-    /// already (one node leads them all): at start-up, and when the topic is created.
-    /// Returns the topic's partition count when it loaded anything.
-    pub fn load_all(
-        &self,
-        broker: &Broker,
-        topic: &str,
-        mut load: impl FnMut(i32),
-    ) -> Option<usize> {
-        if self.all_loaded.load(Ordering::Acquire) {
-            return None;
-        }
-        let image = broker.image();
-        let topic = image.topic_by_name(topic)?;
-        self.created.store(true, Ordering::Release);
-        for p in topic.partitions.keys() {
-            load(*p);
-        }
-        self.all_loaded.store(true, Ordering::Release);
-        Some(topic.partitions.len())
     }
 }

@@ -32,10 +32,11 @@ use strata_coordinator::txn::{encode_record, MarkerPlan, TxnConfig, TxnMetadata,
 use strata_log::Marker;
 use strata_protocol::records::{BatchProducer, PlainRecord};
 use strata_protocol::ErrorCode;
+use strata_quorum::MetadataImage;
 
 use crate::broker::Broker;
 use crate::groups::{append_to_internal_topic, replay_partition, wait_durable, OFFSETS_TOPIC};
-use crate::partition::{now_ms, Partition};
+use crate::partition::{now_ms, HwWait};
 use crate::shards::Shards;
 
 /// The internal topic of transaction state.
@@ -45,7 +46,7 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Appended records: per partition, the offset the high watermark must reach.
-pub type Waits = Vec<(Arc<Partition>, i64)>;
+pub type Waits = crate::groups::Waits;
 
 pub struct TxnService {
     config: TxnConfig,
@@ -174,8 +175,12 @@ impl TxnService {
             .topic_by_name(TXN_TOPIC)
             .and_then(|t| broker.partitions.get(&t.topic_id, partition))
             .map(|p| {
-                let end = p.log_end_offset();
-                vec![(p, end)]
+                let (offset, leader_epoch) = (p.log_end_offset(), p.leader_epoch());
+                vec![HwWait {
+                    partition: p,
+                    offset,
+                    leader_epoch,
+                }]
             })
             .unwrap_or_default()
     }
@@ -254,17 +259,18 @@ impl TxnService {
                 continue;
             };
             match partition.append_marker(plan.producer_id, plan.epoch, marker, 0, now) {
-                Ok(offset) => {
+                Ok(appended) => {
                     broker.partitions.flusher.after_append(&partition);
+                    let wait = HwWait::new(partition, &appended);
                     if topic_name == OFFSETS_TOPIC {
                         broker.groups.complete_txn(
                             plan.producer_id,
                             plan.commit,
                             *index,
-                            offset + 1,
+                            wait.offset,
                         );
                     }
-                    waits.push((partition, offset + 1));
+                    waits.push(wait);
                 }
                 Err(ErrorCode::InvalidProducerEpoch) => {
                     // A newer epoch already wrote here: this transaction was fenced and
@@ -300,15 +306,15 @@ impl TxnService {
     /// records and starts answering for its ids (this node became the partition's leader).
     /// Loading a loaded shard does nothing. Prepare* transactions found are finished by the
     /// ticker.
-    pub fn load_partition(&self, broker: &Broker, partition: i32) {
+    pub fn load_partition(&self, broker: &Broker, image: &MetadataImage, partition: i32) {
         self.shards
-            .load(partition, || self.build_shard(broker, partition));
+            .load(partition, || self.build_shard(broker, image, partition));
     }
 
     /// The shard of `partition`, built from that partition's records.
-    fn build_shard(&self, broker: &Broker, partition: i32) -> TxnShard {
+    fn build_shard(&self, broker: &Broker, image: &MetadataImage, partition: i32) -> TxnShard {
         let mut records = Vec::new();
-        replay_partition(broker, TXN_TOPIC, partition, |r| {
+        replay_partition(broker, image, TXN_TOPIC, partition, |r| {
             if let Some(key) = r.key {
                 records.push((key.to_vec(), r.value.map(|v| v.to_vec())));
             }
@@ -335,21 +341,6 @@ impl TxnService {
     /// their next step the same way, and the new leader finishes them from the log.
     pub fn unload_partition(&self, partition: i32) {
         self.shards.unload(partition);
-    }
-
-    /// Loads every partition of `__transaction_state` not loaded yet (one node leads them
-    /// all): at start-up, and when the topic is created.
-    pub fn load_all(&self, broker: &Broker) {
-        let loaded = self
-            .shards
-            .load_all(broker, TXN_TOPIC, |p| self.load_partition(broker, p));
-        if let Some(partitions) = loaded {
-            tracing::info!(
-                partitions,
-                transactional_ids = self.all().len(),
-                "loaded transaction state"
-            );
-        }
     }
 
     /// One pass of the ticker over one shard, under its lock: timed-out transactions move to
@@ -514,7 +505,7 @@ mod tests {
         );
         assert!(svc.all().iter().all(|m| m.transactional_id != a));
         // Loading it again rebuilds a's state from its partition's records alone.
-        svc.load_partition(&broker, svc.partition_for(a));
+        svc.load_partition(&broker, &broker.image(), svc.partition_for(a));
         assert_eq!(svc.get(a), Ok(Some(ma.clone())));
         assert_eq!(ma.state, TxnState::Empty);
         let again = init(&broker, a, 4).await.expect("init a again");

@@ -1,4 +1,15 @@
 //! The metadata state machine: the current picture of topics, partitions and configs.
+//!
+//! [`MetadataImage::apply`] is the only way the image changes, and it reports what it touched
+//! as a [`MetadataDelta`]: the broker acts on the delta (opens the partitions it names,
+//! re-reads the configs it names) instead of comparing the whole image with what it holds, so
+//! a change to one partition of a cluster with 10,000 costs one partition's work. Deltas of
+//! consecutive records add up ([`MetadataDelta::merge`]), so a consumer that falls behind can
+//! act once on everything it missed.
+//!
+//! Cloning an image must stay cheap, because every published change is a new image: each
+//! topic sits behind an `Arc` (a change copies that topic alone, `Arc::make_mut`), as do the
+//! ACLs and the client quotas.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,10 +58,72 @@ impl std::fmt::Debug for ScramCredentialImage {
     }
 }
 
+/// What applying records touched: the keys whose state may differ from the image before.
+/// It may name more than changed (a record that rewrote a value with the same value), never
+/// less. Partitions are named whatever happened to them (created, changed, or removed with
+/// their topic); whether one exists is read from the image the delta leads to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataDelta {
+    /// Everything may have changed (the first image, or one installed whole): whoever acts on
+    /// the delta must reconcile with the image as a whole.
+    pub reset: bool,
+    /// Partitions created, changed, or removed with their topic.
+    pub partitions: BTreeSet<(Uuid, i32)>,
+    /// Topics created.
+    pub topics_created: BTreeSet<Uuid>,
+    /// Topics removed, with the name they had (the image after no longer knows it).
+    pub topics_removed: BTreeMap<Uuid, String>,
+    /// Topics whose config overrides changed.
+    pub topic_configs: BTreeSet<Uuid>,
+    /// Dynamic broker configs changed: of a node, or the cluster-wide default (`None`).
+    pub broker_configs: BTreeSet<Option<i32>>,
+    /// The cluster id was set.
+    pub cluster: bool,
+    /// The next producer id moved.
+    pub producer_ids: bool,
+    /// SCRAM credentials changed.
+    pub scram: bool,
+    /// ACL bindings changed.
+    pub acls: bool,
+    /// Client quotas changed.
+    pub client_quotas: bool,
+}
+
+impl MetadataDelta {
+    /// A delta that asks for a full reconcile.
+    pub fn reset() -> Self {
+        MetadataDelta {
+            reset: true,
+            ..MetadataDelta::default()
+        }
+    }
+
+    /// Adds what `later` touched (records applied after this delta's).
+    pub fn merge(&mut self, mut later: MetadataDelta) {
+        self.reset |= later.reset;
+        self.partitions.append(&mut later.partitions);
+        self.topics_created.append(&mut later.topics_created);
+        self.topics_removed.append(&mut later.topics_removed);
+        self.topic_configs.append(&mut later.topic_configs);
+        self.broker_configs.append(&mut later.broker_configs);
+        self.cluster |= later.cluster;
+        self.producer_ids |= later.producer_ids;
+        self.scram |= later.scram;
+        self.acls |= later.acls;
+        self.client_quotas |= later.client_quotas;
+    }
+
+    /// Whether nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        *self == MetadataDelta::default()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetadataImage {
     pub cluster_id: Option<String>,
-    topics: BTreeMap<Uuid, TopicImage>,
+    /// Each topic behind an `Arc`: cloning the image copies pointers, not partitions.
+    topics: BTreeMap<Uuid, Arc<TopicImage>>,
     topic_ids_by_name: BTreeMap<String, Uuid>,
     /// Dynamic broker configs, keyed by node id (`None`: cluster-wide default).
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
@@ -73,23 +146,35 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
-    /// Applies one record. Records that refer to something unknown are ignored with a warning,
-    /// so that a replayed log never fails to load.
-    pub fn apply(&mut self, record: &MetadataRecord) {
+    /// Applies one record and returns what it touched. Records that refer to something
+    /// unknown are ignored with a warning (and touch nothing), so that a replayed log never
+    /// fails to load.
+    pub fn apply(&mut self, record: &MetadataRecord) -> MetadataDelta {
+        let mut delta = MetadataDelta::default();
+        self.apply_into(record, &mut delta);
+        delta
+    }
+
+    /// Applies one record and adds what it touched to `delta`.
+    pub fn apply_into(&mut self, record: &MetadataRecord, delta: &mut MetadataDelta) {
         self.applied_records += 1;
         match record {
-            MetadataRecord::Cluster { cluster_id } => self.cluster_id = Some(cluster_id.clone()),
+            MetadataRecord::Cluster { cluster_id } => {
+                self.cluster_id = Some(cluster_id.clone());
+                delta.cluster = true;
+            }
             MetadataRecord::Topic { name, topic_id } => {
                 self.topic_ids_by_name.insert(name.clone(), *topic_id);
                 self.topics.insert(
                     *topic_id,
-                    TopicImage {
+                    Arc::new(TopicImage {
                         name: name.clone(),
                         topic_id: *topic_id,
                         partitions: BTreeMap::new(),
                         configs: BTreeMap::new(),
-                    },
+                    }),
                 );
+                delta.topics_created.insert(*topic_id);
             }
             MetadataRecord::Partition {
                 topic_id,
@@ -101,7 +186,8 @@ impl MetadataImage {
                 partition_epoch,
             } => match self.topics.get_mut(topic_id) {
                 Some(topic) => {
-                    topic.partitions.insert(
+                    delta.partitions.insert((*topic_id, *partition));
+                    Arc::make_mut(topic).partitions.insert(
                         *partition,
                         PartitionImage {
                             partition: *partition,
@@ -126,13 +212,18 @@ impl MetadataImage {
                             tracing::warn!(topic, "config record for unknown topic");
                             return;
                         };
-                        &mut self
-                            .topics
-                            .get_mut(id)
-                            .expect("name index and topics agree")
-                            .configs
+                        delta.topic_configs.insert(*id);
+                        &mut Arc::make_mut(
+                            self.topics
+                                .get_mut(id)
+                                .expect("name index and topics agree"),
+                        )
+                        .configs
                     }
-                    ConfigResource::Broker(node) => self.broker_configs.entry(*node).or_default(),
+                    ConfigResource::Broker(node) => {
+                        delta.broker_configs.insert(*node);
+                        self.broker_configs.entry(*node).or_default()
+                    }
                 };
                 match value {
                     Some(v) => configs.insert(name.clone(), v.clone()),
@@ -141,10 +232,15 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIds { next_producer_id } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+                delta.producer_ids = true;
             }
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(topic) = self.topics.remove(topic_id) {
                     self.topic_ids_by_name.remove(&topic.name);
+                    delta
+                        .partitions
+                        .extend(topic.partitions.keys().map(|p| (*topic_id, *p)));
+                    delta.topics_removed.insert(*topic_id, topic.name.clone());
                 }
                 self.removed_topic_ids.insert(*topic_id);
             }
@@ -165,6 +261,7 @@ impl MetadataImage {
                     tracing::warn!(user = %name, mechanism, "SCRAM credential record with keys that are not base64; ignored");
                     return;
                 };
+                delta.scram = true;
                 self.scram.entry(name.clone()).or_default().insert(
                     *mechanism,
                     ScramCredentialImage {
@@ -176,6 +273,7 @@ impl MetadataImage {
                 );
             }
             MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                delta.scram = true;
                 if let Some(user) = self.scram.get_mut(name) {
                     user.remove(mechanism);
                     if user.is_empty() {
@@ -184,14 +282,17 @@ impl MetadataImage {
                 }
             }
             MetadataRecord::Acl { id, acl } => {
+                delta.acls = true;
                 Arc::make_mut(&mut self.acls).insert(*id, acl.clone());
             }
             MetadataRecord::RemoveAcl { id } => {
+                delta.acls = true;
                 if Arc::make_mut(&mut self.acls).remove(id).is_none() {
                     tracing::warn!(%id, "removal of an unknown ACL");
                 }
             }
             MetadataRecord::ClientQuota { entity, key, value } => {
+                delta.client_quotas = true;
                 let quotas = Arc::make_mut(&mut self.client_quotas);
                 match value {
                     Some(v) => {
@@ -240,10 +341,16 @@ impl MetadataImage {
         self.topic_ids_by_name
             .get(name)
             .and_then(|id| self.topics.get(id))
+            .map(|t| &**t)
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
-        self.topics.get(id)
+        self.topics.get(id).map(|t| &**t)
+    }
+
+    /// The partition `partition` of topic `id`.
+    pub fn partition(&self, id: &Uuid, partition: i32) -> Option<&PartitionImage> {
+        self.topics.get(id)?.partitions.get(&partition)
     }
 
     /// Topics in name order.
@@ -251,6 +358,7 @@ impl MetadataImage {
         self.topic_ids_by_name
             .values()
             .filter_map(|id| self.topics.get(id))
+            .map(|t| &**t)
     }
 
     /// Whether a topic with this id existed and was deleted.
@@ -419,6 +527,164 @@ mod tests {
             image.client_quotas().is_empty(),
             "an entity without keys is gone"
         );
+    }
+
+    /// A small deterministic generator, so a failing case can be replayed from its seed.
+    pub(crate) struct Rng(u64);
+
+    impl Rng {
+        pub(crate) fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+        }
+    }
+
+    /// A record chosen among those that exercise every kind of change: topics created and
+    /// removed (names reused), partitions created and moved, configs set and removed, and
+    /// references to what does not exist.
+    pub(crate) fn random_record(rng: &mut Rng, image: &MetadataImage) -> MetadataRecord {
+        const NAMES: [&str; 3] = ["a", "b", "c"];
+        let existing: Vec<&TopicImage> = image.topics().collect();
+        let some_topic = |rng: &mut Rng| -> Option<&TopicImage> {
+            (!existing.is_empty()).then(|| existing[rng.below(existing.len() as u64) as usize])
+        };
+        let unknown = Uuid::from_u128(u128::from(rng.below(1 << 40)) << 64);
+        // A name is created only while free, as the controller does (a name is deleted and
+        // created again under a new id).
+        let free = NAMES[rng.below(3) as usize];
+        match rng.below(10) {
+            0 | 1 if image.topic_by_name(free).is_none() => MetadataRecord::Topic {
+                name: free.into(),
+                topic_id: Uuid::from_u128(u128::from(rng.below(u64::MAX)) + 1),
+            },
+            0..=4 => {
+                let topic_id = some_topic(rng).map_or(unknown, |t| t.topic_id);
+                let replicas: Vec<i32> = (1..=3).filter(|_| rng.below(2) == 0).collect();
+                let (partition, epoch) = (rng.below(4) as i32, rng.below(5) as i32);
+                MetadataRecord::partition_led_by_first(topic_id, partition, replicas, epoch)
+            }
+            5 | 6 => {
+                let resource = match rng.below(3) {
+                    0 => ConfigResource::Broker([None, Some(1), Some(2)][rng.below(3) as usize]),
+                    _ => ConfigResource::Topic(NAMES[rng.below(3) as usize].into()),
+                };
+                let name =
+                    ["retention.ms", "segment.bytes", "cleanup.policy"][rng.below(3) as usize];
+                let value = match name {
+                    "retention.ms" => ["1000", "60000"][rng.below(2) as usize],
+                    "segment.bytes" => ["1048576", "2097152"][rng.below(2) as usize],
+                    _ => ["delete", "compact"][rng.below(2) as usize],
+                };
+                MetadataRecord::Config {
+                    resource,
+                    name: name.into(),
+                    value: (rng.below(3) != 0).then(|| value.into()),
+                }
+            }
+            7 => MetadataRecord::RemoveTopic {
+                topic_id: some_topic(rng).map_or(unknown, |t| t.topic_id),
+            },
+            8 => MetadataRecord::ProducerIds {
+                next_producer_id: rng.below(10_000) as i64,
+            },
+            _ => MetadataRecord::Cluster {
+                cluster_id: format!("c{}", rng.below(2)),
+            },
+        }
+    }
+
+    /// Checks that `delta` names everything that differs between `before` and `after`.
+    fn assert_delta_covers(before: &MetadataImage, after: &MetadataImage, delta: &MetadataDelta) {
+        let ids: BTreeSet<Uuid> = before
+            .topics
+            .keys()
+            .chain(after.topics.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            let (old, new) = (before.topic_by_id(&id), after.topic_by_id(&id));
+            if old == new {
+                continue;
+            }
+            match (old, new) {
+                (None, Some(_)) => assert!(delta.topics_created.contains(&id), "created {id}"),
+                (Some(t), None) => {
+                    assert_eq!(delta.topics_removed.get(&id), Some(&t.name), "removed {id}")
+                }
+                (Some(o), Some(n)) if o.configs != n.configs => {
+                    assert!(delta.topic_configs.contains(&id), "configs of {id}")
+                }
+                _ => {}
+            }
+            let empty = BTreeMap::new();
+            let old_p = old.map_or(&empty, |t| &t.partitions);
+            let new_p = new.map_or(&empty, |t| &t.partitions);
+            for p in old_p.keys().chain(new_p.keys()) {
+                if old_p.get(p) != new_p.get(p) {
+                    assert!(delta.partitions.contains(&(id, *p)), "partition {id}/{p}");
+                }
+            }
+        }
+        let nodes: BTreeSet<Option<i32>> = before
+            .broker_configs
+            .keys()
+            .chain(after.broker_configs.keys())
+            .copied()
+            .collect();
+        for node in nodes {
+            if before.broker_configs.get(&node) != after.broker_configs.get(&node) {
+                assert!(delta.broker_configs.contains(&node), "broker {node:?}");
+            }
+        }
+        assert!(before.cluster_id == after.cluster_id || delta.cluster);
+        assert!(before.next_producer_id == after.next_producer_id || delta.producer_ids);
+        assert!(before.scram == after.scram || delta.scram);
+        assert!(before.acls == after.acls || delta.acls);
+        assert!(before.client_quotas == after.client_quotas || delta.client_quotas);
+    }
+
+    /// Over random record sequences, each record's delta and the merged delta of a run of
+    /// records name every change; topics a record did not touch stay shared with the
+    /// previous image.
+    #[test]
+    fn deltas_name_every_change() {
+        for seed in 0..200 {
+            let mut rng = Rng::new(seed);
+            let mut image = MetadataImage::default();
+            let mut start = image.clone();
+            let mut merged = MetadataDelta::default();
+            for step in 0..60 {
+                let record = random_record(&mut rng, &image);
+                let before = image.clone();
+                let delta = image.apply(&record);
+                assert_delta_covers(&before, &image, &delta);
+                for (id, topic) in &before.topics {
+                    let touched = delta.partitions.iter().any(|(t, _)| t == id)
+                        || delta.topic_configs.contains(id)
+                        || delta.topics_created.contains(id)
+                        || delta.topics_removed.contains_key(id);
+                    if let (false, Some(now)) = (touched, image.topics.get(id)) {
+                        assert!(
+                            Arc::ptr_eq(topic, now),
+                            "seed {seed}: untouched topic copied"
+                        );
+                    }
+                }
+                merged.merge(delta);
+                if step % 7 == 6 {
+                    assert_delta_covers(&start, &image, &merged);
+                    start = image.clone();
+                    merged = MetadataDelta::default();
+                }
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,6 @@ pub mod quota;
 pub mod record;
 pub mod store;
 
-pub use image::{MetadataImage, PartitionImage, ScramCredentialImage, TopicImage};
+pub use image::{MetadataDelta, MetadataImage, PartitionImage, ScramCredentialImage, TopicImage};
 pub use record::{ConfigResource, MetadataRecord};
 pub use store::MetadataStore;

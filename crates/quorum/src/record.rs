@@ -72,3 +72,24 @@ pub enum MetadataRecord {
         value: Option<QuotaValue>,
     },
 }
+
+impl MetadataRecord {
+    /// A `Partition` record led by its first replica (-1, offline, when it has none), every
+    /// replica in sync, both epochs `epoch`: how the controller creates a partition.
+    pub fn partition_led_by_first(
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        epoch: i32,
+    ) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            leader: replicas.first().copied().unwrap_or(-1),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::image::MetadataImage;
+use crate::image::{MetadataDelta, MetadataImage};
 use crate::log::{LocalMetadataLog, MetadataLog, MetadataLogError};
 use crate::record::MetadataRecord;
 
@@ -29,15 +29,20 @@ impl MetadataStore {
         &self.image
     }
 
-    /// Makes `records` durable, then applies them in order. Either all are applied or none.
-    pub fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), MetadataLogError> {
+    /// Makes `records` durable, then applies them in order, and returns what they touched.
+    /// Either all are applied or none.
+    pub fn commit(
+        &mut self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<MetadataDelta, MetadataLogError> {
+        let mut delta = MetadataDelta::default();
         if records.is_empty() {
-            return Ok(());
+            return Ok(delta);
         }
         self.log.append(&records)?;
         for record in &records {
-            self.image.apply(record);
+            self.image.apply_into(record, &mut delta);
         }
-        Ok(())
+        Ok(delta)
     }
 }

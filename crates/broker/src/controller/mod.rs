@@ -5,14 +5,16 @@
 //! metadata store (still the local metadata log) and an operation queue drained by one task:
 //! each drain takes every operation waiting, plans them in turn with [`plan::plan_batch`] (each
 //! against the image with the previous ones' records applied), commits all their records as
-//! one metadata-log append (one fsync: metadata's group commit), hands the new image to the
-//! broker's publish step, and only then answers each operation. Planning, the append and its
-//! fsync, and publishing (which opens partition directories) run on the blocking pool.
+//! one metadata-log append (one fsync: metadata's group commit), hands the new image and what
+//! the records touched to the `publish` callback, and answers each operation with its reply
+//! and the metadata offset that holds its outcome. Planning and the append with its fsync run
+//! on the blocking pool.
 //!
-//! The service needs no `Broker`: what follows a commit is the `publish` callback given to
-//! [`ControllerService::start`], which on a broker opens the new partitions
-//! (`PartitionManager::sync`) and publishes the image, so an operation is answered once this
-//! broker serves its outcome.
+//! The service needs no `Broker`: on a broker the `publish` callback given to
+//! [`ControllerService::start`] queues the change on the broker's
+//! [`crate::metadata_publisher::MetadataPublisher`] (the one door through which metadata
+//! reaches the broker), and [`crate::Broker::submit`] waits until the publisher has applied
+//! the answer's offset, so an operation is answered once this broker serves its outcome.
 
 pub mod acls;
 pub mod plan;
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use strata_quorum::controller::ops::{ControllerOp, ControllerReply, Op, OpError};
 use strata_quorum::log::MetadataLogError;
-use strata_quorum::{MetadataImage, MetadataRecord, MetadataStore};
+use strata_quorum::{MetadataDelta, MetadataImage, MetadataRecord, MetadataStore};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::BrokerConfig;
@@ -46,10 +48,12 @@ pub enum ControllerError {
     Unavailable(String),
 }
 
-type Answer = Result<ControllerReply, ControllerError>;
+/// A reply and the metadata offset (the image's `applied_records`) at which its outcome holds.
+type Answer = Result<(ControllerReply, u64), ControllerError>;
 
-/// What runs after each commit with the new image, before the operations are answered.
-type Publish = Box<dyn Fn(Arc<MetadataImage>) + Send + Sync>;
+/// What runs after each commit with the new offset, image and delta, before the operations
+/// are answered.
+type Publish = Box<dyn Fn(u64, Arc<MetadataImage>, MetadataDelta) + Send + Sync>;
 
 /// The local controller: an operation queue in front of the metadata store.
 pub struct ControllerService {
@@ -95,13 +99,14 @@ impl ControllerService {
         Ok(store)
     }
 
-    /// Starts the draining task on the current tokio runtime. `publish` gets the image after
-    /// each commit, on a blocking thread; the committed operations are answered once it
-    /// returns. The task ends when the service is dropped.
+    /// Starts the draining task on the current tokio runtime. `publish` gets the new offset,
+    /// image and what the commit touched after each commit, on a blocking thread (it may
+    /// block to push back); the committed operations are answered once it returns. The task
+    /// ends when the service is dropped.
     pub fn start(
         store: MetadataStore,
         config: BrokerConfig,
-        publish: impl Fn(Arc<MetadataImage>) + Send + Sync + 'static,
+        publish: impl Fn(u64, Arc<MetadataImage>, MetadataDelta) + Send + Sync + 'static,
     ) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
         let drainer = Arc::new(Drainer {
@@ -113,18 +118,22 @@ impl ControllerService {
         ControllerService { queue }
     }
 
-    /// Performs `op` and returns its reply, once its records are committed and published.
-    pub async fn submit<O: Op>(&self, op: O) -> Result<O::Reply, ControllerError> {
+    /// Performs `op` and returns its reply once its records are committed and handed to the
+    /// publish callback, with the metadata offset at which its outcome holds (also for an
+    /// operation that wrote nothing: it was planned against the image at that offset, which
+    /// the broker may not have applied yet).
+    pub async fn submit<O: Op>(&self, op: O) -> Result<(O::Reply, u64), ControllerError> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send((op.into(), answer))
             .map_err(|_| ControllerError::Unavailable("the controller has stopped".into()))?;
-        let reply = answered.await.map_err(|_| {
+        let (reply, offset) = answered.await.map_err(|_| {
             ControllerError::Unavailable("the operation was dropped unanswered".into())
         })??;
-        O::take_reply(reply).ok_or_else(|| {
+        let reply = O::take_reply(reply).ok_or_else(|| {
             ControllerError::Unavailable("the reply is of another operation's kind".into())
-        })
+        })?;
+        Ok((reply, offset))
     }
 }
 
@@ -169,17 +178,22 @@ impl Drainer {
         let committed = if plan.records.is_empty() {
             Ok(())
         } else {
-            store.commit(plan.records).map(|()| {
-                // The change is durable and applied; the broker now acts on it.
-                (self.publish)(Arc::new(store.image().clone()));
+            store.commit(plan.records).map(|delta| {
+                // The change is durable and applied; the broker now acts on it. Cloning the
+                // image copies one pointer per topic.
+                let image = Arc::new(store.image().clone());
+                (self.publish)(image.applied_records, image, delta);
             })
         };
+        let offset = store.image().applied_records;
         plan.answers
             .into_iter()
             .map(|(answer, needs_commit)| match &committed {
                 // Planned against records that were not committed: its answer does not hold.
                 Err(error) if needs_commit => Err(ControllerError::Commit(error.to_string())),
-                _ => answer.map_err(ControllerError::Refused),
+                _ => answer
+                    .map(|reply| (reply, offset))
+                    .map_err(ControllerError::Refused),
             })
             .collect()
     }
@@ -219,7 +233,8 @@ mod tests {
         let service = Arc::new(ControllerService::start(
             store,
             config.clone(),
-            move |image| {
+            move |offset, image: Arc<MetadataImage>, _| {
+                assert_eq!(offset, image.applied_records);
                 *sink.lock().expect("lock") = image;
             },
         ));
@@ -228,14 +243,14 @@ mod tests {
             let service = service.clone();
             let published = published.clone();
             tasks.push(tokio::spawn(async move {
-                let block = service
+                let (block, offset) = service
                     .submit(AllocateProducerIds { broker_id: 1 })
                     .await
                     .expect("allocated");
-                assert!(
-                    published.lock().expect("lock").next_producer_id >= block.first + block.size
-                );
-                let created = service
+                let seen = published.lock().expect("lock").clone();
+                assert!(seen.next_producer_id >= block.first + block.size);
+                assert!(seen.applied_records >= offset);
+                let (created, _) = service
                     .submit(CreateTopics {
                         topics: vec![topic("shared"), topic(&format!("own-{i}"))],
                         validate_only: false,
@@ -280,7 +295,7 @@ mod tests {
             ControllerService::open_store(&dir.path().join("meta"), &config).expect("store");
         let publishes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = publishes.clone();
-        let service = ControllerService::start(store, config, move |_| {
+        let service = ControllerService::start(store, config, move |_, _, _| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
         // On this single-threaded runtime the draining task runs only once every submission
@@ -294,10 +309,14 @@ mod tests {
         let replies = futures::future::join_all(submissions).await;
         assert!(replies
             .iter()
-            .all(|r| r.as_ref().is_ok_and(|r| r.topics[0].is_ok())));
+            .all(|r| r.as_ref().is_ok_and(|(r, _)| r.topics[0].is_ok())));
+        let offset = replies[0].as_ref().map(|(_, o)| *o).expect("answered");
+        assert!(replies
+            .iter()
+            .all(|r| matches!(r, Ok((_, o)) if *o == offset)));
         assert_eq!(publishes.load(std::sync::atomic::Ordering::SeqCst), 1);
         // Nothing to commit: answered without a publish.
-        let again = service
+        let (again, again_offset) = service
             .submit(CreateTopics {
                 topics: vec![topic("t0")],
                 validate_only: false,
@@ -305,6 +324,10 @@ mod tests {
             .await
             .expect("answered");
         assert_eq!(again.topics[0].as_ref().err().map(|e| e.code), Some(36));
+        assert_eq!(
+            again_offset, offset,
+            "refused at the offset it was planned against"
+        );
         assert_eq!(publishes.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

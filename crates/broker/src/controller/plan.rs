@@ -275,22 +275,9 @@ pub fn plan_create_topic(
     records.extend(
         replica_sets
             .into_iter()
-            .map(|(p, replicas)| partition_record(topic_id, p, replicas)),
+            .map(|(p, replicas)| MetadataRecord::partition_led_by_first(topic_id, p, replicas, 0)),
     );
     Ok((records, created))
-}
-
-/// A new partition led by its first replica, every replica in sync.
-fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
-    MetadataRecord::Partition {
-        topic_id,
-        partition,
-        leader: replicas[0],
-        isr: replicas.clone(),
-        replicas,
-        leader_epoch: 0,
-        partition_epoch: 0,
-    }
 }
 
 fn validate_replicas(replicas: &[i32], brokers: &[i32]) -> Result<(), OpError> {
@@ -434,10 +421,11 @@ fn plan_new_partitions(
     let mut out = Vec::with_capacity(added);
     for (i, replicas) in assignments.into_iter().enumerate() {
         validate_replicas(&replicas, &[node_id])?;
-        out.push(partition_record(
+        out.push(MetadataRecord::partition_led_by_first(
             topic.topic_id,
             current + i as i32,
             replicas,
+            0,
         ));
     }
     Ok(out)

@@ -58,7 +58,6 @@ pub async fn ensure_internal_topic(
     partitions: i32,
 ) -> Result<(), ErrorCode> {
     if broker.image().topic_by_name(name).is_some() {
-        load_coordinators(broker, name);
         return Ok(());
     }
     let configs: BTreeMap<String, String> = [
@@ -84,21 +83,12 @@ pub async fn ensure_internal_topic(
         Ok(Some(Err(e))) if e.code == ErrorCode::TopicAlreadyExists.code() => {}
         answer => tracing::error!(?answer, topic = name, "cannot create an internal topic"),
     }
+    // The metadata publisher loaded the coordinator shards of its partitions before the
+    // image that holds it was published.
     if broker.image().topic_by_name(name).is_some() {
-        load_coordinators(broker, name);
         Ok(())
     } else {
         Err(ErrorCode::CoordinatorNotAvailable)
-    }
-}
-
-/// This node leads every partition of an internal topic it has: the coordinators built from
-/// them must be loaded (a no-op once they are).
-fn load_coordinators(broker: &Broker, name: &str) {
-    if name == crate::txn::TXN_TOPIC {
-        broker.txns.load_all(broker);
-    } else if name == OFFSETS_TOPIC {
-        broker.groups.load_all(broker);
     }
 }
 
@@ -441,8 +431,10 @@ pub async fn offset_commit(
         // (settled below, or by the ticker).
         let waits = svc.append(broker, &records);
         if let Ok(waits) = &waits {
-            for (partition, end) in waits {
-                shard.classic.stage(partition.index, *end, records.clone());
+            for w in waits {
+                shard
+                    .classic
+                    .stage(w.partition.index, w.offset, records.clone());
             }
         }
         Ok(waits)

@@ -20,14 +20,13 @@ use strata_protocol::ErrorCode;
 use super::{str_bytes, Reply};
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
-use crate::partition::{now_ms, Appended, Partition};
+use crate::partition::{now_ms, Appended, HwWait, HwWaitError};
 
 /// A partition whose acknowledgement waits for its high watermark.
 struct Waiting {
     topic_index: usize,
     partition_index: usize,
-    partition: Arc<Partition>,
-    needed_hw: i64,
+    append: HwWait,
 }
 
 /// Appends the request's batches on the blocking pool (file writes, and a segment roll's
@@ -143,7 +142,9 @@ fn append_all(
                 if acks == -1 {
                     // As Kafka, before anything is appended: acks=all promises the write
                     // reached min.insync.replicas replicas.
-                    let in_sync = in_sync_replica_count(topic, data.index);
+                    let in_sync = partition
+                        .in_sync_replica_count()
+                        .ok_or((ErrorCode::NotLeaderOrFollower, None))?;
                     if in_sync < settings.min_insync_replicas {
                         return Err((
                             ErrorCode::NotEnoughReplicas,
@@ -226,8 +227,7 @@ fn append_all(
                     waiting.push(Waiting {
                         topic_index: ti,
                         partition_index: pi,
-                        partition: partition.clone(),
-                        needed_hw: info.last_offset() + 1,
+                        append: HwWait::new(partition.clone(), &info),
                     });
                 }
                 Ok((info, partition.log_start_offset()))
@@ -237,7 +237,7 @@ fn append_all(
                 Ok((info, log_start)) => base
                     .with_base_offset(info.base_offset())
                     .with_log_append_time_ms(match info {
-                        Appended::New(info) => info.log_append_time.unwrap_or(-1),
+                        Appended::New { info, .. } => info.log_append_time.unwrap_or(-1),
                         Appended::Duplicate { .. } => -1,
                     })
                     .with_log_start_offset(if version >= 5 { log_start } else { -1 }),
@@ -282,31 +282,16 @@ async fn acknowledge(
 ) -> ResponseKind {
     let deadline = tokio::time::Instant::now() + timeout;
     for w in waiting {
-        let mut rx = w.partition.subscribe();
-        let reached = tokio::time::timeout_at(deadline, async {
-            loop {
-                if *rx.borrow_and_update() >= w.needed_hw
-                    || w.partition.is_deleted()
-                    || w.partition.is_offline()
-                {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        let code = if w.partition.is_deleted() {
-            Some(ErrorCode::UnknownTopicOrPartition)
-        } else if w.partition.high_watermark() < w.needed_hw && w.partition.is_offline() {
-            // Written, but the directory failed before it was durable: never
-            // acknowledged (the producer may retry once the broker is back).
-            Some(ErrorCode::KafkaStorageError)
-        } else if reached.is_err() {
-            Some(ErrorCode::RequestTimedOut)
-        } else {
-            None
+        let code = match tokio::time::timeout_at(deadline, w.append.wait()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(HwWaitError::Deleted)) => Some(ErrorCode::UnknownTopicOrPartition),
+            // Written, but the directory failed before it was durable: never acknowledged
+            // (the producer may retry once the broker is back).
+            Ok(Err(HwWaitError::Offline)) => Some(ErrorCode::KafkaStorageError),
+            // A new leader epoch before the HW passed the batch: a deposed leader's records
+            // may be cut, so the producer retries against the current leader.
+            Ok(Err(HwWaitError::EpochChanged)) => Some(ErrorCode::NotLeaderOrFollower),
+            Err(_) => Some(ErrorCode::RequestTimedOut),
         };
         if let Some(code) = code {
             let p = &mut response.responses[w.topic_index].partition_responses[w.partition_index];
@@ -315,13 +300,6 @@ async fn acknowledge(
         }
     }
     ResponseKind::Produce(response)
-}
-
-/// The partition's in-sync replicas as the metadata image records them. A single node is the
-/// only replica of every partition and always in sync; a cluster keeps the ISR in the same
-/// partition state, so this count becomes the real one without touching produce.
-fn in_sync_replica_count(topic: &strata_quorum::TopicImage, partition: i32) -> usize {
-    topic.partitions.get(&partition).map_or(0, |p| p.isr.len())
 }
 
 /// A compacted topic keeps the latest value per key, so a record without a key cannot be

@@ -1,0 +1,294 @@
+//! The one door through which metadata reaches the broker (`docs/design/cluster.md` §2.8).
+//!
+//! ```text
+//!  controller commit ──(offset, Arc<MetadataImage>, MetadataDelta)──▶ queue (bounded)
+//!                                                                      │ one task, in
+//!                                                                      ▼ offset order
+//!   1. PartitionManager::apply  (open / update / delete the partitions the delta names)
+//!   2. coordinator shards       (load where this node now leads an internal partition,
+//!                                unload where it no longer does)
+//!   3. authorizer, quotas, Broker::image ← the new image
+//!   4. applied_offset ← offset  (wait_applied callers wake)
+//! ```
+//!
+//! Items queued while one is being applied are folded into one (their deltas merged, the
+//! newest image kept), so a burst of changes costs one application. Every step works from the
+//! delta: a change to one partition costs one partition's work however many the broker holds.
+//! The full reconcile (`PartitionManager::sync`, [`load_coordinators_at_start`]) runs only at
+//! start-up, and for partitions that could not be opened.
+//!
+//! Ordering is the point: [`crate::Broker::submit`] answers an operation only once the
+//! publisher has applied the offset the controller answered with
+//! ([`MetadataPublisher::wait_applied`]), so a CreateTopics followed by a Metadata request on
+//! the same connection sees the topic with its partitions open, and a coordinator request
+//! after the creation of an internal topic finds its shards loaded. Shards are loaded before
+//! the image is published, so no request sees an internal topic whose shards are not loaded.
+//!
+//! This module never plans or commits metadata (the controller does) and never reads the
+//! metadata log: it only acts on what it is handed.
+
+use std::sync::{Arc, Weak};
+
+use strata_quorum::{MetadataDelta, MetadataImage};
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::Broker;
+use crate::controller::ControllerError;
+use crate::groups::OFFSETS_TOPIC;
+use crate::txn::TXN_TOPIC;
+
+/// Changes queued at most. The controller hands changes over from a blocking thread and waits
+/// there when the publisher is this far behind, which slows metadata changes instead of
+/// letting them pile up.
+const QUEUE_CAPACITY: usize = 256;
+
+/// A committed change: the image at `offset` and what changed since the previous one handed
+/// over.
+struct Update {
+    offset: u64,
+    image: Arc<MetadataImage>,
+    delta: MetadataDelta,
+}
+
+impl Update {
+    /// Folds `later` into this update: the newer image, both deltas.
+    fn absorb(&mut self, later: Update) {
+        debug_assert!(
+            later.offset >= self.offset,
+            "updates arrive in offset order"
+        );
+        self.offset = later.offset;
+        self.image = later.image;
+        self.delta.merge(later.delta);
+    }
+}
+
+/// The queue in front of the publishing task, and the offset it has applied.
+pub struct MetadataPublisher {
+    queue: mpsc::Sender<Update>,
+    applied: watch::Receiver<u64>,
+}
+
+impl MetadataPublisher {
+    /// Starts the publishing task on the current tokio runtime for `broker`, which already
+    /// serves the image at `offset` (reconciled in full at start-up). The task ends when
+    /// every handle to the queue is gone or the broker is dropped.
+    pub fn start(broker: Weak<Broker>, offset: u64) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE_CAPACITY);
+        let (applied_tx, applied) = watch::channel(offset);
+        tokio::spawn(run(pending, applied_tx, broker));
+        MetadataPublisher { queue, applied }
+    }
+
+    /// What the controller calls after each commit: queues the change. Blocks while the
+    /// queue is full, so call it from a blocking thread.
+    pub fn sink(&self) -> impl Fn(u64, Arc<MetadataImage>, MetadataDelta) + Send + Sync + 'static {
+        let queue = self.queue.clone();
+        move |offset, image, delta| {
+            // A publisher that has stopped (the broker is going away) needs nothing more.
+            let _ = queue.blocking_send(Update {
+                offset,
+                image,
+                delta,
+            });
+        }
+    }
+
+    /// The offset of the newest image the broker serves.
+    pub fn applied_offset(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the broker serves the image at `offset` or a newer one.
+    pub async fn wait_applied(&self, offset: u64) -> Result<(), ControllerError> {
+        let mut applied = self.applied.clone();
+        applied
+            .wait_for(|applied| *applied >= offset)
+            .await
+            .map(|_| ())
+            .map_err(|_| ControllerError::Unavailable("the metadata publisher has stopped".into()))
+    }
+}
+
+/// Applies queued changes in order until the queue closes or the broker is gone.
+async fn run(
+    mut pending: mpsc::Receiver<Update>,
+    applied: watch::Sender<u64>,
+    broker: Weak<Broker>,
+) {
+    while let Some(mut update) = pending.recv().await {
+        // Bounded by the queue's capacity.
+        while let Ok(later) = pending.try_recv() {
+            update.absorb(later);
+        }
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let offset = update.offset;
+        let done = tokio::task::spawn_blocking(move || {
+            apply(&broker, update.image, &update.delta);
+        })
+        .await;
+        if let Err(error) = done {
+            // A bug: what was applied is unknown, so nothing is claimed applied; waiting
+            // operations fail and later ones are refused.
+            tracing::error!(%error, offset, "applying metadata failed; the broker no longer follows metadata changes");
+            return;
+        }
+        applied.send_if_modified(|current| {
+            let newer = offset > *current;
+            *current = (*current).max(offset);
+            newer
+        });
+    }
+}
+
+/// Makes the broker serve `image`, acting on what `delta` says changed. Blocking (opens
+/// partition logs, replays coordinator partitions).
+fn apply(broker: &Broker, image: Arc<MetadataImage>, delta: &MetadataDelta) {
+    // Under the partition lock so that a retry of unopened partitions never overlaps, and
+    // sees this image once it gets the lock.
+    let _sync = broker
+        .partition_sync
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // The change is durable whether or not its partitions open: one that cannot is logged,
+    // answers KAFKA_STORAGE_ERROR and is retried by the maintenance task (a topic that was
+    // created is reported created).
+    if let Err(error) = broker.partitions.apply(&image, delta, &broker.config) {
+        tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
+    }
+    apply_to_coordinators(broker, &image, delta);
+    // Both compare pointers first: a few nanoseconds when their part did not change.
+    broker.authorizer.update(&image);
+    broker.quotas.update(&image);
+    broker.set_image(image);
+}
+
+/// Loads the coordinator shards of every internal partition this node leads in `image`:
+/// at start-up, after the partitions were opened and before the broker serves.
+pub fn load_coordinators_at_start(broker: &Broker, image: &MetadataImage) {
+    apply_to_coordinators(broker, image, &MetadataDelta::reset());
+}
+
+/// Loads the shard of each internal partition the delta names that this node now leads, and
+/// unloads the shard of each it no longer leads (or that was removed). Unloads come first,
+/// so an internal topic removed and created again reloads from the new partition.
+fn apply_to_coordinators(broker: &Broker, image: &MetadataImage, delta: &MetadataDelta) {
+    let node = broker.node_id();
+    let mut touched: Vec<(&str, i32, bool)> = Vec::new();
+    if delta.reset {
+        for name in [OFFSETS_TOPIC, TXN_TOPIC] {
+            if let Some(topic) = image.topic_by_name(name) {
+                touched.extend(
+                    topic
+                        .partitions
+                        .values()
+                        .map(|p| (name, p.partition, p.leader == node)),
+                );
+            }
+        }
+    } else {
+        for (topic_id, p) in &delta.partitions {
+            let name = match image.topic_by_id(topic_id) {
+                Some(topic) => topic.name.as_str(),
+                None => match delta.topics_removed.get(topic_id) {
+                    Some(name) => name.as_str(),
+                    None => continue,
+                },
+            };
+            if name == OFFSETS_TOPIC || name == TXN_TOPIC {
+                let leads = image
+                    .partition(topic_id, *p)
+                    .is_some_and(|p| p.leader == node);
+                touched.push((name, *p, leads));
+            }
+        }
+    }
+    if touched.is_empty() {
+        return;
+    }
+    // Unloads (false) before loads (true).
+    touched.sort_by_key(|(_, _, leads)| *leads);
+    let (mut groups, mut txns) = (0usize, 0usize);
+    for (name, p, leads) in touched {
+        match (name == OFFSETS_TOPIC, leads) {
+            (true, true) => {
+                broker.groups.load_partition(broker, image, p);
+                groups += 1;
+            }
+            (true, false) => broker.groups.unload_partition(p),
+            (false, true) => {
+                broker.txns.load_partition(broker, image, p);
+                txns += 1;
+            }
+            (false, false) => broker.txns.unload_partition(p),
+        }
+    }
+    if groups > 0 {
+        let mut count = 0;
+        broker
+            .groups
+            .for_each_shard(|shard| count += shard.classic.list().len());
+        tracing::info!(
+            partitions = groups,
+            groups = count,
+            "loaded consumer groups"
+        );
+    }
+    if txns > 0 {
+        tracing::info!(
+            partitions = txns,
+            transactional_ids = broker.txns.all().len(),
+            "loaded transaction state"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_quorum::controller::ops::{CreateTopics, DeleteTopics, NewTopic};
+
+    fn new_topic(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            num_partitions: partitions,
+            ..NewTopic::named(name)
+        }
+    }
+
+    /// An operation is answered only once the broker serves its outcome: the image holds the
+    /// topic, its partitions are open, the applied offset has moved; a deletion likewise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_follow_the_published_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = crate::broker::open_for_test(dir.path(), &[]);
+        let start = broker.publisher.applied_offset();
+        for round in 0..20 {
+            let name = format!("t{round}");
+            let created = broker
+                .submit(CreateTopics {
+                    topics: vec![new_topic(&name, 3)],
+                    validate_only: false,
+                })
+                .await
+                .expect("answered");
+            assert!(created.topics[0].is_ok());
+            let image = broker.image();
+            let topic = image.topic_by_name(&name).expect("published");
+            for p in 0..3 {
+                assert!(broker.partitions.get(&topic.topic_id, p).is_some());
+            }
+            assert!(broker.publisher.applied_offset() >= image.applied_records);
+            let id = topic.topic_id;
+            broker
+                .submit(DeleteTopics {
+                    topics: vec![strata_quorum::controller::ops::TopicRef::Name(name.clone())],
+                })
+                .await
+                .expect("answered");
+            assert!(broker.image().topic_by_name(&name).is_none());
+            assert!(broker.partitions.get(&id, 0).is_none());
+        }
+        assert!(broker.publisher.applied_offset() > start);
+    }
+}
