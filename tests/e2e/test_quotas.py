@@ -3,7 +3,8 @@ AlterClientQuotas and read back with DescribeClientQuotas (kafka-python's protoc
 neither client library here has an admin call for them), then enforced by throttling: a
 confluent-kafka producer with that client id producing as fast as it can is held to about the
 quota and is told its throttle time, one with another client id is not, and removing the quota
-(value null) stops the throttling."""
+(value null) stops the throttling. The same for a consumer_byte_rate quota on a confluent-kafka
+consumer's fetches."""
 
 import time
 
@@ -13,7 +14,7 @@ from kafka.protocol.admin import DescribeClientQuotasRequest_v0
 from kafka.protocol.api import Request, Response
 from kafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
 
-from strata_e2e import create_topic
+from strata_e2e import confluent_consume, confluent_produce, create_topic
 
 QUOTA_BPS = 200_000
 PAYLOAD = b"x" * 10_000
@@ -127,5 +128,56 @@ def test_producer_byte_rate_quota_throttles_its_client_only(broker, topic):
         assert describe(admin, [("client-id", 2, None)]) == {}
         _, after = produce_all(broker.bootstrap, topic, "slow-app")
         assert not [t for t in after if t > 0], after
+    finally:
+        admin.close()
+
+
+CONSUMER_QUOTA_BPS = 100_000
+# 16 windows' worth: the first 10 pass before the rate is over the quota (a fresh entity is
+# measured over at least 10 s), the remaining 6 take about 6 s under the quota.
+CONSUMED_MESSAGES = 160
+
+
+def consume_all(bootstrap, topic, client_id):
+    """Reads the topic from the beginning with a confluent-kafka consumer; answers the time
+    taken and the throttle times reported."""
+    throttles = []
+    start = time.monotonic()
+    records = confluent_consume(
+        bootstrap,
+        topic,
+        min_count=CONSUMED_MESSAGES,
+        timeout_s=60,
+        **{
+            "client.id": client_id,
+            # Small fetches, so that the quota is charged in small steps.
+            "max.partition.fetch.bytes": 100_000,
+            "throttle_cb": lambda event: throttles.append(event.throttle_time),
+        },
+    )
+    elapsed = time.monotonic() - start
+    assert len(records) == CONSUMED_MESSAGES
+    return elapsed, throttles
+
+
+def test_consumer_byte_rate_quota_throttles_its_client_only(broker, topic):
+    create_topic(broker.bootstrap, topic)
+    reports = confluent_produce(broker.bootstrap, topic, [{"value": PAYLOAD}] * CONSUMED_MESSAGES)
+    assert all(err is None for err, _, _ in reports)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        entity = [("client-id", "slow-reader")]
+        assert alter(admin, entity, [("consumer_byte_rate", float(CONSUMER_QUOTA_BPS), False)]) == [(0, None)]
+
+        fast_elapsed, fast_throttles = consume_all(broker.bootstrap, topic, "fast-reader")
+        assert not [t for t in fast_throttles if t > 0], fast_throttles
+
+        slow_elapsed, slow_throttles = consume_all(broker.bootstrap, topic, "slow-reader")
+        size = len(PAYLOAD) * CONSUMED_MESSAGES
+        expected_s = size / CONSUMER_QUOTA_BPS - (WINDOW_S - 1)
+        # Half of it is the check: throttling, not speed.
+        assert slow_elapsed >= 0.5 * expected_s, (slow_elapsed, expected_s, slow_throttles)
+        assert [t for t in slow_throttles if t > 0], "the consumer was told of its throttle"
+        assert slow_elapsed > fast_elapsed
     finally:
         admin.close()

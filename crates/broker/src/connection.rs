@@ -305,6 +305,15 @@ async fn serve_requests<T: Transport>(
                 break;
             }
         };
+        // A throttle that began while this read was waiting (a Fetch is charged when its
+        // records are known, after the reader went on to the next read) holds the request
+        // until it ends, as if the muted connection had not been read.
+        if let Some(until) = activity.muted_until() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
         activity.touch();
         let frame_bytes = frame.len();
         let read_at = std::time::Instant::now();
