@@ -22,7 +22,7 @@ use std::time::Instant;
 use strata_quorum::quota::{QuotaEntity, QuotaName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
 use strata_quorum::MetadataImage;
 
-use self::throttle::RateWindows;
+use self::throttle::{RateWindows, WindowConfig};
 
 type Quotas = Arc<BTreeMap<QuotaEntity, BTreeMap<String, f64>>>;
 
@@ -47,6 +47,7 @@ type WindowKey = (QuotaKind, Option<String>, Option<String>);
 /// The broker's client quotas and the windows they are measured in.
 pub struct QuotaManager {
     started: Instant,
+    windows_config: WindowConfig,
     /// Whether any byte-rate quota exists: the only cost when none does.
     any_byte_rate: AtomicBool,
     quotas: RwLock<Quotas>,
@@ -58,9 +59,10 @@ pub struct QuotaManager {
 const MAX_WINDOWS: usize = 100_000;
 
 impl QuotaManager {
-    pub fn new(image: &MetadataImage) -> QuotaManager {
+    pub fn new(image: &MetadataImage, windows_config: WindowConfig) -> QuotaManager {
         let manager = QuotaManager {
             started: Instant::now(),
+            windows_config,
             any_byte_rate: AtomicBool::new(false),
             quotas: RwLock::new(Quotas::default()),
             windows: Mutex::new(HashMap::new()),
@@ -102,11 +104,19 @@ impl QuotaManager {
                     windows.clear();
                 }
             }
-            windows.entry(key).or_default().clone()
+            windows
+                .entry(key)
+                .or_insert_with(|| Arc::new(Mutex::new(RateWindows::new(self.windows_config))))
+                .clone()
         };
         let now_ms = self.started.elapsed().as_millis() as u64;
         let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
-        window.record_and_throttle(now_ms, bytes as f64, resolved.bound)
+        window.record_and_throttle(
+            now_ms,
+            bytes as f64,
+            resolved.bound,
+            self.windows_config.span_limit_ms(),
+        )
     }
 }
 
