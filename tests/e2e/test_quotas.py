@@ -4,8 +4,11 @@ neither client library here has an admin call for them), then enforced by thrott
 confluent-kafka producer with that client id producing as fast as it can is held to about the
 quota and is told its throttle time, one with another client id is not, and removing the quota
 (value null) stops the throttling. The same for a consumer_byte_rate quota on a confluent-kafka
-consumer's fetches."""
+consumer's fetches. A tiny request_percentage quota on one client id: its responses carry
+throttle times (at most one window), another client id's do not."""
 
+import socket
+import struct
 import time
 
 from confluent_kafka import Producer
@@ -181,3 +184,71 @@ def test_consumer_byte_rate_quota_throttles_its_client_only(broker, topic):
         assert slow_elapsed > fast_elapsed
     finally:
         admin.close()
+
+
+class RawClient:
+    """One connection speaking Metadata v5 (no topics) with its own client id, ignoring
+    throttles (kafka-python's client would wait them out itself): the broker's answer shows
+    in each response, and its mute in how long the next answer takes."""
+
+    def __init__(self, bootstrap, client_id):
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.client_id = client_id.encode()
+        self.correlation = 0
+
+    def _read(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        return data
+
+    def metadata_throttle_ms(self):
+        self.correlation += 1
+        header = struct.pack(">hhih", 3, 5, self.correlation, len(self.client_id)) + self.client_id
+        frame = header + struct.pack(">i?", 0, False)  # topics: empty, no auto-creation
+        self.sock.sendall(struct.pack(">i", len(frame)) + frame)
+        (size,) = struct.unpack(">i", self._read(4))
+        correlation, throttle_ms = struct.unpack(">ii", self._read(size)[:8])
+        assert correlation == self.correlation
+        return throttle_ms
+
+    def close(self):
+        self.sock.close()
+
+
+def test_request_percentage_quota_throttles_its_client_only(broker):
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="quota-admin")
+    busy = RawClient(broker.bootstrap, "busy-app")
+    idle = RawClient(broker.bootstrap, "idle-app")
+    try:
+        entity = [("client-id", "busy-app")]
+        # 0.0001% of one thread: 10 us of handler time in a fresh entity's 10 s, which a few
+        # requests exceed by far, so their throttle is the bound.
+        assert alter(admin, entity, [("request_percentage", 0.0001, False)]) == [(0, None)]
+        throttles = []
+        deadline = time.monotonic() + 30
+        while not any(t > 0 for t in throttles):
+            assert time.monotonic() < deadline, f"no throttle after {len(throttles)} requests"
+            throttles.append(busy.metadata_throttle_ms())
+        # A request-time throttle is at most one window (quota.window.size.seconds).
+        while throttles[-1] < 1000:
+            assert time.monotonic() < deadline, throttles
+            throttles.append(busy.metadata_throttle_ms())
+        assert max(throttles) == 1000, throttles
+        # The connection is muted: the next request is answered once the throttle ended.
+        start = time.monotonic()
+        assert busy.metadata_throttle_ms() > 0
+        assert time.monotonic() - start >= 0.5, "the next request waited for the throttle"
+        assert [idle.metadata_throttle_ms() for _ in range(50)] == [0] * 50
+
+        # Without a request quota nothing is throttled any more.
+        assert alter(admin, entity, [("request_percentage", 0.0, True)]) == [(0, None)]
+        busy.metadata_throttle_ms()  # may still wait out the last mute
+        assert [busy.metadata_throttle_ms() for _ in range(20)] == [0] * 20
+    finally:
+        admin.close()
+        busy.close()
+        idle.close()
