@@ -3,8 +3,12 @@ AlterClientQuotas and read back with DescribeClientQuotas (kafka-python's protoc
 neither client library here has an admin call for them), then enforced by throttling: a
 confluent-kafka producer with that client id producing as fast as it can is held to about the
 quota and is told its throttle time, one with another client id is not, and removing the quota
-(value null) stops the throttling."""
+(value null) stops the throttling. The same for a consumer_byte_rate quota on a confluent-kafka
+consumer's fetches. A tiny request_percentage quota on one client id: its responses carry
+throttle times (at most one window), another client id's do not."""
 
+import socket
+import struct
 import time
 
 from confluent_kafka import Producer
@@ -13,7 +17,7 @@ from kafka.protocol.admin import DescribeClientQuotasRequest_v0
 from kafka.protocol.api import Request, Response
 from kafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
 
-from strata_e2e import create_topic
+from strata_e2e import confluent_consume, confluent_produce, create_topic
 
 QUOTA_BPS = 200_000
 PAYLOAD = b"x" * 10_000
@@ -129,3 +133,122 @@ def test_producer_byte_rate_quota_throttles_its_client_only(broker, topic):
         assert not [t for t in after if t > 0], after
     finally:
         admin.close()
+
+
+CONSUMER_QUOTA_BPS = 100_000
+# 16 windows' worth: the first 10 pass before the rate is over the quota (a fresh entity is
+# measured over at least 10 s), the remaining 6 take about 6 s under the quota.
+CONSUMED_MESSAGES = 160
+
+
+def consume_all(bootstrap, topic, client_id):
+    """Reads the topic from the beginning with a confluent-kafka consumer; answers the time
+    taken and the throttle times reported."""
+    throttles = []
+    start = time.monotonic()
+    records = confluent_consume(
+        bootstrap,
+        topic,
+        min_count=CONSUMED_MESSAGES,
+        timeout_s=60,
+        **{
+            "client.id": client_id,
+            # Small fetches, so that the quota is charged in small steps.
+            "max.partition.fetch.bytes": 100_000,
+            "throttle_cb": lambda event: throttles.append(event.throttle_time),
+        },
+    )
+    elapsed = time.monotonic() - start
+    assert len(records) == CONSUMED_MESSAGES
+    return elapsed, throttles
+
+
+def test_consumer_byte_rate_quota_throttles_its_client_only(broker, topic):
+    create_topic(broker.bootstrap, topic)
+    reports = confluent_produce(broker.bootstrap, topic, [{"value": PAYLOAD}] * CONSUMED_MESSAGES)
+    assert all(err is None for err, _, _ in reports)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        entity = [("client-id", "slow-reader")]
+        assert alter(admin, entity, [("consumer_byte_rate", float(CONSUMER_QUOTA_BPS), False)]) == [(0, None)]
+
+        fast_elapsed, fast_throttles = consume_all(broker.bootstrap, topic, "fast-reader")
+        assert not [t for t in fast_throttles if t > 0], fast_throttles
+
+        slow_elapsed, slow_throttles = consume_all(broker.bootstrap, topic, "slow-reader")
+        size = len(PAYLOAD) * CONSUMED_MESSAGES
+        expected_s = size / CONSUMER_QUOTA_BPS - (WINDOW_S - 1)
+        # Half of it is the check: throttling, not speed.
+        assert slow_elapsed >= 0.5 * expected_s, (slow_elapsed, expected_s, slow_throttles)
+        assert [t for t in slow_throttles if t > 0], "the consumer was told of its throttle"
+        assert slow_elapsed > fast_elapsed
+    finally:
+        admin.close()
+
+
+class RawClient:
+    """One connection speaking Metadata v5 (no topics) with its own client id, ignoring
+    throttles (kafka-python's client would wait them out itself): the broker's answer shows
+    in each response, and its mute in how long the next answer takes."""
+
+    def __init__(self, bootstrap, client_id):
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.client_id = client_id.encode()
+        self.correlation = 0
+
+    def _read(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        return data
+
+    def metadata_throttle_ms(self):
+        self.correlation += 1
+        header = struct.pack(">hhih", 3, 5, self.correlation, len(self.client_id)) + self.client_id
+        frame = header + struct.pack(">i?", 0, False)  # topics: empty, no auto-creation
+        self.sock.sendall(struct.pack(">i", len(frame)) + frame)
+        (size,) = struct.unpack(">i", self._read(4))
+        correlation, throttle_ms = struct.unpack(">ii", self._read(size)[:8])
+        assert correlation == self.correlation
+        return throttle_ms
+
+    def close(self):
+        self.sock.close()
+
+
+def test_request_percentage_quota_throttles_its_client_only(broker):
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="quota-admin")
+    busy = RawClient(broker.bootstrap, "busy-app")
+    idle = RawClient(broker.bootstrap, "idle-app")
+    try:
+        entity = [("client-id", "busy-app")]
+        # 0.0001% of one thread: 10 us of handler time in a fresh entity's 10 s, which a few
+        # requests exceed by far, so their throttle is the bound.
+        assert alter(admin, entity, [("request_percentage", 0.0001, False)]) == [(0, None)]
+        throttles = []
+        deadline = time.monotonic() + 30
+        while not any(t > 0 for t in throttles):
+            assert time.monotonic() < deadline, f"no throttle after {len(throttles)} requests"
+            throttles.append(busy.metadata_throttle_ms())
+        # A request-time throttle is at most one window (quota.window.size.seconds).
+        while throttles[-1] < 1000:
+            assert time.monotonic() < deadline, throttles
+            throttles.append(busy.metadata_throttle_ms())
+        assert max(throttles) == 1000, throttles
+        # The connection is muted: the next request is answered once the throttle ended.
+        start = time.monotonic()
+        assert busy.metadata_throttle_ms() > 0
+        assert time.monotonic() - start >= 0.5, "the next request waited for the throttle"
+        assert [idle.metadata_throttle_ms() for _ in range(50)] == [0] * 50
+
+        # Without a request quota nothing is throttled any more.
+        assert alter(admin, entity, [("request_percentage", 0.0, True)]) == [(0, None)]
+        busy.metadata_throttle_ms()  # may still wait out the last mute
+        assert [busy.metadata_throttle_ms() for _ in range(20)] == [0] * 20
+    finally:
+        admin.close()
+        busy.close()
+        idle.close()

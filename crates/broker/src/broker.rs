@@ -105,7 +105,7 @@ impl Broker {
             tracing::info!(acls = image.acls().len(), "authorizer on");
         }
         let authorizer = Arc::new(crate::acl::Authorizer::new(authorizer_settings, &image));
-        let quotas = crate::quota::QuotaManager::new(&image);
+        let quotas = crate::quota::QuotaManager::new(&image, config.quota_windows);
         let found_version = previous.as_ref().map(|m| m.format_version);
         if found_version != Some(crate::data_dir::FORMAT_VERSION) {
             if had_data {

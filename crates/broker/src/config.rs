@@ -151,6 +151,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num("max.connections.per.ip", T::Int, "2147483647", 0, "Most connections from one address; more are closed at once."),
     def("max.connections.per.ip.overrides", T::String, Some(""), "Per-address limits overriding max.connections.per.ip: ip:count,..."),
     num("connections.max.idle.ms", T::Long, "600000", 1, "Close a connection that sent nothing and is owed nothing for this long."),
+    num("quota.window.num", T::Int, "11", 1, "Samples client quota rates are measured over."),
+    num("quota.window.size.seconds", T::Int, "1", 1, "Length of one client quota sample, in seconds."),
     dynamic(num("log.flush.interval.messages", T::Long, LONG_MAX, 1, "Fsync a partition after this many messages.")),
     dynamic(def("log.flush.interval.ms", T::Long, None, "Fsync a partition after this long (ms).")),
     num("log.flush.scheduler.interval.ms", T::Long, LONG_MAX, 0, "How often the flusher checks log.flush.interval.ms."),
@@ -1000,6 +1002,8 @@ pub struct BrokerConfig {
     pub controller_listener_names: Vec<String>,
     pub connections_max_idle: std::time::Duration,
     pub queued_max_requests: usize,
+    /// `quota.window.num` and `quota.window.size.seconds`: how client quota rates are measured.
+    pub quota_windows: crate::quota::throttle::WindowConfig,
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub num_partitions: i32,
@@ -1142,6 +1146,10 @@ impl BrokerConfig {
                 int("connections.max.idle.ms").max(1) as u64,
             ),
             queued_max_requests: int("queued.max.requests").clamp(1, 1 << 20) as usize,
+            quota_windows: crate::quota::throttle::WindowConfig {
+                num: int("quota.window.num").clamp(1, 1 << 16) as usize,
+                size_ms: int("quota.window.size.seconds").clamp(1, 1 << 30) as u64 * 1000,
+            },
             data_dir: PathBuf::from(data_dir),
             node_id,
             num_partitions: int("num.partitions") as i32,
@@ -1433,6 +1441,30 @@ mod tests {
         assert!(err.reason.contains("at least 1"), "{err}");
         let err = BrokerConfig::from_map(map(&[("listeners", "nonsense")])).expect_err("bad");
         assert_eq!(err.key, "listeners");
+    }
+
+    #[test]
+    fn quota_windows_are_kafkas_keys() {
+        use crate::quota::throttle::WindowConfig;
+        let (c, _) = BrokerConfig::from_map(BTreeMap::new()).expect("defaults");
+        assert_eq!(c.quota_windows, WindowConfig::default());
+        assert_eq!((c.quota_windows.num, c.quota_windows.size_ms), (11, 1000));
+        let (c, _) = BrokerConfig::from_map(map(&[
+            ("quota.window.num", "3"),
+            ("quota.window.size.seconds", "2"),
+        ]))
+        .expect("valid");
+        assert_eq!((c.quota_windows.num, c.quota_windows.size_ms), (3, 2000));
+        // Kafka's validation: each at least 1, an int.
+        for (key, value) in [
+            ("quota.window.num", "0"),
+            ("quota.window.size.seconds", "0"),
+            ("quota.window.num", "many"),
+            ("quota.window.size.seconds", "4294967296"),
+        ] {
+            let err = BrokerConfig::from_map(map(&[(key, value)])).expect_err("invalid");
+            assert_eq!((err.key.as_str(), err.value.as_str()), (key, value));
+        }
     }
 
     #[test]

@@ -24,8 +24,11 @@
 //! stream unchanged and replaces `ConnectionContext::principal` with the SASL user.
 //!
 //! Client quotas (`crate::quota`): a Produce's request bytes and a Fetch's record bytes are
-//! counted against the byte-rate quota of the connection's (user, client id). When they push
-//! the rate over it, the response carries the throttle time in `throttle_time_ms` and the
+//! counted against the byte-rate quota of the connection's (user, client id), and, when a
+//! request quota exists, every request's handler time against its request-time quota
+//! (`quota::request_time`: the time of the handler call, plus blocking-pool work done later
+//! for a response completed later). When either pushes its rate over the quota, the response
+//! carries the larger throttle in `throttle_time_ms` (every response with the field) and the
 //! reader stops reading this connection's next request until the throttle ends, as Kafka
 //! mutes a throttled channel (KIP-219: the response is not delayed, the connection is).
 
@@ -48,7 +51,7 @@ use crate::broker::Broker;
 use crate::connection_limits::ConnectionPermit;
 use crate::handlers::{self, Reply};
 use crate::log_throttle::LogThrottle;
-use crate::quota::QuotaKind;
+use crate::quota::{request_time, set_throttle_time, QuotaKind};
 use crate::sasl::{Outcome as SaslOutcome, SaslStage};
 use crate::tls::{HandshakeError, ListenerTls};
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -305,6 +308,15 @@ async fn serve_requests<T: Transport>(
                 break;
             }
         };
+        // A throttle that began while this read was waiting (a Fetch is charged when its
+        // records are known, after the reader went on to the next read) holds the request
+        // until it ends, as if the muted connection had not been read.
+        if let Some(until) = activity.muted_until() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
         activity.touch();
         let frame_bytes = frame.len();
         let read_at = std::time::Instant::now();
@@ -362,7 +374,10 @@ async fn serve_requests<T: Transport>(
                 let version = request.version();
                 let timer = broker.metrics.request_timer(api_key, version, read_at);
                 let quota = QuotaCharge::of(&request, &ctx, frame_bytes);
+                let authenticating = sasl.as_ref().is_some_and(|s| !s.authenticated());
+                let request_time = RequestTimeCharge::of(&broker, &request, &ctx, authenticating);
                 let reply = handlers::handle(&broker, &ctx, request).await;
+                let handled = request_time.as_ref().map(|r| r.started.elapsed());
                 // A Produce is charged as soon as it is handled, so that the mute holds back
                 // the requests behind it; a Fetch once its records are known.
                 let produce_throttle_ms = quota
@@ -372,14 +387,25 @@ async fn serve_requests<T: Transport>(
                 if let Some(t) = produce_throttle_ms {
                     activity.mute_for(t);
                 }
-                // Only Produce and Fetch pay for the quota bookkeeping below.
-                let settle = quota.map(|q| {
+                // Only requests under a quota pay for the bookkeeping below: the response
+                // carries the larger of the byte-rate and request-time throttles, and the
+                // connection is muted for it.
+                let measure_later = request_time.is_some();
+                let settle = (quota.is_some() || request_time.is_some()).then(|| {
                     let (broker, activity) = (broker.clone(), activity.clone());
-                    move |body: &mut ResponseKind| {
-                        let t = produce_throttle_ms
-                            .unwrap_or_else(|| q.record(&broker, fetched_bytes(body)));
+                    move |body: &mut ResponseKind, blocking: Duration| {
+                        let bytes_ms = match &quota {
+                            Some(q) => produce_throttle_ms
+                                .unwrap_or_else(|| q.record(&broker, fetched_bytes(body))),
+                            None => 0,
+                        };
+                        let request_ms = match (&request_time, handled) {
+                            (Some(r), Some(handled)) => r.record(&broker, handled + blocking),
+                            _ => 0,
+                        };
+                        let t = bytes_ms.max(request_ms);
                         activity.mute_for(t);
-                        set_throttle(body, t);
+                        set_throttle_time(body, t);
                     }
                 });
                 match reply {
@@ -389,16 +415,22 @@ async fn serve_requests<T: Transport>(
                     }
                     Reply::Now(mut body) => {
                         if let Some(settle) = settle {
-                            settle(&mut body);
+                            settle(&mut body, Duration::ZERO);
                         }
                         let encoded = encode_response(correlation_id, api_key, version, &body);
                         timer.finish();
                         async move { log_encode(encoded) }.boxed()
                     }
                     Reply::Later(fut) => async move {
-                        let mut body = fut.await;
+                        // Blocking-pool work done for the response meanwhile counts as its
+                        // handler time; waiting does not.
+                        let (mut body, blocking) = if measure_later {
+                            request_time::measured(fut).await
+                        } else {
+                            (fut.await, Duration::ZERO)
+                        };
                         if let Some(settle) = settle {
-                            settle(&mut body);
+                            settle(&mut body, blocking);
                         }
                         let encoded = encode_response(correlation_id, api_key, version, &body);
                         timer.finish();
@@ -436,6 +468,17 @@ async fn serve_requests<T: Transport>(
         .release_connection(ctx.connection_id);
 }
 
+/// The (user, client id) a request is charged to: the principal's name and the header's
+/// client id.
+fn quota_subject(request: &Request, ctx: &ConnectionContext) -> (String, String) {
+    (ctx.principal.name.clone(), request.client_id())
+}
+
+/// Whether a Fetch is a replica's (exempt from client quotas).
+fn is_follower_fetch(request: &Request) -> bool {
+    matches!(&request.body, RequestKind::Fetch(f) if f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0)
+}
+
 /// What a Produce or Fetch is charged against its client's byte-rate quota.
 struct QuotaCharge {
     kind: QuotaKind,
@@ -450,20 +493,14 @@ impl QuotaCharge {
     fn of(request: &Request, ctx: &ConnectionContext, frame_bytes: usize) -> Option<QuotaCharge> {
         let kind = match &request.body {
             RequestKind::Produce(_) => QuotaKind::Produce,
-            RequestKind::Fetch(f) if f.replica_id.0 < 0 && f.replica_state.replica_id.0 < 0 => {
-                QuotaKind::Fetch
-            }
+            RequestKind::Fetch(_) if !is_follower_fetch(request) => QuotaKind::Fetch,
             _ => return None,
         };
+        let (user, client_id) = quota_subject(request, ctx);
         Some(QuotaCharge {
             kind,
-            user: ctx.principal.name.clone(),
-            client_id: request
-                .header
-                .client_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
+            user,
+            client_id,
             request_bytes: frame_bytes,
         })
     }
@@ -473,6 +510,43 @@ impl QuotaCharge {
         broker
             .quotas
             .record(self.kind, &self.user, &self.client_id, bytes)
+    }
+}
+
+/// A request measured for request-time quotas (`request_time`): only while some request
+/// quota exists (one atomic load otherwise) and the request is not exempt.
+struct RequestTimeCharge {
+    user: String,
+    client_id: String,
+    started: std::time::Instant,
+}
+
+impl RequestTimeCharge {
+    fn of(
+        broker: &Broker,
+        request: &Request,
+        ctx: &ConnectionContext,
+        authenticating: bool,
+    ) -> Option<RequestTimeCharge> {
+        if !broker.quotas.request_quotas_active() {
+            return None;
+        }
+        if request_time::is_exempt(request.api_key, is_follower_fetch(request), authenticating) {
+            return None;
+        }
+        let (user, client_id) = quota_subject(request, ctx);
+        Some(RequestTimeCharge {
+            user,
+            client_id,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Records `handled` against the request quota and answers the throttle time, in ms.
+    fn record(&self, broker: &Broker, handled: Duration) -> u64 {
+        broker
+            .quotas
+            .record_request_time(&self.user, &self.client_id, handled)
     }
 }
 
@@ -486,16 +560,6 @@ fn fetched_bytes(body: &ResponseKind) -> usize {
             .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
             .sum(),
         _ => 0,
-    }
-}
-
-/// Writes a quota throttle into a Produce or Fetch response (never lowering one it holds).
-fn set_throttle(body: &mut ResponseKind, throttle_ms: u64) {
-    let wire = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
-    match body {
-        ResponseKind::Produce(r) => r.throttle_time_ms = r.throttle_time_ms.max(wire),
-        ResponseKind::Fetch(r) => r.throttle_time_ms = r.throttle_time_ms.max(wire),
-        _ => {}
     }
 }
 

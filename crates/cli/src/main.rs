@@ -62,6 +62,9 @@ enum Command {
     /// List, add and remove ACLs (the broker needs authorizer.class.name).
     #[command(subcommand)]
     Acls(cmd::acls::AclsCommand),
+    /// Describe and alter client quotas (byte rates, request percentage, mutation rate).
+    #[command(subcommand)]
+    Quotas(cmd::quotas::QuotasCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -128,6 +131,7 @@ fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
             Command::Perf(c) => cmd::perf::run(common, c).await,
             Command::Users(c) => cmd::users::run(common, c).await,
             Command::Acls(c) => cmd::acls::run(common, c).await,
+            Command::Quotas(c) => cmd::quotas::run(common, c).await,
             Command::Serve(_) => unreachable!("serve is handled by main"),
         }
     })

@@ -1200,3 +1200,226 @@ fn acls_need_an_authorizer() {
     let err = fails(&b, &["acls", "list"]);
     assert!(err.contains("authorizer.class.name"), "{err}");
 }
+
+/// `strata quotas alter|describe`: entities of a user, a client id, both, and defaults; the
+/// describe filters of kafka-configs.sh (strict, a name, the default, any); bad input refused
+/// before anything is sent, and the broker's own refusals reported.
+#[test]
+fn quotas_are_altered_and_described() {
+    let b = TestBroker::start(&[]);
+    let alter = |args: &[&str]| {
+        let mut all = vec!["quotas", "alter"];
+        all.extend_from_slice(args);
+        ok(&b, &all)
+    };
+    assert_eq!(
+        alter(&[
+            "--user",
+            "alice",
+            "--add",
+            "producer_byte_rate=1024,consumer_byte_rate=2048"
+        ]),
+        "altered the quotas of user=alice: set consumer_byte_rate=2048,producer_byte_rate=1024\n"
+    );
+    alter(&[
+        "--user",
+        "alice",
+        "--client-id",
+        "app",
+        "--add",
+        "request_percentage=12.5",
+    ]);
+    alter(&[
+        "--user-default",
+        "--client-id-default",
+        "--add-config",
+        "producer_byte_rate=500",
+    ]);
+    alter(&["--client-id", "app", "--add", "consumer_byte_rate=100"]);
+    alter(&["--client-id-default", "--add", "controller_mutation_rate=3"]);
+
+    let all = ok(&b, &["quotas", "describe"]);
+    let expected = "\
+USER       CLIENT-ID  QUOTAS
+<default>  <default>  producer_byte_rate=500
+-          <default>  controller_mutation_rate=3
+-          app        consumer_byte_rate=100
+alice      app        request_percentage=12.5
+alice      -          consumer_byte_rate=2048,producer_byte_rate=1024
+";
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&all), sorted(expected), "{all}");
+    // A name alone is that entity only (strict, as kafka-configs.sh --describe).
+    let describe = |args: &[&str]| {
+        let mut all = vec!["quotas", "describe", "-o", "json"];
+        all.extend_from_slice(args);
+        json(&ok(&b, &all))
+    };
+    assert_eq!(
+        describe(&["--user", "alice"]),
+        json(
+            r#"[{"entity": {"user": "alice"},
+                "quotas": {"consumer_byte_rate": 2048.0, "producer_byte_rate": 1024.0}}]"#
+        )
+    );
+    assert_eq!(
+        describe(&["--user", "alice", "--client-id"]),
+        json(
+            r#"[{"entity": {"user": "alice", "client-id": "app"},
+                "quotas": {"request_percentage": 12.5}}]"#
+        )
+    );
+    // null: the default entity.
+    assert_eq!(
+        describe(&["--user-default", "--client-id"]),
+        json(
+            r#"[{"entity": {"user": null, "client-id": null},
+                "quotas": {"producer_byte_rate": 500.0}}]"#
+        )
+    );
+    let clients = describe(&["--client-id"]);
+    assert_eq!(clients.as_array().map(Vec::len), Some(2), "{clients}");
+    assert_eq!(describe(&["--client-id", "other"]), json("[]"));
+
+    // Deleting keys; the last one deletes the entity.
+    alter(&["--user", "alice", "--delete", "consumer_byte_rate"]);
+    assert_eq!(
+        describe(&["--user", "alice"])[0]["quotas"],
+        json(r#"{"producer_byte_rate": 1024.0}"#)
+    );
+    alter(&["--user", "alice", "--delete-config", "producer_byte_rate"]);
+    assert_eq!(describe(&["--user", "alice"]), json("[]"));
+
+    // Bad input, refused here with what to do.
+    let refused = |args: &[&str], needle: &str| {
+        let mut all = vec!["quotas", "alter"];
+        all.extend_from_slice(args);
+        let err = fails(&b, &all);
+        assert!(err.contains(needle), "{all:?}: {err}");
+    };
+    refused(
+        &["--user", "a", "--add", "bogus=1"],
+        "unknown quota key \"bogus\"; use one of: producer_byte_rate",
+    );
+    refused(
+        &["--user", "a", "--add", "producer_byte_rate=fast"],
+        "the value must be a number",
+    );
+    refused(
+        &["--user", "a", "--add", "producer_byte_rate=-1"],
+        "a number of 0 or more",
+    );
+    refused(&["--user", "a", "--add", "producer_byte_rate"], "KEY=VALUE");
+    refused(&["--user", "a"], "nothing to change");
+    refused(
+        &["--add", "producer_byte_rate=1"],
+        "name the entity: --user NAME or --user-default",
+    );
+    refused(
+        &["--user", "--add", "producer_byte_rate=1"],
+        "--user needs a name here (or use --user-default)",
+    );
+    refused(
+        &[
+            "--user",
+            "a",
+            "--add",
+            "producer_byte_rate=1",
+            "--delete",
+            "producer_byte_rate",
+        ],
+        "both set and deleted",
+    );
+    // The broker's validation: byte rates are whole numbers.
+    refused(
+        &["--user", "a", "--add", "producer_byte_rate=1.5"],
+        "producer_byte_rate must be a Long value",
+    );
+    let r = strata(
+        &b,
+        &[
+            "quotas",
+            "alter",
+            "--user",
+            "a",
+            "--user-default",
+            "--add",
+            "producer_byte_rate=1",
+        ],
+    );
+    assert_eq!(r.code, 2, "a usage error: {}", r.stderr);
+}
+
+/// Over SASL with an authorizer, `--command-config` logs the quotas commands in: a super user
+/// alters and describes, another user is refused on the cluster.
+#[test]
+fn quotas_need_cluster_rights_with_an_authorizer() {
+    let b = TestBroker::start(&[
+        "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=PLAIN",
+        "connection.failed.authentication.delay.ms=0",
+        r#"sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="admin-secret" user_bob="bob-secret";"#,
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:admin",
+    ]);
+    let login = |user: &str| {
+        command_config(
+            &b,
+            &format!("{user}.properties"),
+            &[
+                "security.protocol=SASL_PLAINTEXT",
+                "sasl.mechanism=PLAIN",
+                &format!("sasl.username={user}"),
+                &format!("sasl.password={user}-secret"),
+            ],
+        )
+    };
+    let (admin, bob) = (login("admin"), login("bob"));
+    ok(
+        &b,
+        &[
+            "--command-config",
+            &admin,
+            "quotas",
+            "alter",
+            "--user",
+            "bob",
+            "--add",
+            "consumer_byte_rate=4096",
+        ],
+    );
+    let table = ok(
+        &b,
+        &["--command-config", &admin, "quotas", "describe", "--user"],
+    );
+    assert_eq!(
+        table,
+        "USER  CLIENT-ID  QUOTAS\nbob   -          consumer_byte_rate=4096\n"
+    );
+    let err = fails(
+        &b,
+        &["--command-config", &bob, "quotas", "describe", "--user"],
+    );
+    assert!(
+        err.contains("ClusterAuthorizationFailed") && err.contains("hint:"),
+        "{err}"
+    );
+    let err = fails(
+        &b,
+        &[
+            "--command-config",
+            &bob,
+            "quotas",
+            "alter",
+            "--user",
+            "bob",
+            "--delete",
+            "consumer_byte_rate",
+        ],
+    );
+    assert!(err.contains("ClusterAuthorizationFailed"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! A small async client for Kafka-protocol clusters (Strata or any Kafka-compatible broker).
 //!
 //! - [`Client`]: bootstrap, metadata, one connection per broker, retries; admin calls
-//!   (topics, offsets, configs, log dirs, cluster, groups) are methods on it.
+//!   (topics, offsets, configs, log dirs, cluster, groups, ACLs, SCRAM users, client quotas) are methods on it.
 //! - [`Producer`]: records written straight into per-partition batches (linger, batch size),
 //!   up to `max_in_flight` pipelined Produce requests per broker, acks, compression, and
 //!   the murmur2 partitioner the Java client and librdkafka (`murmur2_random`) use.
@@ -22,6 +22,7 @@ pub mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod quotas;
 pub mod records;
 pub mod security;
 pub mod users;
@@ -35,6 +36,7 @@ pub use kafka_protocol::records::Compression;
 /// Kafka's error codes.
 pub use kafka_protocol::ResponseError as ErrorCode;
 pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use quotas::{QuotaAlteration, QuotaEntity, QuotaMatch};
 pub use security::{SaslConfig, SaslMechanism, Security, SecurityProtocol};
 pub use strata_sasl::scram::ScramMechanism;
 pub use users::{ScramAlteration, ScramCredentialInfo};

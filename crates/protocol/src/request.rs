@@ -34,6 +34,15 @@ impl Request {
     pub fn correlation_id(&self) -> i32 {
         self.header.correlation_id
     }
+
+    /// The header's client id ("" when null).
+    pub fn client_id(&self) -> String {
+        self.header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// Why a frame could not be turned into a request.

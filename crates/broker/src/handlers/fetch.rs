@@ -326,7 +326,14 @@ async fn read_all_blocking(
     read_committed: bool,
 ) -> (Vec<PartitionData>, usize, bool) {
     let task = resolved.clone();
-    match tokio::task::spawn_blocking(move || read_all(&task, max_bytes, read_committed)).await {
+    // A request-time quota counts the reads (not the long-poll waits) as the fetch's time.
+    let started = crate::quota::request_time::is_measured().then(std::time::Instant::now);
+    let read =
+        tokio::task::spawn_blocking(move || read_all(&task, max_bytes, read_committed)).await;
+    if let Some(started) = started {
+        crate::quota::request_time::add_blocking(started.elapsed());
+    }
+    match read {
         Ok(read) => read,
         Err(error) => {
             tracing::error!(%error, "fetch read task failed");

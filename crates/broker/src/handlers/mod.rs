@@ -74,12 +74,7 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Requ
 
 async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Request) -> Reply {
     let version = request.version();
-    let client_id = request
-        .header
-        .client_id
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_default();
+    let client_id = request.client_id();
     match request.body {
         RequestKind::ApiVersions(_) => Reply::now(ResponseKind::ApiVersions(
             strata_protocol::request::api_versions_response(0),

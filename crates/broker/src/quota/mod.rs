@@ -1,36 +1,47 @@
 //! Client quotas at the broker: which quota applies to a connection, and how long it must wait
 //! once its bytes go over it.
 //!
-//! - [`throttle`]: the byte-rate windows and Kafka's throttle arithmetic, pure.
+//! - [`throttle`]: the rate windows and Kafka's throttle arithmetic, pure.
 //! - [`resolve`]: Kafka's precedence between the quota entities that could apply to a
 //!   (user, client id) pair, pure.
+//! - [`request_time`]: what a request-time quota (`request_percentage`) measures and exempts.
 //! - [`QuotaManager`]: the broker's quotas (swapped on each metadata publish that changes
-//!   them) and the byte-rate windows of the entities that have a quota.
+//!   them) and the windows of the entities that have a quota, one per kind (produce bytes,
+//!   fetch bytes, request time).
 //!
-//! Hot path: with no byte-rate quota configured, a Produce or Fetch pays one atomic load. With
-//! one, it pays a read of the quota map, a lookup of the entity's window under a map lock held
-//! for the lookup alone, and a few additions under that entity's own lock; no lock is held
-//! across I/O or across entities.
+//! Hot path: with no byte-rate quota configured, a Produce or Fetch pays one atomic load; with
+//! no request quota, every request pays one atomic load. With one, a recording pays a read of
+//! the quota map, a lookup of the entity's window under a map lock held for the lookup alone,
+//! and a few additions under that entity's own lock; no lock is held across I/O or across
+//! entities.
 
+pub mod request_time;
 pub mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use strata_quorum::quota::{QuotaEntity, QuotaName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
+use kafka_protocol::messages::ResponseKind;
+use strata_quorum::quota::{
+    QuotaEntity, QuotaName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE,
+};
 use strata_quorum::MetadataImage;
 
-use self::throttle::RateWindows;
+use self::throttle::{RateWindows, WindowConfig};
 
 type Quotas = Arc<BTreeMap<QuotaEntity, BTreeMap<String, f64>>>;
 
-/// Which byte rate a recording counts against.
+/// Which rate a recording counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuotaKind {
+    /// Produce request bytes (`producer_byte_rate`).
     Produce,
+    /// Fetch record bytes (`consumer_byte_rate`).
     Fetch,
+    /// Handler time in percent of one second (`request_percentage`).
+    Request,
 }
 
 impl QuotaKind {
@@ -38,6 +49,7 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => PRODUCER_BYTE_RATE,
             QuotaKind::Fetch => CONSUMER_BYTE_RATE,
+            QuotaKind::Request => REQUEST_PERCENTAGE,
         }
     }
 }
@@ -47,8 +59,11 @@ type WindowKey = (QuotaKind, Option<String>, Option<String>);
 /// The broker's client quotas and the windows they are measured in.
 pub struct QuotaManager {
     started: Instant,
+    windows_config: WindowConfig,
     /// Whether any byte-rate quota exists: the only cost when none does.
     any_byte_rate: AtomicBool,
+    /// Whether any request-time quota exists: the only cost per request when none does.
+    any_request: AtomicBool,
     quotas: RwLock<Quotas>,
     windows: Mutex<HashMap<WindowKey, Arc<Mutex<RateWindows>>>>,
 }
@@ -58,10 +73,12 @@ pub struct QuotaManager {
 const MAX_WINDOWS: usize = 100_000;
 
 impl QuotaManager {
-    pub fn new(image: &MetadataImage) -> QuotaManager {
+    pub fn new(image: &MetadataImage, windows_config: WindowConfig) -> QuotaManager {
         let manager = QuotaManager {
             started: Instant::now(),
+            windows_config,
             any_byte_rate: AtomicBool::new(false),
+            any_request: AtomicBool::new(false),
             quotas: RwLock::new(Quotas::default()),
             windows: Mutex::new(HashMap::new()),
         };
@@ -80,6 +97,15 @@ impl QuotaManager {
             keys.contains_key(PRODUCER_BYTE_RATE) || keys.contains_key(CONSUMER_BYTE_RATE)
         });
         self.any_byte_rate.store(any, Ordering::Release);
+        let any = quotas
+            .values()
+            .any(|keys| keys.contains_key(REQUEST_PERCENTAGE));
+        self.any_request.store(any, Ordering::Release);
+    }
+
+    /// Whether request time is measured at all (a request quota exists): one atomic load.
+    pub fn request_quotas_active(&self) -> bool {
+        self.any_request.load(Ordering::Acquire)
     }
 
     /// Records `bytes` of `kind` for (`user`, `client_id`) and answers the throttle time in ms
@@ -88,6 +114,21 @@ impl QuotaManager {
         if !self.any_byte_rate.load(Ordering::Acquire) {
             return 0;
         }
+        self.record_amount(kind, user, client_id, bytes as f64)
+    }
+
+    /// Records a request's handler time for (`user`, `client_id`) and answers the throttle
+    /// time in ms it causes (0 without a request quota), at most one window.
+    pub fn record_request_time(&self, user: &str, client_id: &str, handled: Duration) -> u64 {
+        if !self.request_quotas_active() {
+            return 0;
+        }
+        let nanos = u64::try_from(handled.as_nanos()).unwrap_or(u64::MAX);
+        let percent = request_time::nanos_to_percentage(nanos);
+        self.record_amount(QuotaKind::Request, user, client_id, percent)
+    }
+
+    fn record_amount(&self, kind: QuotaKind, user: &str, client_id: &str, amount: f64) -> u64 {
         let resolved = {
             let quotas = self.quotas.read().unwrap_or_else(|p| p.into_inner());
             resolve(&quotas, kind.key(), user, client_id)
@@ -102,12 +143,112 @@ impl QuotaManager {
                     windows.clear();
                 }
             }
-            windows.entry(key).or_default().clone()
+            windows
+                .entry(key)
+                .or_insert_with(|| Arc::new(Mutex::new(RateWindows::new(self.windows_config))))
+                .clone()
         };
         let now_ms = self.started.elapsed().as_millis() as u64;
         let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
-        window.record_and_throttle(now_ms, bytes as f64, resolved.bound)
+        // Kafka bounds a byte-rate throttle by the whole measured time, a request-time one by
+        // one window.
+        let max_ms = match kind {
+            QuotaKind::Request => self.windows_config.size_ms,
+            QuotaKind::Produce | QuotaKind::Fetch => self.windows_config.span_limit_ms(),
+        };
+        window.record_and_throttle(now_ms, amount, resolved.bound, max_ms)
     }
+}
+
+/// Writes a quota throttle into any response that has `throttle_time_ms` (never lowering
+/// one it holds); responses without the field (SaslHandshake, DescribeQuorum...) are left
+/// alone. A version older than the field's leaves it out when encoded.
+pub fn set_throttle_time(body: &mut ResponseKind, throttle_ms: u64) {
+    let wire = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    macro_rules! with_throttle_field {
+        ($($kind:ident),* $(,)?) => {
+            match body {
+                $(ResponseKind::$kind(r) => r.throttle_time_ms = r.throttle_time_ms.max(wire),)*
+                _ => {}
+            }
+        };
+    }
+    with_throttle_field!(
+        AddOffsetsToTxn,
+        AddPartitionsToTxn,
+        AddRaftVoter,
+        AllocateProducerIds,
+        AlterClientQuotas,
+        AlterConfigs,
+        AlterPartitionReassignments,
+        AlterPartition,
+        AlterReplicaLogDirs,
+        AlterShareGroupOffsets,
+        AlterUserScramCredentials,
+        ApiVersions,
+        AssignReplicasToDirs,
+        BrokerHeartbeat,
+        BrokerRegistration,
+        ConsumerGroupDescribe,
+        ConsumerGroupHeartbeat,
+        ControllerRegistration,
+        CreateAcls,
+        CreateDelegationToken,
+        CreatePartitions,
+        CreateTopics,
+        DeleteAcls,
+        DeleteGroups,
+        DeleteRecords,
+        DeleteShareGroupOffsets,
+        DeleteTopics,
+        DescribeAcls,
+        DescribeClientQuotas,
+        DescribeCluster,
+        DescribeConfigs,
+        DescribeDelegationToken,
+        DescribeGroups,
+        DescribeLogDirs,
+        DescribeProducers,
+        DescribeShareGroupOffsets,
+        DescribeTopicPartitions,
+        DescribeTransactions,
+        DescribeUserScramCredentials,
+        ElectLeaders,
+        EndTxn,
+        ExpireDelegationToken,
+        Fetch,
+        FetchSnapshot,
+        FindCoordinator,
+        GetTelemetrySubscriptions,
+        Heartbeat,
+        IncrementalAlterConfigs,
+        InitProducerId,
+        JoinGroup,
+        LeaveGroup,
+        ListConfigResources,
+        ListGroups,
+        ListOffsets,
+        ListPartitionReassignments,
+        ListTransactions,
+        Metadata,
+        OffsetCommit,
+        OffsetDelete,
+        OffsetFetch,
+        OffsetForLeaderEpoch,
+        Produce,
+        PushTelemetry,
+        RemoveRaftVoter,
+        RenewDelegationToken,
+        ShareAcknowledge,
+        ShareFetch,
+        ShareGroupDescribe,
+        ShareGroupHeartbeat,
+        SyncGroup,
+        TxnOffsetCommit,
+        UnregisterBroker,
+        UpdateFeatures,
+        UpdateRaftVoter,
+    );
 }
 
 /// The quota that applies to a (user, client id) for `key`, with the window it is counted in:
@@ -159,9 +300,98 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::ApiKey;
+    use strata_quorum::quota::QuotaValue;
+    use strata_quorum::MetadataRecord;
+
+    fn image_with(entity: QuotaEntity, key: &str, value: f64) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::ClientQuota {
+            entity,
+            key: key.into(),
+            value: Some(QuotaValue(value)),
+        });
+        image
+    }
+
+    #[test]
+    fn request_time_is_a_percentage_of_one_thread_bounded_by_one_window() {
+        let app = QuotaEntity {
+            user: None,
+            client_id: Some(QuotaName::Name("app".into())),
+        };
+        let quotas = QuotaManager::new(&MetadataImage::default(), WindowConfig::default());
+        assert!(!quotas.request_quotas_active());
+        assert_eq!(
+            quotas.record_request_time("u", "app", Duration::from_secs(5)),
+            0
+        );
+        quotas.update(&image_with(app.clone(), REQUEST_PERCENTAGE, 10.0));
+        assert!(quotas.request_quotas_active());
+        // 500 ms of handler time over a fresh entity's 10 s: 5% of a thread, under 10%.
+        assert_eq!(
+            quotas.record_request_time("u", "app", Duration::from_millis(500)),
+            0
+        );
+        // 1.5 s in all: 15% against 10%: (15-10)/10 * 10 s = 5 s, bounded by one window.
+        assert_eq!(
+            quotas.record_request_time("u", "app", Duration::from_secs(1)),
+            1000
+        );
+        // Another client id has no request quota; byte rates are not affected.
+        assert_eq!(
+            quotas.record_request_time("u", "other", Duration::from_secs(60)),
+            0
+        );
+        assert_eq!(quotas.record(QuotaKind::Produce, "u", "app", 1 << 30), 0);
+        // With smaller windows the bound is one of them.
+        let small = WindowConfig {
+            num: 2,
+            size_ms: 200,
+        };
+        let quotas = QuotaManager::new(&image_with(app, REQUEST_PERCENTAGE, 1.0), small);
+        assert_eq!(
+            quotas.record_request_time("u", "app", Duration::from_secs(1)),
+            200
+        );
+    }
 
     fn entity(user: Option<QuotaName>, client_id: Option<QuotaName>) -> QuotaEntity {
         QuotaEntity { user, client_id }
+    }
+
+    /// Every served API whose response has `throttle_time_ms` gets the throttle: each
+    /// response is decoded from zeros (empty arrays and strings) at each served version that
+    /// allows it, and its debug text names the field only with the value written.
+    #[test]
+    fn every_response_with_the_field_carries_the_throttle() {
+        use strata_protocol::api::{supported_versions, SUPPORTED_APIS};
+        let mut with_field = std::collections::BTreeSet::new();
+        for &api in SUPPORTED_APIS {
+            let range = supported_versions(api).expect("served");
+            for version in range.min..=range.max {
+                let mut zeros = bytes::Bytes::from(vec![0u8; 4096]);
+                let Ok(mut body) = ResponseKind::decode(api, &mut zeros, version) else {
+                    continue;
+                };
+                set_throttle_time(&mut body, 7);
+                let text = format!("{body:?}");
+                if text.contains("throttle_time_ms") {
+                    assert!(text.contains("throttle_time_ms: 7"), "{api:?} v{version}");
+                    with_field.insert(api as i16);
+                }
+            }
+        }
+        // The client-facing APIs certainly among them.
+        for api in [
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::Metadata,
+            ApiKey::ApiVersions,
+        ] {
+            assert!(with_field.contains(&(api as i16)), "{api:?}");
+        }
+        assert!(with_field.len() >= 35, "{with_field:?}");
     }
 
     #[test]

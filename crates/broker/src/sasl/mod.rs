@@ -159,6 +159,11 @@ impl SaslStage {
         }
     }
 
+    /// Whether the client has authenticated (requests are its principal's).
+    pub fn authenticated(&self) -> bool {
+        self.session.is_some()
+    }
+
     /// After a v0 SaslHandshake the client sends its tokens as bare frames.
     pub fn expects_raw_token(&self) -> bool {
         matches!(self.state, State::Tokens { raw: true, .. })

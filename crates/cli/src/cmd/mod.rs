@@ -1,4 +1,5 @@
-//! The client subcommands: topics, produce, consume, groups, configs, cluster and acls.
+//! The client subcommands: topics, produce, consume, groups, configs, cluster, perf, users,
+//! acls and quotas.
 
 pub mod acls;
 pub mod cluster;
@@ -8,6 +9,7 @@ pub mod groups;
 pub mod lag;
 pub mod perf;
 pub mod produce;
+pub mod quotas;
 pub mod table;
 pub mod topics;
 pub mod users;
