@@ -271,6 +271,7 @@ impl<'a> PartitionChangeBuilder<'a> {
         self
     }
 
+    /// The ISR the event asks for: members of the target replicas, in the order to keep.
     pub fn target_isr(mut self, isr: Vec<i32>) -> Self {
         self.target_isr = isr;
         self

@@ -101,7 +101,8 @@ impl Stripe {
 /// is the preferred leader.
 ///
 /// Errors: `partitions < 1` INVALID_PARTITIONS; `replication_factor < 1` or above the number of
-/// usable brokers INVALID_REPLICATION_FACTOR, with Kafka's messages.
+/// usable brokers INVALID_REPLICATION_FACTOR, with Kafka's messages. The caller bounds
+/// `partitions` (the per-topic maximum it accepts): the answer holds one list per partition.
 pub fn place_topic(
     brokers: &[BrokerInfo],
     partitions: i32,
