@@ -11,6 +11,10 @@
 //! - [`store::MetadataStore`]: log + image; `commit` appends, fsyncs, then applies.
 //! - [`controller::ops`]: the typed operations a controller is asked to perform
 //!   ([`controller::ops::ControllerOp`]) and its replies.
+//! - [`controller::placement`] and [`controller::partition_change`]: the controller's pure
+//!   rules for a cluster: which brokers get a new partition's replicas, and a partition's next
+//!   replicas, ISR, leader and epochs after a broker event, an ISR change, an election or a
+//!   reassignment. Not yet called by the single node, whose plans place everything on itself.
 //!
 //! Data flow: a request handler turns a request into a `ControllerOp` and submits it to the
 //! controller (`strata_broker::controller`), which plans it against the image into records,
