@@ -18,6 +18,7 @@ use strata_quorum::controller::ops::{
     IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError, ProducerIdBlock,
     TopicRef,
 };
+use strata_quorum::controller::placement::{self, BrokerInfo, Stripe};
 use strata_quorum::{ConfigResource, MetadataImage, MetadataRecord, TopicImage};
 use uuid::Uuid;
 
@@ -35,6 +36,12 @@ pub const PRODUCER_ID_BLOCK: i64 = 1000;
 /// An item refused with Kafka's `code`.
 pub fn refuse(code: ErrorCode, message: impl Into<String>) -> OpError {
     OpError::new(code.code(), message)
+}
+
+/// The brokers new replicas may go to: this node alone until brokers register with the
+/// controller (the cluster's registrations will list them with their racks and states).
+fn usable_brokers(config: &BrokerConfig) -> Vec<BrokerInfo> {
+    vec![BrokerInfo::new(config.node_id)]
 }
 
 /// Plans one operation against `image`.
@@ -243,16 +250,16 @@ pub fn plan_create_topic(
                 "Replication factor must be larger than 0.",
             ));
         }
-        if rf as usize > brokers.len() {
-            return Err(refuse(
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
-                    brokers.len()
-                ),
-            ));
-        }
-        (0..n).map(|p| (p, brokers.to_vec())).collect()
+        placement::place_topic(
+            &usable_brokers(config),
+            n,
+            rf,
+            Stripe::from_seed(rand::random()),
+        )?
+        .into_iter()
+        .zip(0..)
+        .map(|(replicas, p)| (p, replicas))
+        .collect()
     };
     let topic_id = Uuid::new_v4();
     let created = CreatedTopic {
@@ -404,18 +411,19 @@ fn plan_new_partitions(
             a.clone()
         }
         None => {
-            let rf = topic
+            let existing: Vec<Vec<i32>> = topic
                 .partitions
                 .values()
-                .next()
-                .map_or(1, |p| p.replicas.len());
-            if rf > 1 {
-                return Err(refuse(
-                    ErrorCode::InvalidReplicationFactor,
-                    "Only one broker is registered.",
-                ));
-            }
-            vec![vec![node_id]; added]
+                .map(|p| p.replicas.clone())
+                .collect();
+            let rf = existing.first().map_or(1, Vec::len);
+            placement::place_added_partitions(
+                &usable_brokers(config),
+                &existing,
+                added as i32,
+                i16::try_from(rf).unwrap_or(i16::MAX),
+                Stripe::from_seed(rand::random()),
+            )?
         }
     };
     let mut out = Vec::with_capacity(added);
