@@ -410,32 +410,8 @@ impl PartitionLog {
         now_ms: i64,
         log_append_time: Option<i64>,
     ) -> Result<AppendInfo, LogError> {
-        let mut headers: Vec<(BatchHeader, usize)> = Vec::new();
-        for item in batch::iter_batches(batches) {
-            let (header, range) = item?;
-            headers.push((header, range.start));
-        }
-        if headers.is_empty() {
-            return Err(batch::BatchError::Empty.into());
-        }
-        let offset_count: i64 = headers
-            .iter()
-            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
-            .sum();
+        let mut headers = self.prepare_append(batches, now_ms)?;
         let len = batches.len() as u64;
-        if len > u64::from(u32::MAX) || offset_count > i64::from(u32::MAX) {
-            return Err(LogError::AppendTooLarge {
-                reason: format!("{len} bytes and {offset_count} offsets in one append"),
-            });
-        }
-
-        let active = self.active();
-        let would_overflow = active.size + len > self.config.segment_bytes
-            || active.size + len > u64::from(u32::MAX)
-            || self.log_end_offset + offset_count - active.base_offset > i64::from(u32::MAX);
-        if !active.is_empty() && (would_overflow || self.is_due_for_time_roll(now_ms)) {
-            self.roll()?;
-        }
 
         // A new leader epoch starts at this append: checkpoint it first, so no batch of the
         // epoch is on disk before its entry.
@@ -495,6 +471,99 @@ impl PartitionLog {
             max_timestamp: max_timestamp.0,
             offset_of_max_timestamp: max_timestamp.1,
             log_append_time,
+        })
+    }
+
+    /// The headers of `batches` (with where each starts), after the checks every append
+    /// makes (whole batches, not empty, sizes within the segment format's limits) and a roll
+    /// if the active segment is full or old.
+    fn prepare_append(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<(BatchHeader, usize)>, LogError> {
+        let mut headers: Vec<(BatchHeader, usize)> = Vec::new();
+        for item in batch::iter_batches(batches) {
+            let (header, range) = item?;
+            headers.push((header, range.start));
+        }
+        if headers.is_empty() {
+            return Err(batch::BatchError::Empty.into());
+        }
+        let offset_count: i64 = headers
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        let len = batches.len() as u64;
+        if len > u64::from(u32::MAX) || offset_count > i64::from(u32::MAX) {
+            return Err(LogError::AppendTooLarge {
+                reason: format!("{len} bytes and {offset_count} offsets in one append"),
+            });
+        }
+        let active = self.active();
+        let would_overflow = active.size + len > self.config.segment_bytes
+            || active.size + len > u64::from(u32::MAX)
+            || self.log_end_offset + offset_count - active.base_offset > i64::from(u32::MAX);
+        if !active.is_empty() && (would_overflow || self.is_due_for_time_roll(now_ms)) {
+            self.roll()?;
+        }
+        Ok(headers)
+    }
+
+    /// Appends batches copied from the leader (a follower's fetch, `docs/design/cluster.md`
+    /// §4.2) as they are: their offsets and leader-epoch stamps are kept, so the first must
+    /// start at the log end and each continue the previous one (else `OffsetOutOfRange`
+    /// naming the first offset that does not fit, and nothing is written). The epoch cache
+    /// is extended from the batches' epochs and checkpointed before any of them is written,
+    /// as [`Self::append`] does for its own epoch.
+    pub fn append_replicated(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let mut expected = self.log_end_offset;
+        for item in batch::iter_batches(batches) {
+            let (header, _) = item?;
+            if header.base_offset != expected {
+                return Err(LogError::OffsetOutOfRange {
+                    offset: header.base_offset,
+                    start: self.log_start_offset,
+                    end: expected,
+                });
+            }
+            expected = header.next_offset();
+        }
+        let headers = self.prepare_append(batches, now_ms)?;
+        let mut epochs_changed = false;
+        for (header, _) in &headers {
+            epochs_changed |= self
+                .epochs
+                .assign(header.partition_leader_epoch, header.base_offset);
+        }
+        if epochs_changed {
+            self.epochs.write(&self.dir, &self.dir_handle()?)?;
+        }
+        let mut max_timestamp = (i64::MIN, self.log_end_offset);
+        for (header, _) in &headers {
+            if header.max_timestamp > max_timestamp.0 {
+                max_timestamp = (header.max_timestamp, header.last_offset());
+            }
+        }
+        let len = batches.len() as u64;
+        let interval = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(vec![IoSlice::new(batches)], len, &headers, now_ms, interval)?;
+        let base_offset = self.log_end_offset;
+        assert!(expected > base_offset, "offsets only grow");
+        self.log_end_offset = expected;
+        self.active_unsynced = true;
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: expected - 1,
+            max_timestamp: max_timestamp.0,
+            offset_of_max_timestamp: max_timestamp.1,
+            log_append_time: None,
         })
     }
 

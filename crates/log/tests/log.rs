@@ -629,3 +629,48 @@ fn a_log_without_epochs_is_attributed_to_the_current_epoch() {
     assert_eq!(log.leader_epochs(), &[(2, 0)]);
     assert_eq!(log.end_offset_for_epoch(2), (2, 10));
 }
+
+/// A follower's copy: batches read from a leader's log and appended with `append_replicated`
+/// keep their offsets and epoch stamps, extend the epoch cache (surviving a reopen), read back
+/// the same; a batch that does not continue the log end is refused and nothing is written.
+#[test]
+fn replicated_appends_keep_offsets_and_epochs() {
+    let (leader_dir, follower_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut leader, _) = PartitionLog::open(leader_dir.path(), small(), 0).expect("open");
+    leader.set_leader_epoch(0).expect("epoch");
+    fill(&mut leader, 8); // offsets 0..16, epoch 0
+    leader.set_leader_epoch(4).expect("epoch");
+    fill(&mut leader, 8); // 16..32, epoch 4
+    let (mut follower, _) = PartitionLog::open(follower_dir.path(), small(), 0).expect("open");
+    // Fetch-sized chunks of whole batches, some spanning both epochs.
+    let mut offset = 0;
+    while offset < leader.log_end_offset() {
+        let bytes = leader
+            .read(offset, 250, leader.log_end_offset())
+            .expect("read");
+        let info = follower.append_replicated(&bytes, 0).expect("append");
+        assert_eq!(info.base_offset, offset);
+        offset = info.last_offset + 1;
+        assert_eq!(follower.log_end_offset(), offset);
+        // The same chunk again does not continue the log: refused, nothing written.
+        match follower.append_replicated(&bytes, 0) {
+            Err(LogError::OffsetOutOfRange { end, .. }) => assert_eq!(end, offset),
+            other => panic!("a repeated chunk was not refused: {other:?}"),
+        }
+        assert_eq!(follower.log_end_offset(), offset);
+    }
+    assert_eq!(follower.leader_epochs(), &[(0, 0), (4, 16)]);
+    assert_eq!(
+        stamped_epochs(follower_dir.path()),
+        stamped_epochs(leader_dir.path())
+    );
+    assert_eq!(read_everything(&follower), read_everything(&leader));
+    drop(follower);
+    let (follower, _) = PartitionLog::open(follower_dir.path(), small(), 0).expect("reopen");
+    assert_eq!(follower.leader_epochs(), &[(0, 0), (4, 16)]);
+    assert_eq!(follower.end_offset_for_epoch(0), (0, 16));
+    assert_eq!(read_everything(&follower), read_everything(&leader));
+}
