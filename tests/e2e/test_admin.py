@@ -202,6 +202,25 @@ def test_create_partitions(broker, topic):
     assert got == KafkaError.INVALID_PARTITIONS, f"shrinking partitions gave {code_name(got)}"
 
 
+def test_elect_leaders(broker, topic):
+    """ElectLeaders is a controller operation decided by the partition change rules: one node
+    leads its partitions as their preferred replica, so each says ELECTION_NOT_NEEDED, and a
+    partition that does not exist says UNKNOWN_TOPIC_OR_PARTITION."""
+    from confluent_kafka import ElectionType
+
+    create_topic(broker.bootstrap, topic, partitions=2)
+    admin = admin_client(broker.bootstrap)
+    for election in (ElectionType.PREFERRED, ElectionType.UNCLEAN):
+        wanted = [TopicPartition(topic, 0), TopicPartition(topic, 1), TopicPartition(topic, 7)]
+        result = admin.elect_leaders(election, wanted).result(timeout=TIMEOUT_S)
+        codes = {(tp.topic, tp.partition): (e.code() if e is not None else None) for tp, e in result.items()}
+        assert codes == {
+            (topic, 0): KafkaError.ELECTION_NOT_NEEDED,
+            (topic, 1): KafkaError.ELECTION_NOT_NEEDED,
+            (topic, 7): KafkaError.UNKNOWN_TOPIC_OR_PART,
+        }, (election, codes)
+
+
 def test_list_topics(broker, new_topic):
     first, second = new_topic("-a"), new_topic("-b")
     create_topic(broker.bootstrap, first, partitions=1)

@@ -14,10 +14,11 @@ use strata_protocol::ErrorCode;
 use strata_quorum::controller::ops::{
     AllocateProducerIds, AlterConfigs, AlterConfigsReply, ConfigOperation, ConfigTarget,
     ControllerOp, ControllerReply, CreatePartitions, CreatePartitionsReply, CreateTopics,
-    CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic,
-    IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError, ProducerIdBlock,
-    TopicRef,
+    CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic, ElectLeaders,
+    ElectLeadersReply, IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError,
+    ProducerIdBlock, TopicRef,
 };
+use strata_quorum::controller::partition_change::{self, PartitionState};
 use strata_quorum::controller::placement::{self, BrokerInfo, Stripe};
 use strata_quorum::{ConfigResource, MetadataImage, MetadataRecord, TopicImage};
 use uuid::Uuid;
@@ -42,6 +43,77 @@ pub fn refuse(code: ErrorCode, message: impl Into<String>) -> OpError {
 /// controller (the cluster's registrations will list them with their racks and states).
 fn usable_brokers(config: &BrokerConfig) -> Vec<BrokerInfo> {
     vec![BrokerInfo::new(config.node_id)]
+}
+
+/// The brokers' states for partition changes: this node, active, until brokers register
+/// with the controller and heartbeat (fencing and controlled shutdown come from them).
+fn broker_states(config: &BrokerConfig) -> partition_change::Brokers {
+    [(config.node_id, partition_change::BrokerState::active(0))].into()
+}
+
+/// ElectLeaders through the partition change rules: a partition whose state changes gets a
+/// new `Partition` record; the others say why not. One node always leads its partitions
+/// and is their preferred replica, so there it answers ELECTION_NOT_NEEDED.
+fn elect_leaders(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &ElectLeaders,
+) -> (Vec<MetadataRecord>, ElectLeadersReply) {
+    let brokers = broker_states(config);
+    let requested = op.partitions.clone().unwrap_or_else(|| {
+        image
+            .topics()
+            .map(|t| (t.name.clone(), t.partitions.keys().copied().collect()))
+            .collect()
+    });
+    let mut records = Vec::new();
+    let topics = requested
+        .into_iter()
+        .map(|(name, partitions)| {
+            let topic = image.topic_by_name(&name);
+            let results = partitions
+                .into_iter()
+                .map(|p| {
+                    let Some((topic, current)) =
+                        topic.and_then(|t| t.partitions.get(&p).map(|c| (t, c)))
+                    else {
+                        return (
+                            p,
+                            Err(refuse(
+                                ErrorCode::UnknownTopicOrPartition,
+                                "This server does not host this topic-partition.",
+                            )),
+                        );
+                    };
+                    let state = PartitionState::from_image(current);
+                    let next = match op.election_type {
+                        ElectLeaders::PREFERRED => {
+                            partition_change::elect_preferred(&state, &brokers)
+                        }
+                        ElectLeaders::UNCLEAN => partition_change::elect_unclean(&state, &brokers),
+                        other => Err(refuse(
+                            ErrorCode::InvalidRequest,
+                            format!("Unknown election type {other}."),
+                        )),
+                    };
+                    let result = next.map(|next| {
+                        records.push(MetadataRecord::Partition {
+                            topic_id: topic.topic_id,
+                            partition: p,
+                            replicas: next.replicas,
+                            isr: next.isr,
+                            leader: next.leader,
+                            leader_epoch: next.leader_epoch,
+                            partition_epoch: next.partition_epoch,
+                        });
+                    });
+                    (p, result)
+                })
+                .collect();
+            (name, results)
+        })
+        .collect();
+    (records, ElectLeadersReply { topics })
 }
 
 /// Plans one operation against `image`.
@@ -90,6 +162,10 @@ pub fn plan(
         ControllerOp::AlterClientQuotas(op) => {
             let (records, reply) = super::quotas::alter_client_quotas(image, op);
             (records, ControllerReply::AlterClientQuotas(reply))
+        }
+        ControllerOp::ElectLeaders(op) => {
+            let (records, reply) = elect_leaders(image, config, op);
+            (records, ControllerReply::ElectLeaders(reply))
         }
     })
 }
@@ -753,6 +829,85 @@ mod tests {
             image.apply(r);
         }
         image
+    }
+
+    #[test]
+    fn leader_elections_follow_the_partition_change_rules() {
+        let config = config(&[]);
+        let id = Uuid::new_v4();
+        let partition = |p: i32, leader: i32, epoch: i32| MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            replicas: vec![1],
+            isr: vec![1],
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        };
+        let image = image_with(&[
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition(0, 1, 0),
+            // Offline (leader -1), its replica in the ISR and active again.
+            partition(1, -1, 3),
+        ]);
+        let elect = |election_type, partitions: Option<Vec<(String, Vec<i32>)>>| {
+            elect_leaders(
+                &image,
+                &config,
+                &ElectLeaders {
+                    election_type,
+                    partitions,
+                },
+            )
+        };
+        let code = |r: &ItemResult<()>| r.as_ref().err().map(|e| e.code);
+        // Preferred, every partition: 0 is already led by its preferred replica; 1 gets it
+        // back with a new leader epoch.
+        let (records, reply) = elect(ElectLeaders::PREFERRED, None);
+        let results = &reply.topics[0].1;
+        assert_eq!(
+            code(&results[0].1),
+            Some(ErrorCode::ElectionNotNeeded.code())
+        );
+        assert_eq!(results[1], (1, Ok(())));
+        assert_eq!(
+            records,
+            vec![MetadataRecord::Partition {
+                topic_id: id,
+                partition: 1,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 4,
+                partition_epoch: 4,
+            }]
+        );
+        // Unclean: only an offline partition needs it; unknown partitions and topics say so.
+        let (records, reply) = elect(
+            ElectLeaders::UNCLEAN,
+            Some(vec![("t".into(), vec![0, 1, 9]), ("nope".into(), vec![0])]),
+        );
+        let t = &reply.topics[0].1;
+        assert_eq!(code(&t[0].1), Some(ErrorCode::ElectionNotNeeded.code()));
+        assert_eq!(t[1], (1, Ok(())));
+        assert_eq!(
+            code(&t[2].1),
+            Some(ErrorCode::UnknownTopicOrPartition.code())
+        );
+        assert_eq!(
+            code(&reply.topics[1].1[0].1),
+            Some(ErrorCode::UnknownTopicOrPartition.code())
+        );
+        assert_eq!(records.len(), 1);
+        let (records, reply) = elect(7, None);
+        assert!(records.is_empty());
+        assert_eq!(
+            code(&reply.topics[0].1[0].1),
+            Some(ErrorCode::InvalidRequest.code())
+        );
     }
 
     fn create(topics: Vec<NewTopic>) -> CreateTopics {

@@ -18,6 +18,8 @@ use strata_protocol::ErrorCode;
 use super::str_bytes;
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
+use crate::controller::ControllerError;
+use strata_quorum::controller::ops::ElectLeaders;
 
 /// Free and total bytes of the file system holding `path`.
 fn disk_space(path: &std::path::Path) -> (i64, i64) {
@@ -87,8 +89,10 @@ pub fn describe_log_dirs(
         .with_usable_bytes(usable)])
 }
 
-/// One replica per partition is always the leader: every election is "not needed".
-pub fn elect_leaders(
+/// ElectLeaders: a controller operation deciding with the partition change rules (one node
+/// is always its partitions' preferred leader: ELECTION_NOT_NEEDED). v0 has no
+/// ELECTION_NOT_NEEDED: such partitions are answered as successes.
+pub async fn elect_leaders(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
     req: ElectLeadersRequest,
@@ -98,40 +102,45 @@ pub fn elect_leaders(
         return ElectLeadersResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
-    let image = broker.image();
-    let requested: Vec<(String, Vec<i32>)> = match req.topic_partitions {
-        Some(tps) => tps
-            .iter()
-            .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
-            .collect(),
-        None => image
-            .topics()
-            .map(|t| (t.name.clone(), t.partitions.keys().copied().collect()))
-            .collect(),
+    let op = ElectLeaders {
+        // v0 has no election type: preferred.
+        election_type: if version >= 1 { req.election_type } else { 0 },
+        partitions: req.topic_partitions.map(|tps| {
+            tps.iter()
+                .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+                .collect()
+        }),
     };
-    let results = requested
+    let reply = match broker.submit(op).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::error!(%error, "leader election failed");
+            let code = match &error {
+                ControllerError::Refused(e) => e.code,
+                _ => ErrorCode::UnknownServerError.code(),
+            };
+            return ElectLeadersResponse::default().with_error_code(code);
+        }
+    };
+    let not_needed = ErrorCode::ElectionNotNeeded.code();
+    let results = reply
+        .topics
         .into_iter()
-        .map(|(name, parts)| {
-            let topic = image.topic_by_name(&name);
+        .map(|(name, partitions)| {
             ReplicaElectionResult::default()
-                .with_topic(TopicName(str_bytes(name.clone())))
+                .with_topic(TopicName(str_bytes(name)))
                 .with_partition_result(
-                    parts
+                    partitions
                         .into_iter()
-                        .map(|p| {
-                            let known = topic.is_some_and(|t| t.partitions.contains_key(&p));
-                            let code = if !known {
-                                ErrorCode::UnknownTopicOrPartition
-                            } else if version >= 1 {
-                                ErrorCode::ElectionNotNeeded
-                            } else {
-                                // v0 has no ELECTION_NOT_NEEDED: success.
-                                return PartitionResult::default().with_partition_id(p);
-                            };
-                            PartitionResult::default()
-                                .with_partition_id(p)
-                                .with_error_code(code.code())
-                                .with_error_message(Some(str_bytes(code.to_string())))
+                        .map(|(p, result)| {
+                            let r = PartitionResult::default().with_partition_id(p);
+                            match result {
+                                Ok(()) => r,
+                                Err(e) if e.code == not_needed && version == 0 => r,
+                                Err(e) => r
+                                    .with_error_code(e.code)
+                                    .with_error_message(Some(str_bytes(e.message))),
+                            }
                         })
                         .collect(),
                 )

@@ -175,7 +175,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
             cluster::alter_replica_log_dirs(broker, ctx, req),
         )),
         RequestKind::ElectLeaders(req) => Reply::now(ResponseKind::ElectLeaders(
-            cluster::elect_leaders(broker, ctx, req, version),
+            cluster::elect_leaders(broker, ctx, req, version).await,
         )),
         RequestKind::ListPartitionReassignments(_) => Reply::now(
             ResponseKind::ListPartitionReassignments(cluster::list_partition_reassignments(ctx)),

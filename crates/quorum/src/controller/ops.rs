@@ -159,6 +159,30 @@ pub struct CreatePartitionsReply {
     pub topics: Vec<ItemResult<()>>,
 }
 
+/// ElectLeaders (KIP-460): each partition's leader chosen again, the preferred replica
+/// (`election_type` 0) or any active replica of an offline partition (1, unclean);
+/// `partitions` `None` means every partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectLeaders {
+    pub election_type: i8,
+    pub partitions: Option<Vec<(String, Vec<i32>)>>,
+}
+
+impl ElectLeaders {
+    pub const PREFERRED: i8 = 0;
+    pub const UNCLEAN: i8 = 1;
+}
+
+/// Per topic (in request order, or name order for every partition), per partition: elected,
+/// or why not (ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectLeadersReply {
+    pub topics: Vec<(String, Vec<ElectionResult>)>,
+}
+
+/// One partition's election: its index, and `Ok` when its leader was chosen again.
+pub type ElectionResult = (i32, ItemResult<()>);
+
 /// A config resource as Kafka's admin APIs name it: resource type 2 is a topic (by name), 4
 /// a broker (`""` for the cluster-wide default, else a node id). Other types are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,6 +406,8 @@ controller_ops! {
     DeleteAcls => DeleteAclsReply,
     /// Set and remove client quotas.
     AlterClientQuotas => AlterClientQuotasReply,
+    /// Choose partition leaders again (preferred or unclean).
+    ElectLeaders => ElectLeadersReply,
 }
 
 #[cfg(test)]
