@@ -521,11 +521,101 @@ fn configs_and_cluster() {
     let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     assert_eq!(cells(lines[1]), ["ID", "HOST", "PORT", "RACK"]);
     assert_eq!(cells(lines[2]), ["1", "127.0.0.1", port.as_str(), "-"]);
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[3], "", "{text}");
+    // One voter, the leader, with no lag.
+    let quorum = cells(lines[4]);
+    assert_eq!(
+        quorum[..6],
+        ["Metadata", "quorum:", "leader", "1", "epoch", "1"]
+    );
+    let hw = quorum[8].clone();
+    assert_eq!(
+        cells(lines[5]),
+        ["REPLICA", "ROLE", "LOG", "END", "OFFSET", "LAG"]
+    );
+    assert_eq!(cells(lines[6]), ["1", "leader", hw.as_str(), "0"]);
+    assert_eq!(lines[7], "");
+    assert_eq!(
+        cells(lines[8]).join(" "),
+        "Partitions: 1 in 1 topics offline: 0 under-replicated: 0 under min ISR: 0"
+    );
+    assert_eq!(lines.len(), 9, "{text}");
     let c = json(&ok(&b, &["cluster", "describe", "--output", "json"]));
     assert_eq!(c["controller_id"], 1);
     assert_eq!(c["brokers"][0]["port"], b.port);
     assert!(!c["cluster_id"].as_str().expect("id").is_empty());
+    assert_eq!(c["quorum"]["leader_id"], 1);
+    assert_eq!(c["quorum"]["leader_epoch"], 1);
+    let hw = c["quorum"]["high_watermark"].as_i64().expect("hw");
+    assert!(hw > 0, "{c}");
+    let voters = c["quorum"]["voters"].as_array().expect("voters");
+    assert_eq!(voters.len(), 1, "{c}");
+    assert_eq!(voters[0]["id"], 1);
+    assert_eq!(voters[0]["log_end_offset"], hw);
+    assert_eq!(voters[0]["lag"], 0);
+    assert_eq!(c["quorum"]["observers"], serde_json::json!([]));
+    assert_eq!(c["quorum_error"], Value::Null);
+    let parts = &c["partitions"];
+    assert_eq!(
+        (parts["topics"].clone(), parts["total"].clone()),
+        (1.into(), 1.into())
+    );
+    for kind in ["offline", "under_replicated", "under_min_isr"] {
+        assert_eq!(parts[kind], serde_json::json!([]), "{kind}: {c}");
+    }
+
+    // A topic that asks for more in-sync replicas than it has is under min ISR (and only
+    // that: its one replica is in sync and leads).
+    ok(
+        &b,
+        &[
+            "topics",
+            "create",
+            "strict",
+            "--partitions",
+            "2",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+    );
+    let c = json(&ok(&b, &["cluster", "describe", "-o", "json"]));
+    let under = c["partitions"]["under_min_isr"].as_array().expect("list");
+    assert_eq!(under.len(), 2, "{c}");
+    assert_eq!(under[0]["topic"], "strict");
+    assert_eq!(under[0]["isr"], serde_json::json!([1]));
+    assert_eq!(under[0]["min_isr"], 2);
+    assert_eq!(c["partitions"]["under_replicated"], serde_json::json!([]));
+    assert_eq!(c["partitions"]["offline"], serde_json::json!([]));
+    let text = ok(&b, &["cluster", "describe"]);
+    assert!(
+        text.contains("under min ISR: 2\n\nUnder-min-ISR partitions:\n"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("TOPIC"))
+        .expect("table");
+    assert_eq!(
+        cells(lines[header]),
+        [
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "ISR",
+            "MIN",
+            "ISR"
+        ]
+    );
+    assert_eq!(
+        cells(lines[header + 1]),
+        ["strict", "0", "1", "1", "1", "2"]
+    );
+    assert_eq!(
+        cells(lines[header + 2]),
+        ["strict", "1", "1", "1", "1", "2"]
+    );
 }
 
 #[test]
