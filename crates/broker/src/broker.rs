@@ -82,51 +82,15 @@ impl Broker {
             dir: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(dir_err)?;
-        let lock_path = dir.join(".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(dir_err)?;
-        if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
-            return Err(StartError::Locked {
-                dir: dir.display().to_string(),
-                lock: lock_path.display().to_string(),
-            });
-        }
+        let lock = crate::format::lock(&dir)?;
         let previous = crate::data_dir::check(&dir, config.node_id)?;
-        let had_data = dir.join("meta").exists();
-        let store = ControllerService::open_store(&dir.join("meta"), &config)
-            .map_err(|e| StartError::Metadata(e.to_string()))?;
+        let store = crate::format::open_and_stamp(&dir, &config, previous)?;
         let image = Arc::new(store.image().clone());
         if authorizer_settings.is_some() {
             tracing::info!(acls = image.acls().len(), "authorizer on");
         }
         let authorizer = Arc::new(crate::acl::Authorizer::new(authorizer_settings, &image));
         let quotas = crate::quota::QuotaManager::new(&image, config.quota_windows);
-        let found_version = previous.as_ref().map(|m| m.format_version);
-        if found_version != Some(crate::data_dir::FORMAT_VERSION) {
-            if had_data {
-                tracing::info!(
-                    dir = %dir.display(),
-                    from = found_version.unwrap_or(1),
-                    to = crate::data_dir::FORMAT_VERSION,
-                    "upgrading the data directory format"
-                );
-            }
-            let meta = crate::data_dir::MetaProperties {
-                cluster_id: image.cluster_id.clone(),
-                node_id: Some(config.node_id),
-                directory_id: previous
-                    .and_then(|m| m.directory_id)
-                    .or_else(|| Some(new_cluster_id())),
-                format_version: crate::data_dir::FORMAT_VERSION,
-            };
-            crate::data_dir::write(&dir, &meta)
-                .map_err(|e| dir_err(std::io::Error::other(e.to_string())))?;
-        }
         let fsync_parallelism = config
             .parsed::<usize>("strata.fsync.parallelism")
             .unwrap_or(16)
@@ -303,12 +267,6 @@ fn apply_open_file_limit() {
         segment_file_budget = strata_log::file_cache::budget(),
         "open-file limit"
     );
-}
-
-/// A new cluster id in Kafka's format: a random UUID as 22 characters of URL-safe base64.
-pub(crate) fn new_cluster_id() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
 }
 
 /// Runs `work` on the blocking pool every `key` milliseconds (config, at least 10; the

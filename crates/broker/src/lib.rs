@@ -43,6 +43,7 @@ pub mod data_dir;
 pub mod fd_limit;
 pub mod fetch_session;
 pub mod flusher;
+pub mod format;
 pub mod groups;
 pub mod groupview;
 pub mod handlers;

@@ -1,5 +1,6 @@
-//! `strata`: the Strata command line. `strata serve` (or no arguments) runs a broker; the
-//! other subcommands are clients of a running cluster (see `cmd`).
+//! `strata`: the Strata command line. `strata serve` (or no arguments) runs a broker and
+//! `strata storage` formats its data directory; the other subcommands are clients of a
+//! running cluster (see `cmd`).
 
 mod cmd;
 
@@ -39,6 +40,9 @@ enum Command {
     ///   strata serve --set listeners=PLAINTEXT://127.0.0.1:19092 --set log.dirs=/tmp/strata
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// Format a data directory before the first start, as kafka-storage.sh does.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
@@ -82,6 +86,72 @@ struct ServeArgs {
     add_scram: Vec<String>,
 }
 
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Format the data directory (log.dirs) of a config as the broker's first start would
+    ///
+    /// Writes meta.properties and the first metadata records: the cluster id and the
+    /// --add-scram users. A directory formatted before is an error unless --ignore-formatted
+    /// (then it is skipped); one formatted for another cluster id is always an error.
+    ///
+    /// Examples:
+    ///   strata storage format --config server.properties
+    ///   strata storage format --config server.properties --cluster-id "$(strata storage random-uuid)"
+    ///   strata storage format --config server.properties \
+    ///       --add-scram 'SCRAM-SHA-512=[name=admin,password=admin-secret]'
+    #[command(verbatim_doc_comment)]
+    Format(FormatArgs),
+    /// Print a new cluster id (a random UUID in Kafka's 22-character base64 form)
+    RandomUuid,
+}
+
+#[derive(clap::Args)]
+struct FormatArgs {
+    /// The broker's properties file (the one `strata serve --config` will use).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The cluster id (22-character base64 UUID); default: the file's cluster.id, else a new
+    /// one. Overrides the file's cluster.id.
+    #[arg(long, short = 't', value_name = "ID")]
+    cluster_id: Option<String>,
+    /// A SCRAM user to create, as 'SCRAM-SHA-256=[name=alice,password=alice-secret]';
+    /// repeatable.
+    #[arg(long = "add-scram", value_name = "CREDENTIAL")]
+    add_scram: Vec<String>,
+    /// Skip a directory that is already formatted instead of failing.
+    #[arg(long, short = 'g')]
+    ignore_formatted: bool,
+}
+
+/// `strata storage`: runs on this machine, no broker involved.
+fn storage(command: StorageCommand) -> anyhow::Result<()> {
+    let args = match command {
+        StorageCommand::RandomUuid => {
+            println!("{}", strata_broker::format::random_uuid());
+            return Ok(());
+        }
+        StorageCommand::Format(args) => args,
+    };
+    let config = load_config(&ServeArgs {
+        config: Some(args.config),
+        set: args
+            .cluster_id
+            .iter()
+            .map(|id| format!("cluster.id={id}"))
+            .collect(),
+        add_scram: args.add_scram,
+    })?;
+    match strata_broker::format::format(&config, args.ignore_formatted)? {
+        strata_broker::format::Formatted::Formatted { dir, cluster_id } => {
+            println!("Formatted {dir} with cluster id {cluster_id}")
+        }
+        strata_broker::format::Formatted::Skipped { dir, cluster_id } => {
+            println!("Skipped {dir}: already formatted with cluster id {cluster_id}")
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Client commands keep stderr for their own messages unless STRATA_LOG asks for more.
@@ -100,6 +170,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Serve(args)) => serve(args),
         None => serve(ServeArgs::default()),
+        Some(Command::Storage(c)) => storage(c),
         Some(command) => run_client(&cli.common, command),
     };
     match result {
@@ -132,7 +203,9 @@ fn run_client(common: &cmd::Common, command: Command) -> anyhow::Result<()> {
             Command::Users(c) => cmd::users::run(common, c).await,
             Command::Acls(c) => cmd::acls::run(common, c).await,
             Command::Quotas(c) => cmd::quotas::run(common, c).await,
-            Command::Serve(_) => unreachable!("serve is handled by main"),
+            Command::Serve(_) | Command::Storage(_) => {
+                unreachable!("serve and storage are handled by main")
+            }
         }
     })
 }

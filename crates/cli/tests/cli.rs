@@ -521,11 +521,101 @@ fn configs_and_cluster() {
     let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     assert_eq!(cells(lines[1]), ["ID", "HOST", "PORT", "RACK"]);
     assert_eq!(cells(lines[2]), ["1", "127.0.0.1", port.as_str(), "-"]);
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[3], "", "{text}");
+    // One voter, the leader, with no lag.
+    let quorum = cells(lines[4]);
+    assert_eq!(
+        quorum[..6],
+        ["Metadata", "quorum:", "leader", "1", "epoch", "1"]
+    );
+    let hw = quorum[8].clone();
+    assert_eq!(
+        cells(lines[5]),
+        ["REPLICA", "ROLE", "LOG", "END", "OFFSET", "LAG"]
+    );
+    assert_eq!(cells(lines[6]), ["1", "leader", hw.as_str(), "0"]);
+    assert_eq!(lines[7], "");
+    assert_eq!(
+        cells(lines[8]).join(" "),
+        "Partitions: 1 in 1 topics offline: 0 under-replicated: 0 under min ISR: 0"
+    );
+    assert_eq!(lines.len(), 9, "{text}");
     let c = json(&ok(&b, &["cluster", "describe", "--output", "json"]));
     assert_eq!(c["controller_id"], 1);
     assert_eq!(c["brokers"][0]["port"], b.port);
     assert!(!c["cluster_id"].as_str().expect("id").is_empty());
+    assert_eq!(c["quorum"]["leader_id"], 1);
+    assert_eq!(c["quorum"]["leader_epoch"], 1);
+    let hw = c["quorum"]["high_watermark"].as_i64().expect("hw");
+    assert!(hw > 0, "{c}");
+    let voters = c["quorum"]["voters"].as_array().expect("voters");
+    assert_eq!(voters.len(), 1, "{c}");
+    assert_eq!(voters[0]["id"], 1);
+    assert_eq!(voters[0]["log_end_offset"], hw);
+    assert_eq!(voters[0]["lag"], 0);
+    assert_eq!(c["quorum"]["observers"], serde_json::json!([]));
+    assert_eq!(c["quorum_error"], Value::Null);
+    let parts = &c["partitions"];
+    assert_eq!(
+        (parts["topics"].clone(), parts["total"].clone()),
+        (1.into(), 1.into())
+    );
+    for kind in ["offline", "under_replicated", "under_min_isr"] {
+        assert_eq!(parts[kind], serde_json::json!([]), "{kind}: {c}");
+    }
+
+    // A topic that asks for more in-sync replicas than it has is under min ISR (and only
+    // that: its one replica is in sync and leads).
+    ok(
+        &b,
+        &[
+            "topics",
+            "create",
+            "strict",
+            "--partitions",
+            "2",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+    );
+    let c = json(&ok(&b, &["cluster", "describe", "-o", "json"]));
+    let under = c["partitions"]["under_min_isr"].as_array().expect("list");
+    assert_eq!(under.len(), 2, "{c}");
+    assert_eq!(under[0]["topic"], "strict");
+    assert_eq!(under[0]["isr"], serde_json::json!([1]));
+    assert_eq!(under[0]["min_isr"], 2);
+    assert_eq!(c["partitions"]["under_replicated"], serde_json::json!([]));
+    assert_eq!(c["partitions"]["offline"], serde_json::json!([]));
+    let text = ok(&b, &["cluster", "describe"]);
+    assert!(
+        text.contains("under min ISR: 2\n\nUnder-min-ISR partitions:\n"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("TOPIC"))
+        .expect("table");
+    assert_eq!(
+        cells(lines[header]),
+        [
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "ISR",
+            "MIN",
+            "ISR"
+        ]
+    );
+    assert_eq!(
+        cells(lines[header + 1]),
+        ["strict", "0", "1", "1", "1", "2"]
+    );
+    assert_eq!(
+        cells(lines[header + 2]),
+        ["strict", "1", "1", "1", "1", "2"]
+    );
 }
 
 #[test]
@@ -1028,6 +1118,153 @@ fn add_scram_bootstraps_the_first_user() {
     b.restart();
     assert!(ok(&b, &["--command-config", &root, "users", "list"]).contains("root"));
     assert!(b.log().contains("--add-scram ignored"), "{}", b.log());
+}
+
+/// `strata storage format` formats a data directory as a first start would: `serve` then runs
+/// with its cluster id and its --add-scram user; formatting it again is refused unless
+/// --ignore-formatted, and refused for another cluster id either way.
+#[test]
+fn storage_format_then_serve() {
+    let here = tempfile::tempdir().expect("tempdir");
+    let data = here.path().join("data");
+    let config = here.path().join("server.properties");
+    std::fs::write(&config, format!("node.id=1\nlog.dirs={}\n", data.display()))
+        .expect("write config");
+    let config = config.display().to_string();
+    // No broker is involved: the bootstrap address is never used.
+    let local = |args: &[&str]| strata_at(1, args, "");
+    let uuid = |r: Run| {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let id = r.stdout.trim().to_string();
+        assert_eq!(id.len(), 22, "{id}");
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        id
+    };
+    let id = uuid(local(&["storage", "random-uuid"]));
+    assert_ne!(uuid(local(&["storage", "random-uuid"])), id);
+
+    let r = local(&[
+        "storage",
+        "format",
+        "--config",
+        &config,
+        "--cluster-id",
+        "nope",
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not a UUID"), "{}", r.stderr);
+    assert!(!data.exists(), "a refused format writes nothing");
+
+    let format = |extra: &[&str]| {
+        let mut args = vec!["storage", "format", "--config", config.as_str()];
+        args.extend_from_slice(extra);
+        local(&args)
+    };
+    let r = format(&[
+        "--cluster-id",
+        &id,
+        "--add-scram",
+        "SCRAM-SHA-512=[name=root,password=root-secret]",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("Formatted {} with cluster id {id}\n", data.display())
+    );
+    let meta = std::fs::read_to_string(data.join("meta.properties")).expect("meta.properties");
+    assert!(meta.contains(&format!("cluster.id={id}\n")), "{meta}");
+    assert!(meta.contains("node.id=1\n"), "{meta}");
+
+    let r = format(&["--cluster-id", &id]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("already formatted") && r.stderr.contains(&data.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    let r = format(&["--ignore-formatted"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "Skipped {}: already formatted with cluster id {id}\n",
+            data.display()
+        )
+    );
+    let other = uuid(local(&["storage", "random-uuid"]));
+    let r = format(&["--cluster-id", &other, "--ignore-formatted"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains(&format!("formatted with cluster id {id}, not {other}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("meta.properties")).expect("meta"),
+        meta
+    );
+
+    // The broker starts on that directory with its id, and the user added at format logs in.
+    let log_dirs = format!("log.dirs={}", data.display());
+    let b = TestBroker::start_with_args(
+        &["--config", &config],
+        &[
+            &log_dirs,
+            "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        ],
+    );
+    let root = command_config(
+        &b,
+        "root.properties",
+        &[
+            "security.protocol=SASL_PLAINTEXT",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.username=root",
+            "sasl.password=root-secret",
+        ],
+    );
+    let c = json(&ok(
+        &b,
+        &[
+            "--command-config",
+            &root,
+            "cluster",
+            "describe",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(c["cluster_id"], id.as_str());
+    assert!(!b.log().contains("--add-scram ignored"));
+    // A directory in use by a running broker is not touched.
+    let r = format(&["--ignore-formatted"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("in use by another broker"),
+        "{}",
+        r.stderr
+    );
+
+    // Without --cluster-id (and none in the file) a new id is picked and written.
+    let fresh = here.path().join("fresh");
+    std::fs::write(
+        here.path().join("fresh.properties"),
+        format!("node.id=7\nlog.dirs={}\n", fresh.display()),
+    )
+    .expect("write config");
+    let fresh_config = here.path().join("fresh.properties").display().to_string();
+    let r = local(&["storage", "format", "--config", &fresh_config]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let picked = r.stdout.trim().rsplit(' ').next().expect("id").to_string();
+    assert_eq!(picked.len(), 22, "{}", r.stdout);
+    assert_ne!(picked, id);
+    let meta = std::fs::read_to_string(fresh.join("meta.properties")).expect("meta");
+    assert!(meta.contains(&format!("cluster.id={picked}\n")), "{meta}");
+    assert!(meta.contains("node.id=7\n"), "{meta}");
 }
 
 /// `strata acls add|list|remove` against a broker with the authorizer on (the CLI connects

@@ -93,6 +93,34 @@ pub struct ClusterInfo {
     pub brokers: Vec<BrokerInfo>,
 }
 
+/// DescribeQuorum's answer for the metadata partition (`__cluster_metadata`-0).
+#[derive(Debug, Clone)]
+pub struct QuorumInfo {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    pub observers: Vec<QuorumReplica>,
+}
+
+/// One voter or observer of the metadata quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumReplica {
+    pub id: i32,
+    pub log_end_offset: i64,
+    /// -1 when unknown (versions before 1).
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
+impl QuorumReplica {
+    /// How far the replica is behind the high watermark; never negative (a leader's log end
+    /// is ahead of the high watermark until its followers catch up).
+    pub fn lag(&self, high_watermark: i64) -> i64 {
+        (high_watermark - self.log_end_offset).max(0)
+    }
+}
+
 /// A group as ListGroups lists it.
 #[derive(Debug, Clone)]
 pub struct GroupListing {
@@ -412,6 +440,46 @@ impl Client {
         Ok(out)
     }
 
+    /// One config key of many topics in one DescribeConfigs request: topic -> value (topics
+    /// the broker answered with an error, or without the key, are left out).
+    pub async fn topics_config_key(
+        &self,
+        topics: &[String],
+        key: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        if topics.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let response = self
+            .send_any(4, |_| {
+                DescribeConfigsRequest::default().with_resources(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            DescribeConfigsResource::default()
+                                .with_resource_type(ResourceType::Topic as i8)
+                                .with_resource_name(sb(t))
+                                .with_configuration_keys(Some(vec![sb(key)]))
+                        })
+                        .collect(),
+                )
+            })
+            .await?;
+        Ok(response
+            .results
+            .into_iter()
+            .filter(|r| r.error_code == 0)
+            .filter_map(|r| {
+                let value = r
+                    .configs
+                    .into_iter()
+                    .find(|c| c.name.as_str() == key)
+                    .and_then(|c| c.value)?;
+                Some((r.resource_name.to_string(), value.to_string()))
+            })
+            .collect())
+    }
+
     /// Sets or deletes config keys of one resource.
     pub async fn alter_configs(
         &self,
@@ -493,6 +561,46 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The metadata quorum (DescribeQuorum on `__cluster_metadata`-0): leader, epoch, high
+    /// watermark, voters and observers.
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let response = self
+            .send_any(2, |_| {
+                DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+                    .with_topic_name(name("__cluster_metadata"))
+                    .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
+            })
+            .await?;
+        let context = || "describing the metadata quorum".to_string();
+        check(context, response.error_code, opt(response.error_message))?;
+        let partition = response
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == 0)
+            .ok_or_else(|| Error::Protocol("DescribeQuorum answered no partition 0".into()))?;
+        check(context, partition.error_code, opt(partition.error_message))?;
+        let replicas = |states: Vec<describe_quorum_response::ReplicaState>| {
+            states
+                .into_iter()
+                .map(|r| QuorumReplica {
+                    id: r.replica_id.0,
+                    log_end_offset: r.log_end_offset,
+                    last_fetch_ms: r.last_fetch_timestamp,
+                    last_caught_up_ms: r.last_caught_up_timestamp,
+                })
+                .collect()
+        };
+        Ok(QuorumInfo {
+            leader_id: partition.leader_id.0,
+            leader_epoch: partition.leader_epoch,
+            high_watermark: partition.high_watermark,
+            voters: replicas(partition.current_voters),
+            observers: replicas(partition.observers),
+        })
     }
 
     /// Every group on every broker.

@@ -81,7 +81,7 @@ impl ControllerService {
                 .set
                 .get("cluster.id")
                 .cloned()
-                .unwrap_or_else(crate::broker::new_cluster_id);
+                .unwrap_or_else(crate::format::random_uuid);
             // The first records: the cluster id, then the SCRAM users given to format it
             // (--add-scram), in one commit.
             let mut records = vec![MetadataRecord::Cluster { cluster_id }];

@@ -1,0 +1,204 @@
+//! Formatting a data directory: what a broker's first start does to an empty `log.dirs`, also
+//! on its own as `strata storage format` (kafka-storage.sh format) for scripts that fix the
+//! cluster id or the first SCRAM users before any broker runs.
+//!
+//! There is one implementation: [`Broker::open`](crate::Broker::open) and [`format`] both lock
+//! the directory with [`lock`] and call [`open_and_stamp`], which opens the metadata log
+//! (committing the first records, `Cluster` and the `--add-scram` users, when it has no
+//! cluster id yet: `ControllerService::open_store`) and brings `meta.properties` to the current
+//! format version. A formatted directory is one with `meta.properties` or a metadata log
+//! (directories of format version 1 have only the latter).
+
+use std::fs::File;
+use std::path::Path;
+
+use strata_quorum::MetadataStore;
+
+use crate::broker::StartError;
+use crate::config::BrokerConfig;
+use crate::controller::ControllerService;
+use crate::data_dir::{self, MetaProperties};
+
+/// What [`format`] did with the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Formatted {
+    /// The directory was empty and is now formatted with this cluster id.
+    Formatted { dir: String, cluster_id: String },
+    /// The directory was formatted before (with this cluster id) and was left alone.
+    Skipped { dir: String, cluster_id: String },
+}
+
+/// Why [`format`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatStorageError {
+    #[error("{0}")]
+    Start(#[from] StartError),
+    #[error("the data directory {dir} is already formatted (cluster id {cluster_id}); use --ignore-formatted to skip it")]
+    AlreadyFormatted { dir: String, cluster_id: String },
+    #[error("the data directory {dir} is formatted with cluster id {found}, not {wanted}; point log.dirs at another directory or use cluster id {found}")]
+    OtherCluster {
+        dir: String,
+        found: String,
+        wanted: String,
+    },
+    #[error("cluster id {0:?} is not a UUID in Kafka's 22-character URL-safe base64 form (strata storage random-uuid prints one)")]
+    BadClusterId(String),
+}
+
+/// A new cluster (or directory) id in Kafka's form: a random UUID as 22 characters of
+/// URL-safe base64 without padding.
+pub fn random_uuid() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+/// Whether `id` is a UUID in Kafka's 22-character URL-safe base64 form.
+pub fn is_uuid(id: &str) -> bool {
+    use base64::Engine;
+    id.len() == 22
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id)
+            .is_ok_and(|b| b.len() == 16)
+}
+
+/// Creates `dir` and takes the exclusive lock on `dir/.lock`, held while the file lives.
+pub fn lock(dir: &Path) -> Result<File, StartError> {
+    let dir_err = |source| StartError::DataDir {
+        dir: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(dir_err)?;
+    let lock_path = dir.join(".lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(dir_err)?;
+    if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
+        return Err(StartError::Locked {
+            dir: dir.display().to_string(),
+            lock: lock_path.display().to_string(),
+        });
+    }
+    Ok(lock)
+}
+
+/// Opens the metadata log of the locked `dir` (formatting it at a first start: the cluster
+/// id from `cluster.id` or a new one, and the `--add-scram` users) and writes
+/// `meta.properties` at the current format version if `previous` (what
+/// [`data_dir::check`] found) is older or absent.
+pub fn open_and_stamp(
+    dir: &Path,
+    config: &BrokerConfig,
+    previous: Option<MetaProperties>,
+) -> Result<MetadataStore, StartError> {
+    let had_data = dir.join("meta").exists();
+    let store = ControllerService::open_store(&dir.join("meta"), config)
+        .map_err(|e| StartError::Metadata(e.to_string()))?;
+    let found_version = previous.as_ref().map(|m| m.format_version);
+    if found_version != Some(data_dir::FORMAT_VERSION) {
+        if had_data {
+            tracing::info!(
+                dir = %dir.display(),
+                from = found_version.unwrap_or(1),
+                to = data_dir::FORMAT_VERSION,
+                "upgrading the data directory format"
+            );
+        }
+        let meta = MetaProperties {
+            cluster_id: store.image().cluster_id.clone(),
+            node_id: Some(config.node_id),
+            directory_id: previous
+                .and_then(|m| m.directory_id)
+                .or_else(|| Some(random_uuid())),
+            format_version: data_dir::FORMAT_VERSION,
+        };
+        data_dir::write(dir, &meta).map_err(|e| StartError::DataDir {
+            dir: dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    Ok(store)
+}
+
+/// Formats the data directory of `config` as a first start would: the cluster id is the
+/// config's `cluster.id` if set (it must have Kafka's form), else a new one; the SCRAM users
+/// are `config.add_scram`. A directory formatted before is an error unless
+/// `ignore_formatted` (then left alone), and always one if it belongs to another node, or to
+/// another cluster than a `cluster.id` that was set.
+pub fn format(
+    config: &BrokerConfig,
+    ignore_formatted: bool,
+) -> Result<Formatted, FormatStorageError> {
+    let wanted = config.set.get("cluster.id").cloned();
+    if let Some(id) = wanted.as_ref().filter(|id| !is_uuid(id)) {
+        return Err(FormatStorageError::BadClusterId(id.clone()));
+    }
+    let dir = config.data_dir.as_path();
+    let shown = dir.display().to_string();
+    let _lock = lock(dir)?;
+    let previous = data_dir::check(dir, config.node_id).map_err(StartError::from)?;
+    let found = match (&previous, dir.join("meta").exists()) {
+        (
+            Some(MetaProperties {
+                cluster_id: Some(id),
+                ..
+            }),
+            _,
+        ) => Some(id.clone()),
+        // A directory of format version 1, or one with a metadata log and an older file:
+        // the cluster id is in the log.
+        (_, true) => Some(
+            MetadataStore::open_local(&dir.join("meta"))
+                .map_err(|e| StartError::Metadata(e.to_string()))?
+                .image()
+                .cluster_id
+                .clone()
+                .unwrap_or_default(),
+        ),
+        (Some(_), false) => Some(String::new()),
+        (None, false) => None,
+    };
+    if let Some(found) = found {
+        if let Some(wanted) = wanted.filter(|w| !found.is_empty() && *w != found) {
+            return Err(FormatStorageError::OtherCluster {
+                dir: shown,
+                found,
+                wanted,
+            });
+        }
+        if !ignore_formatted {
+            return Err(FormatStorageError::AlreadyFormatted {
+                dir: shown,
+                cluster_id: found,
+            });
+        }
+        return Ok(Formatted::Skipped {
+            dir: shown,
+            cluster_id: found,
+        });
+    }
+    let store = open_and_stamp(dir, config, previous)?;
+    let cluster_id = store.image().cluster_id.clone().unwrap_or_default();
+    Ok(Formatted::Formatted {
+        dir: shown,
+        cluster_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_have_kafkas_form() {
+        let id = random_uuid();
+        assert_eq!(id.len(), 22);
+        assert!(is_uuid(&id), "{id}");
+        assert_ne!(random_uuid(), id);
+        assert!(!is_uuid("short"));
+        assert!(!is_uuid("not+url+safe+base64+xx"));
+        assert!(!is_uuid(""));
+    }
+}
