@@ -84,8 +84,12 @@ impl Broker {
         };
         let lock = crate::format::lock(&dir)?;
         let previous = crate::data_dir::check(&dir, config.node_id)?;
-        let store = crate::format::open_and_stamp(&dir, &config, previous)?;
-        let image = Arc::new(store.image().clone());
+        // The metadata quorum runs on the runtime; opening it waits for this node to lead it.
+        let quorum = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(crate::format::open_and_stamp(&dir, &config, previous))
+        })?;
+        let image = Arc::new(quorum.image());
         if authorizer_settings.is_some() {
             tracing::info!(acls = image.acls().len(), "authorizer on");
         }
@@ -144,11 +148,10 @@ impl Broker {
         let groups = crate::groups::GroupService::new(&config);
         let txns = crate::txn::TxnService::new(&config);
         let broker = Arc::new_cyclic(|weak: &std::sync::Weak<Broker>| {
-            let publisher = crate::metadata_publisher::MetadataPublisher::start(
-                weak.clone(),
-                image.applied_records,
-            );
-            let controller = ControllerService::start(store, config.clone(), publisher.sink());
+            let publisher =
+                crate::metadata_publisher::MetadataPublisher::start(weak.clone(), image.offset);
+            let controller = ControllerService::start(Arc::new(quorum), config.clone());
+            publisher.attach(&controller.quorum().machine);
             Broker {
                 publisher,
                 groups,
@@ -237,6 +240,16 @@ impl Broker {
         let id = block.0;
         block.0 += 1;
         Ok(id)
+    }
+
+    /// Stops this node's part in the metadata quorum (at shutdown, after the last request).
+    pub async fn stop_metadata_quorum(&self) {
+        self.controller.quorum().shutdown().await;
+    }
+
+    /// This node's part in the metadata quorum.
+    pub fn metadata_quorum(&self) -> &Arc<strata_quorum::raft::node::MetadataQuorum> {
+        self.controller.quorum()
     }
 
     /// Fsyncs every partition, writes the checkpoints and marks the shutdown clean (unless

@@ -223,6 +223,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("controller.listener.names", T::List, None, "Listeners of the controller quorum: bound, but they serve no client requests (the quorum is local to the single node)."),
     def("controller.quorum.voters", T::List, None, "The controller quorum as id@host:port,...; with a single node it may name only this node."),
     def("controller.quorum.bootstrap.servers", T::List, None, "Controller addresses (KIP-853); with a single node, this node's controller listener."),
+    num("controller.quorum.election.timeout.ms", T::Int, "1000", 1, "The shortest election timeout of the metadata quorum (Raft); the longest is twice it and the leader's heartbeat a fifth of it. A single voter elects itself at once at start-up."),
     def("inter.broker.listener.name", T::String, None, "Listener brokers use among themselves; must be a client listener (single node: not used)."),
     def("security.inter.broker.protocol", T::String, Some("PLAINTEXT"), "Protocol brokers use among themselves (single node: not used)."),
     num("share.coordinator.state.topic.replication.factor", T::Short, "3", 1, "Accepted for compatibility; share groups are not implemented."),

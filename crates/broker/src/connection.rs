@@ -162,16 +162,21 @@ async fn read_frame(reader: &mut (impl AsyncRead + Unpin), max_frame: usize) -> 
     FrameRead::Frame(frame)
 }
 
-/// A connection on a controller listener (`controller.listener.names`). The controller
-/// quorum is not served yet and, as in Kafka, a controller listener never serves clients'
-/// requests: the connection is closed with a line that points at the client listeners.
-pub async fn refuse_on_controller_listener(stream: TcpStream, peer: SocketAddr, listener: String) {
-    tracing::info!(
-        %peer,
-        %listener,
-        "closing a connection on the controller listener: clients must use the listeners in advertised.listeners"
-    );
-    drop(stream);
+/// A connection on a controller listener (`controller.listener.names`): it serves the
+/// metadata quorum's internal requests (`strata_quorum::raft::rpc`) from other controllers.
+/// As in Kafka, a controller listener never serves clients' requests: a connection that
+/// sends any other request is closed.
+pub async fn serve_controller_listener(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: String,
+) {
+    tracing::debug!(%peer, %listener, "controller connection");
+    let raft = broker.metadata_quorum().raft.clone();
+    let node_id = u64::try_from(broker.node_id()).unwrap_or_default();
+    drop(broker);
+    strata_quorum::raft::rpc::serve_connection(stream, raft, node_id).await;
 }
 
 /// Serves one accepted connection: the TLS handshake first on an SSL listener (`tls`), then

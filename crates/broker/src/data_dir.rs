@@ -15,17 +15,21 @@
 //!
 //! - 1: directories written before the version existed (no `meta.properties`);
 //! - 2: adds the recovery-point and high-watermark checkpoints, the clean-shutdown marker and
-//!   per-partition `leader-epoch-checkpoint` files with epochs stamped in batches.
+//!   per-partition `leader-epoch-checkpoint` files with epochs stamped in batches;
+//! - 3: the metadata is a Raft log (`meta/raft/`: segments, vote, snapshots) instead of the
+//!   single `meta/metadata.log`.
 //!
 //! Upgrades run at start-up: version 1 needs no rewrite (the new files are created as they
-//! are needed, and its first start is treated as unclean, so every batch is validated). A
+//! are needed, and its first start is treated as unclean, so every batch is validated);
+//! versions 1 and 2 have their metadata log imported into the Raft log as its first snapshot
+//! (`strata_quorum::raft::node`), and the old file is kept as `meta/metadata.log.imported`. A
 //! directory of a newer version than this binary knows is refused with a message, as is one
 //! that belongs to another node id.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const FILE: &str = "meta.properties";
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,15 +3,16 @@
 //! cluster id or the first SCRAM users before any broker runs.
 //!
 //! There is one implementation: [`Broker::open`](crate::Broker::open) and [`format`] both lock
-//! the directory with [`lock`] and call [`open_and_stamp`], which opens the metadata log
+//! the directory with [`lock`] and call [`open_and_stamp`], which opens the metadata quorum
 //! (committing the first records, `Cluster` and the `--add-scram` users, when it has no
-//! cluster id yet: `ControllerService::open_store`) and brings `meta.properties` to the current
-//! format version. A formatted directory is one with `meta.properties` or a metadata log
-//! (directories of format version 1 have only the latter).
+//! cluster id yet: `ControllerService::open_quorum`) and brings `meta.properties` to the
+//! current format version. A formatted directory is one with `meta.properties` or a `meta/`
+//! directory (directories of format version 1 have only the latter).
 
 use std::fs::File;
 use std::path::Path;
 
+use strata_quorum::raft::node::MetadataQuorum;
 use strata_quorum::MetadataStore;
 
 use crate::broker::StartError;
@@ -84,17 +85,18 @@ pub fn lock(dir: &Path) -> Result<File, StartError> {
     Ok(lock)
 }
 
-/// Opens the metadata log of the locked `dir` (formatting it at a first start: the cluster
-/// id from `cluster.id` or a new one, and the `--add-scram` users) and writes
-/// `meta.properties` at the current format version if `previous` (what
-/// [`data_dir::check`] found) is older or absent.
-pub fn open_and_stamp(
+/// Opens the metadata quorum of the locked `dir` (formatting it at a first start: the
+/// cluster id from `cluster.id` or a new one, and the `--add-scram` users; importing a
+/// format-2 metadata log) and writes `meta.properties` at the current format version if
+/// `previous` (what [`data_dir::check`] found) is older or absent.
+pub async fn open_and_stamp(
     dir: &Path,
     config: &BrokerConfig,
     previous: Option<MetaProperties>,
-) -> Result<MetadataStore, StartError> {
+) -> Result<MetadataQuorum, StartError> {
     let had_data = dir.join("meta").exists();
-    let store = ControllerService::open_store(&dir.join("meta"), config)
+    let quorum = ControllerService::open_quorum(&dir.join("meta"), config)
+        .await
         .map_err(|e| StartError::Metadata(e.to_string()))?;
     let found_version = previous.as_ref().map(|m| m.format_version);
     if found_version != Some(data_dir::FORMAT_VERSION) {
@@ -103,11 +105,11 @@ pub fn open_and_stamp(
                 dir = %dir.display(),
                 from = found_version.unwrap_or(1),
                 to = data_dir::FORMAT_VERSION,
-                "upgrading the data directory format"
+                "upgraded the data directory format"
             );
         }
         let meta = MetaProperties {
-            cluster_id: store.image().cluster_id.clone(),
+            cluster_id: quorum.image().cluster_id.clone(),
             node_id: Some(config.node_id),
             directory_id: previous
                 .and_then(|m| m.directory_id)
@@ -119,7 +121,17 @@ pub fn open_and_stamp(
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    Ok(store)
+    Ok(quorum)
+}
+
+/// Runs `work` on a runtime of its own (the CLI's storage commands run outside one).
+fn on_runtime<T>(work: impl std::future::Future<Output = T>) -> Result<T, StartError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Metadata(format!("cannot start a runtime: {e}")))?;
+    Ok(runtime.block_on(work))
 }
 
 /// Formats the data directory of `config` as a first start would: the cluster id is the
@@ -147,9 +159,9 @@ pub fn format(
             }),
             _,
         ) => Some(id.clone()),
-        // A directory of format version 1, or one with a metadata log and an older file:
+        // A directory of format version 1 or 2 (a metadata log, and an older file or none):
         // the cluster id is in the log.
-        (_, true) => Some(
+        (_, true) if dir.join("meta").join("metadata.log").exists() => Some(
             MetadataStore::open_local(&dir.join("meta"))
                 .map_err(|e| StartError::Metadata(e.to_string()))?
                 .image()
@@ -157,6 +169,15 @@ pub fn format(
                 .clone()
                 .unwrap_or_default(),
         ),
+        // A metadata quorum whose meta.properties is missing: it knows the cluster id.
+        (_, true) => Some(on_runtime(async {
+            let quorum = ControllerService::open_quorum(&dir.join("meta"), config)
+                .await
+                .map_err(|e| StartError::Metadata(e.to_string()))?;
+            let id = quorum.image().cluster_id.unwrap_or_default();
+            quorum.shutdown().await;
+            Ok::<_, StartError>(id)
+        })??),
         (Some(_), false) => Some(String::new()),
         (None, false) => None,
     };
@@ -179,8 +200,12 @@ pub fn format(
             cluster_id: found,
         });
     }
-    let store = open_and_stamp(dir, config, previous)?;
-    let cluster_id = store.image().cluster_id.clone().unwrap_or_default();
+    let cluster_id = on_runtime(async {
+        let quorum = open_and_stamp(dir, config, previous).await?;
+        let id = quorum.image().cluster_id.unwrap_or_default();
+        quorum.shutdown().await;
+        Ok::<_, StartError>(id)
+    })??;
     Ok(Formatted::Formatted {
         dir: shown,
         cluster_id,

@@ -1,7 +1,7 @@
 //! The one door through which metadata reaches the broker (`docs/design/cluster.md` §2.8).
 //!
 //! ```text
-//!  controller commit ──(offset, Arc<MetadataImage>, MetadataDelta)──▶ queue (bounded)
+//!  metadata state machine ──Published { offset, image, delta }──▶ queue (bounded)
 //!                                                                      │ one task, in
 //!                                                                      ▼ offset order
 //!   1. PartitionManager::apply  (open / update / delete the partitions the delta names)
@@ -24,11 +24,14 @@
 //! after the creation of an internal topic finds its shards loaded. Shards are loaded before
 //! the image is published, so no request sees an internal topic whose shards are not loaded.
 //!
-//! This module never plans or commits metadata (the controller does) and never reads the
-//! metadata log: it only acts on what it is handed.
+//! The metadata state machine (`strata_quorum::raft::state_machine`) hands over every image it
+//! applies, once [`MetadataPublisher::attach`] connected them. This module never plans or
+//! commits metadata (the controller does) and never reads the metadata log: it only acts on
+//! what it is handed.
 
 use std::sync::{Arc, Weak};
 
+use strata_quorum::raft::state_machine::{MachineHandle, Published};
 use strata_quorum::{MetadataDelta, MetadataImage};
 use tokio::sync::{mpsc, watch};
 
@@ -37,35 +40,24 @@ use crate::controller::ControllerError;
 use crate::groups::OFFSETS_TOPIC;
 use crate::txn::TXN_TOPIC;
 
-/// Changes queued at most. The controller hands changes over from a blocking thread and waits
-/// there when the publisher is this far behind, which slows metadata changes instead of
-/// letting them pile up.
+/// Changes queued at most. The state machine waits when the publisher is this far behind,
+/// which slows metadata changes instead of letting them pile up.
 const QUEUE_CAPACITY: usize = 256;
 
-/// A committed change: the image at `offset` and what changed since the previous one handed
-/// over.
-struct Update {
-    offset: u64,
-    image: Arc<MetadataImage>,
-    delta: MetadataDelta,
-}
-
-impl Update {
-    /// Folds `later` into this update: the newer image, both deltas.
-    fn absorb(&mut self, later: Update) {
-        debug_assert!(
-            later.offset >= self.offset,
-            "updates arrive in offset order"
-        );
-        self.offset = later.offset;
-        self.image = later.image;
-        self.delta.merge(later.delta);
-    }
+/// Folds `later` into `update`: the newer image, both deltas.
+fn absorb(update: &mut Published, later: Published) {
+    debug_assert!(
+        later.offset >= update.offset,
+        "updates arrive in offset order"
+    );
+    update.offset = later.offset;
+    update.image = later.image;
+    update.delta.merge(later.delta);
 }
 
 /// The queue in front of the publishing task, and the offset it has applied.
 pub struct MetadataPublisher {
-    queue: mpsc::Sender<Update>,
+    queue: mpsc::Sender<Published>,
     applied: watch::Receiver<u64>,
 }
 
@@ -80,18 +72,10 @@ impl MetadataPublisher {
         MetadataPublisher { queue, applied }
     }
 
-    /// What the controller calls after each commit: queues the change. Blocks while the
-    /// queue is full, so call it from a blocking thread.
-    pub fn sink(&self) -> impl Fn(u64, Arc<MetadataImage>, MetadataDelta) + Send + Sync + 'static {
-        let queue = self.queue.clone();
-        move |offset, image, delta| {
-            // A publisher that has stopped (the broker is going away) needs nothing more.
-            let _ = queue.blocking_send(Update {
-                offset,
-                image,
-                delta,
-            });
-        }
+    /// From now on the metadata state machine hands every image it applies to this
+    /// publisher (at once, if it is already past the image the broker serves).
+    pub fn attach(&self, machine: &MachineHandle) {
+        machine.attach(self.queue.clone(), self.applied_offset());
     }
 
     /// The offset of the newest image the broker serves.
@@ -112,14 +96,14 @@ impl MetadataPublisher {
 
 /// Applies queued changes in order until the queue closes or the broker is gone.
 async fn run(
-    mut pending: mpsc::Receiver<Update>,
+    mut pending: mpsc::Receiver<Published>,
     applied: watch::Sender<u64>,
     broker: Weak<Broker>,
 ) {
     while let Some(mut update) = pending.recv().await {
         // Bounded by the queue's capacity.
         while let Ok(later) = pending.try_recv() {
-            update.absorb(later);
+            absorb(&mut update, later);
         }
         let Some(broker) = broker.upgrade() else {
             return;
@@ -278,7 +262,7 @@ mod tests {
             for p in 0..3 {
                 assert!(broker.partitions.get(&topic.topic_id, p).is_some());
             }
-            assert!(broker.publisher.applied_offset() >= image.applied_records);
+            assert!(broker.publisher.applied_offset() >= image.offset);
             let id = topic.topic_id;
             broker
                 .submit(DeleteTopics {

@@ -128,7 +128,7 @@ pub async fn serve(
         let listener_metrics = broker.metrics.listener(&name);
         if let Ok(addr) = socket.local_addr() {
             if controller {
-                tracing::info!(listener = %name, %addr, "listening (controller listener: reserved for the controller quorum, serves no client requests)");
+                tracing::info!(listener = %name, %addr, "listening (controller listener: the metadata quorum's internal requests, no client requests)");
             } else if tls.is_some() {
                 tracing::info!(listener = %name, %addr, "listening (TLS)");
             } else {
@@ -139,7 +139,8 @@ pub async fn serve(
             loop {
                 let (stream, peer) = accept(&socket).await;
                 if controller {
-                    tokio::spawn(crate::connection::refuse_on_controller_listener(
+                    tokio::spawn(crate::connection::serve_controller_listener(
+                        broker.clone(),
                         stream,
                         peer,
                         name.clone(),
@@ -192,6 +193,7 @@ pub async fn serve(
     }
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
+    broker.stop_metadata_quorum().await;
     tracing::info!("shutdown complete");
 }
 

@@ -14,6 +14,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
+use strata_quorum::log::{LocalMetadataLog, MetadataLog};
+use strata_quorum::{ConfigResource, MetadataRecord};
 use support::{batch, Client, TestBroker};
 
 fn t(name: &str) -> TopicName {
@@ -42,6 +44,22 @@ fn produce(c: &mut Client, topic: &str, partition: i32, values: &[&[u8]]) -> i64
     let p = &r.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 0);
     p.base_offset
+}
+
+/// The config overrides of `topic` (DescribeConfigs).
+fn topic_configs(c: &mut Client, topic: &str) -> HashMap<String, String> {
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string())),
+    ]);
+    let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req).expect("answer");
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0]
+        .configs
+        .iter()
+        .filter_map(|e| Some((e.name.to_string(), e.value.as_ref()?.to_string())))
+        .collect()
 }
 
 /// Parses a Kafka offset checkpoint file.
@@ -96,7 +114,7 @@ fn clean_shutdown_writes_checkpoints_and_marker_and_crash_is_seen_as_unclean() {
     drop(c);
 
     let meta = properties(&data.join("meta.properties"));
-    assert_eq!(meta["strata.format.version"], "2");
+    assert_eq!(meta["strata.format.version"], "3");
     assert_eq!(meta["version"], "1");
     assert_eq!(meta["node.id"], "1");
     assert_eq!(meta["cluster.id"].len(), 22, "{meta:?}");
@@ -182,7 +200,7 @@ fn newer_formats_and_other_nodes_are_refused_and_old_directories_upgraded() {
     let original = std::fs::read_to_string(&path).expect("read");
     std::fs::write(
         &path,
-        original.replace("strata.format.version=2", "strata.format.version=9"),
+        original.replace("strata.format.version=3", "strata.format.version=9"),
     )
     .expect("write");
     let err = refused(&data, 1);
@@ -191,8 +209,79 @@ fn newer_formats_and_other_nodes_are_refused_and_old_directories_upgraded() {
         "{err}"
     );
 
+    // A directory of format version 2 (the metadata in one `meta/metadata.log`, no Raft
+    // log) is upgraded in place: its records are imported and its data kept. It is made here
+    // from the directory above: the same partition data, the metadata written as records.
+    let cluster_id = properties(&path)["cluster.id"].clone();
+    let topic_id: uuid::Uuid = std::fs::read_to_string(data.join("up-0/partition.metadata"))
+        .expect("partition.metadata")
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .expect("topic id")
+        .trim()
+        .parse()
+        .expect("uuid");
+    let gone = uuid::Uuid::new_v4();
+    let records = vec![
+        MetadataRecord::Cluster { cluster_id },
+        MetadataRecord::Topic {
+            name: "up".into(),
+            topic_id,
+        },
+        MetadataRecord::partition_led_by_first(topic_id, 0, vec![1], 0),
+        MetadataRecord::Config {
+            resource: ConfigResource::Topic("up".into()),
+            name: "retention.ms".into(),
+            value: Some("86400000".into()),
+        },
+        MetadataRecord::Topic {
+            name: "gone".into(),
+            topic_id: gone,
+        },
+        MetadataRecord::RemoveTopic { topic_id: gone },
+        MetadataRecord::ProducerIds {
+            next_producer_id: 5000,
+        },
+    ];
+    std::fs::remove_dir_all(data.join("meta")).expect("remove the Raft metadata");
+    let (mut legacy, _) = LocalMetadataLog::open(&data.join("meta")).expect("legacy log");
+    legacy.append(&records).expect("append");
+    drop(legacy);
+    std::fs::write(
+        &path,
+        original.replace("strata.format.version=3", "strata.format.version=2"),
+    )
+    .expect("write");
+    for name in [
+        ".clean-shutdown",
+        "recovery-point-offset-checkpoint",
+        "replication-offset-checkpoint",
+    ] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    broker.start_again();
+    wait_for_log(&broker, "upgraded the data directory format");
+    assert!(broker.log().contains("imported the metadata log"));
+    assert_eq!(properties(&path)["strata.format.version"], "3");
+    assert!(data.join("meta/metadata.log.imported").exists());
+    assert!(!data.join("meta/metadata.log").exists());
+    let mut c = broker.client();
+    assert_eq!(
+        produce(&mut c, "up", 0, &[b"next"]),
+        1,
+        "the old record is kept"
+    );
+    let configs = topic_configs(&mut c, "up");
+    assert_eq!(
+        configs.get("retention.ms").map(String::as_str),
+        Some("86400000"),
+        "{configs:?}"
+    );
+    drop(c);
+
     // A directory from before format versions (no meta.properties, no checkpoints, no
     // marker) is upgraded in place and keeps its data.
+    broker.stop();
     for name in [
         "meta.properties",
         ".clean-shutdown",
@@ -202,13 +291,13 @@ fn newer_formats_and_other_nodes_are_refused_and_old_directories_upgraded() {
         let _ = std::fs::remove_file(data.join(name));
     }
     broker.start_again();
-    wait_for_log(&broker, "upgrading the data directory format");
-    assert_eq!(properties(&path)["strata.format.version"], "2");
+    wait_for_log(&broker, "upgraded the data directory format");
+    assert_eq!(properties(&path)["strata.format.version"], "3");
     let mut c = broker.client();
     assert_eq!(
-        produce(&mut c, "up", 0, &[b"next"]),
-        1,
-        "the old record is kept"
+        produce(&mut c, "up", 0, &[b"last"]),
+        2,
+        "the records are kept"
     );
 }
 

@@ -26,6 +26,7 @@ pub mod controller;
 pub mod image;
 pub mod log;
 pub mod quota;
+pub mod raft;
 pub mod record;
 pub mod store;
 

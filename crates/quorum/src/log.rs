@@ -94,12 +94,7 @@ impl MetadataLog for LocalMetadataLog {
     fn append(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataLogError> {
         let mut buf = Vec::new();
         for record in records {
-            let payload = serde_json::to_vec(record)?;
-            let len = u32::try_from(payload.len()).expect("metadata record below 4 GiB");
-            assert!(len <= MAX_RECORD_BYTES, "metadata record of {len} bytes");
-            buf.extend_from_slice(&len.to_be_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-            buf.extend_from_slice(&payload);
+            encode_frame(&serde_json::to_vec(record)?, &mut buf);
         }
         if let Some(reason) = &self.failed {
             return Err(MetadataLogError::Failed {
@@ -131,10 +126,20 @@ impl MetadataLog for LocalMetadataLog {
     }
 }
 
-/// Decodes frames until the first bad one; returns the records and the length of the good
-/// prefix.
-fn decode_frames(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
-    let mut records = Vec::new();
+/// Appends one frame holding `payload` to `buf`: `u32 length | u32 CRC-32C | payload`.
+pub(crate) fn encode_frame(payload: &[u8], buf: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len()).expect("metadata frame below 4 GiB");
+    assert!(len <= MAX_RECORD_BYTES, "metadata frame of {len} bytes");
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// The payloads of the whole, intact frames at the start of `bytes`, each with its start
+/// position, and the length of that good prefix: the first frame whose length runs past the
+/// end or whose CRC is wrong ends it.
+pub(crate) fn split_frames(bytes: &[u8]) -> (Vec<(usize, &[u8])>, usize) {
+    let mut frames = Vec::new();
     let mut pos = 0;
     while bytes.len() - pos >= 8 {
         let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
@@ -146,16 +151,28 @@ fn decode_frames(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
         if crc32c::crc32c(payload) != crc {
             break;
         }
+        frames.push((pos, payload));
+        pos += 8 + len as usize;
+    }
+    (frames, pos)
+}
+
+/// Decodes frames until the first bad one; returns the records and the length of the good
+/// prefix.
+fn decode_frames(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
+    let (frames, mut end) = split_frames(bytes);
+    let mut records = Vec::with_capacity(frames.len());
+    for (pos, payload) in frames {
         match serde_json::from_slice(payload) {
             Ok(record) => records.push(record),
             Err(error) => {
                 tracing::warn!(%error, offset = pos, "undecodable metadata record");
+                end = pos;
                 break;
             }
         }
-        pos += 8 + len as usize;
     }
-    (records, pos)
+    (records, end)
 }
 
 #[cfg(test)]

@@ -1,20 +1,19 @@
 //! The controller: the one place cluster metadata changes (`docs/design/cluster.md` §3.1).
 //!
 //! Handlers turn a request into a typed operation (`strata_quorum::controller::ops`) and call
-//! [`crate::Broker::submit`], which hands it to the [`ControllerService`]. The service owns the
-//! metadata store (still the local metadata log) and an operation queue drained by one task:
-//! each drain takes every operation waiting, plans them in turn with [`plan::plan_batch`] (each
-//! against the image with the previous ones' records applied), commits all their records as
-//! one metadata-log append (one fsync: metadata's group commit), hands the new image and what
-//! the records touched to the `publish` callback, and answers each operation with its reply
-//! and the metadata offset that holds its outcome. Planning and the append with its fsync run
-//! on the blocking pool.
-//!
-//! The service needs no `Broker`: on a broker the `publish` callback given to
-//! [`ControllerService::start`] queues the change on the broker's
+//! [`crate::Broker::submit`], which hands it to the [`ControllerService`]. The service owns
+//! this node's part in the metadata quorum (`strata_quorum::raft`: a Raft log whose state
+//! machine is the metadata image; on a single node the quorum is this node alone) and an
+//! operation queue drained by one task: each drain takes every operation waiting, plans them
+//! in turn with [`plan::plan_batch`] (each against the image with the previous ones' records
+//! applied; planning runs on the blocking pool), commits all their records as one Raft entry
+//! (one fsync: metadata's group commit), and answers each operation with its reply and the
+//! metadata offset that holds its outcome (the entry's index). The state machine applies the
+//! entry and hands the new image to the broker's
 //! [`crate::metadata_publisher::MetadataPublisher`] (the one door through which metadata
-//! reaches the broker), and [`crate::Broker::submit`] waits until the publisher has applied
-//! the answer's offset, so an operation is answered once this broker serves its outcome.
+//! reaches the broker) before the commit returns, and [`crate::Broker::submit`] waits until
+//! the publisher has applied the answer's offset, so an operation is answered once this
+//! broker serves its outcome.
 
 pub mod acls;
 pub mod plan;
@@ -22,11 +21,12 @@ pub mod quotas;
 pub mod scram;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use strata_quorum::controller::ops::{ControllerOp, ControllerReply, Op, OpError};
-use strata_quorum::log::MetadataLogError;
-use strata_quorum::{MetadataDelta, MetadataImage, MetadataRecord, MetadataStore};
+use strata_quorum::raft::node::{MetadataQuorum, QuorumError, QuorumSettings};
+use strata_quorum::raft::ControllerNode;
+use strata_quorum::MetadataRecord;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::BrokerConfig;
@@ -37,7 +37,8 @@ const MAX_DRAIN: usize = 1024;
 /// Why an operation was not performed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    /// The records could not be made durable (a metadata log error); nothing was applied.
+    /// The records could not be committed (a metadata log error, or this node no longer
+    /// leads the quorum); nothing was applied.
     #[error("metadata commit failed: {0}")]
     Commit(String),
     /// The operation as a whole was refused (per-item refusals are in the reply).
@@ -48,35 +49,65 @@ pub enum ControllerError {
     Unavailable(String),
 }
 
-/// A reply and the metadata offset (the image's `applied_records`) at which its outcome holds.
+/// A reply and the metadata offset (the image's `offset`) at which its outcome holds.
 type Answer = Result<(ControllerReply, u64), ControllerError>;
 
-/// What runs after each commit with the new offset, image and delta, before the operations
-/// are answered.
-type Publish = Box<dyn Fn(u64, Arc<MetadataImage>, MetadataDelta) + Send + Sync>;
-
-/// The local controller: an operation queue in front of the metadata store.
+/// The controller: an operation queue in front of the metadata quorum.
 pub struct ControllerService {
     queue: mpsc::UnboundedSender<(ControllerOp, oneshot::Sender<Answer>)>,
+    quorum: Arc<MetadataQuorum>,
 }
 
-/// The state the draining task works on.
-struct Drainer {
-    store: Mutex<MetadataStore>,
-    config: BrokerConfig,
-    publish: Publish,
+/// The quorum settings of `config`.
+pub fn quorum_settings(config: &BrokerConfig) -> QuorumSettings {
+    let mut settings = QuorumSettings::default();
+    if let Some(ms) = config
+        .parsed::<u64>("controller.quorum.election.timeout.ms")
+        .filter(|ms| *ms > 0)
+    {
+        settings.election_timeout_ms = ms;
+    }
+    settings
+}
+
+/// This node's controller endpoint as the quorum records it: the voter entry naming it in
+/// `controller.quorum.voters`, else nothing yet (a single node needs none).
+fn controller_node(config: &BrokerConfig) -> ControllerNode {
+    let me = config.node_id.to_string();
+    config
+        .set
+        .get("controller.quorum.voters")
+        .and_then(|voters| {
+            voters.split(',').find_map(|voter| {
+                let (id, address) = voter.trim().split_once('@')?;
+                let (host, port) = address.rsplit_once(':')?;
+                (id == me).then(|| ControllerNode {
+                    host: host.trim_matches(['[', ']']).to_string(),
+                    port: port.parse().unwrap_or(0),
+                })
+            })
+        })
+        .unwrap_or_default()
 }
 
 impl ControllerService {
-    /// Opens the metadata log in `dir` and replays it into the image. At the first start (no
-    /// cluster id yet) commits the `Cluster` record: `cluster.id` if set, else a new id.
-    /// Blocking; call before [`ControllerService::start`].
-    pub fn open_store(
+    /// Opens the metadata quorum kept in `dir` (`<log.dirs>/meta`) with this node as its only
+    /// voter, and waits until it leads with everything applied. At the first start (no
+    /// cluster id yet) commits the `Cluster` record (`cluster.id` if set, else a new id) and
+    /// the `--add-scram` users, as one entry.
+    pub async fn open_quorum(
         dir: &Path,
         config: &BrokerConfig,
-    ) -> Result<MetadataStore, MetadataLogError> {
-        let mut store = MetadataStore::open_local(dir)?;
-        if store.image().cluster_id.is_none() {
+    ) -> Result<MetadataQuorum, QuorumError> {
+        let node_id = u64::try_from(config.node_id).unwrap_or_default();
+        let quorum = MetadataQuorum::open_single(
+            dir,
+            node_id,
+            controller_node(config),
+            &quorum_settings(config),
+        )
+        .await?;
+        if quorum.image().cluster_id.is_none() {
             let cluster_id = config
                 .set
                 .get("cluster.id")
@@ -86,7 +117,7 @@ impl ControllerService {
             // (--add-scram), in one commit.
             let mut records = vec![MetadataRecord::Cluster { cluster_id }];
             records.extend(config.add_scram.iter().map(|a| a.record()));
-            store.commit(records)?;
+            quorum.write(records).await?;
             for a in &config.add_scram {
                 tracing::info!(credential = ?a, "SCRAM credential added while formatting (--add-scram)");
             }
@@ -96,30 +127,24 @@ impl ControllerService {
                 "--add-scram ignored: the metadata was formatted before; change users with AlterUserScramCredentials (strata users)"
             );
         }
-        Ok(store)
+        Ok(quorum)
     }
 
-    /// Starts the draining task on the current tokio runtime. `publish` gets the new offset,
-    /// image and what the commit touched after each commit, on a blocking thread (it may
-    /// block to push back); the committed operations are answered once it returns. The task
-    /// ends when the service is dropped.
-    pub fn start(
-        store: MetadataStore,
-        config: BrokerConfig,
-        publish: impl Fn(u64, Arc<MetadataImage>, MetadataDelta) + Send + Sync + 'static,
-    ) -> Self {
+    /// Starts the draining task on the current tokio runtime. The task ends when the service
+    /// is dropped.
+    pub fn start(quorum: Arc<MetadataQuorum>, config: BrokerConfig) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        let drainer = Arc::new(Drainer {
-            store: Mutex::new(store),
-            config,
-            publish: Box::new(publish),
-        });
-        tokio::spawn(run(pending, drainer));
-        ControllerService { queue }
+        tokio::spawn(run(pending, quorum.clone(), Arc::new(config)));
+        ControllerService { queue, quorum }
     }
 
-    /// Performs `op` and returns its reply once its records are committed and handed to the
-    /// publish callback, with the metadata offset at which its outcome holds (also for an
+    /// This node's part in the metadata quorum.
+    pub fn quorum(&self) -> &Arc<MetadataQuorum> {
+        &self.quorum
+    }
+
+    /// Performs `op` and returns its reply once its records are committed and applied to
+    /// the quorum's image, with the metadata offset at which its outcome holds (also for an
     /// operation that wrote nothing: it was planned against the image at that offset, which
     /// the broker may not have applied yet).
     pub async fn submit<O: Op>(&self, op: O) -> Result<(O::Reply, u64), ControllerError> {
@@ -140,7 +165,8 @@ impl ControllerService {
 /// Drains the queue until every sender is gone.
 async fn run(
     mut pending: mpsc::UnboundedReceiver<(ControllerOp, oneshot::Sender<Answer>)>,
-    drainer: Arc<Drainer>,
+    quorum: Arc<MetadataQuorum>,
+    config: Arc<BrokerConfig>,
 ) {
     while let Some(first) = pending.recv().await {
         let mut batch = vec![first];
@@ -151,61 +177,77 @@ async fn run(
             }
         }
         let (ops, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let drainer = drainer.clone();
-        match tokio::task::spawn_blocking(move || drainer.drain(&ops)).await {
-            Ok(answers) => {
-                for (waiter, answer) in waiters.into_iter().zip(answers) {
-                    // A requester that went away no longer wants its answer.
-                    let _ = waiter.send(answer);
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "the controller failed while performing metadata operations");
-                for waiter in waiters {
-                    let _ = waiter.send(Err(ControllerError::Unavailable(error.to_string())));
-                }
-            }
+        for (waiter, answer) in waiters.into_iter().zip(drain(&quorum, &config, ops).await) {
+            // A requester that went away no longer wants its answer.
+            let _ = waiter.send(answer);
         }
     }
 }
 
-impl Drainer {
-    /// Plans `ops`, commits their records as one append, publishes, and returns each answer.
-    /// Blocking.
-    fn drain(&self, ops: &[ControllerOp]) -> Vec<Answer> {
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let plan = plan::plan_batch(store.image(), &self.config, ops);
-        let committed = if plan.records.is_empty() {
-            Ok(())
-        } else {
-            store.commit(plan.records).map(|delta| {
-                // The change is durable and applied; the broker now acts on it. Cloning the
-                // image copies one pointer per topic.
-                let image = Arc::new(store.image().clone());
-                (self.publish)(image.applied_records, image, delta);
-            })
-        };
-        let offset = store.image().applied_records;
-        plan.answers
-            .into_iter()
-            .map(|(answer, needs_commit)| match &committed {
-                // Planned against records that were not committed: its answer does not hold.
-                Err(error) if needs_commit => Err(ControllerError::Commit(error.to_string())),
-                _ => answer
-                    .map(|reply| (reply, offset))
-                    .map_err(ControllerError::Refused),
-            })
-            .collect()
-    }
+/// Plans `ops` against the quorum's image, commits their records as one entry, and
+/// returns each answer.
+async fn drain(
+    quorum: &Arc<MetadataQuorum>,
+    config: &Arc<BrokerConfig>,
+    ops: Vec<ControllerOp>,
+) -> Vec<Answer> {
+    let count = ops.len();
+    let planned = {
+        let (quorum, config) = (quorum.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            quorum
+                .machine
+                .with_image(|image| (plan::plan_batch(image, &config, &ops), image.offset))
+        })
+        .await
+    };
+    let (plan, planned_at) = match planned {
+        Ok(planned) => planned,
+        Err(error) => {
+            tracing::error!(%error, "the controller failed while planning metadata operations");
+            return (0..count)
+                .map(|_| Err(ControllerError::Unavailable(error.to_string())))
+                .collect();
+        }
+    };
+    let committed = if plan.records.is_empty() {
+        Ok(planned_at)
+    } else {
+        quorum.write(plan.records).await
+    };
+    plan.answers
+        .into_iter()
+        .map(|(answer, needs_commit)| match &committed {
+            // Planned against records that were not committed: its answer does not hold.
+            Err(error) if needs_commit => Err(ControllerError::Commit(error.to_string())),
+            Err(_) => answer
+                .map(|reply| (reply, planned_at))
+                .map_err(ControllerError::Refused),
+            Ok(offset) => answer
+                .map(|reply| (reply, *offset))
+                .map_err(ControllerError::Refused),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use strata_quorum::controller::ops::{AllocateProducerIds, CreateTopics, NewTopic};
+    use strata_quorum::raft::state_machine::Published;
+    use strata_quorum::MetadataImage;
 
     fn config(dir: &Path) -> BrokerConfig {
-        let set = [("log.dirs".to_string(), dir.display().to_string())].into();
+        let set = [
+            ("log.dirs".to_string(), dir.display().to_string()),
+            // A single voter elects itself at once; this only bounds a stray wait.
+            (
+                "controller.quorum.election.timeout.ms".to_string(),
+                "200".to_string(),
+            ),
+        ]
+        .into();
         BrokerConfig::from_map(set).expect("config").0
     }
 
@@ -219,25 +261,52 @@ mod tests {
         }
     }
 
-    /// Concurrent operations are all answered; every one sees the ones before it; each answer
-    /// comes after the image holding its change was published.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_operations_see_each_other_and_are_published_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = config(dir.path());
-        let store =
-            ControllerService::open_store(&dir.path().join("meta"), &config).expect("store");
-        assert!(store.image().cluster_id.is_some());
-        let published = Arc::new(Mutex::new(Arc::new(store.image().clone())));
+    /// Opens the quorum and starts the service; every image the state machine hands over
+    /// lands in the returned list, in order.
+    async fn start(dir: &Path) -> (ControllerService, Arc<Mutex<Vec<Published>>>) {
+        let config = config(dir);
+        let quorum = ControllerService::open_quorum(&dir.join("meta"), &config)
+            .await
+            .expect("quorum");
+        assert!(quorum.image().cluster_id.is_some());
+        let service = ControllerService::start(Arc::new(quorum), config);
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = mpsc::channel(16);
         let sink = published.clone();
-        let service = Arc::new(ControllerService::start(
-            store,
-            config.clone(),
-            move |offset, image: Arc<MetadataImage>, _| {
-                assert_eq!(offset, image.applied_records);
-                *sink.lock().expect("lock") = image;
-            },
-        ));
+        tokio::spawn(async move {
+            while let Some(update) = rx.recv().await {
+                sink.lock().expect("lock").push(update);
+            }
+        });
+        let offset = service.quorum().image().offset;
+        service.quorum().machine.attach(tx, offset);
+        (service, published)
+    }
+
+    /// The newest image handed over, once one at `offset` or later has been.
+    async fn published_at(published: &Mutex<Vec<Published>>, offset: u64) -> Arc<MetadataImage> {
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                if let Some(p) = published.lock().expect("lock").last() {
+                    if p.offset >= offset {
+                        assert_eq!(p.offset, p.image.offset);
+                        return p.image.clone();
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the change is handed over")
+    }
+
+    /// Concurrent operations are all answered; every one sees the ones before it; the image
+    /// at each answer's offset holds its change; everything survives a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_operations_see_each_other_and_are_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (service, published) = start(dir.path()).await;
+        let service = Arc::new(service);
         let mut tasks = Vec::new();
         for i in 0..20 {
             let service = service.clone();
@@ -247,10 +316,9 @@ mod tests {
                     .submit(AllocateProducerIds { broker_id: 1 })
                     .await
                     .expect("allocated");
-                let seen = published.lock().expect("lock").clone();
+                let seen = published_at(&published, offset).await;
                 assert!(seen.next_producer_id >= block.first + block.size);
-                assert!(seen.applied_records >= offset);
-                let (created, _) = service
+                let (created, offset) = service
                     .submit(CreateTopics {
                         topics: vec![topic("shared"), topic(&format!("own-{i}"))],
                         validate_only: false,
@@ -258,9 +326,8 @@ mod tests {
                     .await
                     .expect("answered");
                 assert!(created.topics[1].is_ok(), "{:?}", created.topics[1]);
-                assert!(published
-                    .lock()
-                    .expect("lock")
+                assert!(published_at(&published, offset)
+                    .await
                     .topic_by_name(&format!("own-{i}"))
                     .is_some());
                 (block.first, created.topics[0].is_ok())
@@ -277,27 +344,26 @@ mod tests {
         firsts.dedup();
         assert_eq!(firsts.len(), 20, "every block is distinct");
         assert_eq!(shared_created, 1, "one creation of the shared topic wins");
+        service.quorum().shutdown().await;
         drop(service);
-        // Everything committed is in the log: a reopened store has it.
-        let store =
-            ControllerService::open_store(&dir.path().join("meta"), &config).expect("reopen");
-        assert_eq!(store.image().topic_count(), 21);
-        assert_eq!(store.image().next_producer_id, 20 * plan::PRODUCER_ID_BLOCK);
+        // Everything committed is in the log: a reopened quorum has it.
+        let quorum = ControllerService::open_quorum(&dir.path().join("meta"), &config(dir.path()))
+            .await
+            .expect("reopen");
+        assert_eq!(quorum.image().topic_count(), 21);
+        assert_eq!(
+            quorum.image().next_producer_id,
+            20 * plan::PRODUCER_ID_BLOCK
+        );
+        quorum.shutdown().await;
     }
 
-    /// Operations waiting together are planned in one drain and committed as one append:
-    /// one publish for all of them, each answered as if alone.
+    /// Operations waiting together are planned in one drain and committed as one entry:
+    /// one image handed over for all of them, each answered as if alone.
     #[tokio::test]
     async fn waiting_operations_are_committed_together() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = config(dir.path());
-        let store =
-            ControllerService::open_store(&dir.path().join("meta"), &config).expect("store");
-        let publishes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = publishes.clone();
-        let service = ControllerService::start(store, config, move |_, _, _| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        });
+        let (service, published) = start(dir.path()).await;
         // On this single-threaded runtime the draining task runs only once every submission
         // below has queued its operation.
         let submissions = (0..10).map(|i| {
@@ -314,8 +380,10 @@ mod tests {
         assert!(replies
             .iter()
             .all(|r| matches!(r, Ok((_, o)) if *o == offset)));
-        assert_eq!(publishes.load(std::sync::atomic::Ordering::SeqCst), 1);
-        // Nothing to commit: answered without a publish.
+        let image = published_at(&published, offset).await;
+        assert_eq!(image.topic_count(), 10);
+        assert_eq!(published.lock().expect("lock").len(), 1);
+        // Nothing to commit: answered without a new entry.
         let (again, again_offset) = service
             .submit(CreateTopics {
                 topics: vec![topic("t0")],
@@ -328,6 +396,7 @@ mod tests {
             again_offset, offset,
             "refused at the offset it was planned against"
         );
-        assert_eq!(publishes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(published.lock().expect("lock").len(), 1);
+        service.quorum().shutdown().await;
     }
 }

@@ -248,8 +248,9 @@ pub fn list_config_resources(
     ListConfigResourcesResponse::default().with_config_resources(resources)
 }
 
-/// The metadata quorum of one node: this node leads `__cluster_metadata` partition 0 and is
-/// its only voter; the high watermark is the number of metadata records applied.
+/// The metadata quorum (`__cluster_metadata` partition 0) as this node's Raft node sees it:
+/// the leader, the term as the leader epoch, the committed end as the high watermark, and
+/// each voter's log end.
 pub fn describe_quorum(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
@@ -264,13 +265,25 @@ pub fn describe_quorum(
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
     let node = broker.node_id();
-    let records = broker.image().applied_records as i64;
+    let quorum = broker.metadata_quorum().describe();
     let now = crate::partition::now_ms();
-    let voter = ReplicaState::default()
-        .with_replica_id(BrokerId(node))
-        .with_log_end_offset(records)
-        .with_last_fetch_timestamp(if version >= 1 { now } else { -1 })
-        .with_last_caught_up_timestamp(if version >= 1 { now } else { -1 });
+    let as_id = |id: u64| BrokerId(i32::try_from(id).unwrap_or(-1));
+    let voters: Vec<ReplicaState> = quorum
+        .voters
+        .iter()
+        .map(|(id, end)| {
+            let seen = if version >= 1 && end.is_some() {
+                now
+            } else {
+                -1
+            };
+            ReplicaState::default()
+                .with_replica_id(as_id(*id))
+                .with_log_end_offset(end.map_or(-1, |e| e as i64))
+                .with_last_fetch_timestamp(seen)
+                .with_last_caught_up_timestamp(seen)
+        })
+        .collect();
     let topics = req
         .topics
         .iter()
@@ -289,10 +302,10 @@ pub fn describe_quorum(
                             }
                             PartitionData::default()
                                 .with_partition_index(0)
-                                .with_leader_id(BrokerId(node))
-                                .with_leader_epoch(1)
-                                .with_high_watermark(records)
-                                .with_current_voters(vec![voter.clone()])
+                                .with_leader_id(quorum.leader.map_or(BrokerId(-1), as_id))
+                                .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
+                                .with_high_watermark(quorum.high_watermark as i64)
+                                .with_current_voters(voters.clone())
                         })
                         .collect(),
                 )

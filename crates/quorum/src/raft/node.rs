@@ -1,0 +1,369 @@
+//! Opening a node's metadata quorum (`docs/design/cluster.md` §2.6, §2.9).
+//!
+//! A quorum of one voter, this node: at the first start it initializes the membership with
+//! itself; at every start it calls an election at once instead of waiting for a timeout, and
+//! [`MetadataQuorum::open_single`] returns once it leads and has applied its whole log, so
+//! the image it serves holds every change that was ever acknowledged.
+//!
+//! A data directory of format version 2 (the records in `<meta>/metadata.log`, no
+//! `<meta>/raft/`) is imported at its first start: its records become a snapshot at log id
+//! (term 1, index 1) with this node as the only voter, in `<meta>/raft.tmp/`, fsynced and
+//! renamed to `<meta>/raft/` (the commit point; a crash before it redoes the import), then
+//! `metadata.log` is renamed `metadata.log.imported` and never read again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, Membership, SnapshotPolicy};
+
+use super::log_store::{replace_durably, sync_dir, AppendSpace, RaftLog};
+use super::network::Peers;
+use super::state_machine::{ImageMachine, MachineHandle};
+use super::{log_id, ControllerNode, MetadataBatch, MetadataRaft, StoredMembership, Vote};
+use crate::image::MetadataImage;
+use crate::log::LocalMetadataLog;
+use crate::record::MetadataRecord;
+
+/// How the quorum runs.
+#[derive(Debug, Clone)]
+pub struct QuorumSettings {
+    /// The shortest election timeout (`controller.quorum.election.timeout.ms`); the longest
+    /// is twice it, the heartbeat a fifth of it.
+    pub election_timeout_ms: u64,
+    /// A snapshot is written after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// How long opening waits for the node to lead and catch up.
+    pub open_timeout: Duration,
+    /// Log segments roll at this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for QuorumSettings {
+    fn default() -> Self {
+        QuorumSettings {
+            election_timeout_ms: 1000,
+            snapshot_every_entries: 5000,
+            open_timeout: Duration::from_secs(120),
+            segment_bytes: super::log_store::SEGMENT_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("metadata quorum {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("importing the metadata log {path}: {reason}")]
+    Import { path: PathBuf, reason: String },
+    #[error("metadata quorum: {0}")]
+    Raft(String),
+    /// Only the leader commits; this node is not it.
+    #[error("this node does not lead the metadata quorum (the leader is {leader:?})")]
+    NotLeader { leader: Option<u64> },
+}
+
+/// What DescribeQuorum reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader: Option<u64>,
+    /// The Raft term: Kafka's leader epoch of the metadata partition.
+    pub term: u64,
+    /// The next index after the last applied (hence committed) entry.
+    pub high_watermark: u64,
+    /// Each voter with its log end as far as this node knows (the leader knows them all).
+    pub voters: Vec<(u64, Option<u64>)>,
+}
+
+/// A node's part in the metadata quorum: its Raft node and the image it applies.
+pub struct MetadataQuorum {
+    pub raft: MetadataRaft,
+    pub machine: MachineHandle,
+    pub node_id: u64,
+    /// Where room for this node's next log appends is reserved.
+    space: Arc<AppendSpace>,
+    dir: PathBuf,
+}
+
+impl MetadataQuorum {
+    /// Opens the quorum kept in `meta_dir` as its only voter, `node_id` at `node`, and waits
+    /// until this node leads it with every entry applied. Imports a format-2 metadata log
+    /// first if that is what the directory holds.
+    pub async fn open_single(
+        meta_dir: &Path,
+        node_id: u64,
+        node: ControllerNode,
+        settings: &QuorumSettings,
+    ) -> Result<MetadataQuorum, QuorumError> {
+        let voters = BTreeMap::from([(node_id, node)]);
+        let quorum = MetadataQuorum::open(meta_dir, node_id, voters, settings).await?;
+        quorum
+            .raft
+            .wait(Some(settings.open_timeout))
+            .metrics(
+                // Leading, with an entry of its own term applied (every earlier one is then
+                // committed) and nothing left to apply.
+                |m| {
+                    m.state == openraft::ServerState::Leader
+                        && m.current_leader == Some(node_id)
+                        && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+                        && m.last_applied.map(|l| l.index) == m.last_log_index
+                },
+                "leading the metadata quorum with every entry applied",
+            )
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        Ok(quorum)
+    }
+
+    /// Opens this node's part in the quorum of `voters` (static membership, as
+    /// `controller.quorum.voters` names it) kept in `meta_dir`, and forms the quorum if it
+    /// never was: a pristine node first asks the other voters (`Hello`) and initializes the
+    /// membership only if none of them holds a formed quorum, so a voter whose disk was
+    /// wiped waits to be caught up instead of starting a second history. Several voters
+    /// initializing the same membership at once is safe (openraft). Returns without waiting
+    /// for a leader ([`MetadataQuorum::wait_for_leader`]); a voter that is the only one
+    /// elects itself at once. Serving the other voters' requests to this node
+    /// ([`super::rpc::serve_connection`] with [`MetadataQuorum::raft`]) is the caller's.
+    pub async fn open(
+        meta_dir: &Path,
+        node_id: u64,
+        voters: BTreeMap<u64, ControllerNode>,
+        settings: &QuorumSettings,
+    ) -> Result<MetadataQuorum, QuorumError> {
+        MetadataQuorum::open_with_network(meta_dir, node_id, voters, settings, Peers).await
+    }
+
+    /// [`MetadataQuorum::open`] with another network between the voters (the simulation's).
+    pub async fn open_with_network<N>(
+        meta_dir: &Path,
+        node_id: u64,
+        voters: BTreeMap<u64, ControllerNode>,
+        settings: &QuorumSettings,
+        network: N,
+    ) -> Result<MetadataQuorum, QuorumError>
+    where
+        N: openraft::network::RaftNetworkFactory<super::TypeConfig>,
+    {
+        let raft_dir = meta_dir.join("raft");
+        let io_err = |source| QuorumError::Io {
+            path: raft_dir.clone(),
+            source,
+        };
+        let alone = voters.len() == 1 && voters.contains_key(&node_id);
+        if !raft_dir.exists() && meta_dir.join("metadata.log").exists() {
+            if !alone {
+                return Err(QuorumError::Import {
+                    path: meta_dir.join("metadata.log"),
+                    reason: "a metadata log of format 2 is imported only by a node that is the only voter: start it once with controller.quorum.voters naming itself alone, then add the other voters".into(),
+                });
+            }
+            import_format2(meta_dir, node_id, &voters[&node_id])?;
+        }
+        let log = RaftLog::open(&raft_dir, settings.segment_bytes).map_err(io_err)?;
+        let space = log.space();
+        let machine = ImageMachine::open(&raft_dir.join("snapshots")).map_err(io_err)?;
+        let handle = machine.handle();
+        let config = Config {
+            cluster_name: "strata-metadata".into(),
+            election_timeout_min: settings.election_timeout_ms,
+            election_timeout_max: settings.election_timeout_ms * 2,
+            heartbeat_interval: (settings.election_timeout_ms / 5).max(1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: 1000.min(settings.snapshot_every_entries),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let raft = MetadataRaft::new(node_id, Arc::new(config), network, log, machine)
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let raft_err = |e: &dyn std::fmt::Display| QuorumError::Raft(e.to_string());
+        if !raft.is_initialized().await.map_err(|e| raft_err(&e))? {
+            let formed_elsewhere = match alone {
+                true => None,
+                false => first_formed_voter(node_id, &voters).await,
+            };
+            match formed_elsewhere {
+                Some(other) => tracing::info!(
+                    node = other,
+                    "another voter holds a formed metadata quorum; waiting to be caught up"
+                ),
+                None => raft
+                    .initialize(voters.clone())
+                    .await
+                    .map_err(|e| raft_err(&e))?,
+            }
+        }
+        // The only voter need not wait for an election timeout (a first start elects at
+        // once after initializing; a restart with its own committed vote leads again).
+        let waiting = raft.metrics().borrow().state == openraft::ServerState::Follower;
+        if alone && waiting {
+            if let Err(error) = raft.trigger().elect().await {
+                return Err(raft_err(&error));
+            }
+        }
+        Ok(MetadataQuorum {
+            raft,
+            machine: handle,
+            node_id,
+            space,
+            dir: raft_dir,
+        })
+    }
+
+    /// Waits until the quorum has a leader (at most `timeout`) and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, QuorumError> {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a metadata quorum leader")
+            .await
+            .map(|m| m.current_leader.expect("waited for"))
+            .map_err(|e| QuorumError::Raft(e.to_string()))
+    }
+
+    /// Commits `records` as one entry; returns the metadata offset at which they are
+    /// applied (the machine has applied them when this returns).
+    pub async fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, QuorumError> {
+        use openraft::error::{ClientWriteError, RaftError};
+        // Room for the entry first (its records as JSON plus the envelope and framing), so
+        // that a full disk refuses the change at once instead of stalling the log.
+        let bytes = serde_json::to_vec(&records).map_or(0, |j| j.len() as u64) + 512;
+        let space = self.space.clone();
+        let reserved = tokio::task::spawn_blocking(move || space.reserve(bytes))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        if let Err(source) = reserved {
+            return Err(QuorumError::Io {
+                path: self.dir.clone(),
+                source,
+            });
+        }
+        match self.raft.client_write(MetadataBatch { records }).await {
+            Ok(written) => Ok(written.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(QuorumError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(QuorumError::Raft(e.to_string())),
+        }
+    }
+
+    /// The quorum as this node sees it, in Kafka's terms (DescribeQuorum): offsets are the
+    /// next index, as a Kafka log end offset is.
+    pub fn describe(&self) -> QuorumState {
+        let m = self.raft.metrics().borrow().clone();
+        let log_end = m.last_log_index.map_or(0, |i| i + 1);
+        let voters = m
+            .membership_config
+            .voter_ids()
+            .map(|id| {
+                let end = if id == self.node_id {
+                    Some(log_end)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .map(|matched| matched.map_or(0, |l| l.index + 1))
+                };
+                (id, end)
+            })
+            .collect();
+        QuorumState {
+            leader: m.current_leader,
+            term: m.current_term,
+            high_watermark: m.last_applied.map_or(0, |l| l.index + 1),
+            voters,
+        }
+    }
+
+    /// A copy of the current image.
+    pub fn image(&self) -> MetadataImage {
+        self.machine.image()
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "metadata quorum did not stop cleanly");
+        }
+    }
+}
+
+/// The first other voter that answers `Hello` with a formed quorum, if any answers so
+/// within a few seconds (a voter that does not answer is taken as not formed: all voters
+/// starting together for the first time cannot answer before they form the quorum).
+async fn first_formed_voter(node_id: u64, voters: &BTreeMap<u64, ControllerNode>) -> Option<u64> {
+    use super::rpc::{Hello, InternalRequest, InternalResponse, PeerConnection};
+    // A voter without an endpoint (port 0) cannot be asked.
+    for (&id, node) in voters
+        .iter()
+        .filter(|(id, node)| **id != node_id && node.port != 0)
+    {
+        let mut peer = PeerConnection::new(format!("{}:{}", node.host, node.port));
+        let hello = InternalRequest::Hello(Hello {
+            node_id,
+            initialized: false,
+        });
+        if let Ok(InternalResponse::Hello(Hello {
+            initialized: true, ..
+        })) = peer.call(&hello, Duration::from_secs(2)).await
+        {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Turns a format-2 metadata log into a one-voter Raft directory (see the module docs).
+fn import_format2(meta_dir: &Path, node_id: u64, node: &ControllerNode) -> Result<(), QuorumError> {
+    let legacy = meta_dir.join("metadata.log");
+    let import_err = |reason: String| QuorumError::Import {
+        path: legacy.clone(),
+        reason,
+    };
+    let (_, records) = LocalMetadataLog::open(meta_dir).map_err(|e| import_err(e.to_string()))?;
+    let image = MetadataImage::from_records(&records);
+    let tmp = meta_dir.join("raft.tmp");
+    let at = log_id(1, 1);
+    let membership = StoredMembership::new(
+        Some(at),
+        Membership::new(
+            vec![BTreeSet::from([node_id])],
+            BTreeMap::from([(node_id, node.clone())]),
+        ),
+    );
+    let write = || -> io::Result<()> {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(tmp.join("snapshots"))?;
+        std::fs::create_dir_all(tmp.join("log"))?;
+        super::state_machine::write_import_snapshot(
+            &tmp.join("snapshots"),
+            &image,
+            at,
+            membership,
+        )?;
+        let vote = Vote::new_committed(1, node_id);
+        replace_durably(&tmp.join("vote"), &serde_json::to_vec(&vote)?)?;
+        replace_durably(&tmp.join("purged"), &serde_json::to_vec(&at)?)?;
+        replace_durably(&tmp.join("committed"), &serde_json::to_vec(&Some(at))?)?;
+        sync_dir(&tmp.join("log"))?;
+        sync_dir(&tmp)?;
+        std::fs::rename(&tmp, meta_dir.join("raft"))?;
+        std::fs::rename(&legacy, meta_dir.join("metadata.log.imported"))?;
+        sync_dir(meta_dir)
+    };
+    write().map_err(|e| import_err(e.to_string()))?;
+    tracing::info!(
+        path = %legacy.display(),
+        records = records.len(),
+        topics = image.topic_count(),
+        "imported the metadata log into the Raft metadata quorum (data directory format 3)"
+    );
+    Ok(())
+}
