@@ -37,7 +37,7 @@ pub enum StartError {
 pub struct Broker {
     pub config: BrokerConfig,
     /// Where every metadata change is submitted ([`Broker::submit`]).
-    controller: ControllerService,
+    controller: Arc<ControllerService>,
     /// The image this broker serves: set by the metadata publisher after each change, once
     /// the partitions and coordinator shards are in line with it.
     image: RwLock<Arc<MetadataImage>>,
@@ -84,10 +84,25 @@ impl Broker {
         };
         let lock = crate::format::lock(&dir)?;
         let previous = crate::data_dir::check(&dir, config.node_id)?;
-        // The metadata quorum runs on the runtime; opening it waits for this node to lead it.
-        let quorum = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(crate::format::open_and_stamp(&dir, &config, previous))
+        // The metadata quorum runs on the runtime. The controller listeners are bound and
+        // serve the other voters as soon as the quorum is open; opening then waits for a
+        // leader (this node, when it is the only voter) and the cluster id.
+        let controller_listeners: Vec<crate::config::Listener> = config
+            .listeners
+            .iter()
+            .filter(|l| config.is_controller_listener(&l.name))
+            .cloned()
+            .collect();
+        let (quorum, internal) = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let bound =
+                    crate::server::BoundListeners::bind(&controller_listeners, Default::default())
+                        .await?;
+                crate::format::open_and_stamp(&dir, &config, previous, |quorum| {
+                    crate::server::serve_controller_listeners(bound, quorum)
+                })
+                .await
+            })
         })?;
         let image = Arc::new(quorum.image());
         if authorizer_settings.is_some() {
@@ -150,8 +165,11 @@ impl Broker {
         let broker = Arc::new_cyclic(|weak: &std::sync::Weak<Broker>| {
             let publisher =
                 crate::metadata_publisher::MetadataPublisher::start(weak.clone(), image.offset);
-            let controller = ControllerService::start(Arc::new(quorum), config.clone());
+            let controller = Arc::new(ControllerService::start(Arc::new(quorum), config.clone()));
             publisher.attach(&controller.quorum().machine);
+            let forwarded: Arc<dyn strata_quorum::raft::rpc::OpService> =
+                Arc::new(crate::controller::ForwardedOps(Arc::downgrade(&controller)));
+            let _ = internal.ops.set(forwarded);
             Broker {
                 publisher,
                 groups,
@@ -174,6 +192,7 @@ impl Broker {
             }
         });
         crate::metadata_publisher::load_coordinators_at_start(&broker, &broker.image());
+        start_registration(&broker);
         crate::groups::GroupService::start_ticker(&broker);
         crate::txn::TxnService::start_ticker(&broker);
         start_log_maintenance(&broker);
@@ -261,6 +280,49 @@ impl Broker {
         }
         self.partitions.mark_clean_shutdown();
     }
+}
+
+/// Registers this broker with the controller (its advertised endpoints and rack), retrying
+/// until it is recorded: other brokers give clients these endpoints for the partitions this
+/// one leads. A registration that is already current writes nothing.
+fn start_registration(broker: &Arc<Broker>) {
+    let op = strata_quorum::controller::ops::RegisterBroker {
+        node_id: broker.node_id(),
+        endpoints: broker
+            .config
+            .advertised_listeners
+            .iter()
+            .map(|l| strata_quorum::BrokerEndpoint {
+                name: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port,
+                security_protocol: l.security_protocol.clone(),
+            })
+            .collect(),
+        rack: broker.config.set.get("broker.rack").cloned(),
+    };
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let Some(broker) = weak.upgrade() else { return };
+            match broker.submit(op.clone()).await {
+                Ok(_) => {
+                    tracing::info!(
+                        node_id = op.node_id,
+                        "broker registered with the controller"
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?pause, "broker registration failed; retrying");
+                }
+            }
+            drop(broker);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        }
+    });
 }
 
 /// Raises the open-file limit to the hard limit and gives the segment-file cache its share

@@ -922,6 +922,7 @@ fn check_single_node(
         }
     }
     if let Some(voters) = set.get("controller.quorum.voters") {
+        let mut ids = Vec::new();
         for voter in voters.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let id = voter
                 .split_once('@')
@@ -933,15 +934,30 @@ fn check_single_node(
                         format!("expected id@host:port entries, got {voter:?}"),
                     )
                 })?;
-            if id != node_id {
+            if ids.contains(&id) {
                 return Err(bad(
                     "controller.quorum.voters",
                     voters,
-                    format!(
-                        "names node {id}, but this is node {node_id}: a controller quorum of several nodes is not supported yet; a single node must be the only voter ({node_id}@host:port)"
-                    ),
+                    format!("names node {id} twice"),
                 ));
             }
+            ids.push(id);
+        }
+        if !ids.contains(&node_id) {
+            return Err(bad(
+                "controller.quorum.voters",
+                voters,
+                format!(
+                    "does not name this node ({node_id}): every node of a cluster is a voter of its controller quorum (broker-only nodes are not supported yet); add {node_id}@host:port, the address of this node's controller listener"
+                ),
+            ));
+        }
+        if ids.len() > 1 && controller_listener_names.is_empty() {
+            return Err(bad(
+                "controller.listener.names",
+                "",
+                "a quorum of several voters needs the controller listener the others reach this node on (controller.listener.names and a listener of that name)".into(),
+            ));
         }
     }
     for name in controller_listener_names {
@@ -1624,8 +1640,10 @@ log.retention.check.interval.ms=300000
             assert!(err.reason.contains("broker,controller"), "{err}");
         }
         kraft(&[("process.roles", "controller, broker")]).expect("either order");
-        let err = kraft(&[("controller.quorum.voters", "1@a:9093,2@b:9093")]).expect_err("two");
-        assert!(err.reason.contains("not supported yet"), "{err}");
+        kraft(&[("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093")])
+            .expect("a quorum of three voters");
+        let err = kraft(&[("controller.quorum.voters", "1@a:9093,1@b:9093")]).expect_err("twice");
+        assert!(err.reason.contains("twice"), "{err}");
         let err = kraft(&[("node.id", "2")]).expect_err("not a voter");
         assert_eq!(err.key, "controller.quorum.voters");
         // A SASL listener needs a mechanism Strata serves (Kafka's default is GSSAPI).

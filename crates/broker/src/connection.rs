@@ -162,23 +162,6 @@ async fn read_frame(reader: &mut (impl AsyncRead + Unpin), max_frame: usize) -> 
     FrameRead::Frame(frame)
 }
 
-/// A connection on a controller listener (`controller.listener.names`): it serves the
-/// metadata quorum's internal requests (`strata_quorum::raft::rpc`) from other controllers.
-/// As in Kafka, a controller listener never serves clients' requests: a connection that
-/// sends any other request is closed.
-pub async fn serve_controller_listener(
-    broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: String,
-) {
-    tracing::debug!(%peer, %listener, "controller connection");
-    let raft = broker.metadata_quorum().raft.clone();
-    let node_id = u64::try_from(broker.node_id()).unwrap_or_default();
-    drop(broker);
-    strata_quorum::raft::rpc::serve_connection(stream, raft, node_id).await;
-}
-
 /// Serves one accepted connection: the TLS handshake first on an SSL listener (`tls`), then
 /// requests until the client closes, the connection idles out, or the broker shuts down.
 /// The permit (a connection counted against `max.connections`) is held throughout.

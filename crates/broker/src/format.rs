@@ -89,15 +89,25 @@ pub fn lock(dir: &Path) -> Result<File, StartError> {
 /// cluster id from `cluster.id` or a new one, and the `--add-scram` users; importing a
 /// format-2 metadata log) and writes `meta.properties` at the current format version if
 /// `previous` (what [`data_dir::check`] found) is older or absent.
-pub async fn open_and_stamp(
+///
+/// `serve` runs once the quorum is open and before waiting for its leader: the broker
+/// starts serving the other voters there.
+pub async fn open_and_stamp<T>(
     dir: &Path,
     config: &BrokerConfig,
     previous: Option<MetaProperties>,
-) -> Result<MetadataQuorum, StartError> {
+    serve: impl FnOnce(&MetadataQuorum) -> T,
+) -> Result<(MetadataQuorum, T), StartError> {
     let had_data = dir.join("meta").exists();
-    let quorum = ControllerService::open_quorum(&dir.join("meta"), config)
+    let metadata_err =
+        |e: strata_quorum::raft::node::QuorumError| StartError::Metadata(e.to_string());
+    let quorum = ControllerService::open_quorum_unsettled(&dir.join("meta"), config)
         .await
-        .map_err(|e| StartError::Metadata(e.to_string()))?;
+        .map_err(metadata_err)?;
+    let served = serve(&quorum);
+    ControllerService::settle(&quorum, config)
+        .await
+        .map_err(metadata_err)?;
     let found_version = previous.as_ref().map(|m| m.format_version);
     if found_version != Some(data_dir::FORMAT_VERSION) {
         if had_data {
@@ -121,7 +131,7 @@ pub async fn open_and_stamp(
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    Ok(quorum)
+    Ok((quorum, served))
 }
 
 /// Runs `work` on a runtime of its own (the CLI's storage commands run outside one).
@@ -200,8 +210,13 @@ pub fn format(
             cluster_id: found,
         });
     }
+    if crate::controller::quorum_voters(config).len() > 1 {
+        return Err(FormatStorageError::Start(StartError::Metadata(
+            "formatting a node of a quorum of several voters is not supported yet: start the nodes, and the quorum's first leader formats the cluster (with cluster.id if set)".into(),
+        )));
+    }
     let cluster_id = on_runtime(async {
-        let quorum = open_and_stamp(dir, config, previous).await?;
+        let (quorum, ()) = open_and_stamp(dir, config, previous, |_| ()).await?;
         let id = quorum.image().cluster_id.unwrap_or_default();
         quorum.shutdown().await;
         Ok::<_, StartError>(id)

@@ -145,13 +145,17 @@ impl PartitionManager {
 
     /// The open partition `partition` of `topic_id`: UNKNOWN_TOPIC_OR_PARTITION if the image
     /// has no such partition, KAFKA_STORAGE_ERROR if it has but its log could not be opened.
-    pub fn lookup(&self, topic_id: &Uuid, partition: i32) -> Result<Arc<Partition>, ErrorCode> {
+    pub fn lookup(&self, topic: &TopicImage, partition: i32) -> Result<Arc<Partition>, ErrorCode> {
+        let topic_id = &topic.topic_id;
         if let Some(p) = self.get(topic_id, partition) {
             return Ok(p);
         }
         let unopened = self.unopened.read().unwrap_or_else(|p| p.into_inner());
         if unopened.contains(&(*topic_id, partition)) {
             Err(ErrorCode::KafkaStorageError)
+        } else if topic.partitions.contains_key(&partition) {
+            // Another broker holds it.
+            Err(ErrorCode::NotLeaderOrFollower)
         } else {
             Err(ErrorCode::UnknownTopicOrPartition)
         }

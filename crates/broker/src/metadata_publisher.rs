@@ -262,7 +262,15 @@ mod tests {
             for p in 0..3 {
                 assert!(broker.partitions.get(&topic.topic_id, p).is_some());
             }
-            assert!(broker.publisher.applied_offset() >= image.offset);
+            // The image is published just before the applied offset moves (and the broker's
+            // own heartbeats publish too), so the offset catches up at once.
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                broker.publisher.wait_applied(image.offset),
+            )
+            .await
+            .expect("the applied offset reaches the published image")
+            .expect("publisher running");
             let id = topic.topic_id;
             broker
                 .submit(DeleteTopics {

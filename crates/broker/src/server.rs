@@ -64,6 +64,38 @@ impl BoundListeners {
     }
 }
 
+/// Serves the metadata quorum's internal requests on the controller listeners in `bound`
+/// (`strata_quorum::raft::rpc`): the other voters' Raft messages, and metadata operations
+/// forwarded to this node's controller once the broker sets them. As in Kafka, a
+/// controller listener serves no client request: a connection that sends one is closed.
+pub fn serve_controller_listeners(
+    bound: BoundListeners,
+    quorum: &strata_quorum::raft::node::MetadataQuorum,
+) -> Arc<strata_quorum::raft::rpc::InternalServices> {
+    let services = Arc::new(strata_quorum::raft::rpc::InternalServices {
+        raft: quorum.raft.clone(),
+        node_id: quorum.node_id,
+        ops: Default::default(),
+    });
+    for (socket, name) in bound.sockets {
+        if let Ok(addr) = socket.local_addr() {
+            tracing::info!(listener = %name, %addr, "listening (controller listener: the metadata quorum's internal requests, no client requests)");
+        }
+        let services = services.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = accept(&socket).await;
+                tracing::debug!(%peer, listener = %name, "controller connection");
+                tokio::spawn(strata_quorum::raft::rpc::serve_connection(
+                    stream,
+                    services.clone(),
+                ));
+            }
+        });
+    }
+    services
+}
+
 /// The addresses a listener host binds, each with whether it must succeed: `localhost` is
 /// both loopbacks (clients often resolve it to `::1` first; that one is optional), an empty
 /// host every IPv4 interface.
@@ -139,12 +171,8 @@ pub async fn serve(
             loop {
                 let (stream, peer) = accept(&socket).await;
                 if controller {
-                    tokio::spawn(crate::connection::serve_controller_listener(
-                        broker.clone(),
-                        stream,
-                        peer,
-                        name.clone(),
-                    ));
+                    // Bound and served by the broker itself (serve_controller_listeners).
+                    drop(stream);
                     continue;
                 }
                 // max.connections / max.connections.per.ip: over a limit, the connection is

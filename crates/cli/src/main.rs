@@ -259,7 +259,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Certificates first: a missing or broken keystore stops start-up before recovery.
         let tls = strata_broker::tls::load_listeners(&config)?;
         let broker = tokio::task::block_in_place(|| strata_broker::Broker::open(config))?;
-        let listeners = strata_broker::server::BoundListeners::bind(&listener_config, tls).await?;
+        // The controller listeners are the broker's own (bound while it opened).
+        let client_listeners: Vec<_> = listener_config
+            .iter()
+            .filter(|l| !broker.config.is_controller_listener(&l.name))
+            .cloned()
+            .collect();
+        let listeners = strata_broker::server::BoundListeners::bind(&client_listeners, tls).await?;
         let console = strata_console::bind(&broker.config).await?;
         let kafka: Vec<String> = listener_config
             .iter()

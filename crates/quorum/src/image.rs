@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::acl::AclBinding;
 use crate::quota::QuotaEntity;
-use crate::record::{ConfigResource, MetadataRecord};
+use crate::record::{BrokerEndpoint, ConfigResource, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionImage {
@@ -87,6 +87,8 @@ pub struct MetadataDelta {
     pub acls: bool,
     /// Client quotas changed.
     pub client_quotas: bool,
+    /// Broker registrations changed.
+    pub brokers: bool,
 }
 
 impl MetadataDelta {
@@ -111,6 +113,7 @@ impl MetadataDelta {
         self.scram |= later.scram;
         self.acls |= later.acls;
         self.client_quotas |= later.client_quotas;
+        self.brokers |= later.brokers;
     }
 
     /// Whether nothing was touched.
@@ -146,6 +149,26 @@ pub struct MetadataImage {
     /// for the same reasons as the ACLs: the quota manager tells by pointer whether they
     /// changed.
     client_quotas: Arc<BTreeMap<QuotaEntity, BTreeMap<String, f64>>>,
+    /// Registered brokers by node id.
+    brokers: BTreeMap<i32, BrokerRegistration>,
+}
+
+/// A registered broker: where it serves clients, and its rack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+}
+
+impl BrokerRegistration {
+    /// The endpoint of `listener`, else the first one.
+    pub fn endpoint(&self, listener: &str) -> Option<&BrokerEndpoint> {
+        self.endpoints
+            .iter()
+            .find(|e| e.name == listener)
+            .or_else(|| self.endpoints.first())
+    }
 }
 
 impl MetadataImage {
@@ -309,6 +332,21 @@ impl MetadataImage {
                     tracing::warn!(%id, "removal of an unknown ACL");
                 }
             }
+            MetadataRecord::RegisterBroker {
+                node_id,
+                endpoints,
+                rack,
+            } => {
+                delta.brokers = true;
+                self.brokers.insert(
+                    *node_id,
+                    BrokerRegistration {
+                        node_id: *node_id,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                    },
+                );
+            }
             MetadataRecord::ClientQuota { entity, key, value } => {
                 delta.client_quotas = true;
                 let quotas = Arc::make_mut(&mut self.client_quotas);
@@ -330,6 +368,16 @@ impl MetadataImage {
                 }
             }
         }
+    }
+
+    /// Registered brokers in node id order.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    /// The registration of broker `node_id`.
+    pub fn broker(&self, node_id: i32) -> Option<&BrokerRegistration> {
+        self.brokers.get(&node_id)
     }
 
     /// `user`'s SCRAM credential for `mechanism` (Kafka's wire number).
@@ -400,6 +448,15 @@ impl MetadataImage {
                 cluster_id: cluster_id.clone(),
             });
         }
+        records.extend(
+            self.brokers
+                .values()
+                .map(|b| MetadataRecord::RegisterBroker {
+                    node_id: b.node_id,
+                    endpoints: b.endpoints.clone(),
+                    rack: b.rack.clone(),
+                }),
+        );
         for (node, configs) in &self.broker_configs {
             records.extend(configs.iter().map(|(name, value)| MetadataRecord::Config {
                 resource: ConfigResource::Broker(*node),
@@ -760,6 +817,7 @@ mod tests {
         assert!(before.scram == after.scram || delta.scram);
         assert!(before.acls == after.acls || delta.acls);
         assert!(before.client_quotas == after.client_quotas || delta.client_quotas);
+        assert!(before.brokers == after.brokers || delta.brokers);
     }
 
     /// Over random record sequences, each record's delta and the merged delta of a run of
@@ -832,6 +890,16 @@ mod tests {
             },
             3 => MetadataRecord::RemoveAcl {
                 id: Uuid::from_u128(u128::from(rng.below(4))),
+            },
+            4 if rng.below(2) == 0 => MetadataRecord::RegisterBroker {
+                node_id: rng.below(3) as i32,
+                endpoints: vec![BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092 + rng.below(3) as u16,
+                    security_protocol: "PLAINTEXT".into(),
+                }],
+                rack: (rng.below(2) == 0).then(|| "r1".to_string()),
             },
             _ => MetadataRecord::ClientQuota {
                 entity: QuotaEntity {

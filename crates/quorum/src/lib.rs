@@ -30,6 +30,9 @@ pub mod raft;
 pub mod record;
 pub mod store;
 
-pub use image::{MetadataDelta, MetadataImage, PartitionImage, ScramCredentialImage, TopicImage};
-pub use record::{ConfigResource, MetadataRecord};
+pub use image::{
+    BrokerRegistration, MetadataDelta, MetadataImage, PartitionImage, ScramCredentialImage,
+    TopicImage,
+};
+pub use record::{BrokerEndpoint, ConfigResource, MetadataRecord};
 pub use store::MetadataStore;

@@ -19,6 +19,17 @@ pub enum ConfigResource {
     Broker(Option<i32>),
 }
 
+/// Where a broker serves clients: one of its advertised listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// The listener's name (`PLAINTEXT`, `CLIENT`, ...): a client is given the endpoint of
+    /// the listener it connected to.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
@@ -65,6 +76,14 @@ pub enum MetadataRecord {
     Acl { id: Uuid, acl: AclBinding },
     /// The ACL created with this id was removed.
     RemoveAcl { id: Uuid },
+    /// A broker registered (at each start): its client endpoints and rack. A new
+    /// registration replaces the broker's previous one.
+    RegisterBroker {
+        node_id: i32,
+        endpoints: Vec<BrokerEndpoint>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rack: Option<String>,
+    },
     /// A client quota of `entity` was set (`value` is `Some`) or removed (`None`).
     ClientQuota {
         entity: QuotaEntity,

@@ -23,8 +23,12 @@ pub mod scram;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
 use strata_quorum::controller::ops::{ControllerOp, ControllerReply, Op, OpError};
 use strata_quorum::raft::node::{MetadataQuorum, QuorumError, QuorumSettings};
+use strata_quorum::raft::rpc::{
+    ForwardError, InternalRequest, InternalResponse, OpFuture, OpService, PeerConnection,
+};
 use strata_quorum::raft::ControllerNode;
 use strata_quorum::MetadataRecord;
 use tokio::sync::{mpsc, oneshot};
@@ -47,15 +51,26 @@ pub enum ControllerError {
     /// The controller stopped or failed before answering.
     #[error("the controller did not answer: {0}")]
     Unavailable(String),
+    /// This node is not the active controller (and the operation could not be forwarded to
+    /// it in time).
+    #[error("this node is not the active controller (the leader is {leader:?})")]
+    NotController { leader: Option<u64> },
 }
+
+/// How long an operation is retried while the controller quorum has no reachable leader.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A reply and the metadata offset (the image's `offset`) at which its outcome holds.
 type Answer = Result<(ControllerReply, u64), ControllerError>;
 
-/// The controller: an operation queue in front of the metadata quorum.
+/// The controller: an operation queue in front of the metadata quorum, used while this
+/// node leads it; otherwise operations are forwarded to the node that does.
 pub struct ControllerService {
     queue: mpsc::UnboundedSender<(ControllerOp, oneshot::Sender<Answer>)>,
     quorum: Arc<MetadataQuorum>,
+    node_id: u64,
+    /// Connections to other controllers, for forwarding.
+    peers: tokio::sync::Mutex<std::collections::HashMap<u64, PeerConnection>>,
 }
 
 /// The quorum settings of `config`.
@@ -70,24 +85,33 @@ pub fn quorum_settings(config: &BrokerConfig) -> QuorumSettings {
     settings
 }
 
-/// This node's controller endpoint as the quorum records it: the voter entry naming it in
-/// `controller.quorum.voters`, else nothing yet (a single node needs none).
-fn controller_node(config: &BrokerConfig) -> ControllerNode {
-    let me = config.node_id.to_string();
-    config
+/// The voters of the metadata quorum with their controller endpoints, from
+/// `controller.quorum.voters`; without it, this node alone (a single node needs no
+/// endpoint).
+pub fn quorum_voters(config: &BrokerConfig) -> BTreeMap<u64, ControllerNode> {
+    let mut voters: BTreeMap<u64, ControllerNode> = config
         .set
         .get("controller.quorum.voters")
-        .and_then(|voters| {
-            voters.split(',').find_map(|voter| {
-                let (id, address) = voter.trim().split_once('@')?;
-                let (host, port) = address.rsplit_once(':')?;
-                (id == me).then(|| ControllerNode {
-                    host: host.trim_matches(['[', ']']).to_string(),
-                    port: port.parse().unwrap_or(0),
+        .map(|voters| {
+            voters
+                .split(',')
+                .filter_map(|voter| {
+                    let (id, address) = voter.trim().split_once('@')?;
+                    let (host, port) = address.rsplit_once(':')?;
+                    Some((
+                        id.trim().parse().ok()?,
+                        ControllerNode {
+                            host: host.trim_matches(['[', ']']).to_string(),
+                            port: port.parse().unwrap_or(0),
+                        },
+                    ))
                 })
-            })
+                .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let me = u64::try_from(config.node_id).unwrap_or_default();
+    voters.entry(me).or_default();
+    voters
 }
 
 impl ControllerService {
@@ -99,14 +123,55 @@ impl ControllerService {
         dir: &Path,
         config: &BrokerConfig,
     ) -> Result<MetadataQuorum, QuorumError> {
+        let quorum = Self::open_quorum_unsettled(dir, config).await?;
+        Self::settle(&quorum, config).await?;
+        Ok(quorum)
+    }
+
+    /// Opens this node's part in the metadata quorum kept in `dir`: the only voter leads at
+    /// once; a voter of several returns without waiting for a leader, so that its caller
+    /// can serve the other voters first, then [`ControllerService::settle`].
+    pub async fn open_quorum_unsettled(
+        dir: &Path,
+        config: &BrokerConfig,
+    ) -> Result<MetadataQuorum, QuorumError> {
         let node_id = u64::try_from(config.node_id).unwrap_or_default();
-        let quorum = MetadataQuorum::open_single(
-            dir,
-            node_id,
-            controller_node(config),
-            &quorum_settings(config),
-        )
-        .await?;
+        let voters = quorum_voters(config);
+        let settings = quorum_settings(config);
+        if voters.len() == 1 {
+            let node = voters.into_values().next().unwrap_or_default();
+            MetadataQuorum::open_single(dir, node_id, node, &settings).await
+        } else {
+            MetadataQuorum::open(dir, node_id, voters, &settings).await
+        }
+    }
+
+    /// Waits until the quorum has a leader and a cluster id. At the first start the leader
+    /// commits the `Cluster` record (`cluster.id` if set, else a new id) and this node's
+    /// `--add-scram` users, as one entry; the other voters wait to apply it.
+    pub async fn settle(quorum: &MetadataQuorum, config: &BrokerConfig) -> Result<(), QuorumError> {
+        let mut waited = 0u64;
+        loop {
+            match quorum
+                .wait_for_leader(std::time::Duration::from_secs(10))
+                .await
+            {
+                Ok(_) => break,
+                Err(_) => {
+                    waited += 10;
+                    tracing::info!(waited_s = waited, voters = ?quorum_voters(config).keys().collect::<Vec<_>>(), "waiting for the controller quorum to elect a leader (the other voters must be reachable on their controller listeners)");
+                }
+            }
+        }
+        loop {
+            if quorum.image().cluster_id.is_some() {
+                break;
+            }
+            if quorum.leader().map(|(id, _)| id) == Some(quorum.node_id) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         if quorum.image().cluster_id.is_none() {
             let cluster_id = config
                 .set
@@ -117,7 +182,14 @@ impl ControllerService {
             // (--add-scram), in one commit.
             let mut records = vec![MetadataRecord::Cluster { cluster_id }];
             records.extend(config.add_scram.iter().map(|a| a.record()));
-            quorum.write(records).await?;
+            match quorum.write(records).await {
+                Ok(_) => {}
+                // Leadership moved on: the new leader writes it; wait to apply it.
+                Err(QuorumError::NotLeader { .. }) => {
+                    return Box::pin(Self::settle(quorum, config)).await;
+                }
+                Err(e) => return Err(e),
+            }
             for a in &config.add_scram {
                 tracing::info!(credential = ?a, "SCRAM credential added while formatting (--add-scram)");
             }
@@ -127,15 +199,21 @@ impl ControllerService {
                 "--add-scram ignored: the metadata was formatted before; change users with AlterUserScramCredentials (strata users)"
             );
         }
-        Ok(quorum)
+        Ok(())
     }
 
     /// Starts the draining task on the current tokio runtime. The task ends when the service
     /// is dropped.
     pub fn start(quorum: Arc<MetadataQuorum>, config: BrokerConfig) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
+        let node_id = u64::try_from(config.node_id).unwrap_or_default();
         tokio::spawn(run(pending, quorum.clone(), Arc::new(config)));
-        ControllerService { queue, quorum }
+        ControllerService {
+            queue,
+            quorum,
+            node_id,
+            peers: Default::default(),
+        }
     }
 
     /// This node's part in the metadata quorum.
@@ -148,17 +226,113 @@ impl ControllerService {
     /// operation that wrote nothing: it was planned against the image at that offset, which
     /// the broker may not have applied yet).
     pub async fn submit<O: Op>(&self, op: O) -> Result<(O::Reply, u64), ControllerError> {
-        let (answer, answered) = oneshot::channel();
-        self.queue
-            .send((op.into(), answer))
-            .map_err(|_| ControllerError::Unavailable("the controller has stopped".into()))?;
-        let (reply, offset) = answered.await.map_err(|_| {
-            ControllerError::Unavailable("the operation was dropped unanswered".into())
-        })??;
+        let (reply, offset) = self.submit_op(op.into()).await?;
         let reply = O::take_reply(reply).ok_or_else(|| {
             ControllerError::Unavailable("the reply is of another operation's kind".into())
         })?;
         Ok((reply, offset))
+    }
+
+    /// Performs `op` with this node's controller while it leads the metadata quorum, else
+    /// forwards it to the leader (`docs/design/cluster.md` §3.6); retried while leadership
+    /// moves or the leader cannot be reached, for up to 30 s. Authorization stays with the
+    /// broker that received the request.
+    pub async fn submit_op(
+        &self,
+        op: ControllerOp,
+    ) -> Result<(ControllerReply, u64), ControllerError> {
+        let deadline = std::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            let outcome = match self.quorum.leader() {
+                Some((id, _)) if id == self.node_id => self.perform_local(op.clone()).await,
+                Some((id, node)) => self.forward(id, node, op.clone()).await,
+                None => Err(ControllerError::NotController { leader: None }),
+            };
+            match outcome {
+                Err(ControllerError::NotController { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Performs `op` here if this node leads the quorum (an operation forwarded by another
+    /// broker, or one of this broker's own).
+    pub async fn perform_local(
+        &self,
+        op: ControllerOp,
+    ) -> Result<(ControllerReply, u64), ControllerError> {
+        let leader = self.quorum.leader().map(|(id, _)| id);
+        if leader != Some(self.node_id) {
+            return Err(ControllerError::NotController { leader });
+        }
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send((op, answer))
+            .map_err(|_| ControllerError::Unavailable("the controller has stopped".into()))?;
+        answered.await.map_err(|_| {
+            ControllerError::Unavailable("the operation was dropped unanswered".into())
+        })?
+    }
+
+    /// Sends `op` to the active controller `to` at `node`.
+    async fn forward(
+        &self,
+        to: u64,
+        node: ControllerNode,
+        op: ControllerOp,
+    ) -> Result<(ControllerReply, u64), ControllerError> {
+        let mut peers = self.peers.lock().await;
+        let peer = peers
+            .entry(to)
+            .or_insert_with(|| PeerConnection::new(format!("{}:{}", node.host, node.port)));
+        match peer
+            .call(&InternalRequest::ControllerOp(op), FORWARD_TIMEOUT)
+            .await
+        {
+            Ok(InternalResponse::ControllerOp(Ok(answer))) => Ok(answer),
+            Ok(InternalResponse::ControllerOp(Err(ForwardError::NotController { leader }))) => {
+                Err(ControllerError::NotController { leader })
+            }
+            Ok(InternalResponse::ControllerOp(Err(ForwardError::Refused(e)))) => {
+                Err(ControllerError::Refused(e))
+            }
+            Ok(InternalResponse::ControllerOp(Err(ForwardError::Failed(m)))) => {
+                Err(ControllerError::Commit(m))
+            }
+            Ok(_) => Err(ControllerError::Unavailable(format!(
+                "node {to} answered a forwarded operation with another kind"
+            ))),
+            Err(error) => {
+                tracing::debug!(node = to, %error, "forwarding to the active controller failed; retrying");
+                Err(ControllerError::NotController { leader: Some(to) })
+            }
+        }
+    }
+}
+
+/// Serves operations forwarded by other brokers with this node's controller.
+pub struct ForwardedOps(pub std::sync::Weak<ControllerService>);
+
+impl OpService for ForwardedOps {
+    fn perform(&self, op: ControllerOp) -> OpFuture {
+        let service = self.0.upgrade();
+        Box::pin(async move {
+            let Some(service) = service else {
+                return Err(ForwardError::Failed("the broker is stopping".into()));
+            };
+            match service.perform_local(op).await {
+                Ok(answer) => Ok(answer),
+                Err(ControllerError::NotController { leader }) => {
+                    Err(ForwardError::NotController { leader })
+                }
+                Err(ControllerError::Refused(e)) => Err(ForwardError::Refused(e)),
+                Err(e) => Err(ForwardError::Failed(e.to_string())),
+            }
+        })
     }
 }
 
@@ -218,6 +392,10 @@ async fn drain(
     plan.answers
         .into_iter()
         .map(|(answer, needs_commit)| match &committed {
+            // This node no longer leads: the submitter retries with the leader.
+            Err(QuorumError::NotLeader { leader }) if needs_commit => {
+                Err(ControllerError::NotController { leader: *leader })
+            }
             // Planned against records that were not committed: its answer does not hold.
             Err(error) if needs_commit => Err(ControllerError::Commit(error.to_string())),
             Err(_) => answer

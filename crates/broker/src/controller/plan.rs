@@ -16,7 +16,7 @@ use strata_quorum::controller::ops::{
     ControllerOp, ControllerReply, CreatePartitions, CreatePartitionsReply, CreateTopics,
     CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic, ElectLeaders,
     ElectLeadersReply, IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError,
-    ProducerIdBlock, TopicRef,
+    ProducerIdBlock, RegisterBrokerReply, TopicRef,
 };
 use strata_quorum::controller::partition_change::{self, PartitionState};
 use strata_quorum::controller::placement::{self, BrokerInfo, Stripe};
@@ -41,8 +41,22 @@ pub fn refuse(code: ErrorCode, message: impl Into<String>) -> OpError {
 
 /// The brokers new replicas may go to: this node alone until brokers register with the
 /// controller (the cluster's registrations will list them with their racks and states).
-fn usable_brokers(config: &BrokerConfig) -> Vec<BrokerInfo> {
-    vec![BrokerInfo::new(config.node_id)]
+fn usable_brokers(image: &MetadataImage, config: &BrokerConfig) -> Vec<BrokerInfo> {
+    let mut brokers: Vec<BrokerInfo> = image
+        .brokers()
+        .map(|b| BrokerInfo {
+            rack: b.rack.clone(),
+            ..BrokerInfo::new(b.node_id)
+        })
+        .collect();
+    // This node serves from its first start, before its registration is committed.
+    if !brokers.iter().any(|b| b.id == config.node_id) {
+        brokers.push(BrokerInfo {
+            rack: config.set.get("broker.rack").cloned(),
+            ..BrokerInfo::new(config.node_id)
+        });
+    }
+    brokers
 }
 
 /// The brokers' states for partition changes: this node, active, until brokers register
@@ -166,6 +180,24 @@ pub fn plan(
         ControllerOp::ElectLeaders(op) => {
             let (records, reply) = elect_leaders(image, config, op);
             (records, ControllerReply::ElectLeaders(reply))
+        }
+        ControllerOp::RegisterBroker(op) => {
+            let current = image
+                .broker(op.node_id)
+                .is_some_and(|b| b.endpoints == op.endpoints && b.rack == op.rack);
+            let records = if current {
+                Vec::new()
+            } else {
+                vec![MetadataRecord::RegisterBroker {
+                    node_id: op.node_id,
+                    endpoints: op.endpoints.clone(),
+                    rack: op.rack.clone(),
+                }]
+            };
+            (
+                records,
+                ControllerReply::RegisterBroker(RegisterBrokerReply {}),
+            )
         }
     })
 }
@@ -326,16 +358,18 @@ pub fn plan_create_topic(
                 "Replication factor must be larger than 0.",
             ));
         }
-        placement::place_topic(
-            &usable_brokers(config),
-            n,
-            rf,
-            Stripe::from_seed(rand::random()),
-        )?
-        .into_iter()
-        .zip(0..)
-        .map(|(replicas, p)| (p, replicas))
-        .collect()
+        let brokers = usable_brokers(image, config);
+        if rf > 1 && brokers.len() >= rf as usize {
+            return Err(refuse(
+                ErrorCode::InvalidReplicationFactor,
+                format!("Replication factor {rf} is not served yet: partitions are not replicated across brokers; use replication factor 1."),
+            ));
+        }
+        placement::place_topic(&brokers, n, rf, Stripe::from_seed(rand::random()))?
+            .into_iter()
+            .zip(0..)
+            .map(|(replicas, p)| (p, replicas))
+            .collect()
     };
     let topic_id = Uuid::new_v4();
     let created = CreatedTopic {
@@ -494,7 +528,7 @@ fn plan_new_partitions(
                 .collect();
             let rf = existing.first().map_or(1, Vec::len);
             placement::place_added_partitions(
-                &usable_brokers(config),
+                &usable_brokers(image, config),
                 &existing,
                 added as i32,
                 i16::try_from(rf).unwrap_or(i16::MAX),

@@ -293,7 +293,7 @@ fn resolve(
         Some(t) if !authorize(ctx, Operation::Read, Resource::Topic(&t.name)) => {
             Err(ErrorCode::TopicAuthorizationFailed)
         }
-        Some(t) => broker.partitions.lookup(&t.topic_id, key.partition),
+        Some(t) => broker.partitions.lookup(t, key.partition),
     };
     let lookup = lookup.and_then(|p| {
         let ours = p.leader_epoch();

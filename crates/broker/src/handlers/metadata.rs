@@ -129,11 +129,11 @@ pub async fn metadata(
             .collect(),
     };
     MetadataResponse::default()
-        .with_brokers(vec![self_broker(broker, ctx)])
+        .with_brokers(metadata_brokers(broker, &image, ctx))
         .with_cluster_id(Some(str_bytes(
             image.cluster_id.clone().unwrap_or_default(),
         )))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(controller_id(broker)))
         .with_topics(topics)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             cluster_operations(ctx)
@@ -198,19 +198,73 @@ async fn auto_create(
     refused
 }
 
-fn self_broker(broker: &Broker, ctx: &ConnectionContext) -> MetadataResponseBroker {
-    let l = broker.config.advertised_for(&ctx.listener);
-    MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(l.host.clone()))
-        .with_port(i32::from(l.port))
-        .with_rack(
-            broker
-                .config
-                .set
-                .get("broker.rack")
-                .map(|r| str_bytes(r.clone())),
-        )
+/// A broker as clients are told of it: id, host and port of the listener the client
+/// connected to, rack.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The brokers of the cluster, in id order: the registered ones, with the endpoint of the
+/// listener `listener` (by name, else their first), and this node from its own config
+/// (it serves before its registration is committed).
+pub(crate) fn cluster_brokers(
+    broker: &Broker,
+    image: &MetadataImage,
+    listener: &str,
+) -> Vec<ClusterBroker> {
+    let me = broker.node_id();
+    let own = broker.config.advertised_for(listener);
+    let mut brokers: Vec<ClusterBroker> = image
+        .brokers()
+        .filter(|b| b.node_id != me)
+        .filter_map(|b| {
+            let e = b.endpoint(listener)?;
+            Some(ClusterBroker {
+                id: b.node_id,
+                host: e.host.clone(),
+                port: e.port,
+                rack: b.rack.clone(),
+            })
+        })
+        .collect();
+    brokers.push(ClusterBroker {
+        id: me,
+        host: own.host.clone(),
+        port: own.port,
+        rack: broker.config.set.get("broker.rack").cloned(),
+    });
+    brokers.sort_by_key(|b| b.id);
+    brokers
+}
+
+/// The node id of the active controller (the metadata quorum's leader), else this node.
+pub(crate) fn controller_id(broker: &Broker) -> i32 {
+    broker
+        .metadata_quorum()
+        .leader()
+        .and_then(|(l, _)| i32::try_from(l).ok())
+        .unwrap_or_else(|| broker.node_id())
+}
+
+fn metadata_brokers(
+    broker: &Broker,
+    image: &MetadataImage,
+    ctx: &ConnectionContext,
+) -> Vec<MetadataResponseBroker> {
+    cluster_brokers(broker, image, &ctx.listener)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect()
 }
 
 fn topic_metadata(
@@ -242,8 +296,8 @@ fn topic_metadata(
         })
 }
 
-/// Groups are coordinated by this broker (the only one); transactions have no coordinator
-/// yet and get COORDINATOR_NOT_AVAILABLE, which clients treat as "retry later".
+/// The coordinator of a group or transactional id is the leader of its partition of the
+/// internal topic (created on first use).
 pub async fn find_coordinator(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
@@ -252,32 +306,38 @@ pub async fn find_coordinator(
 ) -> FindCoordinatorResponse {
     const GROUP: i8 = 0;
     const TRANSACTION: i8 = 1;
-    let listener = broker.config.advertised_for(&ctx.listener).clone();
-    let answer = match req.key_type {
-        GROUP => match super::groups::ensure_offsets_topic(broker).await {
-            Ok(()) => Ok((
-                broker.node_id(),
-                listener.host.clone(),
-                i32::from(listener.port),
-            )),
-            Err(e) => Err(e),
-        },
+    let ensured = match req.key_type {
+        GROUP => super::groups::ensure_offsets_topic(broker).await,
         TRANSACTION => {
             let partitions = broker.txns.state_partitions;
-            match super::groups::ensure_internal_topic(broker, crate::txn::TXN_TOPIC, partitions)
-                .await
-            {
-                Ok(()) => Ok((
-                    broker.node_id(),
-                    listener.host.clone(),
-                    i32::from(listener.port),
-                )),
-                Err(e) => Err(e),
-            }
+            super::groups::ensure_internal_topic(broker, crate::txn::TXN_TOPIC, partitions).await
         }
         _ => Err(ErrorCode::InvalidRequest),
     };
-    let (node, host, port, code, message) = match answer {
+    // The coordinator of a key is the leader of its internal partition.
+    let image = broker.image();
+    let brokers = cluster_brokers(broker, &image, &ctx.listener);
+    let coordinator = |key: &str| -> Result<(i32, String, i32), ErrorCode> {
+        ensured?;
+        let (topic, partition) = match req.key_type {
+            GROUP => (
+                crate::groups::OFFSETS_TOPIC,
+                broker.groups.partition_for(key),
+            ),
+            _ => (crate::txn::TXN_TOPIC, broker.txns.partition_for(key)),
+        };
+        let leader = image
+            .topic_by_name(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .map(|p| p.leader)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        let b = brokers
+            .iter()
+            .find(|b| b.id == leader)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        Ok((b.id, b.host.clone(), i32::from(b.port)))
+    };
+    let answer = |key: &str| match coordinator(key) {
         Ok((n, h, p)) => (n, h, p, 0, None),
         Err(e) => (
             -1,
@@ -315,7 +375,7 @@ pub async fn find_coordinator(
             .map(|key| {
                 let (node, host, port, code, message) = match refusal(key) {
                     Some(e) => refused(e),
-                    None => (node, host.clone(), port, code, message.clone()),
+                    None => answer(key),
                 };
                 Coordinator::default()
                     .with_key(key.clone())
@@ -330,7 +390,7 @@ pub async fn find_coordinator(
     } else {
         let (node, host, port, code, message) = match refusal(&req.key) {
             Some(e) => refused(e),
-            None => (node, host, port, code, message),
+            None => answer(&req.key),
         };
         FindCoordinatorResponse::default()
             .with_error_code(code)
@@ -348,18 +408,16 @@ pub fn describe_cluster(
 ) -> DescribeClusterResponse {
     // Open to every principal, as in Kafka (clients bootstrap with it like with Metadata);
     // only the authorized-operations bit set depends on DESCRIBE on the cluster.
-    let l = broker.config.advertised_for(&ctx.listener);
-    let node = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(l.host.clone()))
-        .with_port(i32::from(l.port))
-        .with_rack(
-            broker
-                .config
-                .set
-                .get("broker.rack")
-                .map(|r| str_bytes(r.clone())),
-        );
+    let nodes: Vec<DescribeClusterBroker> = cluster_brokers(broker, &broker.image(), &ctx.listener)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
     // endpoint_type 1 asks for brokers, 2 for controllers; one node is both.
     let endpoint_type = if req.endpoint_type == 0 {
         1
@@ -369,8 +427,8 @@ pub fn describe_cluster(
     DescribeClusterResponse::default()
         .with_endpoint_type(endpoint_type)
         .with_cluster_id(str_bytes(broker.cluster_id()))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![node])
+        .with_controller_id(BrokerId(controller_id(broker)))
+        .with_brokers(nodes)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             cluster_operations(ctx)
         } else {

@@ -45,7 +45,7 @@ fn lookup(
     let t = image
         .topic_by_name(topic)
         .ok_or(ErrorCode::UnknownTopicOrPartition)?;
-    broker.partitions.lookup(&t.topic_id, partition)
+    broker.partitions.lookup(t, partition)
 }
 
 pub fn list_offsets(

@@ -132,7 +132,7 @@ fn append_all(
                 })?;
                 let partition = broker
                     .partitions
-                    .lookup(&topic.topic_id, data.index)
+                    .lookup(topic, data.index)
                     .map_err(|code| (code, None))?;
                 let records = data
                     .records

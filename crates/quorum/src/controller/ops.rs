@@ -339,6 +339,18 @@ pub struct AlterClientQuotasReply {
     pub results: Vec<ItemResult<()>>,
 }
 
+/// A broker announces itself at start-up: its client endpoints and rack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBroker {
+    pub node_id: i32,
+    pub endpoints: Vec<crate::record::BrokerEndpoint>,
+    pub rack: Option<String>,
+}
+
+/// A registration was recorded (or was already the current one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBrokerReply {}
+
 /// An operation whose reply is a known type, so that a submitter gets that type back.
 pub trait Op: Into<ControllerOp> {
     type Reply;
@@ -408,6 +420,8 @@ controller_ops! {
     AlterClientQuotas => AlterClientQuotasReply,
     /// Choose partition leaders again (preferred or unclean).
     ElectLeaders => ElectLeadersReply,
+    /// Record a broker's endpoints and rack.
+    RegisterBroker => RegisterBrokerReply,
 }
 
 #[cfg(test)]

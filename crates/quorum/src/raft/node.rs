@@ -280,6 +280,20 @@ impl MetadataQuorum {
         }
     }
 
+    /// The leader as this node knows it, with its controller endpoint.
+    pub fn leader(&self) -> Option<(u64, ControllerNode)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let node = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .unwrap_or_default();
+        Some((id, node))
+    }
+
     /// A copy of the current image.
     pub fn image(&self) -> MetadataImage {
         self.machine.image()

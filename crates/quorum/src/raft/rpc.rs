@@ -27,6 +27,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{MetadataRaft, TypeConfig};
+use crate::controller::ops::{ControllerOp, ControllerReply, OpError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 /// The private API key of controller-to-controller requests.
 pub const STRATA_INTERNAL: i16 = 16000;
@@ -53,6 +57,19 @@ pub enum InternalRequest {
     Vote(VoteRequest<u64>),
     Append(AppendEntriesRequest<TypeConfig>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A metadata change forwarded by a broker to the active controller.
+    ControllerOp(ControllerOp),
+}
+
+/// Why a forwarded operation was not performed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// This node is not the active controller (the leader, if it knows one).
+    NotController { leader: Option<u64> },
+    /// The operation as a whole was refused.
+    Refused(OpError),
+    /// It could not be committed, or the controller failed.
+    Failed(String),
 }
 
 /// The answer to an [`InternalRequest`] of the same kind.
@@ -62,6 +79,25 @@ pub enum InternalResponse {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The reply and the metadata offset at which it holds.
+    ControllerOp(Result<(ControllerReply, u64), ForwardError>),
+}
+
+/// A forwarded operation's outcome, to come.
+pub type OpFuture =
+    Pin<Box<dyn Future<Output = Result<(ControllerReply, u64), ForwardError>> + Send>>;
+
+/// Performs metadata operations forwarded to this node (its controller).
+pub trait OpService: Send + Sync {
+    fn perform(&self, op: ControllerOp) -> OpFuture;
+}
+
+/// What a node's controller listener serves: its Raft node, and once the broker is up, its
+/// controller's operations.
+pub struct InternalServices {
+    pub raft: MetadataRaft,
+    pub node_id: u64,
+    pub ops: std::sync::OnceLock<Arc<dyn OpService>>,
 }
 
 impl InternalRequest {
@@ -71,6 +107,7 @@ impl InternalRequest {
             InternalRequest::Vote(_) => 2,
             InternalRequest::Append(_) => 3,
             InternalRequest::Snapshot(_) => 4,
+            InternalRequest::ControllerOp(_) => 5,
         }
     }
 }
@@ -181,11 +218,8 @@ pub async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Answers one internal request body (after the header) with this node's Raft node.
-pub async fn answer(
-    raft: &MetadataRaft,
-    node_id: u64,
-    body: &[u8],
-) -> (i16, Option<InternalResponse>) {
+pub async fn answer(services: &InternalServices, body: &[u8]) -> (i16, Option<InternalResponse>) {
+    let (raft, node_id) = (&services.raft, services.node_id);
     let Some((kind, json)) = body.split_first_chunk::<2>() else {
         return (UNSUPPORTED_VERSION, None);
     };
@@ -210,6 +244,14 @@ pub async fn answer(
         InternalRequest::Snapshot(rpc) => {
             InternalResponse::Snapshot(raft.install_snapshot(rpc).await)
         }
+        InternalRequest::ControllerOp(op) => {
+            InternalResponse::ControllerOp(match services.ops.get() {
+                Some(ops) => ops.perform(op).await,
+                None => Err(ForwardError::NotController {
+                    leader: raft.current_leader().await.filter(|l| *l != node_id),
+                }),
+            })
+        }
     };
     (0, Some(response))
 }
@@ -217,7 +259,7 @@ pub async fn answer(
 /// Serves one connection of another controller until it closes: internal requests only;
 /// anything else closes the connection, as a Kafka controller does with requests it does not
 /// serve.
-pub async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft, node_id: u64) {
+pub async fn serve_connection(mut stream: TcpStream, services: Arc<InternalServices>) {
     let _ = stream.set_nodelay(true);
     loop {
         let frame = match read_frame(&mut stream).await {
@@ -239,7 +281,7 @@ pub async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft, node_id
             return;
         }
         let (code, response) = if version == INTERNAL_VERSION {
-            answer(&raft, node_id, &frame[body..]).await
+            answer(&services, &frame[body..]).await
         } else {
             (UNSUPPORTED_VERSION, None)
         };

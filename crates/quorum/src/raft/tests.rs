@@ -276,7 +276,12 @@ fn serve(
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
-            connections.spawn(super::rpc::serve_connection(stream, raft.clone(), id));
+            let services = std::sync::Arc::new(super::rpc::InternalServices {
+                raft: raft.clone(),
+                node_id: id,
+                ops: Default::default(),
+            });
+            connections.spawn(super::rpc::serve_connection(stream, services));
         }
     })
 }
