@@ -85,23 +85,30 @@ class Cluster:
                 p.wait()
 
 
+def spread_topic(cluster, prefix):
+    """Once the three brokers are registered, a new 6-partition topic (replication factor 1);
+    the admin client and the topic's name."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(cluster.bootstrap)
+    wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, "three registered brokers")
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result(30)
+    wait_until(
+        lambda: len(admin.list_topics(topic, timeout=5).topics[topic].partitions) == 6,
+        30,
+        "the topic's partitions",
+    )
+    return admin, topic
+
+
 def test_clients_use_three_brokers_as_one_cluster(tmp_path):
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import NewTopic
 
     cluster = Cluster(tmp_path)
     try:
-        admin = admin_client(cluster.bootstrap)
-        wait_until(
-            lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, "three registered brokers"
-        )
-        topic = f"cluster-{uuid.uuid4().hex[:8]}"
-        admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result(30)
-        wait_until(
-            lambda: len(admin.list_topics(topic, timeout=5).topics[topic].partitions) == 6,
-            30,
-            "the topic's partitions",
-        )
+        admin, topic = spread_topic(cluster, "cluster")
         leaders = {p.id: p.leader for p in admin.list_topics(topic, timeout=5).topics[topic].partitions.values()}
         assert sorted(leaders.values()) == [1, 1, 2, 2, 3, 3], leaders
 
@@ -145,5 +152,80 @@ def test_clients_use_three_brokers_as_one_cluster(tmp_path):
         finally:
             consumer.close()
         assert seen == {r["value"] for r in records} | {r["value"] for r in python_records}
+    finally:
+        cluster.stop()
+
+
+def test_transactions_span_partitions_on_every_broker(tmp_path):
+    """A transactional producer writes to partitions led by all three brokers; its coordinator
+    (on one of them) has each partition's leader write the markers (WriteTxnMarkers between
+    brokers): read_committed consumers see the committed transactions whole and nothing of an
+    aborted one, and offsets sent to a transaction commit with it."""
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+    cluster = Cluster(tmp_path)
+    try:
+        admin, topic = spread_topic(cluster, "txn")
+        producer = Producer(
+            {"bootstrap.servers": cluster.bootstrap, "transactional.id": f"tx-{topic}", "linger.ms": 5}
+        )
+        producer.init_transactions(30)
+        for txn, commit in ((0, True), (1, False), (2, True)):
+            producer.begin_transaction()
+            for p in range(6):
+                for i in range(5):
+                    producer.produce(topic, value=b"t%d-p%d-%d" % (txn, p, i), partition=p)
+            if commit:
+                producer.commit_transaction(30)
+            else:
+                producer.abort_transaction(30)
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "group.id": f"rc-{topic}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "enable.auto.commit": False,
+            }
+        )
+        seen, at_end = [], set()
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in range(6)])
+            deadline = time.monotonic() + 60
+            while len(at_end) < 6:
+                assert time.monotonic() < deadline, f"read {len(seen)}, at end {sorted(at_end)}"
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                    at_end.add(msg.partition())
+                    continue
+                at_end.discard(msg.partition())
+                seen.append(msg.value())
+        finally:
+            consumer.close()
+        expected = sorted(b"t%d-p%d-%d" % (t, p, i) for t in (0, 2) for p in range(6) for i in range(5))
+        assert sorted(seen) == expected, f"{len(seen)} read, {len(expected)} committed"
+
+        # Offsets sent to a transaction commit with it, at the group's coordinator.
+        group = f"eos-{topic}"
+        producer.begin_transaction()
+        producer.produce(topic, value=b"last", partition=0)
+        offsets = [TopicPartition(topic, p, 5) for p in range(6)]
+        probe = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+        try:
+            producer.send_offsets_to_transaction(offsets, probe.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+            committed = wait_until(
+                lambda: [tp.offset for tp in probe.committed(offsets, timeout=10)] == [5] * 6,
+                30,
+                "the transaction's offsets committed",
+            )
+            assert committed
+        finally:
+            probe.close()
     finally:
         cluster.stop()

@@ -312,7 +312,7 @@ fn start_registration(broker: &Arc<Broker>) {
                         node_id = op.node_id,
                         "broker registered with the controller"
                     );
-                    return;
+                    break;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?pause, "broker registration failed; retrying");
@@ -321,6 +321,24 @@ fn start_registration(broker: &Arc<Broker>) {
             drop(broker);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        }
+        // Then a heartbeat every broker.heartbeat.interval.ms, for as long as it runs.
+        let heartbeat = strata_quorum::controller::ops::BrokerHeartbeat {
+            node_id: op.node_id,
+        };
+        loop {
+            let Some(broker) = weak.upgrade() else { return };
+            let interval = std::time::Duration::from_millis(
+                broker
+                    .config
+                    .parsed::<u64>("broker.heartbeat.interval.ms")
+                    .unwrap_or(2000),
+            );
+            if let Err(error) = broker.submit(heartbeat.clone()).await {
+                tracing::debug!(%error, "heartbeat not delivered");
+            }
+            drop(broker);
+            tokio::time::sleep(interval).await;
         }
     });
 }

@@ -223,6 +223,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("controller.listener.names", T::List, None, "Listeners of the controller quorum: bound, but they serve no client requests (the quorum is local to the single node)."),
     def("controller.quorum.voters", T::List, None, "The controller quorum as id@host:port,...; with a single node it may name only this node."),
     def("controller.quorum.bootstrap.servers", T::List, None, "Controller addresses (KIP-853); with a single node, this node's controller listener."),
+    num("broker.session.timeout.ms", T::Int, "9000", 1, "How long the active controller waits for a broker's heartbeat before fencing it: its partitions' leaderships move to another in-sync replica, or the partitions go offline."),
+    num("broker.heartbeat.interval.ms", T::Int, "2000", 1, "How often a broker sends its heartbeat to the active controller."),
     num("controller.quorum.election.timeout.ms", T::Int, "1000", 1, "The shortest election timeout of the metadata quorum (Raft); the longest is twice it and the leader's heartbeat a fifth of it. A single voter elects itself at once at start-up."),
     def("inter.broker.listener.name", T::String, None, "Listener brokers use among themselves; must be a client listener (single node: not used)."),
     def("security.inter.broker.protocol", T::String, Some("PLAINTEXT"), "Protocol brokers use among themselves (single node: not used)."),

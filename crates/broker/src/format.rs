@@ -48,9 +48,17 @@ pub enum FormatStorageError {
 
 /// A new cluster (or directory) id in Kafka's form: a random UUID as 22 characters of
 /// URL-safe base64 without padding.
+/// As Kafka's `Uuid.randomUuid`, never one starting with `-`, which a command line would
+/// take for an option (`--cluster-id -x...`).
 pub fn random_uuid() -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// Whether `id` is a UUID in Kafka's 22-character URL-safe base64 form.
@@ -240,5 +248,6 @@ mod tests {
         assert!(!is_uuid("short"));
         assert!(!is_uuid("not+url+safe+base64+xx"));
         assert!(!is_uuid(""));
+        assert!((0..2000).all(|_| !random_uuid().starts_with('-')));
     }
 }

@@ -47,6 +47,7 @@ pub mod format;
 pub mod groups;
 pub mod groupview;
 pub mod handlers;
+pub mod inter_broker;
 pub mod log_dir;
 pub mod log_throttle;
 pub mod manager;

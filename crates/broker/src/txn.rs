@@ -237,49 +237,51 @@ impl TxnService {
         });
     }
 
-    /// Writes the markers of `plan` to its partitions and waits until they are durable.
+    /// Writes the markers of `plan` to its partitions and waits until they are durable:
+    /// here for the partitions this broker leads, with WriteTxnMarkers to the leader for the
+    /// others (a partition without a leader fails the attempt; the ticker tries again).
     pub async fn write_markers(
         &self,
         broker: &Arc<Broker>,
         plan: &MarkerPlan,
     ) -> Result<(), ErrorCode> {
         let image = broker.image();
-        let marker = if plan.commit {
-            Marker::Commit
-        } else {
-            Marker::Abort
-        };
-        let now = now_ms();
-        let mut waits = Vec::new();
+        let mut local = Vec::new();
+        let mut remote: std::collections::BTreeMap<i32, Vec<(String, i32)>> = Default::default();
         for (topic_name, index) in &plan.partitions {
-            let Some(topic) = image.topic_by_name(topic_name) else {
+            let Some(leader) = image
+                .topic_by_name(topic_name)
+                .and_then(|t| t.partitions.get(index))
+                .map(|p| p.leader)
+            else {
                 continue; // deleted meanwhile: nothing to mark
             };
-            let Some(partition) = broker.partitions.get(&topic.topic_id, *index) else {
-                continue;
-            };
-            match partition.append_marker(plan.producer_id, plan.epoch, marker, 0, now) {
-                Ok(appended) => {
-                    broker.partitions.flusher.after_append(&partition);
-                    let wait = HwWait::new(partition, &appended);
-                    if topic_name == OFFSETS_TOPIC {
-                        broker.groups.complete_txn(
-                            plan.producer_id,
-                            plan.commit,
-                            *index,
-                            wait.offset,
-                        );
-                    }
-                    waits.push(wait);
-                }
-                Err(ErrorCode::InvalidProducerEpoch) => {
-                    // A newer epoch already wrote here: this transaction was fenced and
-                    // ended by it.
-                    tracing::info!(topic = %topic_name, partition = index, producer_id = plan.producer_id, "marker skipped: newer producer epoch");
-                    continue;
-                }
-                Err(code) => return Err(code),
+            if leader == broker.node_id() {
+                local.push((topic_name.clone(), *index));
+            } else if leader < 0 {
+                return Err(ErrorCode::NotLeaderOrFollower);
+            } else {
+                remote
+                    .entry(leader)
+                    .or_default()
+                    .push((topic_name.clone(), *index));
             }
+        }
+        let mut waits = Vec::new();
+        for (topic_name, index) in &local {
+            let marker = MarkerWrite {
+                producer_id: plan.producer_id,
+                epoch: plan.epoch,
+                commit: plan.commit,
+                coordinator_epoch: 0,
+            };
+            if let Some(wait) = write_marker_here(broker, &image, topic_name, *index, &marker)? {
+                waits.push(wait);
+            }
+        }
+        for (leader, partitions) in remote {
+            crate::inter_broker::write_txn_markers(broker, &image, leader, plan, &partitions)
+                .await?;
         }
         broker.groups.wait_and_settle(waits, WRITE_TIMEOUT).await
     }
@@ -451,6 +453,61 @@ impl TxnService {
                 }
             }
         });
+    }
+}
+
+/// One transaction marker to write.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerWrite {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Appends `marker` to `topic_name`'s partition `index`, which this broker must hold; the
+/// wait for its durability, or `None` when a newer producer epoch already ended the
+/// transaction there. A marker on `__consumer_offsets` settles the group's pending
+/// transactional offsets.
+pub fn write_marker_here(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic_name: &str,
+    index: i32,
+    marker: &MarkerWrite,
+) -> Result<Option<HwWait>, ErrorCode> {
+    let topic = image
+        .topic_by_name(topic_name)
+        .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    let partition = broker.partitions.lookup(topic, index)?;
+    let kind = if marker.commit {
+        Marker::Commit
+    } else {
+        Marker::Abort
+    };
+    match partition.append_marker(
+        marker.producer_id,
+        marker.epoch,
+        kind,
+        marker.coordinator_epoch,
+        now_ms(),
+    ) {
+        Ok(appended) => {
+            broker.partitions.flusher.after_append(&partition);
+            let wait = HwWait::new(partition, &appended);
+            if topic_name == OFFSETS_TOPIC {
+                broker
+                    .groups
+                    .complete_txn(marker.producer_id, marker.commit, index, wait.offset);
+            }
+            Ok(Some(wait))
+        }
+        Err(ErrorCode::InvalidProducerEpoch) => {
+            // A newer epoch already wrote here: this transaction was fenced and ended by it.
+            tracing::info!(topic = %topic_name, partition = index, producer_id = marker.producer_id, "marker skipped: newer producer epoch");
+            Ok(None)
+        }
+        Err(code) => Err(code),
     }
 }
 

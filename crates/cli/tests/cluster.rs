@@ -31,6 +31,22 @@ struct Node {
     child: Option<Child>,
 }
 
+fn spawn(dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("server.properties"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start strata")
+}
+
 impl Node {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
@@ -81,22 +97,15 @@ fn start_cluster(here: &std::path::Path) -> Vec<Node> {
              log.dirs={data}\n\
              offsets.topic.replication.factor=1\n\
              controller.quorum.election.timeout.ms=500\n\
+             broker.session.timeout.ms=3000\n\
+             broker.heartbeat.interval.ms=500\n\
              console.enable=false\n",
             port = ports[i],
             controller = controller_ports[i],
             data = dir.join("data").display(),
         );
-        let config = dir.join("server.properties");
-        std::fs::write(&config, properties).expect("properties");
-        let log = std::fs::File::create(dir.join("broker.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start strata");
+        std::fs::write(dir.join("server.properties"), properties).expect("properties");
+        let child = spawn(&dir);
         nodes.push(Node {
             id: *id,
             port: ports[i],
@@ -135,14 +144,14 @@ fn t(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-fn metadata(c: &mut Client, topics: &[&str]) -> MetadataResponse {
+fn try_metadata(c: &mut Client, topics: &[&str]) -> Option<MetadataResponse> {
     let req = MetadataRequest::default().with_topics(Some(
         topics
             .iter()
             .map(|n| metadata_request::MetadataRequestTopic::default().with_name(Some(t(n))))
             .collect(),
     ));
-    c.call(ApiKey::Metadata, 12, &req).expect("metadata")
+    c.call(ApiKey::Metadata, 12, &req)
 }
 
 fn create(c: &mut Client, name: &str, partitions: i32) -> i16 {
@@ -180,11 +189,22 @@ fn wait_metadata(
 ) -> MetadataResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = metadata(&mut node.client(), topics);
-        if check(&m) {
-            return m;
+        // A node just restarted may not listen yet.
+        if std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok() {
+            let Some(m) = try_metadata(&mut node.client(), topics) else {
+                panic!("node {} closed a Metadata request: {}", node.id, node.log());
+            };
+            if check(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "node {}: {what}: {m:?}", node.id);
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "node {} does not listen",
+                node.id
+            );
         }
-        assert!(Instant::now() < deadline, "node {}: {what}: {m:?}", node.id);
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -306,4 +326,37 @@ fn three_nodes_share_the_metadata_and_serve_their_partitions() {
         m.topics.first().is_some_and(|t| t.partitions.len() == 2)
     });
     assert_ne!(m.controller_id.0, controller, "a new active controller");
+
+    // Without its heartbeats the dead broker is fenced: clients no longer see it, and its
+    // partitions (replication factor 1) are offline.
+    let orphaned: Vec<i32> = leaders
+        .iter()
+        .filter(|(_, l)| *l == controller)
+        .map(|(p, _)| *p)
+        .collect();
+    wait_metadata(survivors[0], &["spread"], "the dead broker fenced", |m| {
+        m.brokers.len() == 2
+            && m.topics[0]
+                .partitions
+                .iter()
+                .filter(|p| orphaned.contains(&p.partition_index))
+                .all(|p| p.leader_id.0 == -1)
+    });
+
+    // It comes back: it heartbeats, is unfenced, and leads its partitions again with the
+    // records they held.
+    nodes[index].child = Some(spawn(&nodes[index].dir));
+    for node in &nodes {
+        wait_metadata(node, &["spread"], "the broker back", |m| {
+            m.brokers.len() == 3
+                && m.topics.first().is_some_and(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|p| orphaned.contains(&p.partition_index))
+                        .all(|p| p.leader_id.0 == controller)
+                })
+        });
+    }
+    let (code, offset) = produce(&mut nodes[index].client(), "spread", orphaned[0], b"w");
+    assert_eq!((code, offset), (0, 1), "the old record is kept");
 }

@@ -33,6 +33,7 @@ pub const SUPPORTED_APIS: &[ApiKey] = &[
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
+    ApiKey::WriteTxnMarkers,
     ApiKey::TxnOffsetCommit,
     ApiKey::DescribeAcls,
     ApiKey::CreateAcls,
@@ -158,6 +159,7 @@ fn message_versions(key: ApiKey) -> Option<VersionRange> {
             capped(both::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>(), 4)
         }
         ApiKey::EndTxn => capped(both::<EndTxnRequest, EndTxnResponse>(), 4),
+        ApiKey::WriteTxnMarkers => both::<WriteTxnMarkersRequest, WriteTxnMarkersResponse>(),
         ApiKey::DescribeTransactions => {
             both::<DescribeTransactionsRequest, DescribeTransactionsResponse>()
         }

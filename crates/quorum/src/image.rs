@@ -159,6 +159,8 @@ pub struct BrokerRegistration {
     pub node_id: i32,
     pub endpoints: Vec<BrokerEndpoint>,
     pub rack: Option<String>,
+    /// Fenced: it missed its heartbeats; it leads nothing until it heartbeats again.
+    pub fenced: bool,
 }
 
 impl BrokerRegistration {
@@ -338,14 +340,26 @@ impl MetadataImage {
                 rack,
             } => {
                 delta.brokers = true;
+                // A broker registering again stays fenced until it heartbeats.
+                let fenced = self.brokers.get(node_id).is_some_and(|b| b.fenced);
                 self.brokers.insert(
                     *node_id,
                     BrokerRegistration {
                         node_id: *node_id,
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
+                        fenced,
                     },
                 );
+            }
+            MetadataRecord::BrokerChange { node_id, fenced } => {
+                match self.brokers.get_mut(node_id) {
+                    Some(b) => {
+                        delta.brokers = true;
+                        b.fenced = *fenced;
+                    }
+                    None => tracing::warn!(node_id, "change of an unregistered broker"),
+                }
             }
             MetadataRecord::ClientQuota { entity, key, value } => {
                 delta.client_quotas = true;
@@ -448,15 +462,19 @@ impl MetadataImage {
                 cluster_id: cluster_id.clone(),
             });
         }
-        records.extend(
-            self.brokers
-                .values()
-                .map(|b| MetadataRecord::RegisterBroker {
+        for b in self.brokers.values() {
+            records.push(MetadataRecord::RegisterBroker {
+                node_id: b.node_id,
+                endpoints: b.endpoints.clone(),
+                rack: b.rack.clone(),
+            });
+            if b.fenced {
+                records.push(MetadataRecord::BrokerChange {
                     node_id: b.node_id,
-                    endpoints: b.endpoints.clone(),
-                    rack: b.rack.clone(),
-                }),
-        );
+                    fenced: true,
+                });
+            }
+        }
         for (node, configs) in &self.broker_configs {
             records.extend(configs.iter().map(|(name, value)| MetadataRecord::Config {
                 resource: ConfigResource::Broker(*node),
@@ -900,6 +918,10 @@ mod tests {
                     security_protocol: "PLAINTEXT".into(),
                 }],
                 rack: (rng.below(2) == 0).then(|| "r1".to_string()),
+            },
+            4 => MetadataRecord::BrokerChange {
+                node_id: rng.below(3) as i32,
+                fenced: rng.below(2) == 0,
             },
             _ => MetadataRecord::ClientQuota {
                 entity: QuotaEntity {

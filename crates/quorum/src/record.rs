@@ -84,6 +84,9 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rack: Option<String>,
     },
+    /// A registered broker was fenced (it stopped heartbeating: it leads nothing and is
+    /// not given to clients) or unfenced (it heartbeats again).
+    BrokerChange { node_id: i32, fenced: bool },
     /// A client quota of `entity` was set (`value` is `Some`) or removed (`None`).
     ClientQuota {
         entity: QuotaEntity,

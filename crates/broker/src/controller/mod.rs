@@ -71,6 +71,8 @@ pub struct ControllerService {
     node_id: u64,
     /// Connections to other controllers, for forwarding.
     peers: tokio::sync::Mutex<std::collections::HashMap<u64, PeerConnection>>,
+    /// When each broker's last heartbeat reached this node's controller.
+    liveness: Arc<std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>>,
 }
 
 /// The quorum settings of `config`.
@@ -163,6 +165,9 @@ impl ControllerService {
                 }
             }
         }
+        quorum
+            .catch_up_with_leader(std::time::Duration::from_secs(30))
+            .await;
         loop {
             if quorum.image().cluster_id.is_some() {
                 break;
@@ -207,12 +212,25 @@ impl ControllerService {
     pub fn start(quorum: Arc<MetadataQuorum>, config: BrokerConfig) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
         let node_id = u64::try_from(config.node_id).unwrap_or_default();
+        let liveness = Arc::new(std::sync::Mutex::new(Default::default()));
+        let session = std::time::Duration::from_millis(
+            config
+                .parsed::<u64>("broker.session.timeout.ms")
+                .unwrap_or(9000),
+        );
+        tokio::spawn(fence_silent_brokers(
+            queue.clone(),
+            quorum.clone(),
+            liveness.clone(),
+            session,
+        ));
         tokio::spawn(run(pending, quorum.clone(), Arc::new(config)));
         ControllerService {
             queue,
             quorum,
             node_id,
             peers: Default::default(),
+            liveness,
         }
     }
 
@@ -269,6 +287,12 @@ impl ControllerService {
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotController { leader });
         }
+        if let ControllerOp::BrokerHeartbeat(h) = &op {
+            self.liveness
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(h.node_id, std::time::Instant::now());
+        }
         let (answer, answered) = oneshot::channel();
         self.queue
             .send((op, answer))
@@ -309,6 +333,70 @@ impl ControllerService {
             Err(error) => {
                 tracing::debug!(node = to, %error, "forwarding to the active controller failed; retrying");
                 Err(ControllerError::NotController { leader: Some(to) })
+            }
+        }
+    }
+}
+
+/// While this node leads the quorum, fences every registered broker whose last heartbeat is
+/// older than `session` (`broker.session.timeout.ms`). A term this node starts leading gives
+/// every broker a full session from its start, so a new controller fences no one it has not
+/// had the time to hear from. Ends when the controller is dropped.
+async fn fence_silent_brokers(
+    queue: mpsc::UnboundedSender<(ControllerOp, oneshot::Sender<Answer>)>,
+    quorum: Arc<MetadataQuorum>,
+    liveness: Arc<std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>>,
+    session: std::time::Duration,
+) {
+    let mut led_since: Option<(u64, std::time::Instant)> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if queue.is_closed() {
+            return;
+        }
+        let term = quorum.raft.metrics().borrow().current_term;
+        if quorum.leader().map(|(id, _)| id) != Some(quorum.node_id) {
+            led_since = None;
+            continue;
+        }
+        let now = std::time::Instant::now();
+        let since = match led_since {
+            Some((t, since)) if t == term => since,
+            _ => {
+                led_since = Some((term, now));
+                now
+            }
+        };
+        let silent: Vec<i32> = {
+            let seen = liveness.lock().unwrap_or_else(|p| p.into_inner());
+            quorum.machine.with_image(|image| {
+                image
+                    .brokers()
+                    // Not this node's own broker: it lives as long as this controller.
+                    .filter(|b| !b.fenced && u64::try_from(b.node_id).ok() != Some(quorum.node_id))
+                    .filter(|b| {
+                        let last = seen.get(&b.node_id).copied().unwrap_or(since).max(since);
+                        now.duration_since(last) > session
+                    })
+                    .map(|b| b.node_id)
+                    .collect()
+            })
+        };
+        for node_id in silent {
+            tracing::warn!(
+                node_id,
+                session_ms = session.as_millis() as u64,
+                "fencing a broker that sent no heartbeat for broker.session.timeout.ms: its partitions' leaderships move or go offline"
+            );
+            let (answer, answered) = oneshot::channel();
+            let op =
+                ControllerOp::FenceBroker(strata_quorum::controller::ops::FenceBroker { node_id });
+            if queue.send((op, answer)).is_err() {
+                return;
+            }
+            if let Ok(Err(error)) = answered.await {
+                tracing::warn!(node_id, %error, "fencing failed; trying again");
             }
         }
     }

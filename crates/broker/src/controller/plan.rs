@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use strata_protocol::topic::{collision_key, validate_topic_name};
 use strata_protocol::ErrorCode;
 use strata_quorum::controller::ops::{
-    AllocateProducerIds, AlterConfigs, AlterConfigsReply, ConfigOperation, ConfigTarget,
-    ControllerOp, ControllerReply, CreatePartitions, CreatePartitionsReply, CreateTopics,
-    CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic, ElectLeaders,
-    ElectLeadersReply, IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError,
-    ProducerIdBlock, RegisterBrokerReply, TopicRef,
+    AllocateProducerIds, AlterConfigs, AlterConfigsReply, BrokerHeartbeatReply, ConfigOperation,
+    ConfigTarget, ControllerOp, ControllerReply, CreatePartitions, CreatePartitionsReply,
+    CreateTopics, CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic,
+    ElectLeaders, ElectLeadersReply, FenceBrokerReply, IncrementalAlterConfigs, ItemResult,
+    NewPartitions, NewTopic, OpError, ProducerIdBlock, RegisterBrokerReply, TopicRef,
 };
 use strata_quorum::controller::partition_change::{self, PartitionState};
 use strata_quorum::controller::placement::{self, BrokerInfo, Stripe};
@@ -46,6 +46,7 @@ fn usable_brokers(image: &MetadataImage, config: &BrokerConfig) -> Vec<BrokerInf
         .brokers()
         .map(|b| BrokerInfo {
             rack: b.rack.clone(),
+            fenced: b.fenced,
             ..BrokerInfo::new(b.node_id)
         })
         .collect();
@@ -59,10 +60,74 @@ fn usable_brokers(image: &MetadataImage, config: &BrokerConfig) -> Vec<BrokerInf
     brokers
 }
 
-/// The brokers' states for partition changes: this node, active, until brokers register
-/// with the controller and heartbeat (fencing and controlled shutdown come from them).
-fn broker_states(config: &BrokerConfig) -> partition_change::Brokers {
-    [(config.node_id, partition_change::BrokerState::active(0))].into()
+/// The brokers' states for partition changes: the registered ones with their fencing, and
+/// this node, active, before its registration is committed.
+fn broker_states(image: &MetadataImage, config: &BrokerConfig) -> partition_change::Brokers {
+    let mut brokers: partition_change::Brokers = image
+        .brokers()
+        .map(|b| {
+            let mut state = partition_change::BrokerState::active(0);
+            state.fenced = b.fenced;
+            (b.node_id, state)
+        })
+        .collect();
+    brokers
+        .entry(config.node_id)
+        .or_insert_with(|| partition_change::BrokerState::active(0));
+    brokers
+}
+
+/// A `Partition` record of `topic_id`'s partition `p` in `state`.
+fn partition_record(
+    topic_id: uuid::Uuid,
+    p: i32,
+    state: partition_change::PartitionState,
+) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id,
+        partition: p,
+        replicas: state.replicas,
+        isr: state.isr,
+        leader: state.leader,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+    }
+}
+
+/// A broker fenced or unfenced: its registration changes, and every partition it is a
+/// replica of follows the partition change rules (leaderships move within the ISR, or a
+/// partition goes offline; an offline partition whose ISR holds a returning broker is led
+/// by it again).
+fn broker_fencing(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    node_id: i32,
+    fenced: bool,
+) -> Vec<MetadataRecord> {
+    let mut records = vec![MetadataRecord::BrokerChange { node_id, fenced }];
+    let mut after = image.clone();
+    after.apply(&records[0]);
+    let brokers = broker_states(&after, config);
+    let unclean = config
+        .parsed::<bool>("unclean.leader.election.enable")
+        .unwrap_or(false);
+    for topic in image.topics() {
+        for (p, current) in &topic.partitions {
+            if !current.replicas.contains(&node_id) {
+                continue;
+            }
+            let state = partition_change::PartitionState::from_image(current);
+            let next = if fenced {
+                partition_change::broker_fenced(&state, &brokers, node_id, unclean)
+            } else {
+                partition_change::broker_unfenced(&state, &brokers, node_id, unclean)
+            };
+            if let Some(next) = next {
+                records.push(partition_record(topic.topic_id, *p, next));
+            }
+        }
+    }
+    records
 }
 
 /// ElectLeaders through the partition change rules: a partition whose state changes gets a
@@ -73,7 +138,7 @@ fn elect_leaders(
     config: &BrokerConfig,
     op: &ElectLeaders,
 ) -> (Vec<MetadataRecord>, ElectLeadersReply) {
-    let brokers = broker_states(config);
+    let brokers = broker_states(image, config);
     let requested = op.partitions.clone().unwrap_or_else(|| {
         image
             .topics()
@@ -197,6 +262,32 @@ pub fn plan(
             (
                 records,
                 ControllerReply::RegisterBroker(RegisterBrokerReply {}),
+            )
+        }
+        ControllerOp::BrokerHeartbeat(op) => {
+            let fenced = image.broker(op.node_id).is_some_and(|b| b.fenced);
+            let records = if fenced {
+                broker_fencing(image, config, op.node_id, false)
+            } else {
+                Vec::new()
+            };
+            (
+                records,
+                ControllerReply::BrokerHeartbeat(BrokerHeartbeatReply { fenced: false }),
+            )
+        }
+        ControllerOp::FenceBroker(op) => {
+            let unfenced = image.broker(op.node_id).is_some_and(|b| !b.fenced);
+            let records = if unfenced {
+                broker_fencing(image, config, op.node_id, true)
+            } else {
+                Vec::new()
+            };
+            (
+                records,
+                ControllerReply::FenceBroker(FenceBrokerReply {
+                    fenced_now: unfenced,
+                }),
             )
         }
     })
@@ -863,6 +954,79 @@ mod tests {
             image.apply(r);
         }
         image
+    }
+
+    /// A broker fenced for missed heartbeats gives up its leaderships: to another in-sync
+    /// replica where there is one, offline (-1) where it was the only one; its heartbeat
+    /// unfences it and it leads its offline partitions again, each change a new epoch.
+    #[test]
+    fn fencing_moves_or_offlines_leaderships_and_a_heartbeat_restores_them() {
+        use strata_quorum::controller::ops::{BrokerHeartbeat, FenceBroker};
+        use strata_quorum::BrokerEndpoint;
+        let config = config(&[]);
+        let id = Uuid::new_v4();
+        let register = |node_id: i32| MetadataRecord::RegisterBroker {
+            node_id,
+            endpoints: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9000 + node_id as u16,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            rack: None,
+        };
+        let partition = |p: i32, replicas: Vec<i32>| MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            isr: replicas.clone(),
+            leader: replicas[0],
+            replicas,
+            leader_epoch: 3,
+            partition_epoch: 3,
+        };
+        let image = image_with(&[
+            register(1),
+            register(2),
+            register(3),
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition(0, vec![2]),
+            partition(1, vec![2, 3]),
+            partition(2, vec![3]),
+        ]);
+        let fence = ControllerOp::FenceBroker(FenceBroker { node_id: 2 });
+        let (records, _) = plan(&image, &config, &fence).expect("planned");
+        let fenced = applied(&image, &records);
+        assert!(fenced.broker(2).expect("registered").fenced);
+        let p = |img: &MetadataImage, n: i32| img.partition(&id, n).cloned().expect("partition");
+        assert_eq!((p(&fenced, 0).leader, p(&fenced, 0).leader_epoch), (-1, 4));
+        assert_eq!(
+            p(&fenced, 0).isr,
+            vec![2],
+            "the last member stays in the ISR"
+        );
+        assert_eq!(
+            (p(&fenced, 1).leader, p(&fenced, 1).isr.clone()),
+            (3, vec![3])
+        );
+        assert_eq!(p(&fenced, 2), p(&image, 2), "untouched");
+        let (again, _) = plan(&fenced, &config, &fence).expect("planned");
+        assert!(again.is_empty(), "fencing a fenced broker writes nothing");
+
+        let beat = ControllerOp::BrokerHeartbeat(BrokerHeartbeat { node_id: 2 });
+        let (records, _) = plan(&fenced, &config, &beat).expect("planned");
+        let back = applied(&fenced, &records);
+        assert!(!back.broker(2).expect("registered").fenced);
+        assert_eq!((p(&back, 0).leader, p(&back, 0).leader_epoch), (2, 5));
+        assert_eq!(
+            p(&back, 1).leader,
+            3,
+            "a moved leadership stays where it went"
+        );
+        let (none, _) = plan(&back, &config, &beat).expect("planned");
+        assert!(none.is_empty(), "a live broker's heartbeat writes nothing");
     }
 
     #[test]

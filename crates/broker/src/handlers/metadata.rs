@@ -208,7 +208,7 @@ pub(crate) struct ClusterBroker {
     pub rack: Option<String>,
 }
 
-/// The brokers of the cluster, in id order: the registered ones, with the endpoint of the
+/// The brokers of the cluster, in id order: the registered, unfenced ones, with the endpoint of the
 /// listener `listener` (by name, else their first), and this node from its own config
 /// (it serves before its registration is committed).
 pub(crate) fn cluster_brokers(
@@ -220,7 +220,7 @@ pub(crate) fn cluster_brokers(
     let own = broker.config.advertised_for(listener);
     let mut brokers: Vec<ClusterBroker> = image
         .brokers()
-        .filter(|b| b.node_id != me)
+        .filter(|b| b.node_id != me && !b.fenced)
         .filter_map(|b| {
             let e = b.endpoint(listener)?;
             Some(ClusterBroker {

@@ -102,6 +102,9 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         RequestKind::EndTxn(req) => Reply::now(ResponseKind::EndTxn(
             txn::end_txn(broker, ctx, req, version).await,
         )),
+        RequestKind::WriteTxnMarkers(req) => Reply::now(ResponseKind::WriteTxnMarkers(
+            txn::write_txn_markers(broker, ctx, req).await,
+        )),
         RequestKind::DescribeTransactions(req) => Reply::now(ResponseKind::DescribeTransactions(
             txn::describe_transactions(broker, ctx, req),
         )),

@@ -41,8 +41,11 @@ pub async fn produce(
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
     let metrics = broker.metrics.clone();
+    let verified = verify_with_remote_coordinator(broker, &req, version).await;
     let (broker, ctx) = (broker.clone(), ctx.clone());
-    let appended = tokio::task::spawn_blocking(move || append_all(&broker, &ctx, req, version));
+    let appended = tokio::task::spawn_blocking(move || {
+        append_all(&broker, &ctx, req, version, verified.as_ref())
+    });
     let (response, waiting) = match appended.await {
         Ok(appended) => appended,
         Err(error) => {
@@ -70,13 +73,71 @@ pub async fn produce(
     )
 }
 
+/// Partitions' verification outcomes by (topic, partition).
+type Verified = std::collections::BTreeMap<(String, i32), Result<(), ErrorCode>>;
+
+/// When the request carries transactional batches and their transaction is coordinated by
+/// another broker, asks that coordinator whether each partition is in the producer's open
+/// transaction (KIP-890, as Kafka's partition leaders do); `None` when the coordinator is
+/// this broker (verified locally while appending) or nothing is transactional.
+async fn verify_with_remote_coordinator(
+    broker: &Arc<Broker>,
+    req: &ProduceRequest,
+    version: i16,
+) -> Option<Verified> {
+    let tid = req.transactional_id.as_ref()?.0.to_string();
+    let image = broker.image();
+    let coordinator = crate::inter_broker::txn_coordinator(broker, &image, &tid)?;
+    if coordinator == broker.node_id() {
+        return None;
+    }
+    let mut producer = None;
+    let mut partitions = Vec::new();
+    for topic_data in &req.topic_data {
+        let topic = if version >= 13 {
+            image.topic_by_id(&topic_data.topic_id)
+        } else {
+            image.topic_by_name(topic_data.name.0.as_str())
+        };
+        let Some(topic) = topic else { continue };
+        for data in &topic_data.partition_data {
+            let Some(header) = data
+                .records
+                .as_ref()
+                .and_then(|r| strata_protocol::batch::parse_header(r).ok())
+            else {
+                continue;
+            };
+            if header.is_transactional() {
+                producer.get_or_insert((header.producer_id, header.producer_epoch));
+                partitions.push((topic.name.clone(), data.index));
+            }
+        }
+    }
+    let (producer_id, epoch) = producer?;
+    Some(
+        crate::inter_broker::verify_txn_partitions(
+            broker,
+            &image,
+            coordinator,
+            &tid,
+            producer_id,
+            epoch,
+            &partitions,
+        )
+        .await,
+    )
+}
+
 /// Validates and appends every partition's batches; returns the response as acks=1 answers
-/// it and the partitions an acks=all answer waits for.
+/// it and the partitions an acks=all answer waits for. `verified` holds the outcomes of a
+/// remote coordinator's verification of transactional batches.
 fn append_all(
     broker: &Broker,
     ctx: &ConnectionContext,
     req: ProduceRequest,
     version: i16,
+    verified: Option<&Verified>,
 ) -> (ProduceResponse, Vec<Waiting>) {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
@@ -204,9 +265,14 @@ fn append_all(
                                 .to_string(),
                         ),
                     ))?;
-                    broker
-                        .txns
-                        .verify(tid, h.producer_id, h.producer_epoch, &(topic.name.clone(), data.index))
+                    let key = (topic.name.clone(), data.index);
+                    match verified {
+                        Some(verified) => verified
+                            .get(&key)
+                            .copied()
+                            .unwrap_or(Err(ErrorCode::InvalidTxnState)),
+                        None => broker.txns.verify(tid, h.producer_id, h.producer_epoch, &key),
+                    }
                         .map_err(|code| (code, Some(format!("partition {}-{} is not part of the transaction of producer {} epoch {}", topic.name, data.index, h.producer_id, h.producer_epoch))))?;
                 }
                 let record_count: i64 = headers.iter().map(|h| i64::from(h.records_count)).sum();

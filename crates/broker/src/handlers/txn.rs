@@ -292,13 +292,27 @@ pub async fn txn_offset_commit(
     } else if !authorize(ctx, Operation::Read, Resource::Group(&group)) {
         Err(ErrorCode::GroupAuthorizationFailed)
     } else {
-        // The group's offsets partition must have been added (AddOffsetsToTxn).
-        broker.txns.verify(
-            &tid,
-            producer_id,
-            epoch,
-            &(OFFSETS_TOPIC.to_string(), partition),
-        )
+        // The group's offsets partition must have been added (AddOffsetsToTxn), at the
+        // transaction's coordinator (asked when it is another broker).
+        let key = (OFFSETS_TOPIC.to_string(), partition);
+        let image = broker.image();
+        match crate::inter_broker::txn_coordinator(broker, &image, &tid) {
+            Some(coordinator) if coordinator != broker.node_id() => {
+                crate::inter_broker::verify_txn_partitions(
+                    broker,
+                    &image,
+                    coordinator,
+                    &tid,
+                    producer_id,
+                    epoch,
+                    std::slice::from_ref(&key),
+                )
+                .await
+                .remove(&key)
+                .unwrap_or(Err(ErrorCode::InvalidTxnState))
+            }
+            _ => broker.txns.verify(&tid, producer_id, epoch, &key),
+        }
     };
     let now = now_ms();
     let image = broker.image();
@@ -582,4 +596,83 @@ pub fn describe_producers(
         })
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// WriteTxnMarkers, sent by a transaction coordinator to the leader of each partition of a
+/// transaction it ends (CLUSTER_ACTION on the cluster, as in Kafka): each marker is appended
+/// to the partitions this broker leads and answered once durable. A partition held elsewhere
+/// answers NOT_LEADER_OR_FOLLOWER, and the coordinator tries again.
+pub async fn write_txn_markers(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    use kafka_protocol::messages::write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let allowed = authorize(ctx, Operation::ClusterAction, Resource::Cluster);
+    let image = broker.image();
+    let mut waits = Vec::new();
+    let mut results: Vec<WritableTxnMarkerResult> = req
+        .markers
+        .iter()
+        .map(|m| {
+            let marker = crate::txn::MarkerWrite {
+                producer_id: m.producer_id.0,
+                epoch: m.producer_epoch,
+                commit: m.transaction_result,
+                coordinator_epoch: m.coordinator_epoch,
+            };
+            let topics = m
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partition_indexes
+                        .iter()
+                        .map(|&p| {
+                            let code = if !allowed {
+                                ErrorCode::ClusterAuthorizationFailed.code()
+                            } else {
+                                match crate::txn::write_marker_here(
+                                    broker, &image, &t.name.0, p, &marker,
+                                ) {
+                                    Ok(Some(wait)) => {
+                                        waits.push(wait);
+                                        0
+                                    }
+                                    Ok(None) => 0,
+                                    Err(code) => code.code(),
+                                }
+                            };
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_error_code(code)
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics)
+        })
+        .collect();
+    let settled = broker
+        .groups
+        .wait_and_settle(waits, std::time::Duration::from_secs(30))
+        .await;
+    if let Err(code) = settled {
+        for p in results
+            .iter_mut()
+            .flat_map(|r| r.topics.iter_mut())
+            .flat_map(|t| t.partitions.iter_mut())
+            .filter(|p| p.error_code == 0)
+        {
+            p.error_code = code.code();
+        }
+    }
+    WriteTxnMarkersResponse::default().with_markers(results)
 }

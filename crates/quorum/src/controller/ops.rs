@@ -351,6 +351,33 @@ pub struct RegisterBroker {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterBrokerReply {}
 
+/// A broker's heartbeat, every `broker.heartbeat.interval.ms`: the controller counts it
+/// alive, and unfences it if it was fenced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHeartbeat {
+    pub node_id: i32,
+}
+
+/// Whether the broker is fenced after its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHeartbeatReply {
+    pub fenced: bool,
+}
+
+/// The controller fences a broker that missed its heartbeats for
+/// `broker.session.timeout.ms`: its leaderships move to another in-sync replica, or the
+/// partition goes offline when none is left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceBroker {
+    pub node_id: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceBrokerReply {
+    /// Whether the broker was unfenced before (false: nothing changed).
+    pub fenced_now: bool,
+}
+
 /// An operation whose reply is a known type, so that a submitter gets that type back.
 pub trait Op: Into<ControllerOp> {
     type Reply;
@@ -422,6 +449,10 @@ controller_ops! {
     ElectLeaders => ElectLeadersReply,
     /// Record a broker's endpoints and rack.
     RegisterBroker => RegisterBrokerReply,
+    /// A broker is alive (and unfenced if it was fenced).
+    BrokerHeartbeat => BrokerHeartbeatReply,
+    /// Fence a broker that missed its heartbeats.
+    FenceBroker => FenceBrokerReply,
 }
 
 #[cfg(test)]

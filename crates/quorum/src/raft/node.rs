@@ -214,6 +214,57 @@ impl MetadataQuorum {
         })
     }
 
+    /// Waits (at most `timeout`) until this node serves the current metadata, not the one
+    /// it stopped with: as the leader, once a quorum confirms its leadership and it has
+    /// applied what that covers (a node restarting with its own old vote may believe it
+    /// leads a term the others have left); as a follower, once it has applied what the leader
+    /// had applied when asked (`Hello`).
+    pub async fn catch_up_with_leader(&self, timeout: Duration) {
+        use super::rpc::{Hello, InternalRequest, InternalResponse, PeerConnection};
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!("did not catch up with the metadata quorum's leader in time; serving what is applied");
+                return;
+            }
+            match self.leader() {
+                Some((leader, _)) if leader == self.node_id => {
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(left, self.raft.ensure_linearizable()).await
+                    {
+                        return;
+                    }
+                }
+                Some((_, node)) if node.port != 0 => {
+                    let mut peer = PeerConnection::new(format!("{}:{}", node.host, node.port));
+                    let hello = InternalRequest::Hello(Hello {
+                        node_id: self.node_id,
+                        initialized: true,
+                        applied: 0,
+                    });
+                    if let Ok(InternalResponse::Hello(answer)) = peer.call(&hello, left).await {
+                        let target = answer.applied;
+                        let caught_up = self
+                            .raft
+                            .wait(Some(left))
+                            .metrics(
+                                |m| m.last_applied.is_some_and(|l| l.index >= target),
+                                "catching up with the leader",
+                            )
+                            .await;
+                        if caught_up.is_ok() {
+                            return;
+                        }
+                    }
+                }
+                Some(_) => return,
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the quorum has a leader (at most `timeout`) and returns its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, QuorumError> {
         self.raft
@@ -321,6 +372,7 @@ async fn first_formed_voter(node_id: u64, voters: &BTreeMap<u64, ControllerNode>
         let hello = InternalRequest::Hello(Hello {
             node_id,
             initialized: false,
+            applied: 0,
         });
         if let Ok(InternalResponse::Hello(Hello {
             initialized: true, ..

@@ -48,6 +48,10 @@ pub struct Hello {
     pub node_id: u64,
     /// Whether the node's Raft log holds a membership (its quorum was formed).
     pub initialized: bool,
+    /// The index of the last entry the node applied (a joining node catches up to the
+    /// leader's before it serves).
+    #[serde(default)]
+    pub applied: u64,
 }
 
 /// A request between controllers.
@@ -238,6 +242,7 @@ pub async fn answer(services: &InternalServices, body: &[u8]) -> (i16, Option<In
         InternalRequest::Hello(_) => InternalResponse::Hello(Hello {
             node_id,
             initialized: raft.is_initialized().await.unwrap_or(false),
+            applied: raft.metrics().borrow().last_applied.map_or(0, |l| l.index),
         }),
         InternalRequest::Vote(rpc) => InternalResponse::Vote(raft.vote(rpc).await),
         InternalRequest::Append(rpc) => InternalResponse::Append(raft.append_entries(rpc).await),
@@ -385,6 +390,7 @@ mod tests {
             &InternalRequest::Hello(Hello {
                 node_id: 3,
                 initialized: false,
+                applied: 0,
             }),
         )
         .expect("encode");
