@@ -213,6 +213,39 @@ pub async fn verify_txn_partitions(
     out
 }
 
+/// Whether `partitions` are in the open transaction of `transactional_id` (KIP-890): from
+/// this broker's coordinator state when it coordinates the id, else asked of the coordinator.
+pub async fn verify_txn(
+    broker: &Broker,
+    image: &MetadataImage,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> BTreeMap<(String, i32), Result<(), ErrorCode>> {
+    match txn_coordinator(broker, image, transactional_id) {
+        Some(coordinator) if coordinator != broker.node_id() => {
+            verify_txn_partitions(
+                broker,
+                image,
+                coordinator,
+                transactional_id,
+                producer_id,
+                epoch,
+                partitions,
+            )
+            .await
+        }
+        _ => partitions
+            .iter()
+            .map(|p| {
+                let verified = broker.txns.verify(transactional_id, producer_id, epoch, p);
+                (p.clone(), verified)
+            })
+            .collect(),
+    }
+}
+
 /// One request to `address` on a new connection, bounded by [`CALL_TIMEOUT`].
 async fn call<Req: Encodable, Resp: Decodable>(
     address: &str,

@@ -155,13 +155,10 @@ pub async fn serve(
         let broker = broker.clone();
         let stop_rx = stop_rx.clone();
         let connections = connections.clone();
-        let controller = broker.config.is_controller_listener(&name);
         let tls = listeners.tls.get(&name).cloned();
         let listener_metrics = broker.metrics.listener(&name);
         if let Ok(addr) = socket.local_addr() {
-            if controller {
-                tracing::info!(listener = %name, %addr, "listening (controller listener: the metadata quorum's internal requests, no client requests)");
-            } else if tls.is_some() {
+            if tls.is_some() {
                 tracing::info!(listener = %name, %addr, "listening (TLS)");
             } else {
                 tracing::info!(listener = %name, %addr, "listening");
@@ -170,11 +167,6 @@ pub async fn serve(
         accept_tasks.spawn(async move {
             loop {
                 let (stream, peer) = accept(&socket).await;
-                if controller {
-                    // Bound and served by the broker itself (serve_controller_listeners).
-                    drop(stream);
-                    continue;
-                }
                 // max.connections / max.connections.per.ip: over a limit, the connection is
                 // closed at once, as Kafka does.
                 let permit = match broker.connection_limits.acquire(peer.ip()) {

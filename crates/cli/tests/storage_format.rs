@@ -46,6 +46,18 @@ fn produce(c: &mut Client, topic: &str, partition: i32, values: &[&[u8]]) -> i64
     p.base_offset
 }
 
+/// Removes what a format-1 or format-2 directory may lack: the checkpoints and the
+/// clean-shutdown marker.
+fn remove_checkpoints(data: &std::path::Path) {
+    for name in [
+        ".clean-shutdown",
+        "recovery-point-offset-checkpoint",
+        "replication-offset-checkpoint",
+    ] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+}
+
 /// The config overrides of `topic` (DescribeConfigs).
 fn topic_configs(c: &mut Client, topic: &str) -> HashMap<String, String> {
     let req = DescribeConfigsRequest::default().with_resources(vec![
@@ -252,13 +264,7 @@ fn newer_formats_and_other_nodes_are_refused_and_old_directories_upgraded() {
         original.replace("strata.format.version=3", "strata.format.version=2"),
     )
     .expect("write");
-    for name in [
-        ".clean-shutdown",
-        "recovery-point-offset-checkpoint",
-        "replication-offset-checkpoint",
-    ] {
-        let _ = std::fs::remove_file(data.join(name));
-    }
+    remove_checkpoints(&data);
     broker.start_again();
     wait_for_log(&broker, "upgraded the data directory format");
     assert!(broker.log().contains("imported the metadata log"));
@@ -282,14 +288,8 @@ fn newer_formats_and_other_nodes_are_refused_and_old_directories_upgraded() {
     // A directory from before format versions (no meta.properties, no checkpoints, no
     // marker) is upgraded in place and keeps its data.
     broker.stop();
-    for name in [
-        "meta.properties",
-        ".clean-shutdown",
-        "recovery-point-offset-checkpoint",
-        "replication-offset-checkpoint",
-    ] {
-        let _ = std::fs::remove_file(data.join(name));
-    }
+    let _ = std::fs::remove_file(data.join("meta.properties"));
+    remove_checkpoints(&data);
     broker.start_again();
     wait_for_log(&broker, "upgraded the data directory format");
     assert_eq!(properties(&path)["strata.format.version"], "3");

@@ -295,24 +295,11 @@ pub async fn txn_offset_commit(
         // The group's offsets partition must have been added (AddOffsetsToTxn), at the
         // transaction's coordinator (asked when it is another broker).
         let key = (OFFSETS_TOPIC.to_string(), partition);
-        let image = broker.image();
-        match crate::inter_broker::txn_coordinator(broker, &image, &tid) {
-            Some(coordinator) if coordinator != broker.node_id() => {
-                crate::inter_broker::verify_txn_partitions(
-                    broker,
-                    &image,
-                    coordinator,
-                    &tid,
-                    producer_id,
-                    epoch,
-                    std::slice::from_ref(&key),
-                )
-                .await
-                .remove(&key)
-                .unwrap_or(Err(ErrorCode::InvalidTxnState))
-            }
-            _ => broker.txns.verify(&tid, producer_id, epoch, &key),
-        }
+        let keys = std::slice::from_ref(&key);
+        crate::inter_broker::verify_txn(broker, &broker.image(), &tid, producer_id, epoch, keys)
+            .await
+            .remove(&key)
+            .unwrap_or(Err(ErrorCode::InvalidTxnState))
     };
     let now = now_ms();
     let image = broker.image();
