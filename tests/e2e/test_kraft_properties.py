@@ -56,7 +56,7 @@ def test_kafka_kraft_server_properties_start_strata(broker_factory, topic):
         "the WARN line naming the keys without effect",
     )
     warn = next(l for l in broker.log_text().splitlines() if "accepted but not in effect" in l)
-    for key in ("num.network.threads", "transaction.state.log.min.isr"):
+    for key in ("num.network.threads", "share.coordinator.state.topic.min.isr"):
         assert key in warn, warn
 
 

@@ -46,6 +46,8 @@ pub struct Broker {
     /// Held while partitions are brought in line with an image, so two never overlap.
     pub(crate) partition_sync: Mutex<()>,
     pub partitions: Arc<PartitionManager>,
+    /// Fetches the partitions this broker follows from their leaders.
+    pub replica_fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// What `/metrics` exposes; the hot paths add to handles resolved from it.
     pub metrics: Arc<crate::metrics::BrokerMetrics>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
@@ -64,6 +66,9 @@ pub struct Broker {
     pub authorizer: Arc<crate::acl::Authorizer>,
     /// Client quotas and the byte-rate windows they are measured in.
     pub quotas: crate::quota::QuotaManager,
+    /// Held by the heartbeat task while a heartbeat is out; set once a controlled shutdown
+    /// began, after which no heartbeat is sent (it would unfence this broker again).
+    heartbeats_stopped: tokio::sync::Mutex<bool>,
     /// The block of producer ids this broker hands out: `[next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
@@ -179,6 +184,7 @@ impl Broker {
                 image: RwLock::new(image),
                 partition_sync: Mutex::new(()),
                 partitions,
+                replica_fetchers: crate::replica_fetcher::ReplicaFetchers::new(weak.clone()),
                 metrics,
                 fetch_sessions: Mutex::new(FetchSessionCache::new(1000)),
                 connection_limits,
@@ -186,19 +192,74 @@ impl Broker {
                 sasl_failures,
                 next_connection_id: std::sync::atomic::AtomicU64::new(1),
                 producer_ids: tokio::sync::Mutex::new((0, 0)),
+                heartbeats_stopped: tokio::sync::Mutex::new(false),
                 authorizer,
                 quotas,
                 _dir_lock: lock,
             }
         });
         crate::metadata_publisher::load_coordinators_at_start(&broker, &broker.image());
+        broker.replica_fetchers.update(broker.partitions.all());
         start_registration(&broker);
         crate::groups::GroupService::start_ticker(&broker);
         crate::txn::TxnService::start_ticker(&broker);
         start_log_maintenance(&broker);
         start_checkpoints(&broker);
+        crate::isr::start_expiry(&broker);
         crate::cleaner::start(&broker);
         Ok(broker)
+    }
+
+    /// Kafka's controlled shutdown, before the listeners close: when other brokers are
+    /// registered, this broker stops heartbeating and asks the controller to fence it now, so
+    /// its leaderships move to other in-sync replicas and it leaves every ISR in one change;
+    /// clients then get NOT_LEADER_OR_FOLLOWER here and find the new leaders at once, rather
+    /// than after `broker.session.timeout.ms`. Bounded by `controlled.shutdown.timeout.ms`
+    /// (default 30 s); off with `controlled.shutdown.enable=false`. A single node has no one
+    /// to hand over to and skips it.
+    pub async fn controlled_shutdown(&self) {
+        if self.config.value("controlled.shutdown.enable").as_deref() == Some("false") {
+            return;
+        }
+        let node = self.node_id();
+        let others = self
+            .image()
+            .brokers()
+            .any(|b| b.node_id != node && !b.fenced);
+        if !others {
+            return;
+        }
+        *self.heartbeats_stopped.lock().await = true;
+        tracing::info!(
+            "controlled shutdown: moving this broker's leaderships to other in-sync replicas"
+        );
+        let timeout = std::time::Duration::from_millis(
+            self.config
+                .parsed::<u64>("controlled.shutdown.timeout.ms")
+                .unwrap_or(30_000),
+        );
+        let fence = strata_quorum::controller::ops::FenceBroker { node_id: node };
+        match tokio::time::timeout(timeout, self.submit(fence)).await {
+            Ok(Ok(_)) => {
+                let leading = self
+                    .partitions
+                    .all()
+                    .iter()
+                    .filter(|p| p.is_leader())
+                    .count();
+                tracing::info!(
+                    still_leading = leading,
+                    "controlled shutdown: leaderships moved"
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "controlled shutdown failed; shutting down anyway")
+            }
+            Err(_) => tracing::warn!(
+                ?timeout,
+                "controlled shutdown timed out; shutting down anyway"
+            ),
+        }
     }
 
     /// A new connection's id, never reused while the broker runs.
@@ -334,8 +395,14 @@ fn start_registration(broker: &Arc<Broker>) {
                     .parsed::<u64>("broker.heartbeat.interval.ms")
                     .unwrap_or(2000),
             );
-            if let Err(error) = broker.submit(heartbeat.clone()).await {
-                tracing::debug!(%error, "heartbeat not delivered");
+            {
+                let stopped = broker.heartbeats_stopped.lock().await;
+                if *stopped {
+                    return;
+                }
+                if let Err(error) = broker.submit(heartbeat.clone()).await {
+                    tracing::debug!(%error, "heartbeat not delivered");
+                }
             }
             drop(broker);
             tokio::time::sleep(interval).await;
@@ -428,6 +495,7 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
                     if broker.partitions.sync(&image, &broker.config).is_ok() {
                         tracing::info!("every partition is open again");
                     }
+                    broker.replica_fetchers.update(broker.partitions.all());
                 }
                 let now = crate::partition::now_ms();
                 for p in partitions {

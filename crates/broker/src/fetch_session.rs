@@ -37,6 +37,9 @@ pub struct SessionPartition {
     pub fetch_offset: i64,
     pub max_bytes: i32,
     pub current_leader_epoch: i32,
+    /// The epoch of the last batch the fetcher holds (v12+; -1: not given): a follower's
+    /// fetch is checked for divergence with it.
+    pub last_fetched_epoch: i32,
     /// What the last response said, to decide whether there is news.
     pub last_high_watermark: i64,
     pub last_log_start_offset: i64,
@@ -121,6 +124,7 @@ impl FetchSessionCache {
                             existing.fetch_offset = update.fetch_offset;
                             existing.max_bytes = update.max_bytes;
                             existing.current_leader_epoch = update.current_leader_epoch;
+                            existing.last_fetched_epoch = update.last_fetched_epoch;
                         }
                         None => {
                             session.partitions.insert(key.clone(), *update);
@@ -275,6 +279,7 @@ mod tests {
             fetch_offset: offset,
             max_bytes: 100,
             current_leader_epoch: -1,
+            last_fetched_epoch: -1,
             last_high_watermark: -1,
             last_log_start_offset: -1,
         }

@@ -90,7 +90,7 @@ pub async fn write_txn_markers(
 }
 
 /// The endpoint of broker `node` on the inter-broker listener.
-fn endpoint_of(broker: &Broker, image: &MetadataImage, node: i32) -> Option<String> {
+pub(crate) fn endpoint_of(broker: &Broker, image: &MetadataImage, node: i32) -> Option<String> {
     let listener = broker
         .config
         .set

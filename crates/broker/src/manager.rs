@@ -143,9 +143,26 @@ impl PartitionManager {
         }
     }
 
-    /// The open partition `partition` of `topic_id`: UNKNOWN_TOPIC_OR_PARTITION if the image
-    /// has no such partition, KAFKA_STORAGE_ERROR if it has but its log could not be opened.
+    /// The partition `partition` of `topic` if this broker leads it: what client requests
+    /// (and followers' fetches) are served from. NOT_LEADER_OR_FOLLOWER if another broker
+    /// leads it (or none does), UNKNOWN_TOPIC_OR_PARTITION if the image has no such
+    /// partition, KAFKA_STORAGE_ERROR if its log could not be opened here.
     pub fn lookup(&self, topic: &TopicImage, partition: i32) -> Result<Arc<Partition>, ErrorCode> {
+        self.lookup_replica(topic, partition).and_then(|p| {
+            if p.is_leader() {
+                Ok(p)
+            } else {
+                Err(ErrorCode::NotLeaderOrFollower)
+            }
+        })
+    }
+
+    /// The open replica `partition` of `topic`, leader or not; errors as for [`Self::lookup`].
+    pub fn lookup_replica(
+        &self,
+        topic: &TopicImage,
+        partition: i32,
+    ) -> Result<Arc<Partition>, ErrorCode> {
         let topic_id = &topic.topic_id;
         if let Some(p) = self.get(topic_id, partition) {
             return Ok(p);
@@ -342,6 +359,7 @@ impl PartitionManager {
             if *existing.settings() != **settings {
                 existing.set_settings(settings.clone());
             }
+            existing.set_partition_epoch(p.partition_epoch);
             existing.assign(node, p.leader, p.leader_epoch, &p.isr);
             return Ok(());
         }
@@ -361,7 +379,11 @@ impl PartitionManager {
                 None => PartitionLog::open(&dir, config, now_ms()),
             }
             .and_then(|(mut log, report)| {
-                log.set_leader_epoch(p.leader_epoch)?;
+                if p.leader == node {
+                    log.set_leader_epoch(p.leader_epoch)?;
+                } else {
+                    log.note_leader_epoch(p.leader_epoch);
+                }
                 Ok((log, report))
             })
             .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))
@@ -400,6 +422,7 @@ impl PartitionManager {
                 metrics: self.metrics.topic(&topic.name),
             },
         ));
+        partition.set_partition_epoch(p.partition_epoch);
         self.partitions
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -129,7 +129,7 @@ async fn run(
 
 /// Makes the broker serve `image`, acting on what `delta` says changed. Blocking (opens
 /// partition logs, replays coordinator partitions).
-fn apply(broker: &Broker, image: Arc<MetadataImage>, delta: &MetadataDelta) {
+fn apply(broker: &Arc<Broker>, image: Arc<MetadataImage>, delta: &MetadataDelta) {
     // Under the partition lock so that a retry of unopened partitions never overlaps, and
     // sees this image once it gets the lock.
     let _sync = broker
@@ -142,6 +142,17 @@ fn apply(broker: &Broker, image: Arc<MetadataImage>, delta: &MetadataDelta) {
     if let Err(error) = broker.partitions.apply(&image, delta, &broker.config) {
         tracing::error!(%error, "a committed metadata change left partitions that could not be opened");
     }
+    // Followers fetch from the leaders the change gave them.
+    if delta.reset {
+        broker.replica_fetchers.update(broker.partitions.all());
+    } else {
+        broker.replica_fetchers.update(
+            delta
+                .partitions
+                .iter()
+                .filter_map(|(topic, index)| broker.partitions.get(topic, *index)),
+        );
+    }
     apply_to_coordinators(broker, &image, delta);
     // Both compare pointers first: a few nanoseconds when their part did not change.
     broker.authorizer.update(&image);
@@ -149,16 +160,99 @@ fn apply(broker: &Broker, image: Arc<MetadataImage>, delta: &MetadataDelta) {
     broker.set_image(image);
 }
 
+/// A new leader of an internal partition whose HW is below its log end: its log is what
+/// every replica will hold (a leader never truncates), but the records above the HW are not
+/// committed yet, and a coordinator must not answer from them. Returns the partition to wait
+/// for, or `None` to load at once (a single node: the HW is its durable end).
+fn behind_high_watermark(
+    broker: &Broker,
+    image: &MetadataImage,
+    name: &str,
+    p: i32,
+) -> Option<Arc<crate::partition::Partition>> {
+    let topic = image.topic_by_name(name)?;
+    let partition = broker.partitions.get(&topic.topic_id, p)?;
+    (partition.is_leader() && partition.high_watermark() < partition.log_end_offset())
+        .then_some(partition)
+}
+
+/// Loads the shard of internal partition `p` once its HW reaches its log end as it is now
+/// (one fetch round of the ISR), if this node still leads it in the same epoch; meanwhile
+/// its keys answer NOT_COORDINATOR and clients retry.
+fn load_when_committed(
+    broker: &Arc<Broker>,
+    name: &'static str,
+    p: i32,
+    partition: Arc<crate::partition::Partition>,
+) {
+    let target = partition.log_end_offset();
+    let epoch = partition.leader_epoch();
+    let broker = Arc::downgrade(broker);
+    tracing::info!(
+        topic = name,
+        partition = p,
+        high_watermark = partition.high_watermark(),
+        target,
+        "loading the coordinator once the new leader's records are committed"
+    );
+    tokio::spawn(async move {
+        let leading = {
+            let partition = partition.clone();
+            move || {
+                partition.is_leader()
+                    && partition.leader_epoch() == epoch
+                    && !partition.is_deleted()
+            }
+        };
+        let mut hw = partition.subscribe();
+        loop {
+            if *hw.borrow_and_update() >= target {
+                break;
+            }
+            if !leading() || hw.changed().await.is_err() {
+                return;
+            }
+        }
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            if !leading() {
+                return;
+            }
+            let image = broker.image();
+            let groups_topic = name == OFFSETS_TOPIC;
+            if groups_topic {
+                broker.groups.load_partition(&broker, &image, p);
+            } else {
+                broker.txns.load_partition(&broker, &image, p);
+            }
+            // The publisher unloads a shard after the role changed: if it did so while this
+            // load ran, the shard must go.
+            if !leading() {
+                if groups_topic {
+                    broker.groups.unload_partition(p);
+                } else {
+                    broker.txns.unload_partition(p);
+                }
+            } else {
+                tracing::info!(topic = name, partition = p, "coordinator loaded");
+            }
+        })
+        .await;
+    });
+}
+
 /// Loads the coordinator shards of every internal partition this node leads in `image`:
 /// at start-up, after the partitions were opened and before the broker serves.
-pub fn load_coordinators_at_start(broker: &Broker, image: &MetadataImage) {
+pub fn load_coordinators_at_start(broker: &Arc<Broker>, image: &MetadataImage) {
     apply_to_coordinators(broker, image, &MetadataDelta::reset());
 }
 
 /// Loads the shard of each internal partition the delta names that this node now leads, and
 /// unloads the shard of each it no longer leads (or that was removed). Unloads come first,
 /// so an internal topic removed and created again reloads from the new partition.
-fn apply_to_coordinators(broker: &Broker, image: &MetadataImage, delta: &MetadataDelta) {
+fn apply_to_coordinators(broker: &Arc<Broker>, image: &MetadataImage, delta: &MetadataDelta) {
     let node = broker.node_id();
     let mut touched: Vec<(&str, i32, bool)> = Vec::new();
     if delta.reset {
@@ -196,17 +290,30 @@ fn apply_to_coordinators(broker: &Broker, image: &MetadataImage, delta: &Metadat
     touched.sort_by_key(|(_, _, leads)| *leads);
     let (mut groups, mut txns) = (0usize, 0usize);
     for (name, p, leads) in touched {
-        match (name == OFFSETS_TOPIC, leads) {
-            (true, true) => {
-                broker.groups.load_partition(broker, image, p);
-                groups += 1;
+        let groups_topic = name == OFFSETS_TOPIC;
+        let name = if groups_topic {
+            OFFSETS_TOPIC
+        } else {
+            TXN_TOPIC
+        };
+        if !leads {
+            if groups_topic {
+                broker.groups.unload_partition(p);
+            } else {
+                broker.txns.unload_partition(p);
             }
-            (true, false) => broker.groups.unload_partition(p),
-            (false, true) => {
-                broker.txns.load_partition(broker, image, p);
-                txns += 1;
-            }
-            (false, false) => broker.txns.unload_partition(p),
+            continue;
+        }
+        if let Some(deferred) = behind_high_watermark(broker, image, name, p) {
+            load_when_committed(broker, name, p, deferred);
+            continue;
+        }
+        if groups_topic {
+            broker.groups.load_partition(broker, image, p);
+            groups += 1;
+        } else {
+            broker.txns.load_partition(broker, image, p);
+            txns += 1;
         }
     }
     if groups > 0 {

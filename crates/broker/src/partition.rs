@@ -61,6 +61,9 @@ pub struct Partition {
     /// Whether `role` is leader: the check every append makes, without the role lock.
     leading: AtomicBool,
     leader_epoch: AtomicI32,
+    /// The partition epoch of the metadata this replica follows: what an ISR proposal
+    /// names, so the controller refuses one based on stale metadata.
+    partition_epoch: AtomicI32,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     high_watermark: AtomicI64,
@@ -68,6 +71,9 @@ pub struct Partition {
     /// to `recovery-point-offset-checkpoint` so an unclean start validates only what follows.
     recovery_point: AtomicI64,
     hw_tx: watch::Sender<i64>,
+    /// The log end offset, published on every append: what a follower's long-polling fetch
+    /// waits on (followers read up to the log end, not the HW).
+    leo_tx: watch::Sender<i64>,
     fsync_before_ack: bool,
     /// Fsync results held back by the test gate ([`test_fsync_gate`]); -1: none.
     gated_durable: AtomicI64,
@@ -201,6 +207,17 @@ impl HwWait {
     }
 }
 
+/// A new ISR a partition's leader proposes to the controller (AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader and partition epochs the proposal is based on.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
 /// How a partition replica starts, besides its identity and log.
 pub struct PartitionInit {
     /// This node, and the partition's leader (-1: none), leader epoch and ISR as the metadata
@@ -245,12 +262,21 @@ impl Partition {
         // durable (a clean shutdown fsynced it; an unclean start's recovery fsyncs what it
         // kept), and it is on the whole ISR.
         let checkpointed = checkpointed_hw.map_or(end, |hw| hw.clamp(start, end));
-        let role = Role::assign(node_id, leader, leader_epoch, &isr, checkpointed, end);
+        let role = Role::assign(
+            node_id,
+            leader,
+            leader_epoch,
+            &isr,
+            checkpointed,
+            end,
+            std::time::Instant::now(),
+        );
         let hw = match &role {
             Role::Leader(state) => state.high_watermark(),
             _ => checkpointed,
         };
         let (hw_tx, _) = watch::channel(hw);
+        let (leo_tx, _) = watch::channel(end);
         Partition {
             topic,
             topic_id,
@@ -263,11 +289,13 @@ impl Partition {
             leading: AtomicBool::new(role.is_leader()),
             role: Mutex::new(role),
             leader_epoch: AtomicI32::new(leader_epoch),
+            partition_epoch: AtomicI32::new(-1),
             log_start_offset: AtomicI64::new(start),
             log_end_offset: AtomicI64::new(end),
             high_watermark: AtomicI64::new(hw),
             recovery_point: AtomicI64::new(end),
             hw_tx,
+            leo_tx,
             fsync_before_ack,
             gated_durable: AtomicI64::new(-1),
             flush_queued: AtomicBool::new(false),
@@ -310,6 +338,22 @@ impl Partition {
         self.role.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The leader and leader epoch this replica follows, if it is a follower.
+    pub fn followed_leader(&self) -> Option<(i32, i32)> {
+        match &*self.lock_role() {
+            Role::Follower {
+                leader,
+                leader_epoch,
+            } => Some((*leader, *leader_epoch)),
+            _ => None,
+        }
+    }
+
+    /// Whether an append is acknowledged only once fsynced (`strata.fsync.before.ack`).
+    pub fn fsync_before_ack(&self) -> bool {
+        self.fsync_before_ack
+    }
+
     /// Whether this replica leads the partition.
     pub fn is_leader(&self) -> bool {
         self.leading.load(Ordering::Acquire)
@@ -346,8 +390,14 @@ impl Partition {
             let _producers = self.lock_producers();
             let mut log = self.lock_log();
             if self.leader_epoch.swap(leader_epoch, Ordering::AcqRel) != leader_epoch {
-                if let Err(e) = log.set_leader_epoch(leader_epoch) {
-                    self.fail_storage("checkpoint the leader epoch of", &e);
+                if leader == node {
+                    // A leader's epoch starts at its log end; a follower's epoch cache
+                    // follows the stamps of the batches it replicates.
+                    if let Err(e) = log.set_leader_epoch(leader_epoch) {
+                        self.fail_storage("checkpoint the leader epoch of", &e);
+                    }
+                } else {
+                    log.note_leader_epoch(leader_epoch);
                 }
             }
             let own_end = if self.fsync_before_ack {
@@ -362,6 +412,7 @@ impl Partition {
                 isr,
                 self.high_watermark(),
                 own_end,
+                std::time::Instant::now(),
             );
             self.leading.store(role.is_leader(), Ordering::Release);
         }
@@ -456,10 +507,16 @@ impl Partition {
         self.log_dir.is_offline()
     }
 
-    /// Wakes everything waiting on the high watermark, so that it notices a deletion or an
-    /// offline directory.
+    /// Wakes everything waiting on the high watermark or the log end, so that it notices a
+    /// deletion, an offline directory or a new role.
     pub(crate) fn wake(&self) {
         self.hw_tx.send_modify(|_| {});
+        self.leo_tx.send_modify(|_| {});
+    }
+
+    /// A receiver that wakes when the log end moves (or on [`Self::wake`]).
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.leo_tx.subscribe()
     }
 
     /// Takes the data directory offline after `error` (see `log_dir.rs`) and wakes this
@@ -654,10 +711,226 @@ impl Partition {
         Ok(Appended::New { info, leader_epoch })
     }
 
+    /// A follower appends batches fetched from its leader: offsets and leader-epoch stamps
+    /// as the leader wrote them (`PartitionLog::append_replicated`), the first continuing this
+    /// log's end exactly. The producer state and the aborted-transaction index follow, as on
+    /// the leader, so this replica can lead with them (deduplicate retried batches, serve
+    /// `read_committed`). Returns the new log end. A leader never replicates into its own log.
+    pub fn append_replicated(&self, batches: &[u8], now_ms: i64) -> Result<i64, ErrorCode> {
+        if self.is_deleted() {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        if self.is_leader() {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        let mut producers = self.lock_producers();
+        let mut log = self.lock_log();
+        let info = log
+            .append_replicated(batches, now_ms)
+            .map_err(|e| match e {
+                LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                LogError::InvalidBatches(_) => ErrorCode::CorruptMessage,
+                other => self.append_error(other),
+            })?;
+        let end = log.log_end_offset();
+        self.log_end_offset.store(end, Ordering::Release);
+        let hw = self.high_watermark();
+        let mut records = 0i64;
+        let mut idempotent = false;
+        for item in strata_protocol::batch::iter_batches(batches) {
+            let Ok((h, range)) = item else { break };
+            records += i64::from(h.records_count);
+            if h.producer_id < 0 {
+                continue;
+            }
+            idempotent = true;
+            if !h.is_control() {
+                producers.on_batch(&h, now_ms);
+                continue;
+            }
+            let Some(m) = strata_protocol::records::decode_marker(&batches[range]) else {
+                continue;
+            };
+            let record = MarkerRecord {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                marker: if m.commit {
+                    Marker::Commit
+                } else {
+                    Marker::Abort
+                },
+                coordinator_epoch: m.coordinator_epoch,
+                offset: h.base_offset,
+                timestamp: now_ms,
+            };
+            if let Some(aborted) = producers.on_marker(&record, hw) {
+                if let Err(e) = log.add_aborted_txn(aborted) {
+                    self.fail_storage("index an aborted transaction of", &e);
+                    return Err(ErrorCode::KafkaStorageError);
+                }
+            }
+        }
+        drop(log);
+        if idempotent {
+            self.producers_dirty.store(true, Ordering::Release);
+        }
+        drop(producers);
+        self.after_write(info.last_offset, records, now_ms);
+        Ok(end)
+    }
+
+    /// A follower learnt its leader's high watermark and log start: its own HW is the
+    /// leader's, bounded by what it holds durably (with `strata.fsync.before.ack`) or has
+    /// written; its log start follows the leader's (DeleteRecords, retention), never past
+    /// its own end.
+    pub fn follow_leader(&self, leader_hw: i64, leader_log_start: i64) {
+        if self.is_leader() || self.is_offline() {
+            return;
+        }
+        let own_end = if self.fsync_before_ack {
+            self.recovery_point().min(self.log_end_offset())
+        } else {
+            self.log_end_offset()
+        };
+        self.publish_high_watermark(leader_hw.min(own_end));
+        if leader_log_start > self.log_start_offset() {
+            let mut log = self.lock_log();
+            let target = leader_log_start.min(log.log_end_offset());
+            match log.delete_records_before(target) {
+                Ok(start) => self.log_start_offset.store(start, Ordering::Release),
+                Err(e) => self.fail_storage("advance the log start of", &e),
+            }
+        }
+    }
+
+    /// The epoch of the last batch this replica holds (-1: none): what a follower's fetch
+    /// names as `last_fetched_epoch`, for the leader to check that the logs agree.
+    pub fn latest_epoch(&self) -> i32 {
+        self.lock_log()
+            .leader_epochs()
+            .last()
+            .map_or(-1, |(e, _)| *e)
+    }
+
+    /// The leader checks a follower's fetch: if this log's `last_fetched_epoch` ends before
+    /// `fetch_offset`, or the follower's epoch is unknown here, the follower's log diverged
+    /// and must be cut: the (epoch, end offset) to truncate to, Kafka's `diverging_epoch`.
+    pub fn divergence(&self, last_fetched_epoch: i32, fetch_offset: i64) -> Option<(i32, i64)> {
+        if last_fetched_epoch < 0 {
+            return None;
+        }
+        let (epoch, end) = self.lock_log().end_offset_for_epoch(last_fetched_epoch);
+        (epoch != last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
+    }
+
+    /// Replica `replica` fetched from `fetch_offset`: everything below is on it (durably,
+    /// with `strata.fsync.before.ack`). The leader's state may advance the HW, and may
+    /// propose the replica into the ISR: the proposal is returned for the caller to send.
+    pub fn on_follower_fetch(&self, replica: i32, fetch_offset: i64) -> Option<IsrProposal> {
+        let leader_end = self.log_end_offset();
+        let now = std::time::Instant::now();
+        let (moved, proposal) = match &mut *self.lock_role() {
+            Role::Leader(state) => {
+                let moved = state.on_follower_fetch(replica, fetch_offset, leader_end, now);
+                let proposal = state
+                    .expansion(replica, fetch_offset)
+                    .map(|isr| self.proposal(state.leader_epoch(), isr));
+                (moved, proposal)
+            }
+            _ => (None, None),
+        };
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+        proposal
+    }
+
+    /// As leader at `now`: a proposal without the ISR members that have not caught up for
+    /// `max_lag` (`replica.lag.time.max.ms`), if any.
+    pub fn propose_isr_shrink(
+        &self,
+        now: std::time::Instant,
+        max_lag: std::time::Duration,
+    ) -> Option<IsrProposal> {
+        match &mut *self.lock_role() {
+            Role::Leader(state) => state
+                .shrink(now, max_lag)
+                .map(|isr| self.proposal(state.leader_epoch(), isr)),
+            _ => None,
+        }
+    }
+
+    /// The controller answered (or could not be asked) the proposal made in `leader_epoch`:
+    /// another may follow. An accepted change already reached this replica through the
+    /// metadata, before the answer.
+    pub fn isr_proposal_settled(&self, leader_epoch: i32) {
+        let moved = match &mut *self.lock_role() {
+            Role::Leader(state) if state.leader_epoch() == leader_epoch => state.clear_pending(),
+            _ => None,
+        };
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+    }
+
+    /// The ISR members other than the leader that lack records the leader has (`None` unless
+    /// this replica leads).
+    pub fn out_of_sync_replicas(&self) -> Option<Vec<i32>> {
+        match &*self.lock_role() {
+            Role::Leader(state) => Some(state.out_of_sync(self.log_end_offset())),
+            _ => None,
+        }
+    }
+
+    /// Records the partition epoch of the metadata this replica now follows.
+    pub fn set_partition_epoch(&self, partition_epoch: i32) {
+        self.partition_epoch
+            .store(partition_epoch, Ordering::Release);
+    }
+
+    fn proposal(&self, leader_epoch: i32, isr: Vec<i32>) -> IsrProposal {
+        IsrProposal {
+            topic_id: self.topic_id,
+            partition: self.index,
+            leader_epoch,
+            partition_epoch: self.partition_epoch.load(Ordering::Acquire),
+            isr,
+        }
+    }
+
+    /// Reads whole batches from `offset` for a follower: up to the log end, not the HW.
+    pub fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ErrorCode> {
+        if self.is_offline() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let log = self.lock_log();
+        let log_start_offset = log.log_start_offset();
+        let log_end_offset = log.log_end_offset();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let records = log
+            .read(offset, max_bytes, log_end_offset)
+            .map_err(|e| self.read_error(e))?;
+        drop(log);
+        Ok(ReadResult {
+            records,
+            high_watermark: self.high_watermark(),
+            last_stable_offset: -1,
+            log_start_offset,
+            log_end_offset,
+            aborted: Vec::new(),
+        })
+    }
+
     fn after_write(&self, last_offset: i64, record_count: i64, now_ms: i64) {
         if !self.fsync_before_ack && !self.is_offline() {
             self.on_own_end(last_offset + 1);
         }
+        self.leo_tx.send_replace(last_offset + 1);
         let _ = self.unflushed_since_ms.compare_exchange(
             0,
             now_ms,
@@ -1178,6 +1451,48 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Partition 0 of topic `t` in `dir/t-0` with default settings, as node `node` sees it when
+/// `leader` leads it in `leader_epoch` with `isr`: a test building block for replication.
+#[cfg(test)]
+pub(crate) fn test_replica(
+    dir: &std::path::Path,
+    node: i32,
+    leader: i32,
+    leader_epoch: i32,
+    isr: &[i32],
+) -> Partition {
+    let settings = Arc::new(TopicSettings::resolve(&crate::config::ConfigLayers {
+        topic: &Default::default(),
+        dynamic_broker: None,
+        dynamic_default: None,
+        static_broker: &Default::default(),
+    }));
+    let (mut log, _) =
+        PartitionLog::open(&dir.join("t-0"), log_config(&settings), 0).expect("open");
+    if leader == node {
+        log.set_leader_epoch(leader_epoch).expect("epoch");
+    } else {
+        log.note_leader_epoch(leader_epoch);
+    }
+    Partition::new(
+        "t".into(),
+        Uuid::nil(),
+        0,
+        log,
+        settings,
+        PartitionInit {
+            node_id: node,
+            leader,
+            isr: isr.to_vec(),
+            leader_epoch,
+            fsync_before_ack: true,
+            log_dir: Arc::new(LogDirState::new(dir)),
+            checkpointed_hw: None,
+            metrics: Default::default(),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -199,6 +199,8 @@ pub async fn serve(
         });
     }
     shutdown.await;
+    // Client listeners keep answering while leaderships move away.
+    broker.controlled_shutdown().await;
     tracing::info!("shutting down: no longer accepting connections");
     accept_tasks.shutdown().await;
     let _ = stop_tx.send(true);

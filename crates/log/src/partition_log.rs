@@ -335,6 +335,13 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// A follower's view of the leader epoch: the field only. The epoch cache of a follower
+    /// follows the stamps of the batches it replicates ([`Self::append_replicated`]), not the
+    /// moment it learnt of the epoch.
+    pub fn note_leader_epoch(&mut self, epoch: i32) {
+        self.leader_epoch = epoch;
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch
     }

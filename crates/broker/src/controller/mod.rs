@@ -224,6 +224,23 @@ impl ControllerService {
             liveness.clone(),
             session,
         ));
+        if config.value("auto.leader.rebalance.enable").as_deref() != Some("false") {
+            let interval = std::time::Duration::from_secs(
+                config
+                    .parsed::<u64>("leader.imbalance.check.interval.seconds")
+                    .unwrap_or(300)
+                    .max(1),
+            );
+            let percentage = config
+                .parsed::<u32>("leader.imbalance.per.broker.percentage")
+                .unwrap_or(10);
+            tokio::spawn(rebalance_leaders(
+                queue.clone(),
+                quorum.clone(),
+                interval,
+                percentage,
+            ));
+        }
         tokio::spawn(run(pending, quorum.clone(), Arc::new(config)));
         ControllerService {
             queue,
@@ -398,6 +415,71 @@ async fn fence_silent_brokers(
             if let Ok(Err(error)) = answered.await {
                 tracing::warn!(node_id, %error, "fencing failed; trying again");
             }
+        }
+    }
+}
+
+/// While this node leads the quorum, every `interval` (`leader.imbalance.check.interval.seconds`):
+/// for each broker, the share of the partitions whose preferred replica (the first) it is but
+/// that another replica leads; above `percentage` (`leader.imbalance.per.broker.percentage`),
+/// a preferred election moves those whose preferred replica is unfenced and in the ISR back
+/// to it (Kafka's `auto.leader.rebalance.enable`). After a rolling restart this gives the
+/// returning brokers their leaderships back. Ends when the controller is dropped.
+async fn rebalance_leaders(
+    queue: mpsc::UnboundedSender<(ControllerOp, oneshot::Sender<Answer>)>,
+    quorum: Arc<MetadataQuorum>,
+    interval: std::time::Duration,
+    percentage: u32,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if queue.is_closed() {
+            return;
+        }
+        if quorum.leader().map(|(id, _)| id) != Some(quorum.node_id) {
+            continue;
+        }
+        let movable = quorum
+            .machine
+            .with_image(|image| plan::imbalanced_partitions(image, percentage));
+        if movable.is_empty() {
+            continue;
+        }
+        let count: usize = movable.iter().map(|(_, p)| p.len()).sum();
+        tracing::info!(
+            partitions = count,
+            "leaders away from their preferred replicas; electing the preferred ones"
+        );
+        let (answer, answered) = oneshot::channel();
+        let op = ControllerOp::ElectLeaders(strata_quorum::controller::ops::ElectLeaders {
+            election_type: strata_quorum::controller::ops::ElectLeaders::PREFERRED,
+            partitions: Some(movable),
+        });
+        if queue.send((op, answer)).is_err() {
+            return;
+        }
+        match answered.await {
+            Ok(Ok((ControllerReply::ElectLeaders(reply), _))) => {
+                for (topic, results) in reply.topics {
+                    for (partition, result) in results {
+                        match result {
+                            Ok(()) => {
+                                tracing::info!(%topic, partition, "leadership moved back to the preferred replica")
+                            }
+                            Err(e) => {
+                                tracing::info!(%topic, partition, code = e.code, message = %e.message, "preferred replica not elected")
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "preferred leader election failed; trying at the next check")
+            }
+            Err(_) => return,
         }
     }
 }

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 use strata_protocol::topic::{collision_key, validate_topic_name};
 use strata_protocol::ErrorCode;
 use strata_quorum::controller::ops::{
-    AllocateProducerIds, AlterConfigs, AlterConfigsReply, BrokerHeartbeatReply, ConfigOperation,
-    ConfigTarget, ControllerOp, ControllerReply, CreatePartitions, CreatePartitionsReply,
-    CreateTopics, CreateTopicsReply, CreatedTopic, DeleteTopics, DeleteTopicsReply, DeletedTopic,
-    ElectLeaders, ElectLeadersReply, FenceBrokerReply, IncrementalAlterConfigs, ItemResult,
-    NewPartitions, NewTopic, OpError, ProducerIdBlock, RegisterBrokerReply, TopicRef,
+    AllocateProducerIds, AlterConfigs, AlterConfigsReply, AlterPartition, AlterPartitionReply,
+    BrokerHeartbeatReply, ConfigOperation, ConfigTarget, ControllerOp, ControllerReply,
+    CreatePartitions, CreatePartitionsReply, CreateTopics, CreateTopicsReply, CreatedTopic,
+    DeleteTopics, DeleteTopicsReply, DeletedTopic, ElectLeaders, ElectLeadersReply,
+    FenceBrokerReply, IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError,
+    ProducerIdBlock, RegisterBrokerReply, TopicRef,
 };
 use strata_quorum::controller::partition_change::{self, PartitionState};
 use strata_quorum::controller::placement::{self, BrokerInfo, Stripe};
@@ -195,6 +196,99 @@ fn elect_leaders(
     (records, ElectLeadersReply { topics })
 }
 
+/// AlterPartition through the partition change rules: the leader's proposed ISR, refused
+/// per Kafka's checks or written as a new `Partition` record.
+fn alter_partition(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &AlterPartition,
+) -> (Vec<MetadataRecord>, AlterPartitionReply) {
+    let Some(current) = image.partition(&op.topic_id, op.partition) else {
+        let refused = refuse(
+            ErrorCode::UnknownTopicOrPartition,
+            "This server does not host this topic-partition.",
+        );
+        return (
+            Vec::new(),
+            AlterPartitionReply {
+                result: Err(refused),
+            },
+        );
+    };
+    let brokers = broker_states(image, config);
+    let request = partition_change::IsrChangeRequest {
+        broker_id: op.broker_id,
+        leader_epoch: op.leader_epoch,
+        partition_epoch: op.partition_epoch,
+        new_isr: op.new_isr.iter().map(|id| (*id, -1)).collect(),
+        leader_recovery_state: partition_change::LeaderRecoveryState::Recovered,
+    };
+    let state = PartitionState::from_image(current);
+    match partition_change::alter_partition(&state, &brokers, false, &request) {
+        Ok(partition_change::IsrChangeOutcome::Unchanged) => (
+            Vec::new(),
+            AlterPartitionReply {
+                result: Ok(state.isr),
+            },
+        ),
+        Ok(
+            partition_change::IsrChangeOutcome::Changed(next)
+            | partition_change::IsrChangeOutcome::LeaderMoved(next),
+        ) => {
+            let isr = next.isr.clone();
+            (
+                vec![partition_record(op.topic_id, op.partition, next)],
+                AlterPartitionReply { result: Ok(isr) },
+            )
+        }
+        Err(refused) => (
+            Vec::new(),
+            AlterPartitionReply {
+                result: Err(refused),
+            },
+        ),
+    }
+}
+
+/// The partitions to move back to their preferred replica, by topic: those of every broker
+/// whose share of preferred partitions led elsewhere is above `percentage`, when the
+/// preferred replica can lead (registered, unfenced, in the ISR).
+pub fn imbalanced_partitions(
+    image: &strata_quorum::MetadataImage,
+    percentage: u32,
+) -> Vec<(String, Vec<i32>)> {
+    use std::collections::BTreeMap;
+    // preferred broker -> (preferred partitions, movable ones)
+    let mut per_broker: BTreeMap<i32, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+    for topic in image.topics() {
+        for p in topic.partitions.values() {
+            let Some(&preferred) = p.replicas.first() else {
+                continue;
+            };
+            if p.replicas.len() < 2 {
+                continue;
+            }
+            let entry = per_broker.entry(preferred).or_default();
+            entry.0 += 1;
+            let can_lead =
+                p.isr.contains(&preferred) && image.broker(preferred).is_some_and(|b| !b.fenced);
+            if p.leader != preferred && can_lead {
+                entry.1.push((topic.name.clone(), p.partition));
+            }
+        }
+    }
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (total, movable) in per_broker.into_values() {
+        if movable.is_empty() || movable.len() * 100 <= total * percentage as usize {
+            continue;
+        }
+        for (topic, p) in movable {
+            by_topic.entry(topic).or_default().push(p);
+        }
+    }
+    by_topic.into_iter().collect()
+}
+
 /// Plans one operation against `image`.
 pub fn plan(
     image: &MetadataImage,
@@ -275,6 +369,10 @@ pub fn plan(
                 records,
                 ControllerReply::BrokerHeartbeat(BrokerHeartbeatReply { fenced: false }),
             )
+        }
+        ControllerOp::AlterPartition(op) => {
+            let (records, reply) = alter_partition(image, config, op);
+            (records, ControllerReply::AlterPartition(reply))
         }
         ControllerOp::FenceBroker(op) => {
             let unfenced = image.broker(op.node_id).is_some_and(|b| !b.fenced);
@@ -450,12 +548,6 @@ pub fn plan_create_topic(
             ));
         }
         let brokers = usable_brokers(image, config);
-        if rf > 1 && brokers.len() >= rf as usize {
-            return Err(refuse(
-                ErrorCode::InvalidReplicationFactor,
-                format!("Replication factor {rf} is not served yet: partitions are not replicated across brokers; use replication factor 1."),
-            ));
-        }
         placement::place_topic(&brokers, n, rf, Stripe::from_seed(rand::random()))?
             .into_iter()
             .zip(0..)
@@ -947,6 +1039,20 @@ mod tests {
         image
     }
 
+    /// The registration of broker `node_id` with one plaintext endpoint.
+    fn register(node_id: i32) -> MetadataRecord {
+        MetadataRecord::RegisterBroker {
+            node_id,
+            endpoints: vec![strata_quorum::BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9000 + node_id as u16,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            rack: None,
+        }
+    }
+
     /// `image` with `records` applied.
     fn applied(image: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {
         let mut image = image.clone();
@@ -960,21 +1066,55 @@ mod tests {
     /// replica where there is one, offline (-1) where it was the only one; its heartbeat
     /// unfences it and it leads its offline partitions again, each change a new epoch.
     #[test]
+    fn leaders_away_from_their_preferred_replica_beyond_the_tolerance_are_moved_back() {
+        let id = Uuid::new_v4();
+        // Ten partitions prefer broker 1; `moved` of them are led by broker 2.
+        let image = |moved: i32, isr_has_1: bool| {
+            let mut records = vec![
+                register(1),
+                register(2),
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id: id,
+                },
+            ];
+            for p in 0..10 {
+                records.push(MetadataRecord::Partition {
+                    topic_id: id,
+                    partition: p,
+                    replicas: vec![1, 2],
+                    isr: if isr_has_1 { vec![1, 2] } else { vec![2] },
+                    leader: if p < moved { 2 } else { 1 },
+                    leader_epoch: 1,
+                    partition_epoch: 1,
+                });
+            }
+            image_with(&records)
+        };
+        assert!(imbalanced_partitions(&image(0, true), 10).is_empty());
+        assert!(
+            imbalanced_partitions(&image(1, true), 10).is_empty(),
+            "10 % is tolerated"
+        );
+        assert_eq!(
+            imbalanced_partitions(&image(2, true), 10),
+            vec![("t".to_string(), vec![0, 1])]
+        );
+        assert_eq!(
+            imbalanced_partitions(&image(1, true), 0),
+            vec![("t".to_string(), vec![0])]
+        );
+        assert!(
+            imbalanced_partitions(&image(5, false), 0).is_empty(),
+            "a preferred replica out of the ISR cannot lead"
+        );
+    }
+
+    #[test]
     fn fencing_moves_or_offlines_leaderships_and_a_heartbeat_restores_them() {
         use strata_quorum::controller::ops::{BrokerHeartbeat, FenceBroker};
-        use strata_quorum::BrokerEndpoint;
         let config = config(&[]);
         let id = Uuid::new_v4();
-        let register = |node_id: i32| MetadataRecord::RegisterBroker {
-            node_id,
-            endpoints: vec![BrokerEndpoint {
-                name: "PLAINTEXT".into(),
-                host: "127.0.0.1".into(),
-                port: 9000 + node_id as u16,
-                security_protocol: "PLAINTEXT".into(),
-            }],
-            rack: None,
-        };
         let partition = |p: i32, replicas: Vec<i32>| MetadataRecord::Partition {
             topic_id: id,
             partition: p,

@@ -55,6 +55,11 @@ pub fn fetch(
                         fetch_offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes,
                         current_leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: if version >= 12 {
+                            p.last_fetched_epoch
+                        } else {
+                            -1
+                        },
                         last_high_watermark: -1,
                         last_log_start_offset: -1,
                     },
@@ -149,22 +154,39 @@ pub fn fetch(
     let read_committed = req.isolation_level == 1;
     // A replica's fetch needs CLUSTER_ACTION on the cluster; without it every partition is
     // TOPIC_AUTHORIZATION_FAILED, as Kafka answers.
-    let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
-    let follower_denied = follower && !authorize(&ctx, Operation::ClusterAction, Resource::Cluster);
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
+    let follower_denied =
+        replica.is_some() && !authorize(&ctx, Operation::ClusterAction, Resource::Cluster);
     Reply::Later(
         async move {
             let resolved: Arc<Vec<Resolved>> = Arc::new(
                 partitions
                     .into_iter()
-                    .map(|(key, sp)| resolve(&broker, &ctx, by_id, follower_denied, key, sp))
+                    .map(|(key, sp)| {
+                        resolve(&broker, &ctx, by_id, replica, follower_denied, key, sp)
+                    })
                     .collect(),
             );
             let deadline = tokio::time::Instant::now() + max_wait;
             let results = loop {
                 // Subscribe before reading, so an append between the read and the wait wakes us.
+                // A follower reads up to the log end, so it waits for appends.
                 let mut receivers: Vec<_> = resolved
                     .iter()
-                    .filter_map(|r| r.partition.as_ref().map(|p| p.subscribe()))
+                    .filter_map(|r| {
+                        r.partition.as_ref().map(|p| {
+                            if replica.is_some() {
+                                p.subscribe_log_end()
+                            } else {
+                                p.subscribe()
+                            }
+                        })
+                    })
                     .collect();
                 let (results, total, any_error) =
                     read_all_blocking(&resolved, max_bytes, read_committed).await;
@@ -265,12 +287,18 @@ struct Resolved {
     session: SessionPartition,
     partition: Option<Arc<Partition>>,
     error: Option<ErrorCode>,
+    /// A follower's fetch: read up to the log end.
+    replica: bool,
+    /// The follower's log diverged from this leader's: (epoch, end offset) to cut to, and
+    /// no records.
+    diverging: Option<(i32, i64)>,
 }
 
 fn resolve(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     ctx: &ConnectionContext,
     by_id: bool,
+    replica: Option<i32>,
     follower_denied: bool,
     key: FetchKey,
     session: SessionPartition,
@@ -290,6 +318,8 @@ fn resolve(
             Err(ErrorCode::TopicAuthorizationFailed)
         }
         None => Err(ErrorCode::UnknownTopicOrPartition),
+        // A follower's fetch was authorized as CLUSTER_ACTION above.
+        Some(t) if replica.is_some() => broker.partitions.lookup(t, key.partition),
         Some(t) if !authorize(ctx, Operation::Read, Resource::Topic(&t.name)) => {
             Err(ErrorCode::TopicAuthorizationFailed)
         }
@@ -304,17 +334,34 @@ fn resolve(
         }
     });
     match lookup {
-        Ok(p) => Resolved {
-            key,
-            session,
-            partition: Some(p),
-            error: None,
-        },
+        Ok(p) => {
+            let mut diverging = None;
+            if let Some(id) = replica {
+                diverging = p.divergence(session.last_fetched_epoch, session.fetch_offset);
+                if diverging.is_none() && session.fetch_offset <= p.log_end_offset() {
+                    // Everything below the fetch offset is on the follower (durably, with
+                    // fsync before ack): the HW may move.
+                    if let Some(proposal) = p.on_follower_fetch(id, session.fetch_offset) {
+                        crate::isr::send(broker, proposal);
+                    }
+                }
+            }
+            Resolved {
+                key,
+                session,
+                partition: Some(p),
+                error: None,
+                replica: replica.is_some(),
+                diverging,
+            }
+        }
         Err(e) => Resolved {
             key,
             session,
             partition: None,
             error: Some(e),
+            replica: replica.is_some(),
+            diverging: None,
         },
     }
 }
@@ -372,12 +419,28 @@ fn read_all(
             out.push(base.with_error_code(r.error.map_or(0, |e| e.code())));
             continue;
         };
+        if let Some((epoch, end_offset)) = r.diverging {
+            out.push(
+                base.with_high_watermark(partition.high_watermark())
+                    .with_log_start_offset(partition.log_start_offset())
+                    .with_diverging_epoch(
+                        kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                            .with_epoch(epoch)
+                            .with_end_offset(end_offset),
+                    ),
+            );
+            // An answer to send at once: the follower must cut its log first.
+            any_error = true;
+            continue;
+        }
         let remaining = max_bytes.saturating_sub(total);
         let limit = (r.session.max_bytes.max(0) as usize).min(remaining);
         // Once the response is full, later partitions get no records but still report their
         // offsets; the first partition with data always gets at least one batch.
         let result = if limit == 0 && total > 0 {
             partition.offsets_at(r.session.fetch_offset)
+        } else if r.replica {
+            partition.read_for_replica(r.session.fetch_offset, limit.max(1))
         } else {
             partition.read_isolated(r.session.fetch_offset, limit.max(1), read_committed)
         };
@@ -390,7 +453,7 @@ fn read_all(
                     res.records = Bytes::new();
                 }
                 total += res.records.len();
-                if !res.records.is_empty() {
+                if !res.records.is_empty() && !r.replica {
                     partition.metrics.bytes_out.add(res.records.len() as u64);
                     partition
                         .metrics

@@ -60,7 +60,7 @@ pub async fn ensure_internal_topic(
     if broker.image().topic_by_name(name).is_some() {
         return Ok(());
     }
-    let configs: BTreeMap<String, String> = [
+    let mut configs: BTreeMap<String, String> = [
         ("cleanup.policy", "compact"),
         ("segment.bytes", "104857600"),
         ("compression.type", "producer"),
@@ -68,10 +68,21 @@ pub async fn ensure_internal_topic(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    let replication_factor = internal_replication_factor(broker, name);
+    if name == crate::txn::TXN_TOPIC {
+        // As Kafka: the transaction log's writes need `transaction.state.log.min.isr`
+        // replicas (never more than it has).
+        let min_isr = broker
+            .config
+            .parsed::<i16>("transaction.state.log.min.isr")
+            .unwrap_or(2)
+            .clamp(1, replication_factor);
+        configs.insert("min.insync.replicas".into(), min_isr.to_string());
+    }
     let op = CreateTopics {
         topics: vec![NewTopic {
             num_partitions: partitions,
-            replication_factor: 1,
+            replication_factor,
             configs,
             ..NewTopic::named(name)
         }],
@@ -90,6 +101,31 @@ pub async fn ensure_internal_topic(
     } else {
         Err(ErrorCode::CoordinatorNotAvailable)
     }
+}
+
+/// The replication factor of internal topic `name`: `offsets.topic.replication.factor` or
+/// `transaction.state.log.replication.factor` when set, strictly (with fewer brokers
+/// registered the creation is refused and clients retry, as with Kafka); unset, Kafka's 3
+/// capped at the cluster's size (the registered brokers, or the controller quorum's voters
+/// while they register), so a single node needs no setting.
+fn internal_replication_factor(broker: &Broker, name: &str) -> i16 {
+    let key = if name == crate::txn::TXN_TOPIC {
+        "transaction.state.log.replication.factor"
+    } else {
+        "offsets.topic.replication.factor"
+    };
+    if broker.config.set.contains_key(key) {
+        if let Some(rf) = broker.config.parsed::<i16>(key) {
+            return rf.max(1);
+        }
+    }
+    let registered = broker.image().brokers().count();
+    let voters = broker
+        .config
+        .set
+        .get("controller.quorum.voters")
+        .map_or(1, |v| v.split(',').filter(|s| !s.trim().is_empty()).count());
+    registered.max(voters).clamp(1, 3) as i16
 }
 
 pub async fn join_group(

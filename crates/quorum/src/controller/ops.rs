@@ -378,6 +378,26 @@ pub struct FenceBrokerReply {
     pub fenced_now: bool,
 }
 
+/// A partition's leader asks for a new ISR (KIP-497): a follower caught up and joins, or
+/// one lagging for `replica.lag.time.max.ms` leaves. Checked against the leader and
+/// partition epochs the leader holds (`partition_change::alter_partition`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartition {
+    pub broker_id: i32,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// The partition's ISR as the controller left it, or why it refused (FENCED_LEADER_EPOCH,
+/// INVALID_UPDATE_VERSION, INELIGIBLE_REPLICA, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionReply {
+    pub result: ItemResult<Vec<i32>>,
+}
+
 /// An operation whose reply is a known type, so that a submitter gets that type back.
 pub trait Op: Into<ControllerOp> {
     type Reply;
@@ -453,6 +473,8 @@ controller_ops! {
     BrokerHeartbeat => BrokerHeartbeatReply,
     /// Fence a broker that missed its heartbeats.
     FenceBroker => FenceBrokerReply,
+    /// Change a partition's ISR, asked by its leader.
+    AlterPartition => AlterPartitionReply,
 }
 
 #[cfg(test)]
