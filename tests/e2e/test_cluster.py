@@ -141,6 +141,63 @@ def spread_topic(cluster, prefix):
     return admin, topic
 
 
+class BackgroundProducer:
+    """An idempotent acks=all confluent-kafka producer writing numbered records (`prefix` +
+    number) to `topic` in a thread until stopped: the acknowledged values in order, the
+    delivery errors, and the longest wait between two acknowledgements."""
+
+    def __init__(self, bootstrap, topic, prefix, delivery_timeout_ms):
+        import threading
+
+        self.acked, self.failed, self.longest_gap = [], [], 0.0
+        self.unflushed = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(bootstrap, topic, prefix.encode(), delivery_timeout_ms)
+        )
+        self._thread.start()
+
+    def _run(self, bootstrap, topic, prefix, delivery_timeout_ms):
+        from confluent_kafka import Producer
+
+        producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": delivery_timeout_ms,
+            }
+        )
+        last = [time.monotonic()]
+
+        def report(err, msg):
+            if err:
+                self.failed.append(err)
+                return
+            now = time.monotonic()
+            self.longest_gap = max(self.longest_gap, now - last[0])
+            last[0] = now
+            self.acked.append(msg.value())
+
+        i = 0
+        while not self._stop.is_set():
+            try:
+                producer.produce(topic, value=prefix + b"%d" % i, on_delivery=report)
+                i += 1
+            except BufferError:
+                pass
+            producer.poll(0.002)
+        self.unflushed = producer.flush(delivery_timeout_ms / 1000 + 10)
+
+    def stop(self):
+        """Stops writing, waits for every delivery report, checks none failed."""
+        self._stop.set()
+        self._thread.join()
+        assert self.unflushed == 0, f"{self.unflushed} records without a delivery report"
+        assert not self.failed, self.failed[:3]
+
+
 def read_all(bootstrap, topic, partitions, expected, timeout_s=60, **conf):
     """Every record of `topic` from the start (confluent-kafka, assigned partitions, from the
     leaders, with `conf`), until at least `expected` records were read and every partition is
@@ -400,9 +457,6 @@ def test_an_idempotent_producer_loses_nothing_when_a_leader_and_the_controller_d
     with SIGKILL. Its partitions move to other ISR members (it is fenced), the producer carries
     on, a consumer keeps receiving, topics can still be created; no acknowledged record is lost
     or written twice, and once the node is back every replica holds the same bytes."""
-    import threading
-
-    from confluent_kafka import Producer
     from confluent_kafka.admin import NewTopic
 
     cluster = Cluster(tmp_path)
@@ -416,35 +470,8 @@ def test_an_idempotent_producer_loses_nothing_when_a_leader_and_the_controller_d
             lambda: len(admin.list_topics(topic, timeout=5).topics[topic].partitions) == 6, 30, "the partitions"
         )
 
-        acked, failed = [], []
-        stop = threading.Event()
-
-        def produce():
-            producer = Producer(
-                {
-                    "bootstrap.servers": cluster.bootstrap,
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "message.timeout.ms": 120000,
-                }
-            )
-
-            def report(err, msg):
-                (failed if err else acked).append(err or msg.value())
-
-            i = 0
-            while not stop.is_set():
-                try:
-                    producer.produce(topic, value=b"v%d" % i, on_delivery=report)
-                    i += 1
-                except BufferError:
-                    pass
-                producer.poll(0.001 if i % 50 else 0.05)
-            assert producer.flush(120) == 0
-
-        thread = threading.Thread(target=produce)
-        thread.start()
+        writer = BackgroundProducer(cluster.bootstrap, topic, "v", 120000)
+        acked = writer.acked
         try:
             wait_until(lambda: len(acked) >= 1000, 60, "the first 1000 records acknowledged")
             victim = admin.describe_cluster().result(10).controller.id
@@ -467,9 +494,7 @@ def test_an_idempotent_producer_loses_nothing_when_a_leader_and_the_controller_d
             created = f"{topic}-after"
             admin.create_topics([NewTopic(created, num_partitions=1, replication_factor=2)])[created].result(30)
         finally:
-            stop.set()
-            thread.join(180)
-        assert not failed, failed[:3]
+            writer.stop()
 
         values = read_all(survivors, topic, 6, len(acked))
         assert len(values) == len(set(values)), "a record was written twice"
@@ -650,9 +675,6 @@ def test_a_rolling_restart_with_sigterm_loses_nothing(tmp_path):
     the controller moves every leadership back to its preferred replica
     (auto.leader.rebalance.enable, checked every 2 s here, with no imbalance tolerated: by
     Kafka's 10 % a broker whose share of misplaced leaderships is small keeps them)."""
-    import threading
-
-    from confluent_kafka import Producer
     from confluent_kafka.admin import NewTopic
 
     cluster = Cluster(
@@ -670,42 +692,8 @@ def test_a_rolling_restart_with_sigterm_loses_nothing(tmp_path):
             return admin_client(cluster.bootstrap).list_topics(topic, timeout=5).topics[topic].partitions
 
         wait_until(lambda: len(partitions()) == 3, 30, "the partitions")
-        acked, failed, stalls = [], [], []
-        stop = threading.Event()
-
-        def produce():
-            producer = Producer(
-                {
-                    "bootstrap.servers": cluster.bootstrap,
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "message.timeout.ms": 30000,
-                }
-            )
-            last = [time.monotonic()]
-
-            def report(err, msg):
-                if err:
-                    failed.append(err)
-                    return
-                now = time.monotonic()
-                stalls.append(now - last[0])
-                last[0] = now
-                acked.append(msg.value())
-
-            i = 0
-            while not stop.is_set():
-                try:
-                    producer.produce(topic, value=b"r%d" % i, on_delivery=report)
-                    i += 1
-                except BufferError:
-                    pass
-                producer.poll(0.002)
-            assert producer.flush(60) == 0
-
-        thread = threading.Thread(target=produce)
-        thread.start()
+        writer = BackgroundProducer(cluster.bootstrap, topic, "r", 30000)
+        acked = writer.acked
         try:
             wait_until(lambda: len(acked) >= 500, 60, "the first records acknowledged")
             for node in cluster.ids:
@@ -722,10 +710,8 @@ def test_a_rolling_restart_with_sigterm_loses_nothing(tmp_path):
                 )
             wait_until(lambda: len(acked) >= before + 400, 60, "records acknowledged after the last restart")
         finally:
-            stop.set()
-            thread.join(120)
-        assert not failed, failed[:3]
-        print(f"longest wait between acknowledgements: {max(stalls):.2f} s over {len(acked)} records")
+            writer.stop()
+        print(f"longest wait between acknowledgements: {writer.longest_gap:.2f} s over {len(acked)} records")
         values = read_all(cluster.bootstrap, topic, 3, len(acked))
         assert len(values) == len(set(values)), "a record was written twice"
         missing = set(acked) - set(values)

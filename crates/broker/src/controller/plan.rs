@@ -95,6 +95,16 @@ fn partition_record(
     }
 }
 
+/// The brokers a manual replica assignment may name: every registered one (fenced or not,
+/// as Kafka's controller allows), and this node, registered or about to be.
+fn registered_brokers(image: &MetadataImage, config: &BrokerConfig) -> Vec<i32> {
+    let mut ids: Vec<i32> = image.brokers().map(|b| b.node_id).collect();
+    if !ids.contains(&config.node_id) {
+        ids.push(config.node_id);
+    }
+    ids
+}
+
 /// A broker fenced or unfenced: its registration changes, and every partition it is a
 /// replica of follows the partition change rules (leaderships move within the ISR, or a
 /// partition goes offline; an offline partition whose ISR holds a returning broker is led
@@ -500,7 +510,7 @@ pub fn plan_create_topic(
         ));
     }
     validate_topic_configs(&topic.configs)?;
-    let brokers = [config.node_id];
+    let brokers = registered_brokers(image, config);
     let replica_sets: Vec<(i32, Vec<i32>)> = if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err(refuse(
@@ -689,7 +699,7 @@ fn plan_new_partitions(
         ));
     }
     let added = (t.count - current) as usize;
-    let node_id = config.node_id;
+    let registered = registered_brokers(image, config);
     let assignments: Vec<Vec<i32>> = match &t.assignments {
         Some(a) => {
             if a.len() != added {
@@ -721,7 +731,7 @@ fn plan_new_partitions(
     };
     let mut out = Vec::with_capacity(added);
     for (i, replicas) in assignments.into_iter().enumerate() {
-        validate_replicas(&replicas, &[node_id])?;
+        validate_replicas(&replicas, &registered)?;
         out.push(MetadataRecord::partition_led_by_first(
             topic.topic_id,
             current + i as i32,
@@ -1065,6 +1075,80 @@ mod tests {
     /// A broker fenced for missed heartbeats gives up its leaderships: to another in-sync
     /// replica where there is one, offline (-1) where it was the only one; its heartbeat
     /// unfences it and it leads its offline partitions again, each change a new epoch.
+    #[test]
+    fn assignments_and_added_partitions_use_every_registered_broker() {
+        use strata_quorum::controller::ops::ReplicaAssignment;
+        let id = Uuid::new_v4();
+        let image = image_with(&[
+            register(1),
+            register(2),
+            register(3),
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![2, 3, 1],
+                isr: vec![2, 3, 1],
+                leader: 2,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ]);
+        let config = config(&[]);
+        let add = |assignments: Option<Vec<Vec<i32>>>| {
+            let op = ControllerOp::CreatePartitions(CreatePartitions {
+                topics: vec![NewPartitions {
+                    name: "t".into(),
+                    count: 3,
+                    assignments,
+                }],
+                validate_only: false,
+            });
+            match plan(&image, &config, &op).expect("planned") {
+                (records, ControllerReply::CreatePartitions(reply)) => {
+                    (records, reply.topics.into_iter().next().expect("one topic"))
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let (records, result) = add(None);
+        assert!(result.is_ok(), "{result:?}");
+        let placed = applied(&image, &records);
+        for p in 1..3 {
+            let mut replicas = placed.partition(&id, p).expect("added").replicas.clone();
+            replicas.sort_unstable();
+            assert_eq!(replicas, vec![1, 2, 3], "three replicas on three brokers");
+        }
+        let (_, result) = add(Some(vec![vec![3, 1, 2], vec![1, 2, 3]]));
+        assert!(result.is_ok(), "{result:?}");
+        let (records, result) = add(Some(vec![vec![3, 1, 9], vec![1, 2, 3]]));
+        assert!(records.is_empty());
+        assert_eq!(
+            result.expect_err("broker 9 is not registered").code,
+            ErrorCode::InvalidReplicaAssignment.code()
+        );
+        let create = ControllerOp::CreateTopics(CreateTopics {
+            topics: vec![NewTopic {
+                assignments: vec![ReplicaAssignment {
+                    partition: 0,
+                    replicas: vec![3, 2],
+                }],
+                ..NewTopic::named("manual")
+            }],
+            validate_only: false,
+        });
+        match plan(&image, &config, &create).expect("planned") {
+            (records, ControllerReply::CreateTopics(reply)) => {
+                assert!(reply.topics[0].is_ok(), "{:?}", reply.topics[0]);
+                assert!(!records.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn leaders_away_from_their_preferred_replica_beyond_the_tolerance_are_moved_back() {
         let id = Uuid::new_v4();
