@@ -42,10 +42,7 @@ pub async fn write_txn_markers(
     partitions: &[(String, i32)],
 ) -> Result<(), ErrorCode> {
     let address = endpoint_of(broker, image, leader).ok_or(ErrorCode::NotLeaderOrFollower)?;
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, index) in partitions {
-        topics.entry(topic).or_default().push(*index);
-    }
+    let topics = by_topic(partitions);
     let request =
         WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
             .with_producer_id(ProducerId(plan.producer_id))
@@ -87,6 +84,15 @@ pub async fn write_txn_markers(
         }
     }
     Ok(())
+}
+
+/// `partitions` grouped by topic, in name order, as the requests carry them.
+fn by_topic(partitions: &[(String, i32)]) -> BTreeMap<&str, Vec<i32>> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in partitions {
+        topics.entry(topic).or_default().push(*index);
+    }
+    topics
 }
 
 /// The endpoint of broker `node` on the inter-broker listener.
@@ -152,10 +158,7 @@ pub async fn verify_txn_partitions(
     let Some(address) = endpoint_of(broker, image, coordinator) else {
         return fail_all(ErrorCode::NotCoordinator);
     };
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, index) in partitions {
-        topics.entry(topic).or_default().push(*index);
-    }
+    let topics = by_topic(partitions);
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(

@@ -379,11 +379,7 @@ impl PartitionManager {
                 None => PartitionLog::open(&dir, config, now_ms()),
             }
             .and_then(|(mut log, report)| {
-                if p.leader == node {
-                    log.set_leader_epoch(p.leader_epoch)?;
-                } else {
-                    log.note_leader_epoch(p.leader_epoch);
-                }
+                log.adopt_leader_epoch(p.leader_epoch, p.leader == node)?;
                 Ok((log, report))
             })
             .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))

@@ -390,14 +390,8 @@ impl Partition {
             let _producers = self.lock_producers();
             let mut log = self.lock_log();
             if self.leader_epoch.swap(leader_epoch, Ordering::AcqRel) != leader_epoch {
-                if leader == node {
-                    // A leader's epoch starts at its log end; a follower's epoch cache
-                    // follows the stamps of the batches it replicates.
-                    if let Err(e) = log.set_leader_epoch(leader_epoch) {
-                        self.fail_storage("checkpoint the leader epoch of", &e);
-                    }
-                } else {
-                    log.note_leader_epoch(leader_epoch);
+                if let Err(e) = log.adopt_leader_epoch(leader_epoch, leader == node) {
+                    self.fail_storage("checkpoint the leader epoch of", &e);
                 }
             }
             let own_end = if self.fsync_before_ack {
@@ -873,15 +867,6 @@ impl Partition {
         };
         if let Some(hw) = moved {
             self.publish_high_watermark(hw);
-        }
-    }
-
-    /// The ISR members other than the leader that lack records the leader has (`None` unless
-    /// this replica leads).
-    pub fn out_of_sync_replicas(&self) -> Option<Vec<i32>> {
-        match &*self.lock_role() {
-            Role::Leader(state) => Some(state.out_of_sync(self.log_end_offset())),
-            _ => None,
         }
     }
 
@@ -1471,11 +1456,8 @@ pub(crate) fn test_replica(
     }));
     let (mut log, _) =
         PartitionLog::open(&dir.join("t-0"), log_config(&settings), 0).expect("open");
-    if leader == node {
-        log.set_leader_epoch(leader_epoch).expect("epoch");
-    } else {
-        log.note_leader_epoch(leader_epoch);
-    }
+    log.adopt_leader_epoch(leader_epoch, leader == node)
+        .expect("epoch");
     Partition::new(
         "t".into(),
         Uuid::nil(),

@@ -151,15 +151,6 @@ impl ReplicaFetchers {
             }
         }
     }
-
-    /// How many partitions this node follows (for tests and metrics).
-    pub fn followed(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .follows
-            .len()
-    }
 }
 
 struct FetchTask {

@@ -335,11 +335,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// A follower's view of the leader epoch: the field only. The epoch cache of a follower
+    /// Takes leader epoch `epoch`: as its leader ([`Self::set_leader_epoch`], the epoch
+    /// starts at the log end), or as a follower, the field only: a follower's epoch cache
     /// follows the stamps of the batches it replicates ([`Self::append_replicated`]), not the
     /// moment it learnt of the epoch.
-    pub fn note_leader_epoch(&mut self, epoch: i32) {
-        self.leader_epoch = epoch;
+    pub fn adopt_leader_epoch(&mut self, epoch: i32, leading: bool) -> Result<(), LogError> {
+        if leading {
+            self.set_leader_epoch(epoch)
+        } else {
+            self.leader_epoch = epoch;
+            Ok(())
+        }
     }
 
     pub fn leader_epoch(&self) -> i32 {

@@ -120,11 +120,7 @@ fn internal_replication_factor(broker: &Broker, name: &str) -> i16 {
         }
     }
     let registered = broker.image().brokers().count();
-    let voters = broker
-        .config
-        .set
-        .get("controller.quorum.voters")
-        .map_or(1, |v| v.split(',').filter(|s| !s.trim().is_empty()).count());
+    let voters = crate::controller::quorum_voters(&broker.config).len();
     registered.max(voters).clamp(1, 3) as i16
 }
 
