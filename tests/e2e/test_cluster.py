@@ -19,6 +19,7 @@ from strata_e2e import (
     confluent_consumer,
     confluent_produce,
     free_port,
+    kafka_python_consume,
     kafka_python_produce,
     strata_binary,
     wait_until,
@@ -26,36 +27,60 @@ from strata_e2e import (
 
 
 class Cluster:
-    def __init__(self, base, size=3, extra=""):
+    """`size` brokers (ids 1..size). With `controllers` = 0 they are combined nodes
+    (process.roles=broker,controller), all voters; otherwise the voters are that many
+    controller-only nodes (ids 101, 102, ...) and the brokers are broker-only nodes."""
+
+    def __init__(self, base, size=3, extra="", controllers=0):
         self.ids = list(range(1, size + 1))
+        self.controller_ids = [100 + c for c in range(1, controllers + 1)]
+        voter_ids = self.controller_ids or self.ids
         self.ports = {i: free_port() for i in self.ids}
-        self.controller_ports = {i: free_port() for i in self.ids}
-        voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in self.ids)
+        self.controller_ports = {i: free_port() for i in voter_ids}
+        voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in voter_ids)
         self.procs, self.logs, self.properties, self.data = {}, {}, {}, {}
-        for i in self.ids:
-            node = base / f"node{i}"
-            node.mkdir()
-            properties = node / "server.properties"
-            properties.write_text(
-                "process.roles=broker,controller\n"
-                f"node.id={i}\n"
-                f"controller.quorum.voters={voters}\n"
-                f"listeners=CLIENT://127.0.0.1:{self.ports[i]},"
-                f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}\n"
-                f"advertised.listeners=CLIENT://127.0.0.1:{self.ports[i]}\n"
-                "controller.listener.names=CONTROLLER\n"
-                "inter.broker.listener.name=CLIENT\n"
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT\n"
-                f"log.dirs={node / 'data'}\n"
-                "group.initial.rebalance.delay.ms=0\n"
-                "console.enable=false\n" + extra
+        common = (
+            f"controller.quorum.voters={voters}\n"
+            "controller.listener.names=CONTROLLER\n"
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT\n"
+            "group.initial.rebalance.delay.ms=0\n"
+            "console.enable=false\n" + extra
+        )
+        for i in self.controller_ids:
+            self.write_node(
+                base, i,
+                "process.roles=controller\n"
+                f"listeners=CONTROLLER://127.0.0.1:{self.controller_ports[i]}\n" + common,
             )
-            self.properties[i] = properties
-            self.data[i] = node / "data"
-            self.logs[i] = node / "broker.log"
-            self.start(i)
         for i in self.ids:
+            if controllers:
+                roles, listeners = "broker", f"CLIENT://127.0.0.1:{self.ports[i]}"
+            else:
+                roles = "broker,controller"
+                listeners = (
+                    f"CLIENT://127.0.0.1:{self.ports[i]},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}"
+                )
+            self.write_node(
+                base, i,
+                f"process.roles={roles}\n"
+                f"listeners={listeners}\n"
+                f"advertised.listeners=CLIENT://127.0.0.1:{self.ports[i]}\n"
+                "inter.broker.listener.name=CLIENT\n" + common,
+            )
+        for i in self.controller_ids + self.ids:
+            self.start(i)
+        for i in self.controller_ids + self.ids:
             self.wait_serving(i)
+
+    def write_node(self, base, i, properties_text):
+        node = base / f"node{i}"
+        node.mkdir()
+        properties = node / "server.properties"
+        properties.write_text(f"node.id={i}\nlog.dirs={node / 'data'}\n" + properties_text)
+        self.properties[i] = properties
+        self.data[i] = node / "data"
+        self.logs[i] = node / "broker.log"
 
     def start(self, i):
         with open(self.logs[i], "ab") as log:
@@ -66,10 +91,12 @@ class Cluster:
             )
 
     def wait_serving(self, i):
+        port = self.ports.get(i) or self.controller_ports[i]
         wait_until(
-            lambda: f"127.0.0.1:{self.ports[i]}" in self.listening_lines(i),
+            lambda: f"127.0.0.1:{port}" in self.listening_lines(i)
+            and (i in self.ports or "strata started" in self.log(i)),
             60,
-            f"node {i} serving clients",
+            f"node {i} serving",
         )
 
     def kill(self, i):
@@ -106,6 +133,9 @@ class Cluster:
         assert self.procs[i].poll() is None, f"node {i} exited:\n{self.log(i)}"
         return "\n".join(l for l in self.log(i).splitlines() if "listening" in l)
 
+    def bootstrap_of(self, nodes):
+        return ",".join(f"127.0.0.1:{self.ports[i]}" for i in nodes)
+
     def log(self, i):
         return self.logs[i].read_text(errors="replace")
 
@@ -114,15 +144,18 @@ class Cluster:
         return ",".join(f"127.0.0.1:{self.ports[i]}" for i in self.ids)
 
     def stop(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        # Brokers first: their controlled shutdown needs the controllers.
+        for group in (self.ids, self.controller_ids):
+            procs = [self.procs[i] for i in group if i in self.procs]
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 def spread_topic(cluster, prefix):
@@ -139,6 +172,30 @@ def spread_topic(cluster, prefix):
         "the topic's partitions",
     )
     return admin, topic
+
+
+def one_partition_rf3(cluster, prefix, min_insync):
+    """Once the three brokers are registered, a new topic of one partition on three replicas
+    with `min_insync` as its min.insync.replicas, its ISR whole; the admin client and the
+    topic's name."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = cluster.admin()
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=3, config={"min.insync.replicas": str(min_insync)})]
+    )[topic].result(30)
+    wait_until(
+        lambda: partition_zero(admin, topic) is not None and len(partition_zero(admin, topic).isrs) == 3,
+        30,
+        "the partition with its ISR",
+    )
+    return admin, topic
+
+
+def partition_zero(admin, topic):
+    """Partition 0 of `topic` as the metadata describes it (None while unknown)."""
+    return admin.list_topics(topic, timeout=5).topics[topic].partitions.get(0)
 
 
 class BackgroundProducer:
@@ -404,22 +461,15 @@ def test_the_isr_shrinks_and_grows_back_and_min_insync_replicas_holds(tmp_path):
     back (AlterPartition), the ISR is whole again, acks=all succeeds and every replica holds the
     same bytes."""
     from confluent_kafka import KafkaError
-    from confluent_kafka.admin import NewTopic
 
     cluster = Cluster(tmp_path, extra="replica.lag.time.max.ms=3000\n")
     stopped = None
     try:
-        admin = cluster.admin()
-        topic = f"isr-{uuid.uuid4().hex[:8]}"
-        admin.create_topics(
-            [NewTopic(topic, num_partitions=1, replication_factor=3, config={"min.insync.replicas": "3"})]
-        )[topic].result(30)
+        admin, topic = one_partition_rf3(cluster, "isr", min_insync=3)
 
         def state():
-            md = admin.list_topics(topic, timeout=5).topics[topic]
-            return md.partitions.get(0)
+            return partition_zero(admin, topic)
 
-        wait_until(lambda: state() is not None and len(state().isrs) == 3, 30, "the partition with its ISR")
         records = [{"value": b"a%d" % i} for i in range(200)]
         assert_delivered(confluent_produce(cluster.bootstrap, topic, records, acks="all"))
 
@@ -774,5 +824,61 @@ def test_a_returning_leader_cuts_the_records_no_one_else_got(tmp_path):
         assert "diverged" in cluster.log(old.leader), cluster.log(old.leader)[-3000:]
         values = read_all(cluster.bootstrap, topic, 1, 130)
         assert sorted(values) == sorted(r["value"] for r in first + second)
+    finally:
+        cluster.stop()
+
+
+def test_with_two_of_three_brokers_down_acks_all_waits_for_one_to_return(tmp_path):
+    """A controller-only node (process.roles=controller) and three broker-only nodes
+    (process.roles=broker, following the metadata from the controller): RF 3 with
+    min.insync.replicas=2. Two brokers SIGKILLed, among them the leader: the controller fences
+    them, the survivor leads with an ISR of one, and acks=all fails with NOT_ENOUGH_REPLICAS
+    while acks=1 still works. One returns, catches up and rejoins the ISR, and acks=all works
+    again; kafka-python reads every acknowledged record once."""
+    from confluent_kafka import KafkaError
+
+    cluster = Cluster(
+        tmp_path,
+        controllers=1,
+        extra="broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n"
+        "replica.lag.time.max.ms=3000\n",
+    )
+    try:
+        admin, topic = one_partition_rf3(cluster, "two-down", min_insync=2)
+
+        def state(admin=admin):
+            return partition_zero(admin, topic)
+
+        # The controller-only node is no broker: clients see the three brokers only, and a
+        # live broker as the controller (they cannot reach the quorum's leader).
+        described = admin.describe_cluster().result(10)
+        assert sorted(n.id for n in described.nodes) == [1, 2, 3], described.nodes
+        assert described.controller.id in (1, 2, 3), described.controller
+        assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"a%d" % i} for i in range(200)], acks="all"))
+
+        leader = state().leader
+        survivor = next(i for i in cluster.ids if i != leader)
+        down = [i for i in cluster.ids if i != survivor]
+        for i in down:
+            cluster.kill(i)
+        survivors = cluster.bootstrap_of([survivor])
+        admin = admin_client(survivors)
+        wait_until(
+            lambda: state(admin) is not None and state(admin).leader == survivor and state(admin).isrs == [survivor],
+            30,
+            f"node {survivor} leading alone",
+        )
+        reports = confluent_produce(survivors, topic, [{"value": b"refused"}], acks="all", retries=0)
+        assert reports[0][0] is not None and reports[0][0].code() == KafkaError.NOT_ENOUGH_REPLICAS, reports
+        assert_delivered(confluent_produce(survivors, topic, [{"value": b"b%d" % i} for i in range(100)], acks="1"))
+
+        back = down[0]
+        cluster.restart(back)
+        wait_until(lambda: sorted(state(admin).isrs) == sorted([survivor, back]), 60, f"node {back} back in the ISR")
+        assert_delivered(confluent_produce(survivors, topic, [{"value": b"c%d" % i} for i in range(100)], acks="all"))
+
+        values = [r.value for r in kafka_python_consume(cluster.bootstrap_of([survivor, back]), topic, timeout_s=60)]
+        expected = [b"a%d" % i for i in range(200)] + [b"b%d" % i for i in range(100)] + [b"c%d" % i for i in range(100)]
+        assert values == expected, (len(values), values[:3], values[-3:])
     finally:
         cluster.stop()

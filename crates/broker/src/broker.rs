@@ -34,6 +34,44 @@ pub enum StartError {
     },
 }
 
+/// This node's metadata once open: its part in the quorum (a voter, serving the other
+/// voters on its controller listeners), or its copy fetched from the voters.
+enum OpenedMetadata {
+    Voter(
+        strata_quorum::raft::node::MetadataQuorum,
+        Arc<strata_quorum::raft::rpc::InternalServices>,
+    ),
+    Observer(Arc<crate::metadata_follower::MetadataFollower>),
+}
+
+/// Opens this voter's part in the metadata quorum kept in the locked `dir`: binds the
+/// controller listeners and serves the other voters on them as soon as the quorum is open,
+/// then waits for a leader (this node, when it is the only voter) and the cluster id.
+pub(crate) async fn open_voter(
+    dir: &std::path::Path,
+    config: &BrokerConfig,
+    previous: Option<crate::data_dir::MetaProperties>,
+) -> Result<
+    (
+        strata_quorum::raft::node::MetadataQuorum,
+        Arc<strata_quorum::raft::rpc::InternalServices>,
+    ),
+    StartError,
+> {
+    let controller_listeners: Vec<crate::config::Listener> = config
+        .listeners
+        .iter()
+        .filter(|l| config.is_controller_listener(&l.name))
+        .cloned()
+        .collect();
+    let bound =
+        crate::server::BoundListeners::bind(&controller_listeners, Default::default()).await?;
+    crate::format::open_and_stamp(dir, config, previous, |quorum| {
+        crate::server::serve_controller_listeners(bound, quorum)
+    })
+    .await
+}
+
 pub struct Broker {
     pub config: BrokerConfig,
     /// Where every metadata change is submitted ([`Broker::submit`]).
@@ -89,27 +127,24 @@ impl Broker {
         };
         let lock = crate::format::lock(&dir)?;
         let previous = crate::data_dir::check(&dir, config.node_id)?;
-        // The metadata quorum runs on the runtime. The controller listeners are bound and
-        // serve the other voters as soon as the quorum is open; opening then waits for a
-        // leader (this node, when it is the only voter) and the cluster id.
-        let controller_listeners: Vec<crate::config::Listener> = config
-            .listeners
-            .iter()
-            .filter(|l| config.is_controller_listener(&l.name))
-            .cloned()
-            .collect();
-        let (quorum, internal) = tokio::task::block_in_place(|| {
+        let metadata = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async {
-                let bound =
-                    crate::server::BoundListeners::bind(&controller_listeners, Default::default())
-                        .await?;
-                crate::format::open_and_stamp(&dir, &config, previous, |quorum| {
-                    crate::server::serve_controller_listeners(bound, quorum)
-                })
-                .await
+                if config.roles.controller {
+                    let (quorum, internal) = open_voter(&dir, &config, previous).await?;
+                    Ok::<_, StartError>(OpenedMetadata::Voter(quorum, internal))
+                } else {
+                    let had_data = previous.is_some();
+                    let follower = crate::metadata_follower::MetadataFollower::start(&config).await;
+                    let cluster_id = follower.machine.with_image(|i| i.cluster_id.clone());
+                    crate::format::stamp(&dir, &config, previous, had_data, cluster_id)?;
+                    Ok(OpenedMetadata::Observer(follower))
+                }
             })
         })?;
-        let image = Arc::new(quorum.image());
+        let image = Arc::new(match &metadata {
+            OpenedMetadata::Voter(quorum, _) => quorum.image(),
+            OpenedMetadata::Observer(follower) => follower.machine.image(),
+        });
         if authorizer_settings.is_some() {
             tracing::info!(acls = image.acls().len(), "authorizer on");
         }
@@ -170,11 +205,20 @@ impl Broker {
         let broker = Arc::new_cyclic(|weak: &std::sync::Weak<Broker>| {
             let publisher =
                 crate::metadata_publisher::MetadataPublisher::start(weak.clone(), image.offset);
-            let controller = Arc::new(ControllerService::start(Arc::new(quorum), config.clone()));
-            publisher.attach(&controller.quorum().machine);
-            let forwarded: Arc<dyn strata_quorum::raft::rpc::OpService> =
-                Arc::new(crate::controller::ForwardedOps(Arc::downgrade(&controller)));
-            let _ = internal.ops.set(forwarded);
+            let controller = match metadata {
+                OpenedMetadata::Voter(quorum, internal) => {
+                    let controller =
+                        Arc::new(ControllerService::start(Arc::new(quorum), config.clone()));
+                    let forwarded: Arc<dyn strata_quorum::raft::rpc::OpService> =
+                        Arc::new(crate::controller::ForwardedOps(Arc::downgrade(&controller)));
+                    let _ = internal.ops.set(forwarded);
+                    controller
+                }
+                OpenedMetadata::Observer(follower) => {
+                    Arc::new(ControllerService::observer(follower, &config))
+                }
+            };
+            publisher.attach(controller.machine());
             Broker {
                 publisher,
                 groups,
@@ -322,14 +366,15 @@ impl Broker {
         Ok(id)
     }
 
-    /// Stops this node's part in the metadata quorum (at shutdown, after the last request).
+    /// Stops this node's part in the metadata quorum, or its fetching of the metadata (at
+    /// shutdown, after the last request).
     pub async fn stop_metadata_quorum(&self) {
-        self.controller.quorum().shutdown().await;
+        self.controller.shutdown().await;
     }
 
-    /// This node's part in the metadata quorum.
-    pub fn metadata_quorum(&self) -> &Arc<strata_quorum::raft::node::MetadataQuorum> {
-        self.controller.quorum()
+    /// Where this node's metadata comes from, and where its changes go.
+    pub fn controller(&self) -> &ControllerService {
+        &self.controller
     }
 
     /// Fsyncs every partition, writes the checkpoints and marks the shutdown clean (unless

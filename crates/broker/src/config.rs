@@ -135,7 +135,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.dir", T::String, Some("./strata-data"), "Data directory used when log.dirs is not set."),
     num("node.id", T::Int, "1", 0, "This broker's node id."),
     num("broker.id", T::Int, "-1", -1, "Older name of node.id; when set, it must equal node.id."),
-    one_of(def("process.roles", T::List, Some("broker,controller"), "Roles of this node; a single node is both broker and controller (KRaft combined mode)."), &["broker", "controller"]),
+    one_of(def("process.roles", T::List, Some("broker,controller"), "Roles of this node: broker, controller, or both (KRaft combined mode; a single node is both)."), &["broker", "controller"]),
     dynamic(num("num.partitions", T::Int, "1", 1, "Default number of partitions of new topics.")),
     num("default.replication.factor", T::Short, "1", 1, "Default replication factor of new topics."),
     def("auto.create.topics.enable", T::Boolean, Some("true"), "Create a topic when a client asks for its metadata."),
@@ -887,8 +887,52 @@ fn assign_protocols(
 
 /// Checks what a single node can be: both broker and controller, and the only voter of its
 /// controller quorum.
-fn check_single_node(
+/// The roles `process.roles` gives this node (both when it is not set: a single node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+fn parse_roles(set: &BTreeMap<String, String>) -> Result<Roles, InvalidConfig> {
+    let Some(value) = set.get("process.roles") else {
+        return Ok(Roles {
+            broker: true,
+            controller: true,
+        });
+    };
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for role in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => {
+                return Err(InvalidConfig {
+                    key: "process.roles".into(),
+                    value: value.clone(),
+                    reason: format!("{other:?} is not a role: broker, controller or both"),
+                })
+            }
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err(InvalidConfig {
+            key: "process.roles".into(),
+            value: value.clone(),
+            reason: "names no role: broker, controller or both".into(),
+        });
+    }
+    Ok(roles)
+}
+
+/// Checks that the roles, the quorum and the listeners fit together
+/// (`docs/design/cluster.md` §1).
+fn check_roles(
     set: &BTreeMap<String, String>,
+    roles: Roles,
     node_id: i32,
     listeners: &[Listener],
     controller_listener_names: &[String],
@@ -898,25 +942,6 @@ fn check_single_node(
         value: value.to_string(),
         reason,
     };
-    if let Some(roles) = set.get("process.roles") {
-        let mut roles: Vec<&str> = roles
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        roles.sort_unstable();
-        roles.dedup();
-        if roles != ["broker", "controller"] {
-            return Err(bad(
-                "process.roles",
-                &roles.join(","),
-                "Strata runs as a single node that is both broker and controller (Kafka's KRaft combined mode); \
-                 separate broker-only and controller-only nodes need a multi-node cluster, which is not supported yet. \
-                 Set process.roles=broker,controller or leave it out"
-                    .into(),
-            ));
-        }
-    }
     if let Some(broker_id) = set.get("broker.id") {
         if broker_id
             .trim()
@@ -953,12 +978,21 @@ fn check_single_node(
             }
             ids.push(id);
         }
-        if !ids.contains(&node_id) {
+        if roles.controller && !ids.contains(&node_id) {
             return Err(bad(
                 "controller.quorum.voters",
                 voters,
                 format!(
-                    "does not name this node ({node_id}): every node of a cluster is a voter of its controller quorum (broker-only nodes are not supported yet); add {node_id}@host:port, the address of this node's controller listener"
+                    "does not name this node ({node_id}), whose process.roles include controller; add {node_id}@host:port, the address of this node's controller listener"
+                ),
+            ));
+        }
+        if !roles.controller && ids.contains(&node_id) {
+            return Err(bad(
+                "controller.quorum.voters",
+                voters,
+                format!(
+                    "names this node ({node_id}), whose process.roles do not include controller; a broker-only node needs a node.id of its own"
                 ),
             ));
         }
@@ -970,14 +1004,45 @@ fn check_single_node(
             ));
         }
     }
+    if !roles.controller
+        && !set.contains_key("controller.quorum.voters")
+        && !set.contains_key("controller.quorum.bootstrap.servers")
+    {
+        return Err(bad(
+            "controller.quorum.voters",
+            "",
+            "a broker-only node follows the controllers: set controller.quorum.voters (or controller.quorum.bootstrap.servers) to their controller listeners".into(),
+        ));
+    }
     for name in controller_listener_names {
-        if !listeners.iter().any(|l| &l.name == name) {
+        let listening = listeners.iter().any(|l| &l.name == name);
+        if roles.controller && !listening {
             return Err(bad(
                 "controller.listener.names",
                 name,
-                format!("{name} is not one of the listeners; a single node must listen on its controller listener"),
+                format!("{name} is not one of the listeners; a controller must listen on its controller listener"),
             ));
         }
+        if !roles.controller && listening {
+            return Err(bad(
+                "listeners",
+                &set.get("listeners").cloned().unwrap_or_default(),
+                format!("{name} is a controller listener, and this node's process.roles do not include controller (it reaches the controllers on theirs)"),
+            ));
+        }
+    }
+    if !roles.broker {
+        if let Some(l) = listeners
+            .iter()
+            .find(|l| !controller_listener_names.contains(&l.name))
+        {
+            return Err(bad(
+                "listeners",
+                &set.get("listeners").cloned().unwrap_or_default(),
+                format!("{} is not a controller listener, and a controller-only node serves no clients (process.roles=controller)", l.name),
+            ));
+        }
+        return Ok(());
     }
     if listeners
         .iter()
@@ -1008,6 +1073,8 @@ fn check_single_node(
 /// The broker's static configuration: what was set, on top of [`BROKER_CONFIGS`] defaults.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// `process.roles`.
+    pub roles: Roles,
     /// Keys set in the file or with `--set`, known or not.
     pub set: BTreeMap<String, String>,
     /// Every listener, controller listeners included (all are bound).
@@ -1106,7 +1173,8 @@ impl BrokerConfig {
             .filter(|n| !n.is_empty())
             .collect();
         let node_id = int("node.id") as i32;
-        check_single_node(&set, node_id, &listeners, &controller_listener_names)?;
+        let roles = parse_roles(&set)?;
+        check_roles(&set, roles, node_id, &listeners, &controller_listener_names)?;
         let is_client = |l: &Listener| !controller_listener_names.contains(&l.name);
         // Each client listener is advertised at its advertised.listeners address, or at its
         // own address when advertised.listeners leaves it out (as Kafka does).
@@ -1160,6 +1228,7 @@ impl BrokerConfig {
             });
         }
         let config = BrokerConfig {
+            roles,
             listeners,
             advertised_listeners,
             tls,
@@ -1644,12 +1713,36 @@ log.retention.check.interval.ms=300000
 
     #[test]
     fn what_a_single_node_cannot_be_is_explained() {
-        for roles in ["broker", "controller"] {
-            let err = kraft(&[("process.roles", roles)]).expect_err(roles);
-            assert_eq!(err.key, "process.roles");
-            assert!(err.reason.contains("broker,controller"), "{err}");
-        }
         kraft(&[("process.roles", "controller, broker")]).expect("either order");
+        let err = kraft(&[("process.roles", "zookeeper")]).expect_err("no such role");
+        assert_eq!(err.key, "process.roles");
+        // A broker-only node: not a voter, reaches the controllers on their listener.
+        let broker_only = [
+            ("process.roles", "broker"),
+            ("node.id", "4"),
+            ("listeners", "CLIENT://127.0.0.1:9092"),
+        ];
+        let c = kraft(&broker_only).expect("a broker-only node");
+        assert!(c.roles.broker && !c.roles.controller);
+        let err = kraft(&[("process.roles", "broker")]).expect_err("a voter's id");
+        assert_eq!(err.key, "controller.quorum.voters");
+        let err = kraft(&[("process.roles", "broker"), ("node.id", "4")])
+            .expect_err("listens on the controller listener");
+        assert_eq!(err.key, "listeners");
+        // A controller-only node: its controller listener and nothing else.
+        let controller_only = [
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+            ("advertised.listeners", "CONTROLLER://127.0.0.1:9093"),
+        ];
+        let c = kraft(&controller_only).expect("a controller-only node");
+        assert!(!c.roles.broker && c.roles.controller);
+        let err = kraft(&[
+            ("process.roles", "controller"),
+            ("advertised.listeners", "CONTROLLER://127.0.0.1:9093"),
+        ])
+        .expect_err("a client listener");
+        assert_eq!(err.key, "listeners");
         kraft(&[("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093")])
             .expect("a quorum of three voters");
         let err = kraft(&[("controller.quorum.voters", "1@a:9093,1@b:9093")]).expect_err("twice");

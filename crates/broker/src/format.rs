@@ -116,6 +116,29 @@ pub async fn open_and_stamp<T>(
     ControllerService::settle(&quorum, config)
         .await
         .map_err(metadata_err)?;
+    stamp(dir, config, previous, had_data, quorum.image().cluster_id)?;
+    Ok((quorum, served))
+}
+
+/// Writes `meta.properties` at the current format version with `cluster_id` (the cluster
+/// the metadata names) unless it is there already. `had_data`: the directory was in use
+/// before (an upgrade, logged).
+pub fn stamp(
+    dir: &Path,
+    config: &BrokerConfig,
+    previous: Option<MetaProperties>,
+    had_data: bool,
+    cluster_id: Option<String>,
+) -> Result<(), StartError> {
+    let found = previous.as_ref().and_then(|m| m.cluster_id.clone());
+    if let (Some(found), Some(current)) = (found, &cluster_id) {
+        if found != *current {
+            return Err(StartError::Metadata(format!(
+                "data directory {} belongs to cluster {found}, and the controller quorum is cluster {current}: point log.dirs at this cluster's directory, or empty it",
+                dir.display()
+            )));
+        }
+    }
     let found_version = previous.as_ref().map(|m| m.format_version);
     if found_version != Some(data_dir::FORMAT_VERSION) {
         if had_data {
@@ -127,7 +150,7 @@ pub async fn open_and_stamp<T>(
             );
         }
         let meta = MetaProperties {
-            cluster_id: quorum.image().cluster_id.clone(),
+            cluster_id,
             node_id: Some(config.node_id),
             directory_id: previous
                 .and_then(|m| m.directory_id)
@@ -139,7 +162,7 @@ pub async fn open_and_stamp<T>(
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    Ok((quorum, served))
+    Ok(())
 }
 
 /// Runs `work` on a runtime of its own (the CLI's storage commands run outside one).

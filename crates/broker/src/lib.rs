@@ -52,6 +52,7 @@ pub mod isr;
 pub mod log_dir;
 pub mod log_throttle;
 pub mod manager;
+pub mod metadata_follower;
 pub mod metadata_publisher;
 pub mod metrics;
 pub mod partition;

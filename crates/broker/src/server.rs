@@ -75,6 +75,7 @@ pub fn serve_controller_listeners(
     let services = Arc::new(strata_quorum::raft::rpc::InternalServices {
         raft: quorum.raft.clone(),
         node_id: quorum.node_id,
+        machine: quorum.machine.clone(),
         ops: Default::default(),
     });
     for (socket, name) in bound.sockets {

@@ -252,6 +252,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("strata")
         .build()?;
+    if !config.roles.broker {
+        return runtime.block_on(async move {
+            let listeners: Vec<String> = config
+                .listeners
+                .iter()
+                .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+                .collect();
+            let node = strata_broker::controller::ControllerOnlyNode::open(config).await?;
+            tracing::info!(
+                "strata started controller={} (process.roles=controller: no client listener)",
+                listeners.join(",")
+            );
+            node.serve(shutdown_signal()).await;
+            anyhow::Ok(())
+        });
+    }
     runtime.block_on(async move {
         // Lock the data directory before binding, so a second broker on the same directory
         // is refused for that reason even when its port is taken too.

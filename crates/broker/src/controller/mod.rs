@@ -63,11 +63,20 @@ const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A reply and the metadata offset (the image's `offset`) at which its outcome holds.
 type Answer = Result<(ControllerReply, u64), ControllerError>;
 
+/// Where this node's metadata comes from.
+enum Source {
+    /// A voter: this node's part in the quorum, which it may lead.
+    Voter(Arc<MetadataQuorum>),
+    /// A broker that is not a voter: it fetches the applied entries from the voters.
+    Observer(Arc<crate::metadata_follower::MetadataFollower>),
+}
+
 /// The controller: an operation queue in front of the metadata quorum, used while this
-/// node leads it; otherwise operations are forwarded to the node that does.
+/// node leads it; otherwise (and always on a broker that is not a voter) operations are
+/// forwarded to the node that does.
 pub struct ControllerService {
     queue: mpsc::UnboundedSender<(ControllerOp, oneshot::Sender<Answer>)>,
-    quorum: Arc<MetadataQuorum>,
+    source: Source,
     node_id: u64,
     /// Connections to other controllers, for forwarding.
     peers: tokio::sync::Mutex<std::collections::HashMap<u64, PeerConnection>>,
@@ -88,8 +97,8 @@ pub fn quorum_settings(config: &BrokerConfig) -> QuorumSettings {
 }
 
 /// The voters of the metadata quorum with their controller endpoints, from
-/// `controller.quorum.voters`; without it, this node alone (a single node needs no
-/// endpoint).
+/// `controller.quorum.voters`; without it, this node alone when it is a controller (a single
+/// node needs no endpoint).
 pub fn quorum_voters(config: &BrokerConfig) -> BTreeMap<u64, ControllerNode> {
     let mut voters: BTreeMap<u64, ControllerNode> = config
         .set
@@ -111,8 +120,10 @@ pub fn quorum_voters(config: &BrokerConfig) -> BTreeMap<u64, ControllerNode> {
                 .collect()
         })
         .unwrap_or_default();
-    let me = u64::try_from(config.node_id).unwrap_or_default();
-    voters.entry(me).or_default();
+    if config.roles.controller {
+        let me = u64::try_from(config.node_id).unwrap_or_default();
+        voters.entry(me).or_default();
+    }
     voters
 }
 
@@ -244,16 +255,61 @@ impl ControllerService {
         tokio::spawn(run(pending, quorum.clone(), Arc::new(config)));
         ControllerService {
             queue,
-            quorum,
+            source: Source::Voter(quorum),
             node_id,
             peers: Default::default(),
             liveness,
         }
     }
 
-    /// This node's part in the metadata quorum.
-    pub fn quorum(&self) -> &Arc<MetadataQuorum> {
-        &self.quorum
+    /// The controller side of a broker that is not a voter: every operation is forwarded to
+    /// the active controller that `follower` last heard of.
+    pub fn observer(
+        follower: Arc<crate::metadata_follower::MetadataFollower>,
+        config: &BrokerConfig,
+    ) -> Self {
+        // Nothing is ever queued here: this node never leads.
+        let (queue, _) = mpsc::unbounded_channel();
+        ControllerService {
+            queue,
+            source: Source::Observer(follower),
+            node_id: u64::try_from(config.node_id).unwrap_or_default(),
+            peers: Default::default(),
+            liveness: Default::default(),
+        }
+    }
+
+    /// The image this node applies metadata to.
+    pub fn machine(&self) -> &strata_quorum::raft::state_machine::MachineHandle {
+        match &self.source {
+            Source::Voter(quorum) => &quorum.machine,
+            Source::Observer(follower) => &follower.machine,
+        }
+    }
+
+    /// The quorum's leader (the active controller) as this node knows it.
+    pub fn leader(&self) -> Option<(u64, ControllerNode)> {
+        match &self.source {
+            Source::Voter(quorum) => quorum.leader(),
+            Source::Observer(follower) => follower.leader(),
+        }
+    }
+
+    /// The quorum as this node sees it (a broker that is not a voter: as the voter it fetched
+    /// from last saw it).
+    pub fn describe(&self) -> strata_quorum::raft::node::QuorumState {
+        match &self.source {
+            Source::Voter(quorum) => quorum.describe(),
+            Source::Observer(follower) => follower.describe(),
+        }
+    }
+
+    /// Stops this node's part in the quorum, or its fetching.
+    pub async fn shutdown(&self) {
+        match &self.source {
+            Source::Voter(quorum) => quorum.shutdown().await,
+            Source::Observer(follower) => follower.shutdown(),
+        }
     }
 
     /// Performs `op` and returns its reply once its records are committed and applied to
@@ -278,7 +334,7 @@ impl ControllerService {
     ) -> Result<(ControllerReply, u64), ControllerError> {
         let deadline = std::time::Instant::now() + FORWARD_TIMEOUT;
         loop {
-            let outcome = match self.quorum.leader() {
+            let outcome = match self.leader() {
                 Some((id, _)) if id == self.node_id => self.perform_local(op.clone()).await,
                 Some((id, node)) => self.forward(id, node, op.clone()).await,
                 None => Err(ControllerError::NotController { leader: None }),
@@ -300,7 +356,7 @@ impl ControllerService {
         &self,
         op: ControllerOp,
     ) -> Result<(ControllerReply, u64), ControllerError> {
-        let leader = self.quorum.leader().map(|(id, _)| id);
+        let leader = self.leader().map(|(id, _)| id);
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotController { leader });
         }
@@ -578,6 +634,42 @@ async fn drain(
         .collect()
 }
 
+/// A node whose only role is controller (`process.roles=controller`): its part in the
+/// metadata quorum and, while it leads, the controller, both served on its controller
+/// listeners. It holds no partitions and serves no client.
+pub struct ControllerOnlyNode {
+    controller: Arc<ControllerService>,
+    _internal: Arc<strata_quorum::raft::rpc::InternalServices>,
+    _dir_lock: std::fs::File,
+}
+
+impl ControllerOnlyNode {
+    /// Locks and checks the data directory, opens the quorum and serves it; returns once the
+    /// quorum has a leader and a cluster id.
+    pub async fn open(config: BrokerConfig) -> Result<Self, crate::broker::StartError> {
+        let dir = config.data_dir.clone();
+        let lock = crate::format::lock(&dir)?;
+        let previous = crate::data_dir::check(&dir, config.node_id)?;
+        let (quorum, internal) = crate::broker::open_voter(&dir, &config, previous).await?;
+        let controller = Arc::new(ControllerService::start(Arc::new(quorum), config));
+        let forwarded: Arc<dyn OpService> = Arc::new(ForwardedOps(Arc::downgrade(&controller)));
+        let _ = internal.ops.set(forwarded);
+        Ok(ControllerOnlyNode {
+            controller,
+            _internal: internal,
+            _dir_lock: lock,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops the quorum.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        tracing::info!("shutting down the controller");
+        self.controller.shutdown().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,8 +718,8 @@ mod tests {
                 sink.lock().expect("lock").push(update);
             }
         });
-        let offset = service.quorum().image().offset;
-        service.quorum().machine.attach(tx, offset);
+        let offset = service.machine().image().offset;
+        service.machine().attach(tx, offset);
         (service, published)
     }
 
@@ -692,7 +784,7 @@ mod tests {
         firsts.dedup();
         assert_eq!(firsts.len(), 20, "every block is distinct");
         assert_eq!(shared_created, 1, "one creation of the shared topic wins");
-        service.quorum().shutdown().await;
+        service.shutdown().await;
         drop(service);
         // Everything committed is in the log: a reopened quorum has it.
         let quorum = ControllerService::open_quorum(&dir.path().join("meta"), &config(dir.path()))
@@ -745,6 +837,6 @@ mod tests {
             "refused at the offset it was planned against"
         );
         assert_eq!(published.lock().expect("lock").len(), 1);
-        service.quorum().shutdown().await;
+        service.shutdown().await;
     }
 }

@@ -51,8 +51,9 @@ fn usable_brokers(image: &MetadataImage, config: &BrokerConfig) -> Vec<BrokerInf
             ..BrokerInfo::new(b.node_id)
         })
         .collect();
-    // This node serves from its first start, before its registration is committed.
-    if !brokers.iter().any(|b| b.id == config.node_id) {
+    // This node serves from its first start, before its registration is committed (a
+    // controller-only node is no broker).
+    if config.roles.broker && !brokers.iter().any(|b| b.id == config.node_id) {
         brokers.push(BrokerInfo {
             rack: config.set.get("broker.rack").cloned(),
             ..BrokerInfo::new(config.node_id)
@@ -72,9 +73,11 @@ fn broker_states(image: &MetadataImage, config: &BrokerConfig) -> partition_chan
             (b.node_id, state)
         })
         .collect();
-    brokers
-        .entry(config.node_id)
-        .or_insert_with(|| partition_change::BrokerState::active(0));
+    if config.roles.broker {
+        brokers
+            .entry(config.node_id)
+            .or_insert_with(|| partition_change::BrokerState::active(0));
+    }
     brokers
 }
 
@@ -99,7 +102,7 @@ fn partition_record(
 /// as Kafka's controller allows), and this node, registered or about to be.
 fn registered_brokers(image: &MetadataImage, config: &BrokerConfig) -> Vec<i32> {
     let mut ids: Vec<i32> = image.brokers().map(|b| b.node_id).collect();
-    if !ids.contains(&config.node_id) {
+    if config.roles.broker && !ids.contains(&config.node_id) {
         ids.push(config.node_id);
     }
     ids

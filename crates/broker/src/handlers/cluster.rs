@@ -265,7 +265,7 @@ pub fn describe_quorum(
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
     let node = broker.node_id();
-    let quorum = broker.metadata_quorum().describe();
+    let quorum = broker.controller().describe();
     let now = crate::partition::now_ms();
     let as_id = |id: u64| BrokerId(i32::try_from(id).unwrap_or(-1));
     let voters: Vec<ReplicaState> = quorum

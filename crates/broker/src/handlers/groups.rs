@@ -120,7 +120,10 @@ fn internal_replication_factor(broker: &Broker, name: &str) -> i16 {
         }
     }
     let registered = broker.image().brokers().count();
-    let voters = crate::controller::quorum_voters(&broker.config).len();
+    let voters = match broker.config.roles.controller {
+        true => crate::controller::quorum_voters(&broker.config).len(),
+        false => 0,
+    };
     registered.max(voters).clamp(1, 3) as i16
 }
 

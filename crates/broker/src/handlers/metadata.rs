@@ -241,12 +241,17 @@ pub(crate) fn cluster_brokers(
     brokers
 }
 
-/// The node id of the active controller (the metadata quorum's leader), else this node.
+/// The controller id clients are told: the active controller (the metadata quorum's
+/// leader) when it is also a live broker, else this broker. Clients send admin requests
+/// there and cannot reach a controller-only node, so Kafka names a live broker too, which
+/// forwards them.
 pub(crate) fn controller_id(broker: &Broker) -> i32 {
+    let image = broker.image();
     broker
-        .metadata_quorum()
+        .controller()
         .leader()
         .and_then(|(l, _)| i32::try_from(l).ok())
+        .filter(|l| image.broker(*l).is_some_and(|b| !b.fenced))
         .unwrap_or_else(|| broker.node_id())
 }
 

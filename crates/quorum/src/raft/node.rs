@@ -66,7 +66,7 @@ pub enum QuorumError {
 }
 
 /// What DescribeQuorum reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumState {
     pub leader: Option<u64>,
     /// The Raft term: Kafka's leader epoch of the metadata partition.
@@ -303,46 +303,14 @@ impl MetadataQuorum {
         }
     }
 
-    /// The quorum as this node sees it, in Kafka's terms (DescribeQuorum): offsets are the
-    /// next index, as a Kafka log end offset is.
+    /// The quorum as this node sees it, in Kafka's terms (DescribeQuorum).
     pub fn describe(&self) -> QuorumState {
-        let m = self.raft.metrics().borrow().clone();
-        let log_end = m.last_log_index.map_or(0, |i| i + 1);
-        let voters = m
-            .membership_config
-            .voter_ids()
-            .map(|id| {
-                let end = if id == self.node_id {
-                    Some(log_end)
-                } else {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id))
-                        .map(|matched| matched.map_or(0, |l| l.index + 1))
-                };
-                (id, end)
-            })
-            .collect();
-        QuorumState {
-            leader: m.current_leader,
-            term: m.current_term,
-            high_watermark: m.last_applied.map_or(0, |l| l.index + 1),
-            voters,
-        }
+        describe(&self.raft, self.node_id)
     }
 
     /// The leader as this node knows it, with its controller endpoint.
     pub fn leader(&self) -> Option<(u64, ControllerNode)> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let id = m.current_leader?;
-        let node = m
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()
-            .unwrap_or_default();
-        Some((id, node))
+        leader_of(&self.raft)
     }
 
     /// A copy of the current image.
@@ -432,4 +400,46 @@ fn import_format2(meta_dir: &Path, node_id: u64, node: &ControllerNode) -> Resul
         "imported the metadata log into the Raft metadata quorum (data directory format 3)"
     );
     Ok(())
+}
+
+/// The quorum as `raft`, the Raft node of voter `node_id`, sees it, in Kafka's terms
+/// (DescribeQuorum): offsets are the next index, as a Kafka log end offset is.
+pub fn describe(raft: &MetadataRaft, node_id: u64) -> QuorumState {
+    let m = raft.metrics().borrow().clone();
+    let log_end = m.last_log_index.map_or(0, |i| i + 1);
+    let voters = m
+        .membership_config
+        .voter_ids()
+        .map(|id| {
+            let end = if id == node_id {
+                Some(log_end)
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .map(|matched| matched.map_or(0, |l| l.index + 1))
+            };
+            (id, end)
+        })
+        .collect();
+    QuorumState {
+        leader: m.current_leader,
+        term: m.current_term,
+        high_watermark: m.last_applied.map_or(0, |l| l.index + 1),
+        voters,
+    }
+}
+
+/// The leader as `raft` knows it, with its controller endpoint.
+pub fn leader_of(raft: &MetadataRaft) -> Option<(u64, ControllerNode)> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let id = m.current_leader?;
+    let node = m
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .cloned()
+        .unwrap_or_default();
+    Some((id, node))
 }

@@ -12,7 +12,9 @@
 //! Kinds: `Hello` (who the node is and whether its quorum is formed: a pristine voter asks
 //! before forming one, so that a wiped disk never starts a second cluster beside a formed
 //! one), `Vote`, `Append` and `Snapshot` (openraft's three RPCs, answered by the receiver's
-//! Raft node, errors included).
+//! Raft node, errors included), `ControllerOp` (a metadata change forwarded to the active
+//! controller), `MetadataFetch` (a broker that is not a voter asks for the applied entries
+//! after the ones it has, long-polling: `docs/design/cluster.md` §2.7).
 
 use std::io;
 use std::time::Duration;
@@ -26,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{MetadataRaft, TypeConfig};
+use super::node::QuorumState;
+use super::state_machine::{Fetched, MachineHandle};
+use super::{ControllerNode, MetadataRaft, TypeConfig};
 use crate::controller::ops::{ControllerOp, ControllerReply, OpError};
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +58,33 @@ pub struct Hello {
     pub applied: u64,
 }
 
+/// The longest a `MetadataFetch` waits for a newer entry.
+const MAX_FETCH_WAIT: Duration = Duration::from_millis(1000);
+/// About how many records one `MetadataFetch` answer carries.
+const FETCH_RECORDS: usize = 20_000;
+
+/// A broker that is not a voter asks for what follows the entries it has applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataFetch {
+    pub node_id: u64,
+    /// The index of the first entry it lacks (0: it has nothing yet, and wants the image).
+    pub next: u64,
+    /// How long to wait for that entry when it is not applied yet.
+    pub max_wait_ms: u64,
+}
+
+/// The answer to a [`MetadataFetch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataFetched {
+    /// The voter that answered.
+    pub node_id: u64,
+    /// The quorum's leader as that voter knows it, with its controller endpoint.
+    pub leader: Option<(u64, ControllerNode)>,
+    /// The quorum as that voter sees it (DescribeQuorum on a broker that is not a voter).
+    pub quorum: QuorumState,
+    pub fetched: Fetched,
+}
+
 /// A request between controllers.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum InternalRequest {
@@ -63,6 +94,7 @@ pub enum InternalRequest {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A metadata change forwarded by a broker to the active controller.
     ControllerOp(ControllerOp),
+    MetadataFetch(MetadataFetch),
 }
 
 /// Why a forwarded operation was not performed.
@@ -85,6 +117,7 @@ pub enum InternalResponse {
     Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     /// The reply and the metadata offset at which it holds.
     ControllerOp(Result<(ControllerReply, u64), ForwardError>),
+    MetadataFetch(MetadataFetched),
 }
 
 /// A forwarded operation's outcome, to come.
@@ -101,6 +134,8 @@ pub trait OpService: Send + Sync {
 pub struct InternalServices {
     pub raft: MetadataRaft,
     pub node_id: u64,
+    /// The image the Raft node applies to, for the brokers that fetch it.
+    pub machine: MachineHandle,
     pub ops: std::sync::OnceLock<Arc<dyn OpService>>,
 }
 
@@ -112,6 +147,7 @@ impl InternalRequest {
             InternalRequest::Append(_) => 3,
             InternalRequest::Snapshot(_) => 4,
             InternalRequest::ControllerOp(_) => 5,
+            InternalRequest::MetadataFetch(_) => 6,
         }
     }
 }
@@ -255,6 +291,17 @@ pub async fn answer(services: &InternalServices, body: &[u8]) -> (i16, Option<In
                 None => Err(ForwardError::NotController {
                     leader: raft.current_leader().await.filter(|l| *l != node_id),
                 }),
+            })
+        }
+        InternalRequest::MetadataFetch(f) => {
+            let mut applied = services.machine.applied_offsets();
+            let wait = Duration::from_millis(f.max_wait_ms).min(MAX_FETCH_WAIT);
+            let _ = tokio::time::timeout(wait, applied.wait_for(|o| *o >= f.next)).await;
+            InternalResponse::MetadataFetch(MetadataFetched {
+                node_id,
+                leader: super::node::leader_of(raft),
+                quorum: super::node::describe(raft, node_id),
+                fetched: services.machine.fetch(f.next, FETCH_RECORDS),
             })
         }
     };

@@ -8,6 +8,7 @@
 //! add up to its record count is ignored. Only the newest is kept. The image itself lives in
 //! memory: a restart rebuilds it from the newest snapshot and the log.
 
+use std::collections::VecDeque;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::log_store::{replace_durably, sync_dir};
 use super::{
@@ -35,6 +36,24 @@ pub struct Published {
     pub delta: MetadataDelta,
 }
 
+/// How many applied entries a voter keeps in memory for the brokers that follow the
+/// metadata by fetching (`docs/design/cluster.md` §2.7); one further behind gets the image.
+const FOLLOWED_ENTRIES: usize = 4096;
+
+/// What a broker that follows the metadata by fetching is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Fetched {
+    /// The applied entries from the one asked for, in order, each with its index (none:
+    /// nothing newer is applied yet).
+    Entries(Vec<(u64, Vec<MetadataRecord>)>),
+    /// The whole image at `offset`, written as records: the entry asked for is no longer
+    /// kept (or the fetcher starts from nothing).
+    Image {
+        offset: u64,
+        records: Vec<MetadataRecord>,
+    },
+}
+
 /// The state shared by the machine, its snapshot builder and the node's readers.
 struct State {
     image: MetadataImage,
@@ -42,6 +61,57 @@ struct State {
     membership: StoredMembership,
     /// Where new images go, once someone serves them.
     publish: Option<mpsc::Sender<Published>>,
+    /// The latest applied entries (index and records), contiguous, oldest first.
+    recent: VecDeque<(u64, Vec<MetadataRecord>)>,
+    /// The offset of the image, for those who wait for a newer one.
+    applied: watch::Sender<u64>,
+}
+
+impl State {
+    fn new(image: MetadataImage) -> State {
+        let (applied, _) = watch::channel(image.offset);
+        State {
+            image,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            publish: None,
+            recent: VecDeque::new(),
+            applied,
+        }
+    }
+
+    /// Applies the records of entry `index`, adding what they touch to `delta`.
+    fn apply(&mut self, index: u64, records: &[MetadataRecord], delta: &mut MetadataDelta) {
+        for record in records {
+            self.image.apply_into(record, delta);
+        }
+        self.image.offset = index;
+        if self.recent.len() == FOLLOWED_ENTRIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((index, records.to_vec()));
+    }
+
+    /// Replaces the image (an installed snapshot); the entries kept before no longer lead
+    /// up to it.
+    fn reset(&mut self, image: MetadataImage) {
+        self.image = image;
+        self.recent.clear();
+    }
+
+    /// What to hand the attached receiver after a change (none attached: nothing), and the
+    /// new offset to those who wait.
+    fn published(&self, delta: MetadataDelta) -> Option<(mpsc::Sender<Published>, Published)> {
+        self.applied.send_replace(self.image.offset);
+        self.publish.clone().map(|tx| {
+            let update = Published {
+                offset: self.image.offset,
+                image: Arc::new(self.image.clone()),
+                delta,
+            };
+            (tx, update)
+        })
+    }
 }
 
 /// A handle on the machine's image, for the controller (which plans against it) and the
@@ -88,6 +158,84 @@ impl MachineHandle {
             });
         }
         state.publish = Some(publish);
+    }
+
+    /// The machine of a broker that is not a voter: empty until [`MachineHandle::apply_fetched`]
+    /// gives it what a voter sent.
+    pub fn detached() -> MachineHandle {
+        MachineHandle {
+            state: Arc::new(Mutex::new(State::new(MetadataImage::default()))),
+        }
+    }
+
+    /// Follows the image's offset.
+    pub fn applied_offsets(&self) -> watch::Receiver<u64> {
+        self.lock().applied.subscribe()
+    }
+
+    /// What a broker that has applied everything before `next` is sent (0: it has nothing
+    /// yet): the kept entries from `next` on (at most about `max_records` records, and always one entry when there
+    /// is one), or the whole image when `next` is no longer kept. Only applied, hence
+    /// committed, entries are ever sent, so a fetcher never has to take one back.
+    pub fn fetch(&self, next: u64, max_records: usize) -> Fetched {
+        let state = self.lock();
+        if next > state.image.offset {
+            return Fetched::Entries(Vec::new());
+        }
+        match state.recent.front() {
+            Some((first, _)) if *first <= next && next > 0 => {
+                let mut entries = Vec::new();
+                let mut records = 0;
+                for (index, batch) in state.recent.iter().skip((next - first) as usize) {
+                    if !entries.is_empty() && records + batch.len() > max_records {
+                        break;
+                    }
+                    records += batch.len();
+                    entries.push((*index, batch.clone()));
+                }
+                Fetched::Entries(entries)
+            }
+            _ => Fetched::Image {
+                offset: state.image.offset,
+                records: state.image.to_records(),
+            },
+        }
+    }
+
+    /// Applies what a voter sent ([`MachineHandle::fetch`]) and hands the new image to the
+    /// attached receiver. Entries that do not follow this image's offset, and an image no
+    /// newer than it, are ignored (a voter that lags behind the one fetched from before).
+    pub async fn apply_fetched(&self, fetched: Fetched) {
+        let publish = {
+            let mut state = self.lock();
+            match fetched {
+                Fetched::Entries(entries) => {
+                    let mut delta = MetadataDelta::default();
+                    let mut applied = false;
+                    for (index, records) in entries {
+                        if index != state.image.offset + 1 {
+                            continue;
+                        }
+                        state.apply(index, &records, &mut delta);
+                        applied = true;
+                    }
+                    applied.then(|| state.published(delta)).flatten()
+                }
+                Fetched::Image { offset, records } => {
+                    if offset <= state.image.offset && state.image.cluster_id.is_some() {
+                        None
+                    } else {
+                        let mut image = MetadataImage::from_records(&records);
+                        image.offset = offset;
+                        state.reset(image);
+                        state.published(MetadataDelta::reset())
+                    }
+                }
+            }
+        };
+        if let Some((tx, update)) = publish {
+            let _ = tx.send(update).await;
+        }
     }
 }
 
@@ -218,16 +366,12 @@ impl ImageMachine {
     /// from the newest intact snapshot, or an empty image.
     pub fn open(dir: &Path) -> io::Result<ImageMachine> {
         std::fs::create_dir_all(dir)?;
-        let mut state = State {
-            image: MetadataImage::default(),
-            last_applied: None,
-            membership: StoredMembership::default(),
-            publish: None,
-        };
+        let mut state = State::new(MetadataImage::default());
         for path in snapshot_files(dir)? {
             match decode_snapshot(&std::fs::read(&path)?) {
                 Ok((header, records)) => {
-                    state.image = image_of(&header, &records);
+                    state.reset(image_of(&header, &records));
+                    state.applied.send_replace(state.image.offset);
                     state.last_applied = header.last_log_id;
                     state.membership = header.membership;
                     break;
@@ -259,31 +403,19 @@ impl ImageMachine {
         let mut delta = MetadataDelta::default();
         let mut answers = Vec::new();
         for entry in entries {
+            let index = entry.log_id.index;
             match &entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    for record in &batch.records {
-                        state.image.apply_into(record, &mut delta);
-                    }
-                }
+                EntryPayload::Blank => state.apply(index, &[], &mut delta),
+                EntryPayload::Normal(batch) => state.apply(index, &batch.records, &mut delta),
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    state.apply(index, &[], &mut delta);
                 }
             }
             state.last_applied = Some(entry.log_id);
-            state.image.offset = entry.log_id.index;
-            answers.push(Applied {
-                index: entry.log_id.index,
-            });
+            answers.push(Applied { index });
         }
-        let publish = state.publish.clone().map(|tx| {
-            let update = Published {
-                offset: state.image.offset,
-                image: Arc::new(state.image.clone()),
-                delta,
-            };
-            (tx, update)
-        });
+        let publish = state.published(delta);
         (answers, publish)
     }
 }
@@ -403,17 +535,10 @@ impl RaftStateMachine<TypeConfig> for ImageMachine {
         })?;
         let publish = {
             let mut state = self.handle.lock();
-            state.image = image_of(&header, &records);
+            state.reset(image_of(&header, &records));
             state.last_applied = meta.last_log_id;
             state.membership = meta.last_membership.clone();
-            state.publish.clone().map(|tx| {
-                let update = Published {
-                    offset: state.image.offset,
-                    image: Arc::new(state.image.clone()),
-                    delta: MetadataDelta::reset(),
-                };
-                (tx, update)
-            })
+            state.published(MetadataDelta::reset())
         };
         if let Some((tx, update)) = publish {
             let _ = tx.send(update).await;

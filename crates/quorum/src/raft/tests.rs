@@ -120,6 +120,85 @@ async fn a_single_voter_leads_at_once_and_keeps_what_it_committed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_fetches_ends_with_the_voters_image() {
+    use super::state_machine::{Fetched, MachineHandle};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), &settings()).await;
+    q.write(vec![MetadataRecord::Cluster {
+        cluster_id: "c1".into(),
+    }])
+    .await
+    .expect("write");
+    for n in 0..5u128 {
+        q.write(topic_records(&format!("t{n}"), Uuid::from_u128(n + 1), 3))
+            .await
+            .expect("write");
+    }
+    let observer = MachineHandle::detached();
+    let (tx, mut published) = tokio::sync::mpsc::channel(64);
+    observer.attach(tx, 0);
+    // Starting from nothing, it is sent the whole image.
+    let first = q.machine.fetch(0, 100);
+    assert!(matches!(first, Fetched::Image { .. }), "{first:?}");
+    observer.apply_fetched(first).await;
+    assert_same(&observer.image(), &q.image());
+    assert_eq!(
+        published.recv().await.expect("published").offset,
+        q.image().offset
+    );
+
+    // Then entry by entry (a topic is four records, more than the two asked for: one entry
+    // per answer), each published.
+    for n in 5..10u128 {
+        q.write(topic_records(&format!("t{n}"), Uuid::from_u128(n + 1), 3))
+            .await
+            .expect("write");
+    }
+    loop {
+        let next = observer.image().offset + 1;
+        match q.machine.fetch(next, 2) {
+            Fetched::Entries(entries) if entries.is_empty() => break,
+            Fetched::Entries(entries) => {
+                assert_eq!(entries.len(), 1);
+                assert_eq!(entries[0].0, next);
+                observer.apply_fetched(Fetched::Entries(entries)).await;
+                assert_eq!(published.recv().await.expect("published").offset, next);
+            }
+            other => panic!("the voter keeps the recent entries: {other:?}"),
+        }
+    }
+    assert_same(&observer.image(), &q.image());
+    assert_eq!(observer.image().topic_count(), 10);
+
+    // What does not follow its image is ignored: entries past a gap, an older image.
+    let at = observer.image().offset;
+    observer
+        .apply_fetched(Fetched::Entries(vec![(
+            at + 5,
+            topic_records("gap", Uuid::from_u128(99), 1),
+        )]))
+        .await;
+    observer
+        .apply_fetched(Fetched::Image {
+            offset: at - 3,
+            records: vec![MetadataRecord::Cluster {
+                cluster_id: "c1".into(),
+            }],
+        })
+        .await;
+    assert_same(&observer.image(), &q.image());
+
+    // A fetch for the next entry waits for it.
+    let mut applied = q.machine.applied_offsets();
+    let waiting = tokio::spawn(async move { applied.wait_for(|o| *o > at).await.map(|o| *o) });
+    q.write(topic_records("late", Uuid::from_u128(100), 1))
+        .await
+        .expect("write");
+    assert!(waiting.await.expect("task").expect("offset") > at);
+    q.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_is_cut_and_the_log_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let q = open(dir.path(), &settings()).await;
@@ -271,6 +350,7 @@ struct Voter {
 fn serve(
     listener: tokio::net::TcpListener,
     raft: super::MetadataRaft,
+    machine: super::state_machine::MachineHandle,
     id: u64,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -279,6 +359,7 @@ fn serve(
             let services = std::sync::Arc::new(super::rpc::InternalServices {
                 raft: raft.clone(),
                 node_id: id,
+                machine: machine.clone(),
                 ops: Default::default(),
             });
             connections.spawn(super::rpc::serve_connection(stream, services));
@@ -296,7 +377,7 @@ async fn start_voter(
     let quorum = MetadataQuorum::open(dir, id, voters.clone(), settings)
         .await
         .expect("open a voter");
-    let server = serve(listener, quorum.raft.clone(), id);
+    let server = serve(listener, quorum.raft.clone(), quorum.machine.clone(), id);
     Voter {
         id,
         dir: dir.to_path_buf(),
