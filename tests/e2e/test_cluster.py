@@ -68,10 +68,28 @@ class Cluster:
                 f"advertised.listeners=CLIENT://127.0.0.1:{self.ports[i]}\n"
                 "inter.broker.listener.name=CLIENT\n" + common,
             )
+        self.base, self.common = base, common
         for i in self.controller_ids + self.ids:
             self.start(i)
         for i in self.controller_ids + self.ids:
             self.wait_serving(i)
+
+    def add_broker(self, i, before_start=lambda data: None):
+        """A broker-only node (process.roles=broker) joining the running cluster;
+        `before_start` gets its data directory first."""
+        self.ports[i] = free_port()
+        self.write_node(
+            self.base, i,
+            "process.roles=broker\n"
+            f"listeners=CLIENT://127.0.0.1:{self.ports[i]}\n"
+            f"advertised.listeners=CLIENT://127.0.0.1:{self.ports[i]}\n"
+            "inter.broker.listener.name=CLIENT\n" + self.common,
+        )
+        self.data[i].mkdir(parents=True)
+        before_start(self.data[i])
+        self.ids.append(i)
+        self.start(i)
+        self.wait_serving(i)
 
     def write_node(self, base, i, properties_text):
         node = base / f"node{i}"
@@ -881,4 +899,164 @@ def test_with_two_of_three_brokers_down_acks_all_waits_for_one_to_return(tmp_pat
         expected = [b"a%d" % i for i in range(200)] + [b"b%d" % i for i in range(100)] + [b"c%d" % i for i in range(100)]
         assert values == expected, (len(values), values[:3], values[-3:])
     finally:
+        cluster.stop()
+
+
+def test_a_fourth_broker_joins_and_a_reassignment_moves_a_partition_to_it(tmp_path):
+    """Three combined nodes, RF 3, an idempotent acks=all producer writing throughout. A
+    fourth, broker-only node joins; kafka-python's AlterPartitionReassignments moves the
+    partition from its leader to the new broker. While the new replica is held back (test
+    knob: its fetcher waits), ListPartitionReassignments shows the move in progress with
+    the adding and removing replicas; released, it catches up, joins the ISR, the move
+    completes (replicas = the target, a new leader), the old leader deletes its copy, the
+    producer never fails, and every acknowledged record is read once, from a log that the
+    three new replicas hold byte for byte."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.protocol.admin import (
+        AlterPartitionReassignmentsRequest_v0,
+        ListPartitionReassignmentsRequest_v0,
+    )
+
+    cluster = Cluster(tmp_path, extra="strata.test.replica.fetch.gate.file=fetch-gate\n")
+    writer = None
+    try:
+        admin, topic = one_partition_rf3(cluster, "moved", min_insync=2)
+        writer = BackgroundProducer(cluster.bootstrap, topic, "m", 60000)
+        acked = writer.acked
+        wait_until(lambda: len(acked) >= 300, 60, "records acknowledged before the move")
+
+        cluster.add_broker(4, before_start=lambda data: (data / "fetch-gate").write_bytes(b""))
+        wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 4, 30, "four brokers")
+        leader = partition_zero(admin, topic).leader
+        target = [4] + [i for i in (1, 2, 3) if i != leader]
+
+        kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="strata-e2e")
+        try:
+            def send(request):
+                return kp.send_request(request, node_id=kp._controller_id)
+
+            answer = send(AlterPartitionReassignmentsRequest_v0(
+                timeout_ms=30000, topics=[(topic, [(0, target, {})], {})], tags={}
+            ))
+            assert answer.error_code == 0, answer
+            assert [(p[0], p[1]) for t in answer.responses for p in t[1]] == [(0, 0)], answer
+
+            def ongoing():
+                listed = send(ListPartitionReassignmentsRequest_v0(timeout_ms=30000, topics=None, tags={}))
+                assert listed.error_code == 0, listed
+                return {(t[0], p[0]): (p[1], p[2], p[3]) for t in listed.topics for p in t[1]}
+
+            # Held back, the move stays in progress: the target, then the leaving replica.
+            assert ongoing() == {(topic, 0): (target + [leader], [4], [leader])}, ongoing()
+            assert sorted(partition_zero(admin, topic).replicas) == [1, 2, 3, 4]
+            wait_until(lambda: "fetch gate closed" in cluster.log(4), 30, "the new replica held back")
+            before = len(acked)
+            (cluster.data[4] / "fetch-gate").unlink()
+
+            wait_until(lambda: partition_zero(admin, topic).replicas == target, 60, "the move completed")
+            assert ongoing() == {}, ongoing()
+        finally:
+            kp.close()
+        moved = partition_zero(admin, topic)
+        assert moved.leader in target and sorted(moved.isrs) == sorted(target), moved
+        wait_until(
+            lambda: not (cluster.data[leader] / f"{topic}-0").exists(), 30, "the old leader's copy deleted"
+        )
+        wait_until(lambda: len(acked) >= before + 500, 60, "500 more records acknowledged after the move")
+        writer, stopping = None, writer
+        stopping.stop()
+
+        values = read_all(cluster.bootstrap_of(target), topic, 1, len(acked))
+        assert values == acked, (len(values), len(acked))
+
+        def same_bytes():
+            logs = [cluster.segment_bytes(i, topic, 0) for i in target]
+            return bool(logs[0]) and all(log == logs[0] for log in logs)
+
+        wait_until(same_bytes, 30, "the three new replicas holding the same log")
+    finally:
+        if writer is not None:
+            # Failing already: stop writing without checking the deliveries.
+            writer._stop.set()
+            writer._thread.join()
+        cluster.stop()
+
+
+def test_unclean_leader_election_only_where_enabled(tmp_path):
+    """Two topics on the same two replicas (brokers 2 and 3, a controller-only node and broker
+    1 beside them), one with unclean.leader.election.enable=true. Broker 3 stops (SIGSTOP) and
+    leaves both ISRs; records are written to broker 2 alone; broker 2 dies (SIGKILL): both
+    partitions go offline, their ISR holding only broker 2. Broker 3 resumes: the topic that
+    allows it elects broker 3 (the records only broker 2 had are lost, as Kafka's unclean
+    election loses them) and takes writes; the other stays offline until the setting is turned
+    on for it with IncrementalAlterConfigs, which elects broker 3 there too."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    cluster = Cluster(
+        tmp_path,
+        controllers=1,
+        extra="broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n"
+        "replica.lag.time.max.ms=3000\n",
+    )
+    stopped = None
+    try:
+        admin = cluster.admin()
+        suffix = uuid.uuid4().hex[:8]
+        unclean, clean = f"unclean-{suffix}", f"clean-{suffix}"
+        # kafka-python sends the manual assignment (confluent-kafka's librdkafka refuses a
+        # replica assignment without a partition count in this version).
+        from kafka.admin import KafkaAdminClient, NewTopic as KafkaNewTopic
+
+        kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="strata-e2e")
+        try:
+            kp.create_topics([
+                KafkaNewTopic(unclean, -1, -1, replica_assignments={0: [2, 3]},
+                              topic_configs={"unclean.leader.election.enable": "true"}),
+                KafkaNewTopic(clean, -1, -1, replica_assignments={0: [2, 3]}),
+            ])
+        finally:
+            kp.close()
+
+        def state(topic, admin=admin):
+            return partition_zero(admin, topic)
+
+        for topic in (unclean, clean):
+            wait_until(lambda t=topic: state(t) is not None and sorted(state(t).isrs) == [2, 3], 30, f"{topic}'s ISR")
+            assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"both"}], acks="all"))
+
+        os.kill(cluster.procs[3].pid, signal.SIGSTOP)
+        stopped = 3
+        for topic in (unclean, clean):
+            wait_until(lambda t=topic: state(t).isrs == [2], 30, f"{topic}'s ISR without broker 3")
+            assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"only-2"}], acks="all"))
+        cluster.kill(2)
+        survivors = cluster.bootstrap_of([1])
+        admin = admin_client(survivors)
+        for topic in (unclean, clean):
+            wait_until(lambda t=topic: state(t, admin).leader == -1, 30, f"{topic} offline")
+
+        os.kill(cluster.procs[3].pid, signal.SIGCONT)
+        stopped = None
+        wait_until(lambda: state(unclean, admin).leader == 3, 30, "broker 3 elected uncleanly")
+        assert state(clean, admin).leader == -1, "no unclean election where it is not enabled"
+        reports = confluent_produce(survivors, clean, [{"value": b"x"}], acks="all", retries=0)
+        assert reports[0][0] is not None and reports[0][0].code() in (
+            KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._MSG_TIMED_OUT,
+        ), reports
+        assert_delivered(confluent_produce(cluster.bootstrap_of([1, 3]), unclean, [{"value": b"after"}], acks="all"))
+        values = [r.value for r in kafka_python_consume(cluster.bootstrap_of([1, 3]), unclean, timeout_s=60)]
+        assert values == [b"both", b"after"], values
+
+        resource = ConfigResource(
+            ConfigResource.Type.TOPIC, clean,
+            incremental_configs=[ConfigEntry("unclean.leader.election.enable", "true",
+                                             incremental_operation=AlterConfigOpType.SET)],
+        )
+        admin.incremental_alter_configs([resource])[resource].result(30)
+        wait_until(lambda: state(clean, admin).leader == 3, 30, "broker 3 elected once it is allowed")
+        assert_delivered(confluent_produce(cluster.bootstrap_of([1, 3]), clean, [{"value": b"after"}], acks="all"))
+    finally:
+        if stopped is not None:
+            os.kill(cluster.procs[stopped].pid, signal.SIGCONT)
         cluster.stop()

@@ -406,6 +406,7 @@ fn start_registration(broker: &Arc<Broker>) {
             })
             .collect(),
         rack: broker.config.set.get("broker.rack").cloned(),
+        incarnation: Some(crate::format::random_uuid()),
     };
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
@@ -418,6 +419,27 @@ fn start_registration(broker: &Arc<Broker>) {
                         node_id = op.node_id,
                         "broker registered with the controller"
                     );
+                    // Now it leads what the metadata gives it.
+                    broker.partitions.set_registered();
+                    let registered = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _sync = registered
+                            .partition_sync
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        let image = registered.image();
+                        if let Err(error) = registered.partitions.sync(&image, &registered.config) {
+                            tracing::error!(%error, "some partitions could not be opened");
+                        }
+                        registered
+                            .replica_fetchers
+                            .update(registered.partitions.all());
+                        crate::metadata_publisher::load_coordinators_once_registered(
+                            &registered,
+                            &image,
+                        );
+                    })
+                    .await;
                     break;
                 }
                 Err(error) => {

@@ -733,7 +733,6 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "log.segment.delete.delay.ms",
     "log.preallocate",
     "log.flush.scheduler.interval.ms",
-    "unclean.leader.election.enable",
     "ssl.protocol",
     "ssl.endpoint.identification.algorithm",
     "ssl.keymanager.algorithm",
@@ -754,7 +753,6 @@ pub const TOPIC_NOT_IN_EFFECT: &[&str] = &[
     "preallocate",
     "segment.index.bytes",
     "segment.jitter.ms",
-    "unclean.leader.election.enable",
 ];
 
 /// The keys of `configs` that are accepted but not in effect ([`TOPIC_NOT_IN_EFFECT`]).

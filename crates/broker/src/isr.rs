@@ -36,9 +36,11 @@ pub fn send(broker: &Arc<Broker>, proposal: IsrProposal) {
         let partition = broker
             .partitions
             .get(&proposal.topic_id, proposal.partition);
-        let topic = partition
-            .as_ref()
-            .map(|p| p.topic.clone())
+        // A change that completed a reassignment may have removed this replica already.
+        let topic = broker
+            .image()
+            .topic_by_id(&proposal.topic_id)
+            .map(|t| t.name.clone())
             .unwrap_or_default();
         match &answer {
             Ok(reply) => match &reply.result {

@@ -61,6 +61,8 @@ pub mod replica_fetcher;
 pub mod sasl;
 pub mod server;
 pub mod shards;
+#[cfg(test)]
+mod sim_replication;
 pub mod tls;
 pub mod txn;
 

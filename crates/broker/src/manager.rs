@@ -49,6 +49,11 @@ pub struct PartitionManager {
     checkpointed_hws: OffsetCheckpoint,
     /// Where each opened partition gets its topic's traffic counters.
     metrics: Arc<BrokerMetrics>,
+    /// Whether this start of the broker is registered with the controller. Until it is, a
+    /// partition with other replicas that the metadata says this broker leads is not led
+    /// here (its leader is taken as unknown): the controller may be about to move it away
+    /// from a broker that crashed and came back (see `RegisterBroker` in the plan).
+    registered: std::sync::atomic::AtomicBool,
 }
 
 /// Written at the end of a clean shutdown, removed at start-up: its absence means the broker
@@ -98,7 +103,26 @@ impl PartitionManager {
             recovery_points,
             checkpointed_hws,
             metrics,
+            registered: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// This start of the broker is registered: from the next sync on, it leads what the
+    /// metadata gives it.
+    pub fn set_registered(&self) {
+        self.registered
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The leader of `p` as this broker `node` acts on it: unknown while this start is not
+    /// registered and the metadata names this broker leader of a partition with other replicas.
+    fn leader_to_follow(&self, node: i32, p: &PartitionImage) -> i32 {
+        let registered = self.registered.load(std::sync::atomic::Ordering::Acquire);
+        if !registered && p.leader == node && p.replicas.len() > 1 {
+            -1
+        } else {
+            p.leader
+        }
     }
 
     /// Writes `recovery-point-offset-checkpoint` and `replication-offset-checkpoint` for
@@ -360,9 +384,10 @@ impl PartitionManager {
                 existing.set_settings(settings.clone());
             }
             existing.set_partition_epoch(p.partition_epoch);
-            existing.assign(node, p.leader, p.leader_epoch, &p.isr);
+            existing.assign(node, self.leader_to_follow(node, p), p.leader_epoch, &p.isr);
             return Ok(());
         }
+        let leader = self.leader_to_follow(node, p);
         let dir = self.partition_dir(&topic.name, p.partition);
         let name_key = (topic.name.clone(), p.partition);
         // After an unclean stop, a directory that existed before is recovered from its
@@ -379,7 +404,7 @@ impl PartitionManager {
                 None => PartitionLog::open(&dir, config, now_ms()),
             }
             .and_then(|(mut log, report)| {
-                log.adopt_leader_epoch(p.leader_epoch, p.leader == node)?;
+                log.adopt_leader_epoch(p.leader_epoch, leader == node)?;
                 Ok((log, report))
             })
             .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))
@@ -409,7 +434,7 @@ impl PartitionManager {
             settings.clone(),
             PartitionInit {
                 node_id: node,
-                leader: p.leader,
+                leader,
                 isr: p.isr.clone(),
                 leader_epoch: p.leader_epoch,
                 fsync_before_ack: self.fsync_before_ack,
@@ -641,6 +666,8 @@ mod tests {
                 leader: node,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             },
         }
     }

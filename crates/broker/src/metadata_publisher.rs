@@ -249,11 +249,37 @@ pub fn load_coordinators_at_start(broker: &Arc<Broker>, image: &MetadataImage) {
     apply_to_coordinators(broker, image, &MetadataDelta::reset());
 }
 
+/// Once this start of the broker is registered: loads the shards of the replicated internal
+/// partitions it leads, which it did not lead before (`PartitionManager::set_registered`).
+pub fn load_coordinators_once_registered(broker: &Arc<Broker>, image: &MetadataImage) {
+    let mut delta = MetadataDelta::default();
+    for name in [OFFSETS_TOPIC, TXN_TOPIC] {
+        if let Some(topic) = image.topic_by_name(name) {
+            delta.partitions.extend(
+                topic
+                    .partitions
+                    .values()
+                    .filter(|p| p.leader == broker.node_id() && p.replicas.len() > 1)
+                    .map(|p| (topic.topic_id, p.partition)),
+            );
+        }
+    }
+    apply_to_coordinators(broker, image, &delta);
+}
+
 /// Loads the shard of each internal partition the delta names that this node now leads, and
 /// unloads the shard of each it no longer leads (or that was removed). Unloads come first,
 /// so an internal topic removed and created again reloads from the new partition.
 fn apply_to_coordinators(broker: &Arc<Broker>, image: &MetadataImage, delta: &MetadataDelta) {
     let node = broker.node_id();
+    // Led in the image and by the replica here (not before this start is registered).
+    let leads = |topic_id: &uuid::Uuid, p: &strata_quorum::PartitionImage| {
+        p.leader == node
+            && broker
+                .partitions
+                .get(topic_id, p.partition)
+                .is_some_and(|replica| replica.is_leader())
+    };
     let mut touched: Vec<(&str, i32, bool)> = Vec::new();
     if delta.reset {
         for name in [OFFSETS_TOPIC, TXN_TOPIC] {
@@ -262,7 +288,7 @@ fn apply_to_coordinators(broker: &Arc<Broker>, image: &MetadataImage, delta: &Me
                     topic
                         .partitions
                         .values()
-                        .map(|p| (name, p.partition, p.leader == node)),
+                        .map(|p| (name, p.partition, leads(&topic.topic_id, p))),
                 );
             }
         }
@@ -278,7 +304,7 @@ fn apply_to_coordinators(broker: &Arc<Broker>, image: &MetadataImage, delta: &Me
             if name == OFFSETS_TOPIC || name == TXN_TOPIC {
                 let leads = image
                     .partition(topic_id, *p)
-                    .is_some_and(|p| p.leader == node);
+                    .is_some_and(|p| leads(topic_id, p));
                 touched.push((name, *p, leads));
             }
         }

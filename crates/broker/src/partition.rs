@@ -257,11 +257,13 @@ impl Partition {
         let (producers, snapshot_offset) = rebuild_producer_state(&mut log, &topic, index);
         let start = log.log_start_offset();
         let end = log.log_end_offset();
-        // The high watermark starts at its checkpoint (within the log). A leader that is the
-        // whole ISR (a single node) then advances it to the log end: everything recovered is
-        // durable (a clean shutdown fsynced it; an unclean start's recovery fsyncs what it
-        // kept), and it is on the whole ISR.
-        let checkpointed = checkpointed_hw.map_or(end, |hw| hw.clamp(start, end));
+        // The high watermark starts at its checkpoint (within the log), or at the log start
+        // without one: a replica's log may end with records that were never committed (a
+        // deposed leader's tail), and claiming them would let it serve them as leader. A
+        // leader that is the whole ISR (a single node) then advances it to the log end:
+        // everything recovered is durable (a clean shutdown fsynced it; an unclean start's
+        // recovery fsyncs what it kept), and it is on the whole ISR.
+        let checkpointed = checkpointed_hw.map_or(start, |hw| hw.clamp(start, end));
         let role = Role::assign(
             node_id,
             leader,

@@ -431,7 +431,7 @@ fn apply_response(follows: &[Follow], response: FetchResponse) -> Vec<PartitionK
 /// epoch, the logs agree up to the earlier of its two ends; if not, we cut after our own last
 /// epoch below it and the next fetch checks again from there; if we hold nothing that old,
 /// at the leader's end. Unknown to the leader (-1): our high watermark.
-fn truncation_point(p: &Partition, leader_epoch: i32, leader_end: i64) -> i64 {
+pub(crate) fn truncation_point(p: &Partition, leader_epoch: i32, leader_end: i64) -> i64 {
     let end = p.log_end_offset();
     if leader_epoch < 0 || leader_end < 0 {
         return p.high_watermark().min(end);

@@ -30,6 +30,10 @@ pub struct PartitionImage {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// During a reassignment: the target's replicas not yet in sync.
+    pub adding_replicas: Vec<i32>,
+    /// During a reassignment: the replicas that leave once it completes.
+    pub removing_replicas: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +165,8 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// Fenced: it missed its heartbeats; it leads nothing until it heartbeats again.
     pub fenced: bool,
+    /// Which start of the broker process registered.
+    pub incarnation: Option<String>,
 }
 
 impl BrokerRegistration {
@@ -220,6 +226,8 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding_replicas,
+                removing_replicas,
             } => match self.topics.get_mut(topic_id) {
                 Some(topic) => {
                     delta.partitions.insert((*topic_id, *partition));
@@ -232,6 +240,8 @@ impl MetadataImage {
                             leader: *leader,
                             leader_epoch: *leader_epoch,
                             partition_epoch: *partition_epoch,
+                            adding_replicas: adding_replicas.clone(),
+                            removing_replicas: removing_replicas.clone(),
                         },
                     );
                 }
@@ -338,6 +348,7 @@ impl MetadataImage {
                 node_id,
                 endpoints,
                 rack,
+                incarnation,
             } => {
                 delta.brokers = true;
                 // A broker registering again stays fenced until it heartbeats.
@@ -349,6 +360,7 @@ impl MetadataImage {
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
                         fenced,
+                        incarnation: incarnation.clone(),
                     },
                 );
             }
@@ -467,6 +479,7 @@ impl MetadataImage {
                 node_id: b.node_id,
                 endpoints: b.endpoints.clone(),
                 rack: b.rack.clone(),
+                incarnation: b.incarnation.clone(),
             });
             if b.fenced {
                 records.push(MetadataRecord::BrokerChange {
@@ -499,6 +512,8 @@ impl MetadataImage {
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
+                        adding_replicas: p.adding_replicas.clone(),
+                        removing_replicas: p.removing_replicas.clone(),
                     }),
             );
             records.extend(
@@ -578,6 +593,8 @@ mod tests {
             leader: 1,
             leader_epoch: epoch,
             partition_epoch: epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -918,6 +935,7 @@ mod tests {
                     security_protocol: "PLAINTEXT".into(),
                 }],
                 rack: (rng.below(2) == 0).then(|| "r1".to_string()),
+                incarnation: None,
             },
             4 => MetadataRecord::BrokerChange {
                 node_id: rng.below(3) as i32,

@@ -39,7 +39,9 @@ pub enum MetadataRecord {
     Topic { name: String, topic_id: Uuid },
     /// A partition's assignment and leadership. A later record for the same partition replaces
     /// the earlier one; `leader_epoch` grows with every leader change, `partition_epoch` with
-    /// every change at all.
+    /// every change at all. During a reassignment (KIP-455) `replicas` holds the target and the
+    /// replicas being removed, `adding_replicas` those of the target not yet in sync and
+    /// `removing_replicas` those leaving once it completes (both absent otherwise).
     Partition {
         topic_id: Uuid,
         partition: i32,
@@ -48,6 +50,10 @@ pub enum MetadataRecord {
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<i32>,
     },
     /// A config was set (`value` is `Some`) or removed (`None`).
     Config {
@@ -83,6 +89,9 @@ pub enum MetadataRecord {
         endpoints: Vec<BrokerEndpoint>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rack: Option<String>,
+        /// Which start of the broker process registered (a new one at every start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incarnation: Option<String>,
     },
     /// A registered broker was fenced (it stopped heartbeating: it leads nothing and is
     /// not given to clients) or unfenced (it heartbeats again).
@@ -112,6 +121,8 @@ impl MetadataRecord {
             replicas,
             leader_epoch: epoch,
             partition_epoch: epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 }

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use strata_protocol::topic::{collision_key, validate_topic_name};
 use strata_protocol::ErrorCode;
 use strata_quorum::controller::ops::{
-    AllocateProducerIds, AlterConfigs, AlterConfigsReply, AlterPartition, AlterPartitionReply,
+    AllocateProducerIds, AlterConfigs, AlterConfigsReply, AlterPartition,
+    AlterPartitionReassignments, AlterPartitionReassignmentsReply, AlterPartitionReply,
     BrokerHeartbeatReply, ConfigOperation, ConfigTarget, ControllerOp, ControllerReply,
     CreatePartitions, CreatePartitionsReply, CreateTopics, CreateTopicsReply, CreatedTopic,
     DeleteTopics, DeleteTopicsReply, DeletedTopic, ElectLeaders, ElectLeadersReply,
@@ -95,6 +96,8 @@ fn partition_record(
         leader: state.leader,
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
+        adding_replicas: state.adding_replicas,
+        removing_replicas: state.removing_replicas,
     }
 }
 
@@ -122,10 +125,8 @@ fn broker_fencing(
     let mut after = image.clone();
     after.apply(&records[0]);
     let brokers = broker_states(&after, config);
-    let unclean = config
-        .parsed::<bool>("unclean.leader.election.enable")
-        .unwrap_or(false);
     for topic in image.topics() {
+        let unclean = unclean_enabled(image, config, topic);
         for (p, current) in &topic.partitions {
             if !current.replicas.contains(&node_id) {
                 continue;
@@ -137,6 +138,47 @@ fn broker_fencing(
                 partition_change::broker_unfenced(&state, &brokers, node_id, unclean)
             };
             if let Some(next) = next {
+                records.push(partition_record(topic.topic_id, *p, next));
+            }
+        }
+    }
+    records
+}
+
+/// Whether `topic`'s partitions may elect a replica that is not in sync
+/// (`unclean.leader.election.enable`): the topic's override, else the cluster-wide dynamic
+/// default, else the controller's configuration (Kafka's default: false).
+fn unclean_enabled(image: &MetadataImage, config: &BrokerConfig, topic: &TopicImage) -> bool {
+    const KEY: &str = "unclean.leader.election.enable";
+    topic
+        .configs
+        .get(KEY)
+        .cloned()
+        .or_else(|| image.broker_configs.get(&None)?.get(KEY).cloned())
+        .or_else(|| config.value(KEY))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Offline partitions (no leader) of topics that allow unclean elections, led again by an
+/// active replica (Kafka's controller does this when the setting is turned on): the records.
+fn unclean_elections(image: &MetadataImage, config: &BrokerConfig) -> Vec<MetadataRecord> {
+    let brokers = broker_states(image, config);
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        let offline = topic
+            .partitions
+            .values()
+            .any(|p| p.leader == partition_change::NO_LEADER);
+        if !offline || !unclean_enabled(image, config, topic) {
+            continue;
+        }
+        for (p, current) in &topic.partitions {
+            if current.leader != partition_change::NO_LEADER {
+                continue;
+            }
+            let state = PartitionState::from_image(current);
+            if let Ok(next) = partition_change::elect_unclean(&state, &brokers) {
+                tracing::warn!(topic = %topic.name, partition = p, leader = next.leader, "unclean leader election: a replica that was not in sync leads; records only the old ISR had are lost");
                 records.push(partition_record(topic.topic_id, *p, next));
             }
         }
@@ -190,15 +232,7 @@ fn elect_leaders(
                         )),
                     };
                     let result = next.map(|next| {
-                        records.push(MetadataRecord::Partition {
-                            topic_id: topic.topic_id,
-                            partition: p,
-                            replicas: next.replicas,
-                            isr: next.isr,
-                            leader: next.leader,
-                            leader_epoch: next.leader_epoch,
-                            partition_epoch: next.partition_epoch,
-                        });
+                        records.push(partition_record(topic.topic_id, p, next));
                     });
                     (p, result)
                 })
@@ -261,6 +295,71 @@ fn alter_partition(
             },
         ),
     }
+}
+
+/// AlterPartitionReassignments through the partition change rules: a target starts (or
+/// replaces) a reassignment, `None` cancels the one in progress; each partition whose state
+/// changes gets a new `Partition` record. The reassignment completes when the leader
+/// proposes the adding replicas into the ISR (AlterPartition).
+fn alter_partition_reassignments(
+    image: &MetadataImage,
+    config: &BrokerConfig,
+    op: &AlterPartitionReassignments,
+) -> (Vec<MetadataRecord>, AlterPartitionReassignmentsReply) {
+    let brokers = broker_states(image, config);
+    let mut records = Vec::new();
+    let topics = op
+        .topics
+        .iter()
+        .map(|(name, partitions)| {
+            let topic = image.topic_by_name(name);
+            let results = partitions
+                .iter()
+                .map(|(p, target)| {
+                    let Some((topic, current)) =
+                        topic.and_then(|t| t.partitions.get(p).map(|c| (t, c)))
+                    else {
+                        return (
+                            *p,
+                            Err(refuse(
+                                ErrorCode::UnknownTopicOrPartition,
+                                "This server does not host this topic-partition.",
+                            )),
+                        );
+                    };
+                    let state = PartitionState::from_image(current);
+                    let replication_factor = state.original_replicas().len();
+                    let next = match target {
+                        Some(target)
+                            if !op.allow_replication_factor_change
+                                && target.len() != replication_factor =>
+                        {
+                            Err(refuse(
+                                ErrorCode::InvalidReplicationFactor,
+                                format!(
+                                    "The replication factor is changed from {replication_factor} to {} but allowReplicationFactorChange is false.",
+                                    target.len()
+                                ),
+                            ))
+                        }
+                        Some(target) => partition_change::reassign(&state, &brokers, target),
+                        None => {
+                            let unclean = unclean_enabled(image, config, topic);
+                            partition_change::cancel_reassignment(&state, &brokers, unclean)
+                        }
+                    };
+                    let result = next.map(|next| {
+                        if let Some(next) = next {
+                            records.push(partition_record(topic.topic_id, *p, next));
+                        }
+                    });
+                    (*p, result)
+                })
+                .collect();
+            (name.clone(), results)
+        })
+        .collect();
+    (records, AlterPartitionReassignmentsReply { topics })
 }
 
 /// The partitions to move back to their preferred replica, by topic: those of every broker
@@ -354,18 +453,33 @@ pub fn plan(
             (records, ControllerReply::ElectLeaders(reply))
         }
         ControllerOp::RegisterBroker(op) => {
-            let current = image
-                .broker(op.node_id)
-                .is_some_and(|b| b.endpoints == op.endpoints && b.rack == op.rack);
-            let records = if current {
-                Vec::new()
-            } else {
-                vec![MetadataRecord::RegisterBroker {
+            let existing = image.broker(op.node_id);
+            let current = existing.is_some_and(|b| {
+                b.endpoints == op.endpoints && b.rack == op.rack && b.incarnation == op.incarnation
+            });
+            let mut records = Vec::new();
+            if !current {
+                records.push(MetadataRecord::RegisterBroker {
                     node_id: op.node_id,
                     endpoints: op.endpoints.clone(),
                     rack: op.rack.clone(),
-                }]
-            };
+                    incarnation: op.incarnation.clone(),
+                });
+            }
+            // A broker process that started again before its session ran out (a crash and
+            // a quick restart) is fenced now, as Kafka fences the old registration: its
+            // leaderships move on in a new leader epoch, so that what it lost of its
+            // unsynced tail can never be written again under the epoch its followers hold;
+            // its next heartbeat unfences it. A single broker has no one to diverge from.
+            let restarted = existing.is_some_and(|b| !b.fenced && b.incarnation != op.incarnation);
+            let others = image.brokers().any(|b| b.node_id != op.node_id);
+            if restarted && others {
+                let mut registered = image.clone();
+                for record in &records {
+                    registered.apply(record);
+                }
+                records.extend(broker_fencing(&registered, config, op.node_id, true));
+            }
             (
                 records,
                 ControllerReply::RegisterBroker(RegisterBrokerReply {}),
@@ -386,6 +500,10 @@ pub fn plan(
         ControllerOp::AlterPartition(op) => {
             let (records, reply) = alter_partition(image, config, op);
             (records, ControllerReply::AlterPartition(reply))
+        }
+        ControllerOp::AlterPartitionReassignments(op) => {
+            let (records, reply) = alter_partition_reassignments(image, config, op);
+            (records, ControllerReply::AlterPartitionReassignments(reply))
         }
         ControllerOp::FenceBroker(op) => {
             let unfenced = image.broker(op.node_id).is_some_and(|b| !b.fenced);
@@ -819,6 +937,14 @@ fn config_changes<'a>(
             Ok(())
         })
         .collect();
+    if !records.is_empty() {
+        // A change may have allowed unclean elections for offline partitions.
+        let mut after = image.clone();
+        for record in &records {
+            after.apply(record);
+        }
+        records.extend(unclean_elections(&after, config));
+    }
     (records, AlterConfigsReply { resources })
 }
 
@@ -1052,6 +1178,28 @@ mod tests {
         image
     }
 
+    /// Partition 0 of `topic_id` on `replicas` with `isr`, led by `leader` in `epoch` (also its
+    /// partition epoch), no reassignment.
+    fn partition_zero(
+        topic_id: Uuid,
+        replicas: &[i32],
+        isr: &[i32],
+        leader: i32,
+        epoch: i32,
+    ) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+
     /// The registration of broker `node_id` with one plaintext endpoint.
     fn register(node_id: i32) -> MetadataRecord {
         MetadataRecord::RegisterBroker {
@@ -1063,6 +1211,7 @@ mod tests {
                 security_protocol: "PLAINTEXT".into(),
             }],
             rack: None,
+            incarnation: None,
         }
     }
 
@@ -1090,15 +1239,7 @@ mod tests {
                 name: "t".into(),
                 topic_id: id,
             },
-            MetadataRecord::Partition {
-                topic_id: id,
-                partition: 0,
-                replicas: vec![2, 3, 1],
-                isr: vec![2, 3, 1],
-                leader: 2,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            },
+            partition_zero(id, &[2, 3, 1], &[2, 3, 1], 2, 0),
         ]);
         let config = config(&[]);
         let add = |assignments: Option<Vec<Vec<i32>>>| {
@@ -1174,6 +1315,8 @@ mod tests {
                     leader: if p < moved { 2 } else { 1 },
                     leader_epoch: 1,
                     partition_epoch: 1,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 });
             }
             image_with(&records)
@@ -1210,6 +1353,8 @@ mod tests {
             replicas,
             leader_epoch: 3,
             partition_epoch: 3,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let image = image_with(&[
             register(1),
@@ -1268,6 +1413,8 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch: epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let image = image_with(&[
             MetadataRecord::Topic {
@@ -1308,6 +1455,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 4,
                 partition_epoch: 4,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }]
         );
         // Unclean: only an offline partition needs it; unknown partitions and topics say so.
@@ -1333,6 +1482,164 @@ mod tests {
             code(&reply.topics[0].1[0].1),
             Some(ErrorCode::InvalidRequest.code())
         );
+    }
+
+    #[test]
+    fn unclean_elections_happen_only_where_the_topic_or_cluster_allows_them() {
+        use strata_quorum::controller::ops::{BrokerHeartbeat, FenceBroker};
+        let allowing = config(&[("unclean.leader.election.enable", "true")]);
+        let config = config(&[]);
+        let (unclean, clean) = (Uuid::new_v4(), Uuid::new_v4());
+        // Both on brokers 2 and 3, led by 2, whose ISR lost 3.
+        let partition = |id| partition_zero(id, &[2, 3], &[2], 2, 1);
+        let image = image_with(&[
+            register(1),
+            register(2),
+            register(3),
+            MetadataRecord::Topic {
+                name: "u".into(),
+                topic_id: unclean,
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic("u".into()),
+                name: "unclean.leader.election.enable".into(),
+                value: Some("true".into()),
+            },
+            partition(unclean),
+            MetadataRecord::Topic {
+                name: "c".into(),
+                topic_id: clean,
+            },
+            partition(clean),
+        ]);
+        let leader = |image: &MetadataImage, id| image.partition(&id, 0).expect("p").leader;
+        // Broker 2 is fenced: the topic that allows it elects 3, the other goes offline.
+        let fence = ControllerOp::FenceBroker(FenceBroker { node_id: 2 });
+        let (records, _) = plan(&image, &config, &fence).expect("planned");
+        let fenced = applied(&image, &records);
+        assert_eq!(leader(&fenced, unclean), 3);
+        assert_eq!(fenced.partition(&unclean, 0).expect("p").isr, vec![3]);
+        assert_eq!(leader(&fenced, clean), -1);
+        // Broker 3's heartbeat changes nothing for the clean topic: 3 was not in sync.
+        let beat = ControllerOp::BrokerHeartbeat(BrokerHeartbeat { node_id: 3 });
+        let (records, _) = plan(&fenced, &config, &beat).expect("planned");
+        assert!(records.is_empty());
+        // Turning it on for the clean topic elects 3 there too.
+        let op = ControllerOp::IncrementalAlterConfigs(IncrementalAlterConfigs {
+            resources: vec![(
+                topic_target("c"),
+                vec![operation("unclean.leader.election.enable", 0, Some("true"))],
+            )],
+            validate_only: false,
+        });
+        let (records, _) = plan(&fenced, &config, &op).expect("planned");
+        let allowed = applied(&fenced, &records);
+        assert_eq!(leader(&allowed, clean), 3);
+        // The controller's configuration allows it for every topic.
+        let (records, _) = plan(&image, &allowing, &fence).expect("planned");
+        assert_eq!(leader(&applied(&image, &records), clean), 3);
+    }
+
+    #[test]
+    fn a_reassignment_moves_a_partition_once_the_new_replica_is_in_sync() {
+        let config = config(&[]);
+        let id = Uuid::new_v4();
+        let image = image_with(&[
+            register(1),
+            register(2),
+            register(3),
+            register(4),
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition_zero(id, &[1, 2, 3], &[1, 2, 3], 1, 2),
+        ]);
+        let p = |image: &MetadataImage| image.partition(&id, 0).expect("partition").clone();
+        let reassign = |image: &MetadataImage, target: Option<Vec<i32>>, allow: bool| {
+            alter_partition_reassignments(
+                image,
+                &config,
+                &AlterPartitionReassignments {
+                    topics: vec![
+                        ("t".into(), vec![(0, target)]),
+                        ("nope".into(), vec![(0, None)]),
+                    ],
+                    allow_replication_factor_change: allow,
+                },
+            )
+        };
+        // Started: the target first, then the leaving replica; the leader stays meanwhile.
+        let (records, reply) = reassign(&image, Some(vec![4, 2, 3]), false);
+        assert_eq!(reply.topics[0].1, vec![(0, Ok(()))]);
+        assert_eq!(
+            code(&reply.topics[1].1[0].1),
+            ErrorCode::UnknownTopicOrPartition.code()
+        );
+        let moving = applied(&image, &records);
+        let state = p(&moving);
+        assert_eq!(state.replicas, vec![4, 2, 3, 1]);
+        assert_eq!(
+            (
+                state.adding_replicas.clone(),
+                state.removing_replicas.clone()
+            ),
+            (vec![4], vec![1])
+        );
+        assert_eq!(
+            (state.leader, state.leader_epoch, state.isr.clone()),
+            (1, 2, vec![1, 2, 3])
+        );
+        // The reassignment survives a snapshot (the image written as records).
+        assert_eq!(
+            MetadataImage::from_records(&moving.to_records()).partition(&id, 0),
+            Some(&state)
+        );
+        // KIP-860: another replication factor only when allowed.
+        let (records, reply) = reassign(&image, Some(vec![4, 2]), false);
+        assert!(records.is_empty());
+        assert_eq!(
+            code(&reply.topics[0].1[0].1),
+            ErrorCode::InvalidReplicationFactor.code()
+        );
+
+        // The leader proposes the caught-up new replica into the ISR: the move completes,
+        // replica 1 leaves, and 4 (first of the target in the ISR) leads in a new epoch.
+        let op = ControllerOp::AlterPartition(AlterPartition {
+            broker_id: 1,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 2,
+            partition_epoch: state.partition_epoch,
+            new_isr: vec![1, 2, 3, 4],
+        });
+        let (records, _) = plan(&moving, &config, &op).expect("planned");
+        let done = p(&applied(&moving, &records));
+        assert_eq!(done.replicas, vec![4, 2, 3]);
+        assert!(done.adding_replicas.is_empty() && done.removing_replicas.is_empty());
+        assert_eq!(done.leader, 4);
+        assert_eq!(done.leader_epoch, 3);
+        assert_eq!(sorted(done.isr), vec![2, 3, 4]);
+
+        // Cancelled before it completes: back to the replicas before it (in the order they
+        // had during the move, as Kafka reverts).
+        let (records, reply) = reassign(&moving, None, true);
+        assert_eq!(reply.topics[0].1, vec![(0, Ok(()))]);
+        let back = p(&applied(&moving, &records));
+        assert_eq!(back.replicas, vec![2, 3, 1]);
+        assert_eq!(sorted(back.isr), vec![1, 2, 3]);
+        assert!(back.adding_replicas.is_empty() && back.removing_replicas.is_empty());
+        // Nothing to cancel.
+        let (_, reply) = reassign(&image, None, true);
+        assert_eq!(
+            code(&reply.topics[0].1[0].1),
+            ErrorCode::NoReassignmentInProgress.code()
+        );
+    }
+
+    fn sorted(mut ids: Vec<i32>) -> Vec<i32> {
+        ids.sort_unstable();
+        ids
     }
 
     fn create(topics: Vec<NewTopic>) -> CreateTopics {

@@ -1,6 +1,5 @@
-//! Cluster-administration APIs, answered truthfully for a single node: DescribeLogDirs,
-//! ElectLeaders, ListPartitionReassignments, AlterPartitionReassignments,
-//! ListConfigResources.
+//! Cluster-administration APIs: DescribeLogDirs, ElectLeaders, ListPartitionReassignments,
+//! AlterPartitionReassignments, ListConfigResources, DescribeQuorum.
 
 use std::sync::Arc;
 
@@ -19,7 +18,7 @@ use super::str_bytes;
 use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::controller::ControllerError;
-use strata_quorum::controller::ops::ElectLeaders;
+use strata_quorum::controller::ops::{AlterPartitionReassignments, ElectLeaders};
 
 /// Free and total bytes of the file system holding `path`.
 fn disk_space(path: &std::path::Path) -> (i64, i64) {
@@ -149,64 +148,129 @@ pub async fn elect_leaders(
     ElectLeadersResponse::default().with_replica_election_results(results)
 }
 
-/// Nothing is ever being reassigned on one node.
-pub fn list_partition_reassignments(ctx: &ConnectionContext) -> ListPartitionReassignmentsResponse {
+/// The reassignments in progress (KIP-455): every partition whose replicas are being added or
+/// removed, or those of the partitions asked for.
+pub fn list_partition_reassignments(
+    broker: &Arc<Broker>,
+    ctx: &ConnectionContext,
+    req: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    use kafka_protocol::messages::list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
     if !authorize(ctx, Operation::Describe, Resource::Cluster) {
         return ListPartitionReassignmentsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
-    ListPartitionReassignmentsResponse::default()
+    let image = broker.image();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let topics = image
+        .topics()
+        .filter_map(|topic| {
+            let asked = match &wanted {
+                None => None,
+                Some(w) => Some(&w.iter().find(|(name, _)| *name == topic.name)?.1),
+            };
+            let partitions: Vec<OngoingPartitionReassignment> = topic
+                .partitions
+                .values()
+                .filter(|p| !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty())
+                .filter(|p| asked.is_none_or(|a| a.contains(&p.partition)))
+                .map(|p| {
+                    OngoingPartitionReassignment::default()
+                        .with_partition_index(p.partition)
+                        .with_replicas(ids(&p.replicas))
+                        .with_adding_replicas(ids(&p.adding_replicas))
+                        .with_removing_replicas(ids(&p.removing_replicas))
+                })
+                .collect();
+            (!partitions.is_empty()).then(|| {
+                OngoingTopicReassignment::default()
+                    .with_name(TopicName(str_bytes(topic.name.clone())))
+                    .with_partitions(partitions)
+            })
+        })
+        .collect();
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
 }
 
-/// A reassignment to the current replica set (this node) is accepted and completes at
-/// once; any other broker is not registered; a cancellation (null replicas) finds nothing
-/// in progress.
-pub fn alter_partition_reassignments(
+/// AlterPartitionReassignments (KIP-455): a controller operation; each partition moves to its
+/// target replicas (new ones catch up as followers, and once they are in the ISR the leader's
+/// AlterPartition completes the move and the removed replicas delete their copy), or a null
+/// target cancels the move in progress.
+pub async fn alter_partition_reassignments(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
     req: AlterPartitionReassignmentsRequest,
+    version: i16,
 ) -> AlterPartitionReassignmentsResponse {
     if !authorize(ctx, Operation::Alter, Resource::Cluster) {
         return AlterPartitionReassignmentsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
-    let image = broker.image();
-    let responses = req
+    let op = AlterPartitionReassignments {
+        topics: req
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let target = p.replicas.as_ref().map(|r| r.iter().map(|b| b.0).collect());
+                        (p.partition_index, target)
+                    })
+                    .collect();
+                (t.name.0.to_string(), partitions)
+            })
+            .collect(),
+        allow_replication_factor_change: version < 1 || req.allow_replication_factor_change,
+    };
+    let reply = match broker.submit(op).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::error!(%error, "partition reassignment failed");
+            let (code, message) = match &error {
+                ControllerError::Refused(e) => (e.code, e.message.clone()),
+                _ => (ErrorCode::UnknownServerError.code(), error.to_string()),
+            };
+            return AlterPartitionReassignmentsResponse::default()
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message)));
+        }
+    };
+    let responses = reply
         .topics
-        .iter()
-        .map(|t| {
-            let topic = image.topic_by_name(t.name.0.as_str());
+        .into_iter()
+        .map(|(name, partitions)| {
             ReassignableTopicResponse::default()
-                .with_name(t.name.clone())
+                .with_name(TopicName(str_bytes(name)))
                 .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            let error = match (
-                                &p.replicas,
-                                topic.and_then(|x| x.partitions.get(&p.partition_index)),
-                            ) {
-                                (_, None) => Some(ErrorCode::UnknownTopicOrPartition),
-                                (None, Some(_)) => Some(ErrorCode::NoReassignmentInProgress),
-                                (Some(r), Some(current)) => {
-                                    let wanted: Vec<i32> = r.iter().map(|b| b.0).collect();
-                                    // Only this node exists, and it already holds
-                                    // every replica: the one valid target is the
-                                    // current set.
-                                    (wanted != current.replicas)
-                                        .then_some(ErrorCode::InvalidReplicaAssignment)
-                                }
-                            };
-                            ReassignablePartitionResponse::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(error.map_or(0, |e| e.code()))
-                                .with_error_message(error.map(|e| str_bytes(e.to_string())))
+                    partitions
+                        .into_iter()
+                        .map(|(p, result)| {
+                            let r =
+                                ReassignablePartitionResponse::default().with_partition_index(p);
+                            match result {
+                                Ok(()) => r,
+                                Err(e) => r
+                                    .with_error_code(e.code)
+                                    .with_error_message(Some(str_bytes(e.message))),
+                            }
                         })
                         .collect(),
                 )
         })
         .collect();
-    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(req.allow_replication_factor_change)
+        .with_responses(responses)
 }
 
 /// Resources that have configs: topics and this broker. Version 0 (once

@@ -180,12 +180,14 @@ async fn dispatch(broker: &Arc<Broker>, ctx: &ConnectionContext, request: Reques
         RequestKind::ElectLeaders(req) => Reply::now(ResponseKind::ElectLeaders(
             cluster::elect_leaders(broker, ctx, req, version).await,
         )),
-        RequestKind::ListPartitionReassignments(_) => Reply::now(
-            ResponseKind::ListPartitionReassignments(cluster::list_partition_reassignments(ctx)),
-        ),
+        RequestKind::ListPartitionReassignments(req) => {
+            Reply::now(ResponseKind::ListPartitionReassignments(
+                cluster::list_partition_reassignments(broker, ctx, req),
+            ))
+        }
         RequestKind::AlterPartitionReassignments(req) => {
             Reply::now(ResponseKind::AlterPartitionReassignments(
-                cluster::alter_partition_reassignments(broker, ctx, req),
+                cluster::alter_partition_reassignments(broker, ctx, req, version).await,
             ))
         }
         RequestKind::ListConfigResources(req) => Reply::now(ResponseKind::ListConfigResources(

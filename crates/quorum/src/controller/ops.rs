@@ -180,8 +180,11 @@ pub struct ElectLeadersReply {
     pub topics: Vec<(String, Vec<ElectionResult>)>,
 }
 
+/// A partition's index, and `Ok` when its change was made.
+pub type PartitionResult = (i32, ItemResult<()>);
+
 /// One partition's election: its index, and `Ok` when its leader was chosen again.
-pub type ElectionResult = (i32, ItemResult<()>);
+pub type ElectionResult = PartitionResult;
 
 /// A config resource as Kafka's admin APIs name it: resource type 2 is a topic (by name), 4
 /// a broker (`""` for the cluster-wide default, else a node id). Other types are refused.
@@ -345,6 +348,9 @@ pub struct RegisterBroker {
     pub node_id: i32,
     pub endpoints: Vec<crate::record::BrokerEndpoint>,
     pub rack: Option<String>,
+    /// A new id at every start of the broker process.
+    #[serde(default)]
+    pub incarnation: Option<String>,
 }
 
 /// A registration was recorded (or was already the current one).
@@ -396,6 +402,30 @@ pub struct AlterPartition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterPartitionReply {
     pub result: ItemResult<Vec<i32>>,
+}
+
+/// A partition and its target replicas (`None`: cancel the move in progress).
+pub type ReassignmentTarget = (i32, Option<Vec<i32>>);
+
+/// AlterPartitionReassignments (KIP-455): per topic (by name), per partition, the target
+/// replica list, or `None` to cancel the reassignment in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionReassignments {
+    pub topics: Vec<(String, Vec<ReassignmentTarget>)>,
+    /// KIP-860: whether a target may have another number of replicas than the partition.
+    #[serde(default = "yes")]
+    pub allow_replication_factor_change: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Per topic, per partition (in request order): accepted, or why not
+/// (UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT, NO_REASSIGNMENT_IN_PROGRESS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionReassignmentsReply {
+    pub topics: Vec<(String, Vec<PartitionResult>)>,
 }
 
 /// An operation whose reply is a known type, so that a submitter gets that type back.
@@ -475,6 +505,8 @@ controller_ops! {
     FenceBroker => FenceBrokerReply,
     /// Change a partition's ISR, asked by its leader.
     AlterPartition => AlterPartitionReply,
+    /// Move partitions to other replicas, or cancel such moves.
+    AlterPartitionReassignments => AlterPartitionReassignmentsReply,
 }
 
 #[cfg(test)]

@@ -29,10 +29,10 @@
 //! The leader epoch also grows when a replica leaves the replica set with the leader
 //! unchanged (Kafka does the same), so that a removed replica's fetches are fenced.
 //!
-//! Input types are this module's own: [`PartitionState`] is today's `Partition` record and
-//! `PartitionImage` plus the fields docs/design/cluster.md §3.2 adds to that record
-//! (`adding_replicas`, `removing_replicas`, `leader_recovery_state`, absent today and read as
-//! empty / recovered by [`PartitionState::from_image`]); [`BrokerState`] is what the image will
+//! Input types are this module's own: [`PartitionState`] is the `Partition` record and
+//! `PartitionImage` (with the reassignment's `adding_replicas` and `removing_replicas`) plus
+//! `leader_recovery_state` (absent from the record, read as recovered by
+//! [`PartitionState::from_image`]); [`BrokerState`] is what the image will
 //! hold per broker from `RegisterBroker` / `BrokerChange` (`fenced`, `in_controlled_shutdown`,
 //! `broker_epoch`). No I/O, no clock.
 
@@ -124,8 +124,7 @@ impl PartitionState {
         })
     }
 
-    /// The state of a partition in today's image, whose records carry no reassignment and no
-    /// recovery state.
+    /// The state of a partition in the image, whose records carry no recovery state.
     pub fn from_image(p: &PartitionImage) -> Self {
         PartitionState {
             replicas: p.replicas.clone(),
@@ -134,8 +133,8 @@ impl PartitionState {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             leader_recovery_state: LeaderRecoveryState::Recovered,
-            adding_replicas: Vec::new(),
-            removing_replicas: Vec::new(),
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
         }
     }
 
@@ -1264,6 +1263,8 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         assert_eq!(p, PartitionState::from_image(&image));
         assert_eq!(
