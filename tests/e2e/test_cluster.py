@@ -31,7 +31,7 @@ class Cluster:
     (process.roles=broker,controller), all voters; otherwise the voters are that many
     controller-only nodes (ids 101, 102, ...) and the brokers are broker-only nodes."""
 
-    def __init__(self, base, size=3, extra="", controllers=0):
+    def __init__(self, base, size=3, extra="", controllers=0, node_extra=lambda i: ""):
         self.ids = list(range(1, size + 1))
         self.controller_ids = [100 + c for c in range(1, controllers + 1)]
         voter_ids = self.controller_ids or self.ids
@@ -66,7 +66,7 @@ class Cluster:
                 f"process.roles={roles}\n"
                 f"listeners={listeners}\n"
                 f"advertised.listeners=CLIENT://127.0.0.1:{self.ports[i]}\n"
-                "inter.broker.listener.name=CLIENT\n" + common,
+                "inter.broker.listener.name=CLIENT\n" + common + node_extra(i),
             )
         self.base, self.common = base, common
         for i in self.controller_ids + self.ids:
@@ -1059,4 +1059,82 @@ def test_unclean_leader_election_only_where_enabled(tmp_path):
     finally:
         if stopped is not None:
             os.kill(cluster.procs[stopped].pid, signal.SIGCONT)
+        cluster.stop()
+
+
+def test_a_consumer_fetches_from_the_replica_in_its_rack(tmp_path):
+    """KIP-392: three brokers in racks r1, r2, r3 with Kafka's RackAwareReplicaSelector; a
+    partition on all three. A confluent-kafka consumer with client.rack set to a follower's
+    rack is told by the leader to fetch from that follower, and reads every record from it
+    (librdkafka's own statistics count its Fetch requests per broker); a consumer without
+    client.rack fetches from the leader only. Records written after the first read arrive
+    through the follower too."""
+    import json
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    cluster = Cluster(
+        tmp_path,
+        extra="replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector\n",
+        node_extra=lambda i: f"broker.rack=r{i}\n",
+    )
+    try:
+        admin, topic = one_partition_rf3(cluster, "racks", min_insync=2)
+        leader = partition_zero(admin, topic).leader
+        follower = next(i for i in cluster.ids if i != leader)
+        assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"a%d" % i} for i in range(200)], acks="all"))
+
+        def read(rack, count, then=None):
+            """Reads `count` records from the start; returns them and the Fetch requests
+            librdkafka sent to each broker (by node id)."""
+            stats = []
+            conf = {
+                "bootstrap.servers": cluster.bootstrap,
+                "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                "enable.auto.commit": False,
+                "statistics.interval.ms": 200,
+                "stats_cb": stats.append,
+            }
+            if rack:
+                conf["client.rack"] = rack
+            consumer = Consumer(conf)
+            values = []
+            try:
+                consumer.assign([TopicPartition(topic, 0, 0)])
+                deadline = time.monotonic() + 60
+                while len(values) < count:
+                    assert time.monotonic() < deadline, f"read {len(values)} of {count}"
+                    msg = consumer.poll(0.5)
+                    if msg is not None and not msg.error():
+                        values.append(msg.value())
+                        if len(values) == 200 and then:
+                            then()
+                # One more statistics report after the last read (reports come with poll).
+                seen = len(stats)
+
+                def reported():
+                    consumer.poll(0.1)
+                    return len(stats) > seen
+
+                wait_until(reported, 10, "a statistics report")
+            finally:
+                consumer.close()
+            fetches = {}
+            for b in json.loads(stats[-1])["brokers"].values():
+                if b["nodeid"] >= 0:
+                    fetches[b["nodeid"]] = b["req"].get("Fetch", 0)
+            return values, fetches
+
+        values, fetches = read(f"r{follower}", 300, then=lambda: assert_delivered(
+            confluent_produce(cluster.bootstrap, topic, [{"value": b"b%d" % i} for i in range(100)], acks="all")
+        ))
+        assert values == [b"a%d" % i for i in range(200)] + [b"b%d" % i for i in range(100)]
+        assert fetches.get(follower, 0) > 0, f"no fetch reached the follower {follower}: {fetches}"
+        # The leader answered once or twice (to name the follower); the follower served the rest.
+        assert fetches.get(follower, 0) > fetches.get(leader, 0), fetches
+
+        values, fetches = read(None, 300)
+        assert len(values) == 300
+        assert fetches.get(follower, 0) == 0 and fetches.get(leader, 0) > 0, fetches
+    finally:
         cluster.stop()

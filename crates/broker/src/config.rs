@@ -241,7 +241,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("security.inter.broker.protocol", T::String, Some("PLAINTEXT"), "Protocol brokers use among themselves (single node: not used)."),
     num("share.coordinator.state.topic.replication.factor", T::Short, "3", 1, "Accepted for compatibility; share groups are not implemented."),
     num("share.coordinator.state.topic.min.isr", T::Short, "2", 1, "Accepted for compatibility; share groups are not implemented."),
-    def("broker.rack", T::String, None, "Rack of this broker."),
+    def("broker.rack", T::String, None, "Rack of this broker: replicas are spread over racks, and with replica.selector.class consumers in this rack may fetch from it."),
+    one_of(def("replica.selector.class", T::String, None, "KIP-392: with org.apache.kafka.common.replica.RackAwareReplicaSelector, a leader tells a consumer that sends its client.rack to fetch from an in-sync replica in that rack."), &[RACK_AWARE_SELECTOR]),
     // TLS (SSL listeners). Each can also be set for one listener as
     // listener.name.<lowercase listener name>.<key>, which wins over the plain key.
     def("ssl.keystore.type", T::String, Some("JKS"), "Format of the keystore: PEM (the only one Strata reads; JKS and PKCS12 must be converted, see docs/security.md)."),
@@ -1067,6 +1068,9 @@ fn check_roles(
     }
     Ok(())
 }
+
+/// The one replica selector Strata recognises (`replica.selector.class`, KIP-392).
+pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
 /// The broker's static configuration: what was set, on top of [`BROKER_CONFIGS`] defaults.
 #[derive(Debug, Clone)]

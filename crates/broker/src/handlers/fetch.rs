@@ -23,6 +23,7 @@ use crate::auth::{authorize, ConnectionContext, Operation, Resource};
 use crate::broker::Broker;
 use crate::fetch_session::{FetchKey, SessionAction, SessionPartition};
 use crate::partition::Partition;
+use strata_quorum::TopicImage;
 
 /// Upper bound on a fetch's wait, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
@@ -162,14 +163,20 @@ pub fn fetch(
     let replica = (replica_id >= 0).then_some(replica_id);
     let follower_denied =
         replica.is_some() && !authorize(&ctx, Operation::ClusterAction, Resource::Cluster);
+    // KIP-392: a consumer's fetch (v11+) may be served by a follower, and carries its rack.
+    let consumer_rack = (version >= 11 && replica.is_none()).then(|| req.rack_id.to_string());
     Reply::Later(
         async move {
+            let fetcher = Fetcher {
+                by_id,
+                replica,
+                follower_denied,
+                consumer_rack: consumer_rack.as_deref(),
+            };
             let resolved: Arc<Vec<Resolved>> = Arc::new(
                 partitions
                     .into_iter()
-                    .map(|(key, sp)| {
-                        resolve(&broker, &ctx, by_id, replica, follower_denied, key, sp)
-                    })
+                    .map(|(key, sp)| resolve(&broker, &ctx, &fetcher, key, sp))
                     .collect(),
             );
             let deadline = tokio::time::Instant::now() + max_wait;
@@ -292,17 +299,69 @@ struct Resolved {
     /// The follower's log diverged from this leader's: (epoch, end offset) to cut to, and
     /// no records.
     diverging: Option<(i32, i64)>,
+    /// KIP-392: the consumer should fetch from this replica in its rack instead; no records.
+    preferred: Option<i32>,
+}
+
+/// KIP-392, on the leader of `topic`'s partition `index`, for a consumer in `rack`: with
+/// `replica.selector.class` set to the rack-aware selector, an in-sync replica of another
+/// broker in the consumer's rack (the first in replica order), unless this broker is in it.
+fn preferred_read_replica(
+    broker: &Broker,
+    topic: &TopicImage,
+    index: i32,
+    rack: &str,
+) -> Option<i32> {
+    if rack.is_empty()
+        || broker
+            .config
+            .set
+            .get("replica.selector.class")
+            .map(|s| s.trim())
+            != Some(crate::config::RACK_AWARE_SELECTOR)
+    {
+        return None;
+    }
+    let own_rack = broker.config.set.get("broker.rack").map(|r| r.trim());
+    if own_rack == Some(rack) {
+        return None;
+    }
+    let image = broker.image();
+    let partition = topic.partitions.get(&index)?;
+    partition.replicas.iter().copied().find(|r| {
+        *r != broker.node_id()
+            && partition.isr.contains(r)
+            && image
+                .broker(*r)
+                .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(rack))
+    })
+}
+
+/// Who fetches, the same for every partition of one request.
+struct Fetcher<'a> {
+    /// Partitions named by topic id (v13+).
+    by_id: bool,
+    /// A follower's replica id.
+    replica: Option<i32>,
+    /// A follower without CLUSTER_ACTION.
+    follower_denied: bool,
+    /// A consumer's rack (v11+, possibly empty): it may read from followers.
+    consumer_rack: Option<&'a str>,
 }
 
 fn resolve(
     broker: &Arc<Broker>,
     ctx: &ConnectionContext,
-    by_id: bool,
-    replica: Option<i32>,
-    follower_denied: bool,
+    fetcher: &Fetcher,
     key: FetchKey,
     session: SessionPartition,
 ) -> Resolved {
+    let Fetcher {
+        by_id,
+        replica,
+        follower_denied,
+        consumer_rack,
+    } = *fetcher;
     let image = broker.image();
     let topic = if by_id {
         image.topic_by_id(&key.topic_id)
@@ -323,7 +382,16 @@ fn resolve(
         Some(t) if !authorize(ctx, Operation::Read, Resource::Topic(&t.name)) => {
             Err(ErrorCode::TopicAuthorizationFailed)
         }
+        // A consumer that knows follower fetching (v11+) may read from any replica here, up
+        // to that replica's high watermark.
+        Some(t) if consumer_rack.is_some() => broker.partitions.lookup_replica(t, key.partition),
         Some(t) => broker.partitions.lookup(t, key.partition),
+    };
+    let preferred = match (&lookup, topic, consumer_rack) {
+        (Ok(p), Some(t), Some(rack)) if p.is_leader() => {
+            preferred_read_replica(broker, t, key.partition, rack)
+        }
+        _ => None,
     };
     let lookup = lookup.and_then(|p| {
         let ours = p.leader_epoch();
@@ -353,6 +421,7 @@ fn resolve(
                 error: None,
                 replica: replica.is_some(),
                 diverging,
+                preferred,
             }
         }
         Err(e) => Resolved {
@@ -362,6 +431,7 @@ fn resolve(
             error: Some(e),
             replica: replica.is_some(),
             diverging: None,
+            preferred: None,
         },
     }
 }
@@ -430,6 +500,17 @@ fn read_all(
                     ),
             );
             // An answer to send at once: the follower must cut its log first.
+            any_error = true;
+            continue;
+        }
+        if let Some(node) = r.preferred {
+            // KIP-392: no records; the consumer fetches from `node` from now on.
+            out.push(
+                base.with_high_watermark(partition.high_watermark())
+                    .with_last_stable_offset(partition.last_stable_offset())
+                    .with_log_start_offset(partition.log_start_offset())
+                    .with_preferred_read_replica(kafka_protocol::messages::BrokerId(node)),
+            );
             any_error = true;
             continue;
         }
