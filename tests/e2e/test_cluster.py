@@ -872,6 +872,13 @@ def test_with_two_of_three_brokers_down_acks_all_waits_for_one_to_return(tmp_pat
         described = admin.describe_cluster().result(10)
         assert sorted(n.id for n in described.nodes) == [1, 2, 3], described.nodes
         assert described.controller.id in (1, 2, 3), described.controller
+        # DescribeQuorum (strata cluster describe): the controller leads, the brokers observe.
+        quorum = subprocess.run(
+            [str(strata_binary()), "cluster", "describe", "--bootstrap-server", cluster.bootstrap],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        roles = {tuple(line.split()[:2]) for line in quorum.splitlines() if line.split()[1:2] in (["leader"], ["observer"])}
+        assert roles == {("101", "leader"), ("1", "observer"), ("2", "observer"), ("3", "observer")}, quorum
         assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"a%d" % i} for i in range(200)], acks="all"))
 
         leader = state().leader

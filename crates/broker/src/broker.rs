@@ -134,7 +134,9 @@ impl Broker {
                     Ok::<_, StartError>(OpenedMetadata::Voter(quorum, internal))
                 } else {
                     let had_data = previous.is_some();
-                    let follower = crate::metadata_follower::MetadataFollower::start(&config).await;
+                    let follower = crate::metadata_follower::MetadataFollower::start(&config)
+                        .await
+                        .map_err(StartError::Metadata)?;
                     let cluster_id = follower.machine.with_image(|i| i.cluster_id.clone());
                     crate::format::stamp(&dir, &config, previous, had_data, cluster_id)?;
                     Ok(OpenedMetadata::Observer(follower))
@@ -388,6 +390,22 @@ impl Broker {
     }
 }
 
+/// Brings every partition in line with the current image (a full sync, under the partition
+/// lock so that two never overlap) and the replica fetchers with them; returns the image.
+/// Blocking.
+fn resync_partitions(broker: &Arc<Broker>) -> Arc<MetadataImage> {
+    let _sync = broker
+        .partition_sync
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let image = broker.image();
+    if let Err(error) = broker.partitions.sync(&image, &broker.config) {
+        tracing::error!(%error, "some partitions could not be opened");
+    }
+    broker.replica_fetchers.update(broker.partitions.all());
+    image
+}
+
 /// Registers this broker with the controller (its advertised endpoints and rack), retrying
 /// until it is recorded: other brokers give clients these endpoints for the partitions this
 /// one leads. A registration that is already current writes nothing.
@@ -422,24 +440,17 @@ fn start_registration(broker: &Arc<Broker>) {
                     // Now it leads what the metadata gives it.
                     broker.partitions.set_registered();
                     let registered = broker.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let _sync = registered
-                            .partition_sync
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        let image = registered.image();
-                        if let Err(error) = registered.partitions.sync(&image, &registered.config) {
-                            tracing::error!(%error, "some partitions could not be opened");
-                        }
-                        registered
-                            .replica_fetchers
-                            .update(registered.partitions.all());
+                    let resynced = tokio::task::spawn_blocking(move || {
+                        let image = resync_partitions(&registered);
                         crate::metadata_publisher::load_coordinators_once_registered(
                             &registered,
                             &image,
                         );
                     })
                     .await;
+                    if let Err(error) = resynced {
+                        tracing::error!(%error, "bringing partitions in line after registration failed");
+                    }
                     break;
                 }
                 Err(error) => {
@@ -553,16 +564,10 @@ fn start_log_maintenance(broker: &Arc<Broker>) {
             let retry = broker.partitions.has_unopened().then(|| broker.clone());
             move || {
                 if let Some(broker) = retry {
-                    // As every other sync, under the lock, so two never overlap.
-                    let _sync = broker
-                        .partition_sync
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    let image = broker.image();
-                    if broker.partitions.sync(&image, &broker.config).is_ok() {
+                    resync_partitions(&broker);
+                    if !broker.partitions.has_unopened() {
                         tracing::info!("every partition is open again");
                     }
-                    broker.replica_fetchers.update(broker.partitions.all());
                 }
                 let now = crate::partition::now_ms();
                 for p in partitions {

@@ -56,6 +56,12 @@ pub struct PartitionManager {
     registered: std::sync::atomic::AtomicBool,
 }
 
+/// Whether broker `node` leads `p` only once its start is registered: the metadata names it
+/// leader and other replicas hold the partition (they may be about to lead it instead).
+pub fn held_until_registered(node: i32, p: &PartitionImage) -> bool {
+    p.leader == node && p.replicas.len() > 1
+}
+
 /// Written at the end of a clean shutdown, removed at start-up: its absence means the broker
 /// stopped uncleanly and recovery must validate every batch after the recovery points.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -115,10 +121,10 @@ impl PartitionManager {
     }
 
     /// The leader of `p` as this broker `node` acts on it: unknown while this start is not
-    /// registered and the metadata names this broker leader of a partition with other replicas.
+    /// registered and [`held_until_registered`].
     fn leader_to_follow(&self, node: i32, p: &PartitionImage) -> i32 {
         let registered = self.registered.load(std::sync::atomic::Ordering::Acquire);
-        if !registered && p.leader == node && p.replicas.len() > 1 {
+        if !registered && held_until_registered(node, p) {
             -1
         } else {
             p.leader

@@ -26,6 +26,8 @@ use crate::config::BrokerConfig;
 const FETCH_WAIT_MS: u64 = 500;
 /// How long a voter has to answer beyond that.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long answers may bring nothing new before another voter is asked once.
+const PROBE_AFTER: Duration = Duration::from_secs(5);
 
 /// What the last answer said about the quorum.
 #[derive(Default)]
@@ -67,14 +69,17 @@ fn controller_addresses(config: &BrokerConfig) -> Vec<String> {
 impl MetadataFollower {
     /// Starts following the controllers of `config`, and returns once this broker holds the
     /// image as the quorum's leader has it (with a cluster id), logging every 10 s while it
-    /// waits.
-    pub async fn start(config: &BrokerConfig) -> Arc<MetadataFollower> {
+    /// waits. Fails when there is no controller to follow.
+    pub async fn start(config: &BrokerConfig) -> Result<Arc<MetadataFollower>, String> {
         let follower = Arc::new(MetadataFollower {
             machine: MachineHandle::detached(),
             seen: Mutex::new(Seen::default()),
             task: Mutex::new(None),
         });
         let addresses = controller_addresses(config);
+        if addresses.is_empty() {
+            return Err("no controller to follow: controller.quorum.voters (or controller.quorum.bootstrap.servers) names none".into());
+        }
         let node_id = u64::try_from(config.node_id).unwrap_or_default();
         let (ready_tx, mut ready) = oneshot::channel();
         let task = tokio::spawn(run(
@@ -85,18 +90,22 @@ impl MetadataFollower {
         ));
         *follower.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         let mut waited = 0;
-        while tokio::time::timeout(Duration::from_secs(10), &mut ready)
-            .await
-            .is_err()
-        {
-            waited += 10;
-            tracing::info!(
-                waited_s = waited,
-                controllers = addresses.join(","),
-                "waiting for the metadata from the controller quorum's leader (the controllers must be reachable on their controller listeners)"
-            );
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), &mut ready).await {
+                Ok(Ok(())) => return Ok(follower),
+                Ok(Err(_)) => {
+                    return Err("the metadata fetcher stopped before the first image".into())
+                }
+                Err(_) => {
+                    waited += 10;
+                    tracing::info!(
+                        waited_s = waited,
+                        controllers = addresses.join(","),
+                        "waiting for the metadata from the controller quorum's leader (the controllers must be reachable on their controller listeners)"
+                    );
+                }
+            }
         }
-        follower
     }
 
     /// The quorum's leader as the last answer named it, with its controller endpoint.
@@ -139,16 +148,26 @@ async fn run(
     let mut peers: HashMap<String, PeerConnection> = HashMap::new();
     let mut rotation = 0usize;
     let mut pause = Duration::from_millis(100);
+    let mut progressed = tokio::time::Instant::now();
     loop {
         let Some(me) = follower.upgrade() else { return };
         let leader = me.leader();
+        // A leader that answers but applies nothing for a while may be one the others
+        // deposed (cut off, it still believes it leads): ask another voter once, whose answer
+        // names a newer leader if there is one.
+        let probe = progressed.elapsed() > PROBE_AFTER;
         let address = match &leader {
-            Some((_, node)) if node.port != 0 => {
+            Some((_, node)) if node.port != 0 && !probe => {
                 crate::server::socket_address(&node.host, node.port)
             }
-            _ if addresses.is_empty() => return,
-            _ => addresses[rotation % addresses.len()].clone(),
+            _ => {
+                rotation += usize::from(probe);
+                addresses[rotation % addresses.len()].clone()
+            }
         };
+        if probe {
+            progressed = tokio::time::Instant::now();
+        }
         // Until the first image is in, ask for the whole of it.
         let next = match ready {
             Some(_) => 0,
@@ -189,9 +208,12 @@ async fn run(
         pause = Duration::from_millis(100);
         let from_leader = fetched.leader.as_ref().map(|(id, _)| *id) == Some(fetched.node_id);
         {
+            // A voter that lags may name a leader of an older term: the newest term wins.
             let mut seen = me.seen();
-            seen.leader = fetched.leader.clone();
-            seen.quorum = fetched.quorum.clone();
+            if fetched.quorum.term >= seen.quorum.term {
+                seen.leader = fetched.leader.clone();
+                seen.quorum = fetched.quorum.clone();
+            }
         }
         if ready.is_some() {
             // The first image comes from the leader: a voter that lags could hand over one
@@ -199,13 +221,17 @@ async fn run(
             if !from_leader || !matches!(fetched.fetched, Fetched::Image { .. }) {
                 if fetched.leader.is_none() {
                     rotation += 1;
-                    drop(me);
-                    tokio::time::sleep(pause).await;
                 }
+                drop(me);
+                tokio::time::sleep(pause).await;
                 continue;
             }
         }
+        let before = me.machine.with_image(|i| i.offset);
         me.machine.apply_fetched(fetched.fetched).await;
+        if me.machine.with_image(|i| i.offset) > before {
+            progressed = tokio::time::Instant::now();
+        }
         if ready.is_some() {
             if me.machine.with_image(|i| i.cluster_id.is_some()) {
                 if let Some(ready) = ready.take() {

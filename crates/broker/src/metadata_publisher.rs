@@ -259,7 +259,7 @@ pub fn load_coordinators_once_registered(broker: &Arc<Broker>, image: &MetadataI
                 topic
                     .partitions
                     .values()
-                    .filter(|p| p.leader == broker.node_id() && p.replicas.len() > 1)
+                    .filter(|p| crate::manager::held_until_registered(broker.node_id(), p))
                     .map(|p| (topic.topic_id, p.partition)),
             );
         }

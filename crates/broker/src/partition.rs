@@ -388,10 +388,15 @@ impl Partition {
             }
             return;
         }
+        // Leading an epoch it followed before (its start registered, say) starts the epoch
+        // in the cache here too.
+        let becomes_leader = leader == node && !role.is_leader();
         {
             let _producers = self.lock_producers();
             let mut log = self.lock_log();
-            if self.leader_epoch.swap(leader_epoch, Ordering::AcqRel) != leader_epoch {
+            if self.leader_epoch.swap(leader_epoch, Ordering::AcqRel) != leader_epoch
+                || becomes_leader
+            {
                 if let Err(e) = log.adopt_leader_epoch(leader_epoch, leader == node) {
                     self.fail_storage("checkpoint the leader epoch of", &e);
                 }

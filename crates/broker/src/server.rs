@@ -76,6 +76,7 @@ pub fn serve_controller_listeners(
         raft: quorum.raft.clone(),
         node_id: quorum.node_id,
         machine: quorum.machine.clone(),
+        observers: quorum.observers.clone(),
         ops: Default::default(),
     });
     for (socket, name) in bound.sockets {

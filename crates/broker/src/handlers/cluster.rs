@@ -348,6 +348,19 @@ pub fn describe_quorum(
                 .with_last_caught_up_timestamp(seen)
         })
         .collect();
+    // The brokers that are not voters and fetch the metadata (from this voter, or as the
+    // voter a broker-only node fetched from last saw them).
+    let observers: Vec<ReplicaState> = quorum
+        .observers
+        .iter()
+        .map(|(id, end, at)| {
+            ReplicaState::default()
+                .with_replica_id(as_id(*id))
+                .with_log_end_offset(*end as i64)
+                .with_last_fetch_timestamp(if version >= 1 { *at } else { -1 })
+                .with_last_caught_up_timestamp(-1)
+        })
+        .collect();
     let topics = req
         .topics
         .iter()
@@ -370,6 +383,7 @@ pub fn describe_quorum(
                                 .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
                                 .with_high_watermark(quorum.high_watermark as i64)
                                 .with_current_voters(voters.clone())
+                                .with_observers(observers.clone())
                         })
                         .collect(),
                 )

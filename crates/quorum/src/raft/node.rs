@@ -75,6 +75,45 @@ pub struct QuorumState {
     pub high_watermark: u64,
     /// Each voter with its log end as far as this node knows (the leader knows them all).
     pub voters: Vec<(u64, Option<u64>)>,
+    /// The brokers that are not voters and fetched from this node lately: node id, the log
+    /// end they fetched from (the next index), when (Unix ms).
+    #[serde(default)]
+    pub observers: Vec<(u64, u64, i64)>,
+}
+
+/// How long an observer that stopped fetching stays in [`QuorumState::observers`].
+const OBSERVER_EXPIRY_MS: i64 = 60_000;
+
+/// The brokers that fetch the metadata from this voter (`MetadataFetch`), as DescribeQuorum
+/// lists them.
+#[derive(Debug, Default)]
+pub struct Observers(std::sync::Mutex<BTreeMap<u64, (u64, i64)>>);
+
+impl Observers {
+    /// `node_id` fetched from log end `next` now.
+    pub fn fetched(&self, node_id: u64, next: u64) {
+        let now = now_ms();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id, (next, now));
+    }
+
+    /// Those that fetched in the last minute.
+    pub fn recent(&self) -> Vec<(u64, u64, i64)> {
+        let now = now_ms();
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, (_, at)| now - *at < OBSERVER_EXPIRY_MS);
+        seen.iter()
+            .map(|(id, (end, at))| (*id, *end, *at))
+            .collect()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A node's part in the metadata quorum: its Raft node and the image it applies.
@@ -82,6 +121,8 @@ pub struct MetadataQuorum {
     pub raft: MetadataRaft,
     pub machine: MachineHandle,
     pub node_id: u64,
+    /// The brokers that fetch the metadata from this voter.
+    pub observers: Arc<Observers>,
     /// Where room for this node's next log appends is reserved.
     space: Arc<AppendSpace>,
     dir: PathBuf,
@@ -209,6 +250,7 @@ impl MetadataQuorum {
             raft,
             machine: handle,
             node_id,
+            observers: Arc::default(),
             space,
             dir: raft_dir,
         })
@@ -305,7 +347,10 @@ impl MetadataQuorum {
 
     /// The quorum as this node sees it, in Kafka's terms (DescribeQuorum).
     pub fn describe(&self) -> QuorumState {
-        describe(&self.raft, self.node_id)
+        QuorumState {
+            observers: self.observers.recent(),
+            ..describe(&self.raft, self.node_id)
+        }
     }
 
     /// The leader as this node knows it, with its controller endpoint.
@@ -427,6 +472,7 @@ pub fn describe(raft: &MetadataRaft, node_id: u64) -> QuorumState {
         term: m.current_term,
         high_watermark: m.last_applied.map_or(0, |l| l.index + 1),
         voters,
+        observers: Vec::new(),
     }
 }
 

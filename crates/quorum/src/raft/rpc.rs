@@ -136,6 +136,8 @@ pub struct InternalServices {
     pub node_id: u64,
     /// The image the Raft node applies to, for the brokers that fetch it.
     pub machine: MachineHandle,
+    /// Who fetched it.
+    pub observers: Arc<super::node::Observers>,
     pub ops: std::sync::OnceLock<Arc<dyn OpService>>,
 }
 
@@ -294,13 +296,23 @@ pub async fn answer(services: &InternalServices, body: &[u8]) -> (i16, Option<In
             })
         }
         InternalRequest::MetadataFetch(f) => {
+            services.observers.fetched(f.node_id, f.next);
+            if f.next == 0 && raft.current_leader().await == Some(node_id) {
+                // The whole image, for a broker starting: everything committed is applied
+                // first (a new leader may not have applied the previous term's entries yet).
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), raft.ensure_linearizable()).await;
+            }
             let mut applied = services.machine.applied_offsets();
             let wait = Duration::from_millis(f.max_wait_ms).min(MAX_FETCH_WAIT);
             let _ = tokio::time::timeout(wait, applied.wait_for(|o| *o >= f.next)).await;
             InternalResponse::MetadataFetch(MetadataFetched {
                 node_id,
                 leader: super::node::leader_of(raft),
-                quorum: super::node::describe(raft, node_id),
+                quorum: super::node::QuorumState {
+                    observers: services.observers.recent(),
+                    ..super::node::describe(raft, node_id)
+                },
                 fetched: services.machine.fetch(f.next, FETCH_RECORDS),
             })
         }

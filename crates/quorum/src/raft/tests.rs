@@ -360,6 +360,7 @@ fn serve(
                 raft: raft.clone(),
                 node_id: id,
                 machine: machine.clone(),
+                observers: Default::default(),
                 ops: Default::default(),
             });
             connections.spawn(super::rpc::serve_connection(stream, services));
