@@ -209,12 +209,7 @@ impl Broker {
                 crate::metadata_publisher::MetadataPublisher::start(weak.clone(), image.offset);
             let controller = match metadata {
                 OpenedMetadata::Voter(quorum, internal) => {
-                    let controller =
-                        Arc::new(ControllerService::start(Arc::new(quorum), config.clone()));
-                    let forwarded: Arc<dyn strata_quorum::raft::rpc::OpService> =
-                        Arc::new(crate::controller::ForwardedOps(Arc::downgrade(&controller)));
-                    let _ = internal.ops.set(forwarded);
-                    controller
+                    ControllerService::start_voter(quorum, &internal, config.clone())
                 }
                 OpenedMetadata::Observer(follower) => {
                     Arc::new(ControllerService::observer(follower, &config))

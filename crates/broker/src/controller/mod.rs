@@ -262,6 +262,19 @@ impl ControllerService {
         }
     }
 
+    /// [`ControllerService::start`] on a voter's quorum, and the operations other brokers
+    /// forward to it served through `internal` (its controller listeners).
+    pub fn start_voter(
+        quorum: MetadataQuorum,
+        internal: &strata_quorum::raft::rpc::InternalServices,
+        config: BrokerConfig,
+    ) -> Arc<Self> {
+        let controller = Arc::new(ControllerService::start(Arc::new(quorum), config));
+        let forwarded: Arc<dyn OpService> = Arc::new(ForwardedOps(Arc::downgrade(&controller)));
+        let _ = internal.ops.set(forwarded);
+        controller
+    }
+
     /// The controller side of a broker that is not a voter: every operation is forwarded to
     /// the active controller that `follower` last heard of.
     pub fn observer(
@@ -651,9 +664,7 @@ impl ControllerOnlyNode {
         let lock = crate::format::lock(&dir)?;
         let previous = crate::data_dir::check(&dir, config.node_id)?;
         let (quorum, internal) = crate::broker::open_voter(&dir, &config, previous).await?;
-        let controller = Arc::new(ControllerService::start(Arc::new(quorum), config));
-        let forwarded: Arc<dyn OpService> = Arc::new(ForwardedOps(Arc::downgrade(&controller)));
-        let _ = internal.ops.set(forwarded);
+        let controller = ControllerService::start_voter(quorum, &internal, config);
         Ok(ControllerOnlyNode {
             controller,
             _internal: internal,

@@ -18,7 +18,7 @@ use strata_quorum::controller::ops::{
     CreatePartitions, CreatePartitionsReply, CreateTopics, CreateTopicsReply, CreatedTopic,
     DeleteTopics, DeleteTopicsReply, DeletedTopic, ElectLeaders, ElectLeadersReply,
     FenceBrokerReply, IncrementalAlterConfigs, ItemResult, NewPartitions, NewTopic, OpError,
-    ProducerIdBlock, RegisterBrokerReply, TopicRef,
+    PartitionResult, ProducerIdBlock, RegisterBrokerReply, TopicRef,
 };
 use strata_quorum::controller::partition_change::{self, PartitionState};
 use strata_quorum::controller::placement::{self, BrokerInfo, Stripe};
@@ -125,24 +125,76 @@ fn broker_fencing(
     let mut after = image.clone();
     after.apply(&records[0]);
     let brokers = broker_states(&after, config);
-    for topic in image.topics() {
+    records.extend(partition_changes(image, |topic, current| {
+        if !current.replicas.contains(&node_id) {
+            return None;
+        }
         let unclean = unclean_enabled(image, config, topic);
+        let state = PartitionState::from_image(current);
+        if fenced {
+            partition_change::broker_fenced(&state, &brokers, node_id, unclean)
+        } else {
+            partition_change::broker_unfenced(&state, &brokers, node_id, unclean)
+        }
+    }));
+    records
+}
+
+/// A `Partition` record for every partition of `image` that `change` gives a new state.
+fn partition_changes(
+    image: &MetadataImage,
+    mut change: impl FnMut(&TopicImage, &strata_quorum::PartitionImage) -> Option<PartitionState>,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
         for (p, current) in &topic.partitions {
-            if !current.replicas.contains(&node_id) {
-                continue;
-            }
-            let state = partition_change::PartitionState::from_image(current);
-            let next = if fenced {
-                partition_change::broker_fenced(&state, &brokers, node_id, unclean)
-            } else {
-                partition_change::broker_unfenced(&state, &brokers, node_id, unclean)
-            };
-            if let Some(next) = next {
+            if let Some(next) = change(topic, current) {
                 records.push(partition_record(topic.topic_id, *p, next));
             }
         }
     }
     records
+}
+
+/// Each requested partition's outcome, per topic in request order:
+/// UNKNOWN_TOPIC_OR_PARTITION for one the image lacks, else what `decide` answers; a new
+/// state it returns becomes a `Partition` record in `records`.
+fn requested_changes<T>(
+    image: &MetadataImage,
+    requested: impl IntoIterator<Item = (String, Vec<(i32, T)>)>,
+    records: &mut Vec<MetadataRecord>,
+    mut decide: impl FnMut(&TopicImage, PartitionState, T) -> Result<Option<PartitionState>, OpError>,
+) -> Vec<(String, Vec<PartitionResult>)> {
+    requested
+        .into_iter()
+        .map(|(name, partitions)| {
+            let topic = image.topic_by_name(&name);
+            let results = partitions
+                .into_iter()
+                .map(|(p, wanted)| {
+                    let Some((topic, current)) =
+                        topic.and_then(|t| t.partitions.get(&p).map(|c| (t, c)))
+                    else {
+                        return (
+                            p,
+                            Err(refuse(
+                                ErrorCode::UnknownTopicOrPartition,
+                                "This server does not host this topic-partition.",
+                            )),
+                        );
+                    };
+                    let decided = decide(topic, PartitionState::from_image(current), wanted);
+                    let result = decided.map(|next| {
+                        if let Some(next) = next {
+                            records.push(partition_record(topic.topic_id, p, next));
+                        }
+                    });
+                    (p, result)
+                })
+                .collect();
+            (name, results)
+        })
+        .collect()
 }
 
 /// Whether `topic`'s partitions may elect a replica that is not in sync
@@ -163,27 +215,15 @@ fn unclean_enabled(image: &MetadataImage, config: &BrokerConfig, topic: &TopicIm
 /// active replica (Kafka's controller does this when the setting is turned on): the records.
 fn unclean_elections(image: &MetadataImage, config: &BrokerConfig) -> Vec<MetadataRecord> {
     let brokers = broker_states(image, config);
-    let mut records = Vec::new();
-    for topic in image.topics() {
-        let offline = topic
-            .partitions
-            .values()
-            .any(|p| p.leader == partition_change::NO_LEADER);
-        if !offline || !unclean_enabled(image, config, topic) {
-            continue;
+    partition_changes(image, |topic, current| {
+        if current.leader != partition_change::NO_LEADER || !unclean_enabled(image, config, topic) {
+            return None;
         }
-        for (p, current) in &topic.partitions {
-            if current.leader != partition_change::NO_LEADER {
-                continue;
-            }
-            let state = PartitionState::from_image(current);
-            if let Ok(next) = partition_change::elect_unclean(&state, &brokers) {
-                tracing::warn!(topic = %topic.name, partition = p, leader = next.leader, "unclean leader election: a replica that was not in sync leads; records only the old ISR had are lost");
-                records.push(partition_record(topic.topic_id, *p, next));
-            }
-        }
-    }
-    records
+        let next =
+            partition_change::elect_unclean(&PartitionState::from_image(current), &brokers).ok()?;
+        tracing::warn!(topic = %topic.name, partition = current.partition, leader = next.leader, "unclean leader election: a replica that was not in sync leads; records only the old ISR had are lost");
+        Some(next)
+    })
 }
 
 /// ElectLeaders through the partition change rules: a partition whose state changes gets a
@@ -201,45 +241,21 @@ fn elect_leaders(
             .map(|t| (t.name.clone(), t.partitions.keys().copied().collect()))
             .collect()
     });
-    let mut records = Vec::new();
-    let topics = requested
+    let requested = requested
         .into_iter()
-        .map(|(name, partitions)| {
-            let topic = image.topic_by_name(&name);
-            let results = partitions
-                .into_iter()
-                .map(|p| {
-                    let Some((topic, current)) =
-                        topic.and_then(|t| t.partitions.get(&p).map(|c| (t, c)))
-                    else {
-                        return (
-                            p,
-                            Err(refuse(
-                                ErrorCode::UnknownTopicOrPartition,
-                                "This server does not host this topic-partition.",
-                            )),
-                        );
-                    };
-                    let state = PartitionState::from_image(current);
-                    let next = match op.election_type {
-                        ElectLeaders::PREFERRED => {
-                            partition_change::elect_preferred(&state, &brokers)
-                        }
-                        ElectLeaders::UNCLEAN => partition_change::elect_unclean(&state, &brokers),
-                        other => Err(refuse(
-                            ErrorCode::InvalidRequest,
-                            format!("Unknown election type {other}."),
-                        )),
-                    };
-                    let result = next.map(|next| {
-                        records.push(partition_record(topic.topic_id, p, next));
-                    });
-                    (p, result)
-                })
-                .collect();
-            (name, results)
-        })
-        .collect();
+        .map(|(name, partitions)| (name, partitions.into_iter().map(|p| (p, ())).collect()));
+    let mut records = Vec::new();
+    let topics = requested_changes(image, requested, &mut records, |_, state, ()| {
+        match op.election_type {
+            ElectLeaders::PREFERRED => partition_change::elect_preferred(&state, &brokers),
+            ElectLeaders::UNCLEAN => partition_change::elect_unclean(&state, &brokers),
+            other => Err(refuse(
+                ErrorCode::InvalidRequest,
+                format!("Unknown election type {other}."),
+            )),
+        }
+        .map(Some)
+    });
     (records, ElectLeadersReply { topics })
 }
 
@@ -308,57 +324,30 @@ fn alter_partition_reassignments(
 ) -> (Vec<MetadataRecord>, AlterPartitionReassignmentsReply) {
     let brokers = broker_states(image, config);
     let mut records = Vec::new();
-    let topics = op
-        .topics
-        .iter()
-        .map(|(name, partitions)| {
-            let topic = image.topic_by_name(name);
-            let results = partitions
-                .iter()
-                .map(|(p, target)| {
-                    let Some((topic, current)) =
-                        topic.and_then(|t| t.partitions.get(p).map(|c| (t, c)))
-                    else {
-                        return (
-                            *p,
-                            Err(refuse(
-                                ErrorCode::UnknownTopicOrPartition,
-                                "This server does not host this topic-partition.",
-                            )),
-                        );
-                    };
-                    let state = PartitionState::from_image(current);
-                    let replication_factor = state.original_replicas().len();
-                    let next = match target {
-                        Some(target)
-                            if !op.allow_replication_factor_change
-                                && target.len() != replication_factor =>
-                        {
-                            Err(refuse(
-                                ErrorCode::InvalidReplicationFactor,
-                                format!(
-                                    "The replication factor is changed from {replication_factor} to {} but allowReplicationFactorChange is false.",
-                                    target.len()
-                                ),
-                            ))
-                        }
-                        Some(target) => partition_change::reassign(&state, &brokers, target),
-                        None => {
-                            let unclean = unclean_enabled(image, config, topic);
-                            partition_change::cancel_reassignment(&state, &brokers, unclean)
-                        }
-                    };
-                    let result = next.map(|next| {
-                        if let Some(next) = next {
-                            records.push(partition_record(topic.topic_id, *p, next));
-                        }
-                    });
-                    (*p, result)
-                })
-                .collect();
-            (name.clone(), results)
-        })
-        .collect();
+    let topics = requested_changes(
+        image,
+        op.topics.clone(),
+        &mut records,
+        |topic, state, target| {
+            let replication_factor = state.original_replicas().len();
+            match target {
+            Some(target) if !op.allow_replication_factor_change && target.len() != replication_factor => {
+                Err(refuse(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "The replication factor is changed from {replication_factor} to {} but allowReplicationFactorChange is false.",
+                        target.len()
+                    ),
+                ))
+            }
+            Some(target) => partition_change::reassign(&state, &brokers, &target),
+            None => {
+                let unclean = unclean_enabled(image, config, topic);
+                partition_change::cancel_reassignment(&state, &brokers, unclean)
+            }
+        }
+        },
+    );
     (records, AlterPartitionReassignmentsReply { topics })
 }
 
