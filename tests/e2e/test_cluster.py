@@ -212,8 +212,14 @@ def one_partition_rf3(cluster, prefix, min_insync):
 
 
 def partition_zero(admin, topic):
-    """Partition 0 of `topic` as the metadata describes it (None while unknown)."""
-    return admin.list_topics(topic, timeout=5).topics[topic].partitions.get(0)
+    """Partition 0 of `topic` as the metadata describes it (None while unknown, or while the
+    broker the client asked does not answer: a stopped one, say)."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return admin.list_topics(topic, timeout=5).topics[topic].partitions.get(0)
+    except KafkaException:
+        return None
 
 
 class BackgroundProducer:
@@ -496,7 +502,9 @@ def test_the_isr_shrinks_and_grows_back_and_min_insync_replicas_holds(tmp_path):
         leader = state().leader
         stopped = next(i for i in cluster.ids if i not in (leader, controller))
         os.kill(cluster.procs[stopped].pid, signal.SIGSTOP)
-        wait_until(lambda: stopped not in state().isrs, 30, f"node {stopped} out of the ISR")
+        wait_until(
+            lambda: stopped not in getattr(state(), "isrs", [stopped]), 30, f"node {stopped} out of the ISR"
+        )
 
         reports = confluent_produce(
             cluster.bootstrap, topic, [{"value": b"refused"}], acks="all", retries=0
@@ -991,9 +999,9 @@ def test_a_fourth_broker_joins_and_a_reassignment_moves_a_partition_to_it(tmp_pa
 
 def test_unclean_leader_election_only_where_enabled(tmp_path):
     """Two topics on the same two replicas (brokers 2 and 3, a controller-only node and broker
-    1 beside them), one with unclean.leader.election.enable=true. Broker 3 stops (SIGSTOP) and
-    leaves both ISRs; records are written to broker 2 alone; broker 2 dies (SIGKILL): both
-    partitions go offline, their ISR holding only broker 2. Broker 3 resumes: the topic that
+    1 beside them), one with unclean.leader.election.enable=true. Broker 3 dies (SIGKILL) and
+    leaves both ISRs; records are written to broker 2 alone; broker 2 dies too: both
+    partitions go offline, their ISR holding only broker 2. Broker 3 starts again: the topic that
     allows it elects broker 3 (the records only broker 2 had are lost, as Kafka's unclean
     election loses them) and takes writes; the other stays offline until the setting is turned
     on for it with IncrementalAlterConfigs, which elects broker 3 there too."""
@@ -1006,7 +1014,6 @@ def test_unclean_leader_election_only_where_enabled(tmp_path):
         extra="broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n"
         "replica.lag.time.max.ms=3000\n",
     )
-    stopped = None
     try:
         admin = cluster.admin()
         suffix = uuid.uuid4().hex[:8]
@@ -1032,10 +1039,11 @@ def test_unclean_leader_election_only_where_enabled(tmp_path):
             wait_until(lambda t=topic: state(t) is not None and sorted(state(t).isrs) == [2, 3], 30, f"{topic}'s ISR")
             assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"both"}], acks="all"))
 
-        os.kill(cluster.procs[3].pid, signal.SIGSTOP)
-        stopped = 3
+        cluster.kill(3)
         for topic in (unclean, clean):
-            wait_until(lambda t=topic: state(t).isrs == [2], 30, f"{topic}'s ISR without broker 3")
+            wait_until(
+                lambda t=topic: getattr(state(t), "isrs", None) == [2], 30, f"{topic}'s ISR without broker 3"
+            )
             assert_delivered(confluent_produce(cluster.bootstrap, topic, [{"value": b"only-2"}], acks="all"))
         cluster.kill(2)
         survivors = cluster.bootstrap_of([1])
@@ -1043,8 +1051,7 @@ def test_unclean_leader_election_only_where_enabled(tmp_path):
         for topic in (unclean, clean):
             wait_until(lambda t=topic: state(t, admin).leader == -1, 30, f"{topic} offline")
 
-        os.kill(cluster.procs[3].pid, signal.SIGCONT)
-        stopped = None
+        cluster.restart(3)
         wait_until(lambda: state(unclean, admin).leader == 3, 30, "broker 3 elected uncleanly")
         assert state(clean, admin).leader == -1, "no unclean election where it is not enabled"
         reports = confluent_produce(survivors, clean, [{"value": b"x"}], acks="all", retries=0)
@@ -1064,8 +1071,6 @@ def test_unclean_leader_election_only_where_enabled(tmp_path):
         wait_until(lambda: state(clean, admin).leader == 3, 30, "broker 3 elected once it is allowed")
         assert_delivered(confluent_produce(cluster.bootstrap_of([1, 3]), clean, [{"value": b"after"}], acks="all"))
     finally:
-        if stopped is not None:
-            os.kill(cluster.procs[stopped].pid, signal.SIGCONT)
         cluster.stop()
 
 
