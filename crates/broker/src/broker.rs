@@ -215,7 +215,6 @@ impl Broker {
                     Arc::new(ControllerService::observer(follower, &config))
                 }
             };
-            publisher.attach(controller.machine());
             Broker {
                 publisher,
                 groups,
@@ -239,6 +238,8 @@ impl Broker {
                 _dir_lock: lock,
             }
         });
+        // Only now: an image handed over before the broker exists would find no broker.
+        broker.publisher.attach(broker.controller.machine());
         crate::metadata_publisher::load_coordinators_at_start(&broker, &broker.image());
         broker.replica_fetchers.update(broker.partitions.all());
         start_registration(&broker);

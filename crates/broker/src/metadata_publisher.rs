@@ -106,6 +106,7 @@ async fn run(
             absorb(&mut update, later);
         }
         let Some(broker) = broker.upgrade() else {
+            tracing::debug!("the broker is gone; the metadata publisher stops");
             return;
         };
         let offset = update.offset;
