@@ -13,6 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from strata_e2e import (
     admin_client,
     assert_delivered,
@@ -24,6 +26,23 @@ from strata_e2e import (
     strata_binary,
     wait_until,
 )
+
+
+@pytest.fixture(autouse=True)
+def node_logs_on_failure(request, tmp_path):
+    """When a test fails, prints each node's warnings and errors and its last lines (the
+    nodes log into `tmp_path/node<id>/broker.log`), so that a failure in CI can be read."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    for log in sorted(tmp_path.glob("node*/broker.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        notable = [line for line in lines if " WARN " in line or " ERROR " in line]
+        print(f"\n----- {log}: {len(notable)} warnings and errors (last 60) -----")
+        print("\n".join(line[:400] for line in notable[-60:]))
+        print(f"----- {log}: last 30 lines -----")
+        print("\n".join(line[:400] for line in lines[-30:]))
 
 
 class Cluster:
@@ -1150,3 +1169,4 @@ def test_a_consumer_fetches_from_the_replica_in_its_rack(tmp_path):
         assert fetches.get(follower, 0) == 0 and fetches.get(leader, 0) > 0, fetches
     finally:
         cluster.stop()
+
