@@ -1004,10 +1004,12 @@ class TestPki:
         assert result.returncode == 0, f"openssl {' '.join(map(str, args))}:\n{result.stderr}"
         return result.stdout
 
-    def issue(self, name: str, subject: str, server: bool = False, rsa: bool = False) -> Issued:
+    def issue(self, name: str, subject: str, server: bool = False, rsa: bool = False,
+              client: bool = False, names: bool = True) -> Issued:
         """A certificate for `subject` (openssl's /C=US/O=acme/CN=alice form, encoded in that
         order); `server` adds serverAuth and the loopback names (DNS:localhost,
-        IP:127.0.0.1), otherwise clientAuth."""
+        IP:127.0.0.1; not with `names` false), otherwise clientAuth; `server` and `client`
+        both (a broker's certificate that it also presents to other brokers)."""
         key, csr, cert = (self.dir / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
         keystore = self.dir / f"{name}-keystore.pem"
         newkey = ["rsa:2048"] if rsa else ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
@@ -1016,7 +1018,10 @@ class TestPki:
         extensions = self.dir / f"{name}.ext"
         lines = ["basicConstraints=CA:FALSE"]
         if server:
-            lines += ["extendedKeyUsage=serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+            usage = "serverAuth,clientAuth" if client else "serverAuth"
+            lines += [f"extendedKeyUsage={usage}"]
+            if names:
+                lines += ["subjectAltName=DNS:localhost,IP:127.0.0.1"]
         else:
             lines += ["extendedKeyUsage=clientAuth"]
         extensions.write_text("\n".join(lines) + "\n")

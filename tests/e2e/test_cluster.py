@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from strata_e2e import (
+    TestPki,
     admin_client,
     assert_delivered,
     confluent_consumer,
@@ -50,7 +51,7 @@ class Cluster:
     (process.roles=broker,controller), all voters; otherwise the voters are that many
     controller-only nodes (ids 101, 102, ...) and the brokers are broker-only nodes."""
 
-    def __init__(self, base, size=3, extra="", controllers=0, node_extra=lambda i: ""):
+    def __init__(self, base, size=3, extra="", controllers=0, node_extra=lambda i: "", client_conf=None):
         self.ids = list(range(1, size + 1))
         self.controller_ids = [100 + c for c in range(1, controllers + 1)]
         voter_ids = self.controller_ids or self.ids
@@ -58,6 +59,8 @@ class Cluster:
         self.controller_ports = {i: free_port() for i in voter_ids}
         voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in voter_ids)
         self.procs, self.logs, self.properties, self.data = {}, {}, {}, {}
+        # What clients need to reach the CLIENT listener (security settings).
+        self.client_conf = dict(client_conf or {})
         common = (
             f"controller.quorum.voters={voters}\n"
             "controller.listener.names=CONTROLLER\n"
@@ -149,7 +152,9 @@ class Cluster:
 
     def admin(self):
         """An admin client, once the three brokers are registered."""
-        admin = admin_client(self.bootstrap)
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_conf})
         wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, "three registered brokers")
         return admin
 
@@ -1170,3 +1175,84 @@ def test_a_consumer_fetches_from_the_replica_in_its_rack(tmp_path):
     finally:
         cluster.stop()
 
+
+@pytest.mark.parametrize("security", ["sasl_ssl", "mutual_tls"])
+def test_brokers_replicate_and_write_markers_over_a_secured_listener(tmp_path, security):
+    """The only client listener, also the inter-broker one, is SASL_SSL with PLAIN (the
+    brokers log in as `admin`; certificates name 127.0.0.1 and are checked against it) or SSL
+    with client certificates required (the brokers present their own certificates, which name
+    no host: ssl.endpoint.identification.algorithm is empty), and the StandardAuthorizer lets
+    only the super users act for the cluster: followers fetch over it (acks=all answered, the
+    three logs byte for byte), and a transaction over partitions led by all three brokers has
+    its markers written over it."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+
+    pki = TestPki(tmp_path / "pki")
+    names = security == "sasl_ssl"
+    certs = {i: pki.issue(f"broker{i}", f"/CN=broker{i}", server=True, client=True, names=names) for i in (1, 2, 3)}
+    extra = (
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,"
+        + ("CLIENT:SASL_SSL\n" if security == "sasl_ssl" else "CLIENT:SSL\n")
+        + "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
+        + f"ssl.truststore.type=PEM\nssl.truststore.location={pki.ca}\nssl.keystore.type=PEM\n"
+    )
+    if security == "sasl_ssl":
+        extra += (
+            "sasl.enabled.mechanisms=PLAIN\nsasl.mechanism.inter.broker.protocol=PLAIN\n"
+            "listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain."
+            'PlainLoginModule required username="admin" password="admin-secret" '
+            'user_admin="admin-secret";\n'
+            "super.users=User:admin\n"
+        )
+        client_conf = {"security.protocol": "sasl_ssl", "sasl.mechanism": "PLAIN", "sasl.username": "admin",
+                       "sasl.password": "admin-secret", "ssl.ca.location": str(pki.ca)}
+    else:
+        admin_cert = pki.issue("admin", "/CN=admin")
+        extra += (
+            "ssl.client.auth=required\nssl.endpoint.identification.algorithm=\n"
+            "super.users=User:CN=admin;User:CN=broker1;User:CN=broker2;User:CN=broker3\n"
+        )
+        client_conf = {"security.protocol": "ssl", "ssl.ca.location": str(pki.ca),
+                       "ssl.endpoint.identification.algorithm": "none",
+                       "ssl.certificate.location": str(admin_cert.cert), "ssl.key.location": str(admin_cert.key)}
+    cluster = Cluster(
+        tmp_path, extra=extra, client_conf=client_conf,
+        node_extra=lambda i: f"ssl.keystore.location={certs[i].keystore}\n",
+    )
+    try:
+        admin = cluster.admin()
+        topic = f"secure-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(30)
+        wait_until(
+            lambda: (lambda t: len(t.partitions) == 3 and all(len(p.isrs) == 3 for p in t.partitions.values()))(
+                admin.list_topics(topic, timeout=5).topics[topic]
+            ),
+            30,
+            "the topic's partitions with their ISRs",
+        )
+        leaders = {p.leader for p in admin.list_topics(topic, timeout=5).topics[topic].partitions.values()}
+
+        # acks=all: answered once the followers fetched each batch over the secured listener.
+        records = [{"value": b"r%d" % i, "partition": i % 3} for i in range(300)]
+        assert_delivered(
+            confluent_produce(cluster.bootstrap, topic, records, acks="all",
+                              **{"enable.idempotence": True}, **client_conf)
+        )
+        wait_until(lambda: cluster.same_bytes(topic, 3), 30, "every replica holding the leader's log")
+
+        # Markers to the partitions' leaders go over the secured listener too.
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": f"tx-{topic}",
+                             "linger.ms": 5, **client_conf})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for p in range(3):
+            for i in range(5):
+                producer.produce(topic, value=b"t-p%d-%d" % (p, i), partition=p)
+        producer.commit_transaction(30)
+        seen = read_all(cluster.bootstrap, topic, 3, 315, **{"isolation.level": "read_committed"}, **client_conf)
+        assert sorted(seen) == sorted([r["value"] for r in records] + [b"t-p%d-%d" % (p, i) for p in range(3) for i in range(5)])
+        assert len(leaders) >= 2, f"the partitions' leaders: {leaders}"
+        wait_until(lambda: cluster.same_bytes(topic, 3), 30, "every replica holding the markers")
+    finally:
+        cluster.stop()

@@ -109,6 +109,8 @@ pub struct Broker {
     heartbeats_stopped: tokio::sync::Mutex<bool>,
     /// The block of producer ids this broker hands out: `[next, end)`.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// How connections to the other brokers are secured (`crate::inter_broker::security`).
+    pub(crate) inter_broker_security: strata_client::Security,
     /// Held for the broker's lifetime: the exclusive lock on `<log.dirs>/.lock`.
     _dir_lock: File,
 }
@@ -119,6 +121,18 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         let authorizer_settings =
             crate::acl::AuthorizerSettings::from_config(&config).map_err(StartError::Config)?;
+        // A node with no other broker never connects to one: what the inter-broker listener
+        // would need is not asked of it.
+        let inter_broker_security = match crate::inter_broker::security(&config) {
+            Ok(security) => security,
+            Err(reason)
+                if !config.roles.controller
+                    || crate::controller::quorum_voters(&config).len() > 1 =>
+            {
+                return Err(StartError::Config(reason));
+            }
+            Err(_) => strata_client::Security::default(),
+        };
         apply_open_file_limit();
         let dir = config.data_dir.clone();
         let dir_err = |source| StartError::DataDir {
@@ -232,6 +246,7 @@ impl Broker {
                 sasl_failures,
                 next_connection_id: std::sync::atomic::AtomicU64::new(1),
                 producer_ids: tokio::sync::Mutex::new((0, 0)),
+                inter_broker_security,
                 heartbeats_stopped: tokio::sync::Mutex::new(false),
                 authorizer,
                 quotas,

@@ -237,8 +237,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     num("replica.fetch.min.bytes", T::Int, "1", 1, "Bytes a follower's fetch waits for at the leader before it is answered."),
     num("replica.fetch.backoff.ms", T::Int, "1000", 0, "How long a follower waits after its leader could not be reached or refused a partition."),
     num("controller.quorum.election.timeout.ms", T::Int, "1000", 1, "The shortest election timeout of the metadata quorum (Raft); the longest is twice it and the leader's heartbeat a fifth of it. A single voter elects itself at once at start-up."),
-    def("inter.broker.listener.name", T::String, None, "Listener brokers use among themselves; must be a client listener (single node: not used)."),
-    def("security.inter.broker.protocol", T::String, Some("PLAINTEXT"), "Protocol brokers use among themselves (single node: not used)."),
+    def("inter.broker.listener.name", T::String, None, "Listener brokers use among themselves (replication, transaction markers), secured as that listener is; must be a client listener (single node: not used)."),
+    def("security.inter.broker.protocol", T::String, Some("PLAINTEXT"), "Without inter.broker.listener.name, brokers use the listener of this name among themselves (single node: not used)."),
     num("share.coordinator.state.topic.replication.factor", T::Short, "3", 1, "Accepted for compatibility; share groups are not implemented."),
     num("share.coordinator.state.topic.min.isr", T::Short, "2", 1, "Accepted for compatibility; share groups are not implemented."),
     def("broker.rack", T::String, None, "Rack of this broker: replicas are spread over racks, and with replica.selector.class consumers in this rack may fetch from it."),
@@ -260,7 +260,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("ssl.enabled.protocols", T::List, Some("TLSv1.2,TLSv1.3"), "TLS versions served: TLSv1.2 and/or TLSv1.3 (older versions are not offered)."),
     def("ssl.cipher.suites", T::List, Some(""), "Cipher suites offered (IANA names); empty offers every suite of the TLS library."),
     def("ssl.protocol", T::String, Some("TLSv1.3"), "Accepted for compatibility; ssl.enabled.protocols chooses the versions."),
-    def("ssl.endpoint.identification.algorithm", T::String, Some("https"), "Host name verification of the broker's outgoing TLS connections (none on a single node)."),
+    def("ssl.endpoint.identification.algorithm", T::String, Some("https"), "Host name verification of the broker's TLS connections to other brokers; empty turns it off (the certificate must still chain to the truststore)."),
     def("ssl.keymanager.algorithm", T::String, Some("SunX509"), "Accepted for compatibility (a Java setting)."),
     def("ssl.trustmanager.algorithm", T::String, Some("PKIX"), "Accepted for compatibility (a Java setting)."),
     def("ssl.secure.random.implementation", T::String, None, "Accepted for compatibility (a Java setting)."),
@@ -270,7 +270,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     // sasl.jaas.config can be set per listener: listener.name.<l>.sasl.enabled.mechanisms and
     // listener.name.<l>.<mechanism in lower case>.sasl.jaas.config.
     def("sasl.enabled.mechanisms", T::List, Some("GSSAPI"), "SASL mechanisms offered on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (GSSAPI is accepted in the list but not served)."),
-    def("sasl.mechanism.inter.broker.protocol", T::String, Some("GSSAPI"), "SASL mechanism brokers use among themselves (recorded; a single node makes no inter-broker connections)."),
+    def("sasl.mechanism.inter.broker.protocol", T::String, Some("GSSAPI"), "SASL mechanism brokers log in to each other with (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512), as the username/password of the inter-broker listener's login module; a single node makes no inter-broker connections."),
     def("sasl.jaas.config", T::Password, None, "JAAS login module for SASL: PlainLoginModule with user_<name>=\"password\" options (PLAIN users), or ScramLoginModule (the inter-broker identity)."),
     def("sasl.server.callback.handler.class", T::String, None, "OAUTHBEARER token validation (usually scoped: listener.name.<l>.oauthbearer.sasl.server.callback.handler.class): unset, unsigned tokens (Kafka's development default); org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler, tokens signed with a key of sasl.oauthbearer.jwks.endpoint.url."),
     def("sasl.oauthbearer.jwks.endpoint.url", T::String, None, "The JSON Web Key Set that signed OAUTHBEARER tokens are checked against: a file: URL (file:///etc/strata/jwks.json). Re-read on refresh and when a token names a key id it lacks."),
@@ -726,7 +726,6 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "num.io.threads",
     "num.recovery.threads.per.data.dir",
     "request.timeout.ms",
-    "security.inter.broker.protocol",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "log.roll.jitter.ms",
@@ -735,11 +734,9 @@ pub const NOT_IN_EFFECT: &[&str] = &[
     "log.preallocate",
     "log.flush.scheduler.interval.ms",
     "ssl.protocol",
-    "ssl.endpoint.identification.algorithm",
     "ssl.keymanager.algorithm",
     "ssl.trustmanager.algorithm",
     "ssl.secure.random.implementation",
-    "sasl.mechanism.inter.broker.protocol",
     "sasl.oauthbearer.token.endpoint.url",
     "sasl.login.callback.handler.class",
 ];
@@ -1069,6 +1066,20 @@ fn check_roles(
     Ok(())
 }
 
+/// A configuration of node 1 with `settings` on top of the defaults, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_config(settings: &[(&str, &str)]) -> BrokerConfig {
+    let set = [
+        ("log.dirs", "/nonexistent/strata-unit-test"),
+        ("node.id", "1"),
+    ]
+    .iter()
+    .chain(settings)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    BrokerConfig::from_map(set).expect("config").0
+}
+
 /// The one replica selector Strata recognises (`replica.selector.class`, KIP-392).
 pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
@@ -1091,7 +1102,7 @@ pub struct BrokerConfig {
     /// SCRAM credentials to write with the first metadata records (`strata serve
     /// --add-scram`, Kafka's `kafka-storage.sh format --add-scram`); ignored once formatted.
     pub add_scram: Vec<crate::sasl::AddScram>,
-    /// `sasl.mechanism.inter.broker.protocol`, recorded for the cluster (a single node makes
+    /// `sasl.mechanism.inter.broker.protocol`, what this broker logs in to others with (a single node makes
     /// no inter-broker connections).
     pub sasl_inter_broker_mechanism: String,
     /// `controller.listener.names`: bound, but they serve no client requests.
@@ -1805,6 +1816,7 @@ log.retention.check.interval.ms=300000
                 "listener.name.client.ssl.endpoint.identification.algorithm",
                 "",
             ),
+            ("listener.name.client.ssl.keymanager.algorithm", "SunX509"),
         ])
         .expect("accepted");
         let tls = &c.tls["CLIENT"];
@@ -1822,7 +1834,12 @@ log.retention.check.interval.ms=300000
         assert!(!c.tls.contains_key("CONTROLLER"));
         let ignored = c.set_but_not_in_effect();
         assert!(
-            ignored.contains(&"listener.name.client.ssl.endpoint.identification.algorithm".into()),
+            ignored.contains(&"listener.name.client.ssl.keymanager.algorithm".into()),
+            "{ignored:?}"
+        );
+        // In effect: how this broker checks the names of other brokers' certificates.
+        assert!(
+            !ignored.contains(&"listener.name.client.ssl.endpoint.identification.algorithm".into()),
             "{ignored:?}"
         );
         // Listener-scoped keys are known keys, checked like the plain ones.

@@ -3,28 +3,28 @@
 //! WriteTxnMarkers from a transaction coordinator to the leaders of a transaction's
 //! partitions, and the verify-only AddPartitionsToTxn (KIP-890) a partition's leader sends to
 //! the transaction's coordinator before appending a transactional batch, as Kafka's brokers
-//! do. One connection per call (markers are written once
-//! per transaction and partition leader); plaintext listeners only so far.
+//! do. One connection per call (markers are written once per transaction and partition
+//! leader), secured as the inter-broker listener is ([`security`]; the replica fetcher uses
+//! the same).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ProducerId, RequestHeader, ResponseHeader, TopicName, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
+use strata_client::conn::Connection;
+use strata_client::{SaslConfig, SaslMechanism, ScramMechanism, Security, SecurityProtocol};
 use strata_coordinator::txn::MarkerPlan;
 use strata_protocol::ErrorCode;
 use strata_quorum::MetadataImage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::broker::Broker;
+use crate::config::{BrokerConfig, Listener};
 
 /// The longest a call to another broker may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,14 +59,7 @@ pub async fn write_txn_markers(
                     })
                     .collect(),
             )]);
-    let client_id = format!("strata-broker-{}", broker.node_id());
-    let response: WriteTxnMarkersResponse = call(
-        &address,
-        &client_id,
-        ApiKey::WriteTxnMarkers,
-        WRITE_TXN_MARKERS_VERSION,
-        &request,
-    )
+    let response: WriteTxnMarkersResponse = call(broker, &address, WRITE_TXN_MARKERS_VERSION, &request)
     .await
     .map_err(|error| {
         tracing::warn!(leader, %address, %error, producer_id = plan.producer_id, "could not send transaction markers to the partitions' leader; retrying later");
@@ -95,26 +88,121 @@ fn by_topic(partitions: &[(String, i32)]) -> BTreeMap<&str, Vec<i32>> {
     topics
 }
 
+/// The listener brokers use among themselves: `inter.broker.listener.name`, else the one
+/// named after `security.inter.broker.protocol` when that is set, else this broker's first
+/// client listener.
+pub(crate) fn listener(config: &BrokerConfig) -> Option<&Listener> {
+    let named = |name: &str| {
+        config
+            .advertised_listeners
+            .iter()
+            .find(|l| l.name == name.trim())
+    };
+    match (
+        config.set.get("inter.broker.listener.name"),
+        config.set.get("security.inter.broker.protocol"),
+    ) {
+        (Some(name), _) => named(name),
+        // Kafka's rule: the listener named after the protocol.
+        (None, Some(protocol)) => named(protocol).or_else(|| config.advertised_listeners.first()),
+        (None, None) => config.advertised_listeners.first(),
+    }
+}
+
 /// The endpoint of broker `node` on the inter-broker listener.
 pub(crate) fn endpoint_of(broker: &Broker, image: &MetadataImage, node: i32) -> Option<String> {
-    let listener = broker
-        .config
-        .set
-        .get("inter.broker.listener.name")
-        .cloned()
-        .or_else(|| {
-            broker
-                .config
-                .advertised_listeners
-                .first()
-                .map(|l| l.name.clone())
-        })
-        .unwrap_or_default();
+    let listener = listener(&broker.config)?;
     image
         .broker(node)
         .filter(|b| !b.fenced)
-        .and_then(|b| b.endpoint(&listener))
+        .and_then(|b| b.endpoint(&listener.name))
         .map(|e| format!("{}:{}", e.host, e.port))
+}
+
+/// How this broker secures its connections to the other brokers (the replica fetcher,
+/// transaction markers, transaction verification), as a Kafka broker does: the inter-broker
+/// listener's security protocol; with TLS that listener's truststore (and its keystore when
+/// the listener asks for client certificates, [`crate::tls::keystore::client_config`]); with
+/// SASL `sasl.mechanism.inter.broker.protocol` and the `username` and `password` of the
+/// listener's JAAS entry for that mechanism (`listener.name.<l>.<mechanism>.sasl.jaas.config`,
+/// else `sasl.jaas.config`). Files are read here, once.
+pub fn security(config: &BrokerConfig) -> Result<Security, String> {
+    let Some(listener) = listener(config) else {
+        return Ok(Security::default());
+    };
+    let protocol = match listener.security_protocol.as_str() {
+        "SSL" => SecurityProtocol::Ssl,
+        "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+        "SASL_SSL" => SecurityProtocol::SaslSsl,
+        _ => SecurityProtocol::Plaintext,
+    };
+    let tls = match config.tls.get(&listener.name) {
+        Some(settings) if protocol.tls() => {
+            let check_names = crate::config::listener_setting(
+                &config.set,
+                &listener.name,
+                "ssl.endpoint.identification.algorithm",
+            )
+            .is_none_or(|(_, algorithm)| !algorithm.trim().is_empty());
+            Some(
+                crate::tls::keystore::client_config(settings, check_names)
+                    .map_err(|e| format!("inter-broker listener {}: {e}", listener.name))?,
+            )
+        }
+        _ => None,
+    };
+    let sasl = if protocol.sasl() {
+        let name = config.sasl_inter_broker_mechanism.to_ascii_uppercase();
+        let mechanism = match name.as_str() {
+            "PLAIN" => SaslMechanism::Plain,
+            other => SaslMechanism::Scram(ScramMechanism::from_name(other).ok_or_else(|| {
+                format!(
+                    "sasl.mechanism.inter.broker.protocol={other}: brokers authenticate to each \
+                     other with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (listener {} is {}); set it \
+                     to one of the listener's sasl.enabled.mechanisms",
+                    listener.name, listener.security_protocol
+                )
+            })?),
+        };
+        let scoped = format!(
+            "listener.name.{}.{}.sasl.jaas.config",
+            listener.name.to_ascii_lowercase(),
+            mechanism.name().to_ascii_lowercase()
+        );
+        let (key, entry) =
+            crate::sasl::settings::jaas_for(&config.set, &listener.name, mechanism.name())
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!(
+                        "brokers authenticate to each other with {} on listener {}: set {scoped} \
+                         (or sasl.jaas.config) with this broker's username and password",
+                        mechanism.name(),
+                        listener.name
+                    )
+                })?;
+        let option = |name: &str| {
+            entry.option(name).map(str::to_string).ok_or_else(|| {
+                format!(
+                    "{key}: brokers authenticate to each other with {}, and need the login \
+                     module's {name}=\"...\" option (this broker's own credentials)",
+                    mechanism.name()
+                )
+            })
+        };
+        Some(SaslConfig {
+            mechanism,
+            username: option("username")?,
+            password: option("password")?,
+        })
+    } else {
+        None
+    };
+    Ok(Security {
+        protocol,
+        sasl,
+        ca_location: None,
+        tls,
+    })
 }
 
 /// The broker coordinating `transactional_id`: the leader of its `__transaction_state`
@@ -178,16 +266,7 @@ pub async fn verify_txn_partitions(
                     .collect(),
             ),
     ]);
-    let client_id = format!("strata-broker-{}", broker.node_id());
-    let response: AddPartitionsToTxnResponse = match call(
-        &address,
-        &client_id,
-        ApiKey::AddPartitionsToTxn,
-        4,
-        &request,
-    )
-    .await
-    {
+    let response: AddPartitionsToTxnResponse = match call(broker, &address, 4, &request).await {
         Ok(r) => r,
         Err(error) => {
             tracing::info!(coordinator, %address, %error, "could not verify a transactional batch with its coordinator");
@@ -249,55 +328,101 @@ pub async fn verify_txn(
     }
 }
 
-/// One request to `address` on a new connection, bounded by [`CALL_TIMEOUT`].
-async fn call<Req: Encodable, Resp: Decodable>(
+/// One request to `address` on a new connection (secured as [`security`] says), bounded by
+/// [`CALL_TIMEOUT`].
+async fn call<R: Request>(
+    broker: &Broker,
     address: &str,
-    client_id: &str,
-    key: ApiKey,
     version: i16,
-    request: &Req,
-) -> std::io::Result<Resp> {
-    let work = async {
-        let mut stream = TcpStream::connect(address).await?;
-        let _ = stream.set_nodelay(true);
-        let mut body = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(1)
-            .with_client_id(Some(StrBytes::from_string(client_id.to_string())))
-            .encode(&mut body, key.request_header_version(version))
-            .map_err(std::io::Error::other)?;
-        request
-            .encode(&mut body, version)
-            .map_err(std::io::Error::other)?;
-        let mut frame = BytesMut::with_capacity(4 + body.len());
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        stream.write_all(&frame).await?;
-        let size = stream.read_i32().await?;
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|s| *s <= 64 << 20)
-            .ok_or_else(|| std::io::Error::other(format!("response size {size}")))?;
-        let mut buf = vec![0u8; size];
-        stream.read_exact(&mut buf).await?;
-        let mut buf = bytes::Bytes::from(buf);
-        let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
-            .map_err(std::io::Error::other)?;
-        if header.correlation_id != 1 {
-            return Err(std::io::Error::other("a response to another request"));
-        }
-        let response = Resp::decode(&mut buf, version).map_err(std::io::Error::other)?;
-        let _ = buf.remaining();
-        Ok(response)
-    };
-    tokio::time::timeout(CALL_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer",
-            ))
-        })
+    request: &R,
+) -> strata_client::Result<R::Response> {
+    let client_id = format!("strata-broker-{}", broker.node_id());
+    let connection = Connection::open(
+        address,
+        &client_id,
+        CALL_TIMEOUT,
+        CALL_TIMEOUT,
+        &broker.inter_broker_security,
+    )
+    .await?;
+    connection.send_at(version, request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::test_config as config;
+
+    const PLAIN_JAAS: &str = "org.apache.kafka.common.security.plain.PlainLoginModule required \
+        username=\"admin\" password=\"admin-secret\" user_admin=\"admin-secret\";";
+
+    fn sasl_listener(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut settings = vec![
+            ("listeners", "INTERNAL://127.0.0.1:9092"),
+            ("listener.security.protocol.map", "INTERNAL:SASL_PLAINTEXT"),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+        ];
+        settings.extend_from_slice(extra);
+        settings
+    }
+
+    #[test]
+    fn brokers_log_in_to_each_other_as_the_listener_says() {
+        let plaintext = security(&config(&[])).expect("plaintext");
+        assert_eq!(plaintext.protocol, SecurityProtocol::Plaintext);
+        assert!(plaintext.sasl.is_none() && plaintext.tls.is_none());
+
+        let sasl = security(&config(&sasl_listener(&[
+            ("sasl.mechanism.inter.broker.protocol", "PLAIN"),
+            ("listener.name.internal.plain.sasl.jaas.config", PLAIN_JAAS),
+        ])))
+        .expect("SASL_PLAINTEXT with PLAIN");
+        assert_eq!(sasl.protocol, SecurityProtocol::SaslPlaintext);
+        let login = sasl.sasl.expect("a login");
+        assert_eq!(login.mechanism, SaslMechanism::Plain);
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("admin", "admin-secret")
+        );
+    }
+
+    #[test]
+    fn what_brokers_cannot_log_in_with_is_named() {
+        // Kafka's default mechanism, GSSAPI, is not one Strata speaks.
+        let gssapi = security(&config(&sasl_listener(&[(
+            "listener.name.internal.plain.sasl.jaas.config",
+            PLAIN_JAAS,
+        )])))
+        .expect_err("GSSAPI");
+        assert!(
+            gssapi.contains("sasl.mechanism.inter.broker.protocol=GSSAPI"),
+            "{gssapi}"
+        );
+
+        // A JAAS entry with the users the listener accepts but no identity of its own.
+        let no_identity = security(&config(&sasl_listener(&[
+            ("sasl.mechanism.inter.broker.protocol", "PLAIN"),
+            (
+                "listener.name.internal.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required user_admin=\"admin-secret\";",
+            ),
+        ])))
+        .expect_err("no username");
+        assert!(no_identity.contains("username"), "{no_identity}");
+
+        // TLS between brokers checks their certificates: a truststore is needed.
+        let no_truststore = security(&config(&[
+            ("listeners", "INTERNAL://127.0.0.1:9093"),
+            ("listener.security.protocol.map", "INTERNAL:SSL"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", "/nonexistent/keystore.pem"),
+        ]))
+        .expect_err("no truststore");
+        assert!(
+            no_truststore.contains("ssl.truststore.location"),
+            "{no_truststore}"
+        );
+    }
 }

@@ -231,13 +231,14 @@ impl FetchTask {
                     continue;
                 };
                 let client_id = format!("strata-replica-fetcher-{}", broker.node_id());
+                let security = broker.inter_broker_security.clone();
                 drop(broker);
                 match Connection::open(
                     &address,
                     &client_id,
                     Duration::from_secs(5),
                     Duration::from_secs(30),
-                    &strata_client::Security::default(),
+                    &security,
                 )
                 .await
                 {

@@ -79,6 +79,9 @@ pub struct Security {
     pub sasl: Option<SaslConfig>,
     /// PEM file of the CAs the broker's certificate must chain to (SSL and SASL_SSL).
     pub ca_location: Option<PathBuf>,
+    /// A TLS configuration built by the caller, used instead of `ca_location` (a broker
+    /// connecting to another broker brings its own truststore and keystore).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn invalid(message: String) -> Error {
@@ -162,6 +165,7 @@ impl Security {
             protocol,
             sasl,
             ca_location,
+            tls: None,
         })
     }
 
@@ -171,6 +175,9 @@ impl Security {
         use rustls::pki_types::CertificateDer;
         if !self.protocol.tls() {
             return Ok(None);
+        }
+        if let Some(config) = &self.tls {
+            return Ok(Some(config.clone()));
         }
         let path = self.ca_location.as_ref().ok_or_else(|| {
             invalid("TLS needs ssl.ca.location (the CA's PEM certificate)".into())

@@ -1146,18 +1146,7 @@ mod tests {
     use super::*;
     use strata_quorum::controller::ops::ReplicaAssignment;
 
-    /// A broker config with `settings` on top of the defaults (node id 1).
-    fn config(settings: &[(&str, &str)]) -> BrokerConfig {
-        let set = [
-            ("log.dirs", "/nonexistent/strata-plan-test"),
-            ("node.id", "1"),
-        ]
-        .iter()
-        .chain(settings)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        BrokerConfig::from_map(set).expect("config").0
-    }
+    use crate::config::test_config as config;
 
     fn image_with(records: &[MetadataRecord]) -> MetadataImage {
         let mut image = MetadataImage::default();

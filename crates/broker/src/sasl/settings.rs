@@ -223,7 +223,7 @@ fn login_module(mechanism: Mechanism) -> &'static str {
 
 /// The JAAS line for `mechanism` on `listener`: `listener.name.<l>.<mechanism>.sasl.jaas.config`
 /// wins over `sasl.jaas.config`, as in Kafka. `None` when neither is set.
-fn jaas_for(
+pub(crate) fn jaas_for(
     set: &BTreeMap<String, String>,
     listener: &str,
     mechanism: &str,

@@ -8,7 +8,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::settings::{ClientAuth, KeySource, TlsSettings, TrustSource};
 
@@ -258,6 +258,124 @@ pub fn server_config(settings: &TlsSettings) -> Result<Loaded, TlsLoadError> {
         config: Arc::new(config),
         leaf,
     })
+}
+
+/// What this broker connects to another broker's listener with, as a Kafka broker does with
+/// the inter-broker listener's `ssl.*` keys: the truststore verifies the other broker's
+/// certificate, and its name against the host of the endpoint it registered; when the listener
+/// asks clients for a certificate (`ssl.client.auth`), this broker presents its keystore.
+/// With `check_names` false (`ssl.endpoint.identification.algorithm` set empty, as Kafka
+/// allows) the certificate must still chain to the truststore, but its names are not compared
+/// with the host.
+pub fn client_config(
+    settings: &TlsSettings,
+    check_names: bool,
+) -> Result<Arc<ClientConfig>, TlsLoadError> {
+    // ring, as for the listeners.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !settings.cipher_suites.is_empty() {
+        provider.cipher_suites = settings.cipher_suites.clone();
+    }
+    let config_error = |reason: String| TlsLoadError::Config {
+        listener: settings.listener.clone(),
+        reason,
+    };
+    let Some(source) = &settings.truststore else {
+        return Err(config_error(
+            "brokers connect to each other on this listener (inter.broker.listener.name) and \
+             check each other's certificates: set ssl.truststore.type=PEM and \
+             ssl.truststore.location (or ssl.truststore.certificates) to the CA that signed them"
+                .into(),
+        ));
+    };
+    let (roots, origin) = load_roots(source)?;
+    let provider = Arc::new(provider);
+    let versions: Vec<_> = settings.versions.iter().map(|v| v.rustls()).collect();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| {
+            config_error(format!(
+                "ssl.cipher.suites and ssl.enabled.protocols leave nothing to negotiate: {e}"
+            ))
+        })?;
+    let builder = if check_names {
+        builder.with_root_certificates(roots)
+    } else {
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsLoadError::Pem {
+                    what: "truststore",
+                    origin,
+                    reason: e.to_string(),
+                })?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyName(verifier)))
+    };
+    let config = if settings.client_auth == ClientAuth::None {
+        builder.with_no_client_auth()
+    } else {
+        let (chain, key) = load_identity(settings)?;
+        let origin = match &settings.keystore {
+            KeySource::File(path) => path.display().to_string(),
+            KeySource::Inline { .. } => "ssl.keystore.key".into(),
+        };
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|source| TlsLoadError::Key { origin, source })?
+    };
+    Ok(Arc::new(config))
+}
+
+/// Verifies a server's certificate as `.0` does, except that a name not matching the host is
+/// accepted (`ssl.endpoint.identification.algorithm` empty).
+#[derive(Debug)]
+struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 fn client_verifier(
