@@ -123,14 +123,20 @@ impl Broker {
             crate::acl::AuthorizerSettings::from_config(&config).map_err(StartError::Config)?;
         // A node with no other broker never connects to one: what the inter-broker listener
         // would need is not asked of it.
+        let has_peers =
+            !config.roles.controller || crate::controller::quorum_voters(&config).len() > 1;
         let inter_broker_security = match crate::inter_broker::security(&config) {
-            Ok(security) => security,
-            Err(reason)
-                if !config.roles.controller
-                    || crate::controller::quorum_voters(&config).len() > 1 =>
-            {
-                return Err(StartError::Config(reason));
+            Ok(security) => {
+                if has_peers {
+                    tracing::info!(
+                        protocol = ?security.protocol,
+                        login = security.sasl.as_ref().map_or("-", |s| s.username.as_str()),
+                        "connections to the other brokers are secured as the inter-broker listener"
+                    );
+                }
+                security
             }
+            Err(reason) if has_peers => return Err(StartError::Config(reason)),
             Err(_) => strata_client::Security::default(),
         };
         apply_open_file_limit();

@@ -124,7 +124,6 @@ pub fn announce(config: &crate::config::BrokerConfig) -> FailureLimiter {
             plain_users = settings.plain_users.len(),
             session_lifetime_ms = settings.session_lifetime.map_or(0, |d| d.as_millis() as u64),
             inter_broker_mechanism = %config.sasl_inter_broker_mechanism,
-            inter_broker_user = settings.inter_broker_user.as_deref().unwrap_or("-"),
             "SASL ready"
         );
     }

@@ -59,9 +59,6 @@ pub struct SaslSettings {
     pub not_served: Vec<String>,
     /// PLAIN users and passwords: the `user_<name>` options of the PLAIN JAAS line.
     pub plain_users: BTreeMap<String, String>,
-    /// The `username` of a ScramLoginModule line: the identity this broker would use towards
-    /// other brokers (recorded; a single node makes no such connection).
-    pub inter_broker_user: Option<String>,
     /// How OAUTHBEARER tokens are checked, when the listener serves it.
     pub oauth: Option<std::sync::Arc<super::oauth::OAuthSettings>>,
     /// `connections.max.reauth.ms`; `None` when 0 (sessions do not expire).
@@ -126,7 +123,6 @@ impl SaslSettings {
             });
         }
         let mut plain_users = BTreeMap::new();
-        let mut inter_broker_user = None;
         let mut oauth_jaas = None;
         for mechanism in &mechanisms {
             let Some((key, entry)) = jaas_for(set, listener, mechanism.name())? else {
@@ -170,11 +166,9 @@ impl SaslSettings {
                         }
                     }
                 }
-                Mechanism::Scram(_) => {
-                    if inter_broker_user.is_none() {
-                        inter_broker_user = entry.option("username").map(str::to_string);
-                    }
-                }
+                // SCRAM users live in the metadata; the line's username is this broker's
+                // own login towards the others (`inter_broker::security`).
+                Mechanism::Scram(_) => {}
                 Mechanism::OAuthBearer => oauth_jaas = Some((key, entry)),
             }
         }
@@ -197,7 +191,6 @@ impl SaslSettings {
             mechanisms,
             not_served,
             plain_users,
-            inter_broker_user,
             oauth,
             session_lifetime: (reauth_ms > 0).then(|| Duration::from_millis(reauth_ms)),
             failed_authentication_delay: Duration::from_millis(millis(
@@ -295,7 +288,6 @@ mod tests {
         assert_eq!(s.not_served, vec!["GSSAPI".to_string()]);
         assert_eq!(s.plain_users.len(), 2);
         assert_eq!(s.plain_users["alice"], "alice-secret");
-        assert_eq!(s.inter_broker_user.as_deref(), Some("broker"));
         assert_eq!(s.session_lifetime, Some(Duration::from_secs(60)));
         assert_eq!(s.failed_authentication_delay, Duration::from_millis(100));
         assert!(!format!("{s:?}").contains("secret"));
@@ -314,17 +306,16 @@ mod tests {
         .expect("resolves");
         assert_eq!(s.mechanisms, vec![Mechanism::Plain]);
         assert_eq!(s.session_lifetime, None);
-        // The plain key's PlainLoginModule does not serve SCRAM (no inter-broker user).
-        let s = SaslSettings::resolve(
-            &set(&[
-                ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512"),
-                ("sasl.jaas.config", PLAIN_JAAS),
-            ]),
-            "CLIENT",
-        )
-        .expect("resolves");
-        assert_eq!(s.inter_broker_user, None);
+        // The plain key's PlainLoginModule does not serve SCRAM.
+        let settings = set(&[
+            ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512"),
+            ("sasl.jaas.config", PLAIN_JAAS),
+        ]);
+        let s = SaslSettings::resolve(&settings, "CLIENT").expect("resolves");
         assert_eq!(s.plain_users.len(), 2);
+        assert!(jaas_for(&settings, "CLIENT", "SCRAM-SHA-512")
+            .expect("parses")
+            .is_none());
     }
 
     #[test]
