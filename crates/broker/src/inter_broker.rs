@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use strata_client::conn::Connection;
-use strata_client::{SaslConfig, SaslMechanism, ScramMechanism, Security, SecurityProtocol};
+use strata_client::{SaslConfig, SaslMechanism, Security, SecurityProtocol};
 use strata_coordinator::txn::MarkerPlan;
 use strata_protocol::ErrorCode;
 use strata_quorum::MetadataImage;
@@ -59,9 +59,8 @@ pub async fn write_txn_markers(
                     })
                     .collect(),
             )]);
-    let response: WriteTxnMarkersResponse = call(broker, &address, WRITE_TXN_MARKERS_VERSION, &request)
-    .await
-    .map_err(|error| {
+    let answer = call(broker, &address, WRITE_TXN_MARKERS_VERSION, &request).await;
+    let response: WriteTxnMarkersResponse = answer.map_err(|error| {
         tracing::warn!(leader, %address, %error, producer_id = plan.producer_id, "could not send transaction markers to the partitions' leader; retrying later");
         ErrorCode::NetworkException
     })?;
@@ -130,12 +129,8 @@ pub fn security(config: &BrokerConfig) -> Result<Security, String> {
     let Some(listener) = listener(config) else {
         return Ok(Security::default());
     };
-    let protocol = match listener.security_protocol.as_str() {
-        "SSL" => SecurityProtocol::Ssl,
-        "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
-        "SASL_SSL" => SecurityProtocol::SaslSsl,
-        _ => SecurityProtocol::Plaintext,
-    };
+    let protocol = SecurityProtocol::from_name(&listener.security_protocol)
+        .unwrap_or(SecurityProtocol::Plaintext);
     let tls = match config.tls.get(&listener.name) {
         Some(settings) if protocol.tls() => {
             let check_names = crate::config::listener_setting(
@@ -153,17 +148,14 @@ pub fn security(config: &BrokerConfig) -> Result<Security, String> {
     };
     let sasl = if protocol.sasl() {
         let name = config.sasl_inter_broker_mechanism.to_ascii_uppercase();
-        let mechanism = match name.as_str() {
-            "PLAIN" => SaslMechanism::Plain,
-            other => SaslMechanism::Scram(ScramMechanism::from_name(other).ok_or_else(|| {
-                format!(
-                    "sasl.mechanism.inter.broker.protocol={other}: brokers authenticate to each \
-                     other with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (listener {} is {}); set it \
-                     to one of the listener's sasl.enabled.mechanisms",
-                    listener.name, listener.security_protocol
-                )
-            })?),
-        };
+        let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
+            format!(
+                "sasl.mechanism.inter.broker.protocol={name}: brokers authenticate to each other \
+                 with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (listener {} is {}); set it to one of \
+                 the listener's sasl.enabled.mechanisms",
+                listener.name, listener.security_protocol
+            )
+        })?;
         let scoped = format!(
             "listener.name.{}.{}.sasl.jaas.config",
             listener.name.to_ascii_lowercase(),

@@ -26,6 +26,17 @@ pub enum SecurityProtocol {
 }
 
 impl SecurityProtocol {
+    /// Kafka's name (`security.protocol`, a listener's protocol), in any case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Some(SecurityProtocol::Plaintext),
+            "SSL" => Some(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Some(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Some(SecurityProtocol::SaslSsl),
+            _ => None,
+        }
+    }
+
     pub fn tls(self) -> bool {
         matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
@@ -46,6 +57,14 @@ pub enum SaslMechanism {
 }
 
 impl SaslMechanism {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, in any case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "PLAIN" => Some(SaslMechanism::Plain),
+            other => ScramMechanism::from_name(other).map(SaslMechanism::Scram),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SaslMechanism::Plain => strata_sasl::PLAIN,
@@ -96,36 +115,23 @@ impl Security {
     /// are ignored, as clients ignore other clients' keys.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Self> {
         let get = |k: &str| props.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let protocol = match get("security.protocol")
-            .unwrap_or("PLAINTEXT")
-            .to_ascii_uppercase()
-            .as_str()
-        {
-            "PLAINTEXT" => SecurityProtocol::Plaintext,
-            "SSL" => SecurityProtocol::Ssl,
-            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
-            "SASL_SSL" => SecurityProtocol::SaslSsl,
-            other => {
-                return Err(invalid(format!(
-                    "security.protocol={other}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
-                )))
-            }
-        };
+        let name = get("security.protocol").unwrap_or("PLAINTEXT");
+        let protocol = SecurityProtocol::from_name(name).ok_or_else(|| {
+            invalid(format!(
+                "security.protocol={}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                name.to_ascii_uppercase()
+            ))
+        })?;
         let sasl = if protocol.sasl() {
             let name = get("sasl.mechanism")
                 .or_else(|| get("sasl.mechanisms"))
                 .unwrap_or("GSSAPI")
                 .to_ascii_uppercase();
-            let mechanism = match name.as_str() {
-                "PLAIN" => SaslMechanism::Plain,
-                other => SaslMechanism::Scram(ScramMechanism::from_name(other).ok_or_else(
-                    || {
-                        invalid(format!(
-                            "sasl.mechanism={other}: this client speaks PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (set sasl.mechanism)"
-                        ))
-                    },
-                )?),
-            };
+            let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
+                invalid(format!(
+                    "sasl.mechanism={name}: this client speaks PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (set sasl.mechanism)"
+                ))
+            })?;
             let (mut username, mut password) = (
                 get("sasl.username").map(str::to_string),
                 get("sasl.password").map(str::to_string),

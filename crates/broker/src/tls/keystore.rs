@@ -210,29 +210,47 @@ pub struct Loaded {
     pub leaf: CertificateDer<'static>,
 }
 
-/// Reads the listener's files and builds the configuration new connections are accepted with.
-pub fn server_config(settings: &TlsSettings) -> Result<Loaded, TlsLoadError> {
-    // ring, not aws-lc-rs (which needs cmake and clang to build). rustls deprecated ring's
-    // provider only because it lacks post-quantum key exchange, which Kafka clients (OpenSSL,
-    // Java) do not offer to brokers by default either.
+/// The listener's crypto: ring, not aws-lc-rs (which needs cmake and clang to build), with
+/// `ssl.cipher.suites` when set. rustls deprecated ring's provider only because it lacks
+/// post-quantum key exchange, which Kafka clients (OpenSSL, Java) do not offer to brokers by
+/// default either.
+fn provider(settings: &TlsSettings) -> Arc<CryptoProvider> {
     #[allow(deprecated)]
     let mut provider = rustls::crypto::ring::default_provider();
     if !settings.cipher_suites.is_empty() {
         provider.cipher_suites = settings.cipher_suites.clone();
     }
-    let provider = Arc::new(provider);
-    let config_error = |reason: String| TlsLoadError::Config {
+    Arc::new(provider)
+}
+
+/// `ssl.enabled.protocols`.
+fn versions(settings: &TlsSettings) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    settings.versions.iter().map(|v| v.rustls()).collect()
+}
+
+fn nothing_to_negotiate(settings: &TlsSettings, e: rustls::Error) -> TlsLoadError {
+    TlsLoadError::Config {
         listener: settings.listener.clone(),
-        reason,
-    };
-    let versions: Vec<_> = settings.versions.iter().map(|v| v.rustls()).collect();
+        reason: format!(
+            "ssl.cipher.suites and ssl.enabled.protocols leave nothing to negotiate: {e}"
+        ),
+    }
+}
+
+/// Where the listener's key comes from, for messages.
+fn keystore_origin(settings: &TlsSettings) -> String {
+    match &settings.keystore {
+        KeySource::File(path) => path.display().to_string(),
+        KeySource::Inline { .. } => "ssl.keystore.key".into(),
+    }
+}
+
+/// Reads the listener's files and builds the configuration new connections are accepted with.
+pub fn server_config(settings: &TlsSettings) -> Result<Loaded, TlsLoadError> {
+    let provider = provider(settings);
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| {
-            config_error(format!(
-                "ssl.cipher.suites and ssl.enabled.protocols leave nothing to negotiate: {e}"
-            ))
-        })?;
+        .with_protocol_versions(&versions(settings))
+        .map_err(|e| nothing_to_negotiate(settings, e))?;
     let builder = match (settings.client_auth, &settings.truststore) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (auth, Some(source)) => {
@@ -241,14 +259,13 @@ pub fn server_config(settings: &TlsSettings) -> Result<Loaded, TlsLoadError> {
         }
     };
     let (chain, key) = load_identity(settings)?;
-    let origin = match &settings.keystore {
-        KeySource::File(path) => path.display().to_string(),
-        KeySource::Inline { .. } => "ssl.keystore.key".into(),
-    };
     let leaf = chain[0].clone();
     let mut config = builder
         .with_single_cert(chain, key)
-        .map_err(|source| TlsLoadError::Key { origin, source })?;
+        .map_err(|source| TlsLoadError::Key {
+            origin: keystore_origin(settings),
+            source,
+        })?;
     // No TLS 1.3 session tickets. With a client certificate they follow the client's last
     // handshake message, and kafka-python, finding the socket readable with no request in
     // flight, drops the connection (its admin client gives up at once: 8 of 10 connections
@@ -271,34 +288,21 @@ pub fn client_config(
     settings: &TlsSettings,
     check_names: bool,
 ) -> Result<Arc<ClientConfig>, TlsLoadError> {
-    // ring, as for the listeners.
-    #[allow(deprecated)]
-    let mut provider = rustls::crypto::ring::default_provider();
-    if !settings.cipher_suites.is_empty() {
-        provider.cipher_suites = settings.cipher_suites.clone();
-    }
-    let config_error = |reason: String| TlsLoadError::Config {
-        listener: settings.listener.clone(),
-        reason,
-    };
     let Some(source) = &settings.truststore else {
-        return Err(config_error(
-            "brokers connect to each other on this listener (inter.broker.listener.name) and \
-             check each other's certificates: set ssl.truststore.type=PEM and \
-             ssl.truststore.location (or ssl.truststore.certificates) to the CA that signed them"
+        return Err(TlsLoadError::Config {
+            listener: settings.listener.clone(),
+            reason: "brokers connect to each other on this listener (inter.broker.listener.name) \
+                     and check each other's certificates: set ssl.truststore.type=PEM and \
+                     ssl.truststore.location (or ssl.truststore.certificates) to the CA that \
+                     signed them"
                 .into(),
-        ));
+        });
     };
     let (roots, origin) = load_roots(source)?;
-    let provider = Arc::new(provider);
-    let versions: Vec<_> = settings.versions.iter().map(|v| v.rustls()).collect();
+    let provider = provider(settings);
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| {
-            config_error(format!(
-                "ssl.cipher.suites and ssl.enabled.protocols leave nothing to negotiate: {e}"
-            ))
-        })?;
+        .with_protocol_versions(&versions(settings))
+        .map_err(|e| nothing_to_negotiate(settings, e))?;
     let builder = if check_names {
         builder.with_root_certificates(roots)
     } else {
@@ -318,13 +322,12 @@ pub fn client_config(
         builder.with_no_client_auth()
     } else {
         let (chain, key) = load_identity(settings)?;
-        let origin = match &settings.keystore {
-            KeySource::File(path) => path.display().to_string(),
-            KeySource::Inline { .. } => "ssl.keystore.key".into(),
-        };
         builder
             .with_client_auth_cert(chain, key)
-            .map_err(|source| TlsLoadError::Key { origin, source })?
+            .map_err(|source| TlsLoadError::Key {
+                origin: keystore_origin(settings),
+                source,
+            })?
     };
     Ok(Arc::new(config))
 }
